@@ -1,0 +1,41 @@
+//! arbor-storage: the durable event log, content store and in-memory workflow index.
+//!
+//! # Layout
+//! - [`model`]: nodes, edges, statuses and events (DESIGN §2), in their JSON form.
+//! - [`time`]: microsecond timestamps, RFC 3339 on the wire.
+//! - [`record`]: the on-disk event record and the BLAKE3 hash chain.
+//! - [`log`]: the sled layer (the only module that knows sled): trees, group writes,
+//!   the durable-flush protocol, cursors, dead letters.
+//! - [`index`]: the petgraph index per workflow, derived from the log.
+//! - [`intent`]: what callers ask for and what they get back.
+//! - [`validate`]: turns intents into records against the index plus the group overlay.
+//! - [`store`]: [`Store`], the handle: writer thread with group commit, reads, broadcast.
+//! - [`verify`]: re-checks the chain, the secondary trees and the graph from disk.
+//! - [`error`]: [`StorageError`] (I/O, integrity) and [`AppendError`] (refused requests).
+//!
+//! # Invariants
+//! - The log is the source of truth: seqs are gap-free from 1 and each record's hash
+//!   chains to the previous one. The index, the `ids`/`wf` trees and every sink are
+//!   derived from it and can be rebuilt from it.
+//! - An append is acknowledged only after its group is durable (with `Durability::Fsync`),
+//!   and it is indexed and broadcast only after that: no reader ever sees an event that a
+//!   crash could take back.
+//! - A refused request stores nothing; an atomic batch is stored whole or not at all.
+//! - This crate knows nothing of HTTP or of sinks.
+
+pub mod error;
+pub mod index;
+pub mod intent;
+pub mod log;
+pub mod model;
+pub mod record;
+pub mod store;
+pub mod time;
+pub mod validate;
+pub mod verify;
+
+pub use error::{AppendError, StorageError};
+pub use intent::{Intent, Meta, NewNode, NewWorkflow, Outcome};
+pub use model::{Edge, EdgeKind, Event, EventBody, Node, PortableEvent, Role, Seq, WorkflowStatus};
+pub use store::{Durability, ListFilter, Store, StoreOptions};
+pub use time::Timestamp;

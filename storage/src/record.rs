@@ -1,0 +1,292 @@
+//! The on-disk form of an event and the hash chain over it.
+//!
+//! A [`Record`] is what the `log` tree holds, encoded with rmp-serde (structs as
+//! arrays). It differs from the public [`Event`] in two ways: node content is kept
+//! out of line in the content store and referenced by its BLAKE3 hash, and hashes
+//! are raw bytes. The chain hash of an event is
+//! `BLAKE3(prev_hash ‖ rmp(seq, id, workflow_id, timestamp, actor, body))`; because
+//! the body holds the content hash, the chain also covers every node's content.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::error::StorageError;
+use crate::model::{
+    Edge, EdgeKind, Event, EventBody, Node, Role, Seq, StatusChanged, WorkflowCreated,
+    WorkflowStatus,
+};
+use crate::time::Timestamp;
+
+/// A BLAKE3 digest.
+pub type Hash = [u8; 32];
+
+/// The hash before the first event.
+pub const ZERO_HASH: Hash = [0; 32];
+
+/// One stored event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Log position.
+    pub seq: Seq,
+    /// Event id.
+    pub id: Uuid,
+    /// Workflow id.
+    pub workflow_id: Uuid,
+    /// Server time.
+    pub timestamp: Timestamp,
+    /// Actor.
+    pub actor: String,
+    /// What happened.
+    pub body: RecordBody,
+    /// Hash of the previous record.
+    pub prev_hash: Hash,
+    /// Chain hash of this record.
+    pub hash: Hash,
+}
+
+/// The stored body of an event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum RecordBody {
+    /// `workflow.created`.
+    WorkflowCreated {
+        /// The root node.
+        root: NodeRecord,
+        /// Workflow metadata.
+        metadata: Map<String, Value>,
+        /// Owner.
+        user_id: Option<String>,
+    },
+    /// `node.created`.
+    NodeCreated(NodeRecord),
+    /// `edge.created`.
+    EdgeCreated(Edge),
+    /// `workflow.status_changed`.
+    StatusChanged {
+        /// Before.
+        from: WorkflowStatus,
+        /// After.
+        to: WorkflowStatus,
+    },
+}
+
+/// A node as stored: content by hash; workflow, seq and timestamp come from the record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Node id.
+    pub id: Uuid,
+    /// Parent id (None for the root).
+    pub parent_id: Option<Uuid>,
+    /// Type name.
+    pub node_type: String,
+    /// Role.
+    pub role: Option<Role>,
+    /// BLAKE3 of the content; the bytes live in the content tree.
+    pub content_hash: Hash,
+    /// Payload.
+    pub payload: Value,
+    /// Metadata.
+    pub metadata: Map<String, Value>,
+    /// Agent.
+    pub agent_id: Option<String>,
+    /// User.
+    pub user_id: Option<String>,
+    /// Branch id (derived, stored so reads need no index).
+    pub branch_id: Uuid,
+    /// Depth (derived, stored so reads need no index).
+    pub depth: u32,
+}
+
+impl Record {
+    /// Computes the chain hash of this record from its fields and `prev_hash`.
+    pub fn compute_hash(&self) -> Result<Hash, StorageError> {
+        let hashed = (
+            self.seq,
+            self.id,
+            self.workflow_id,
+            self.timestamp,
+            &self.actor,
+            &self.body,
+        );
+        let bytes = rmp_serde::to_vec(&hashed).map_err(|e| StorageError::Encode(e.to_string()))?;
+        let mut h = blake3::Hasher::new();
+        h.update(&self.prev_hash);
+        h.update(&bytes);
+        Ok(*h.finalize().as_bytes())
+    }
+
+    /// Encodes for the log tree.
+    pub fn encode(&self) -> Result<Vec<u8>, StorageError> {
+        rmp_serde::to_vec(self).map_err(|e| StorageError::Encode(e.to_string()))
+    }
+
+    /// Decodes a log value.
+    pub fn decode(bytes: &[u8]) -> Result<Record, StorageError> {
+        rmp_serde::from_slice(bytes).map_err(|e| StorageError::Corrupt(format!("undecodable log record: {e}")))
+    }
+
+    /// The node this record creates, if any.
+    pub fn created_node(&self) -> Option<&NodeRecord> {
+        match &self.body {
+            RecordBody::WorkflowCreated { root, .. } => Some(root),
+            RecordBody::NodeCreated(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// Turns the record into the public event, fetching content with `content`.
+    pub fn to_event(
+        &self,
+        content: impl Fn(&Hash) -> Result<String, StorageError>,
+    ) -> Result<Event, StorageError> {
+        let body = match &self.body {
+            RecordBody::WorkflowCreated {
+                root,
+                metadata,
+                user_id,
+            } => EventBody::WorkflowCreated(WorkflowCreated {
+                root: self.node(root, &content)?,
+                metadata: metadata.clone(),
+                user_id: user_id.clone(),
+            }),
+            RecordBody::NodeCreated(n) => EventBody::NodeCreated(self.node(n, &content)?),
+            RecordBody::EdgeCreated(e) => EventBody::EdgeCreated(*e),
+            RecordBody::StatusChanged { from, to } => EventBody::StatusChanged(StatusChanged {
+                from: *from,
+                to: *to,
+            }),
+        };
+        Ok(Event {
+            seq: self.seq,
+            id: self.id,
+            workflow_id: self.workflow_id,
+            timestamp: self.timestamp,
+            actor: self.actor.clone(),
+            body,
+            prev_hash: hex(&self.prev_hash),
+            hash: hex(&self.hash),
+        })
+    }
+
+    /// The public node for `n`, a node of this record.
+    pub fn node(
+        &self,
+        n: &NodeRecord,
+        content: impl Fn(&Hash) -> Result<String, StorageError>,
+    ) -> Result<Node, StorageError> {
+        Ok(Node {
+            id: n.id,
+            workflow_id: self.workflow_id,
+            parent_id: n.parent_id,
+            node_type: n.node_type.clone(),
+            role: n.role,
+            content: content(&n.content_hash)?,
+            payload: n.payload.clone(),
+            metadata: n.metadata.clone(),
+            agent_id: n.agent_id.clone(),
+            user_id: n.user_id.clone(),
+            branch_id: n.branch_id,
+            depth: n.depth,
+            seq: self.seq,
+            timestamp: self.timestamp,
+        })
+    }
+}
+
+/// The content hash of a text.
+pub fn content_hash(content: &str) -> Hash {
+    *blake3::hash(content.as_bytes()).as_bytes()
+}
+
+/// Lowercase hex of a hash.
+pub fn hex(h: &Hash) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(64);
+    for b in h {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    s
+}
+
+/// The edge kind used for an automatic OPTION_OF edge (kept here so the writer and
+/// the index agree on the rule).
+pub fn implies_option_of(parent_type: &str, child_type: &str) -> bool {
+    parent_type == "decision" && child_type == "option"
+}
+
+/// Convenience for the rare places that need an `EdgeKind` check on a record.
+pub fn edge_of(record: &Record) -> Option<(EdgeKind, Uuid, Uuid)> {
+    match &record.body {
+        RecordBody::EdgeCreated(e) => Some((e.kind, e.from, e.to)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Record {
+        Record {
+            seq: 7,
+            id: Uuid::from_u128(1),
+            workflow_id: Uuid::from_u128(2),
+            timestamp: Timestamp(1_000_000),
+            actor: "anonymous".into(),
+            body: RecordBody::NodeCreated(NodeRecord {
+                id: Uuid::from_u128(1),
+                parent_id: Some(Uuid::from_u128(3)),
+                node_type: "message".into(),
+                role: Some(Role::User),
+                content_hash: content_hash("hello"),
+                payload: serde_json::json!({"a": [1, 2.5, "x", null], "big": u64::MAX}),
+                metadata: Map::new(),
+                agent_id: None,
+                user_id: Some("u".into()),
+                branch_id: Uuid::from_u128(4),
+                depth: 3,
+            }),
+            prev_hash: [9; 32],
+            hash: ZERO_HASH,
+        }
+    }
+
+    #[test]
+    fn record_round_trips_through_rmp() {
+        let mut r = sample();
+        r.hash = r.compute_hash().unwrap();
+        let back = Record::decode(&r.encode().unwrap()).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(back.compute_hash().unwrap(), r.hash);
+    }
+
+    #[test]
+    fn hash_covers_body_and_previous_hash() {
+        let r = sample();
+        let h = r.compute_hash().unwrap();
+        let mut other = r.clone();
+        other.prev_hash = [8; 32];
+        assert_ne!(other.compute_hash().unwrap(), h);
+        let mut other = r.clone();
+        if let RecordBody::NodeCreated(n) = &mut other.body {
+            n.content_hash = content_hash("hellO");
+        }
+        assert_ne!(other.compute_hash().unwrap(), h);
+    }
+
+    #[test]
+    fn garbage_is_a_corruption_error_not_a_panic() {
+        assert!(matches!(
+            Record::decode(&[0xc1, 0x00, 0xff]),
+            Err(StorageError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn hex_is_lowercase_and_64_chars() {
+        let h = hex(&[0xab; 32]);
+        assert_eq!(h.len(), 64);
+        assert!(h.starts_with("abab"));
+    }
+}

@@ -1,0 +1,852 @@
+//! [`Store`]: the public handle. One writer thread owns appends (group commit);
+//! readers share the index behind a read-write lock and read full nodes from sled.
+//!
+//! Write path of one group:
+//! 1. take every request waiting on the channel (up to `max_group`);
+//! 2. validate each against the index plus the group's overlay, assigning seqs;
+//! 3. chain the hashes and write all records in one multi-tree sled transaction;
+//! 4. make it durable once (`--durability fsync`), or not (`none`);
+//! 5. apply to the index, publish the new head, broadcast, and answer every request.
+//!
+//! A failed write or flush poisons the store: every later write is refused with
+//! [`StorageError::Poisoned`] until a restart rebuilds the index from what is on disk.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use uuid::Uuid;
+
+use crate::error::{AppendError, StorageError};
+use crate::index::{BranchInfo, Index, NodeRef};
+use crate::intent::{Intent, Meta, Outcome};
+use crate::log::{Engine, GroupWrite};
+use crate::model::{EdgeKind, Event, Node, Seq, WorkflowStatus};
+use crate::record::{Hash, Record, RecordBody, ZERO_HASH};
+use crate::time::Timestamp;
+use crate::validate::{load_content, Ctx, Pending};
+
+/// Whether an acknowledged append must survive power loss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Flush and fdatasync once per group before acknowledging (default).
+    Fsync,
+    /// Acknowledge after the in-memory write; sled flushes in the background.
+    None,
+}
+
+/// Figures of one committed group, for metrics.
+#[derive(Clone, Copy, Debug)]
+pub struct GroupStats {
+    /// Requests in the group.
+    pub requests: usize,
+    /// Events written.
+    pub events: usize,
+    /// Time spent making the group durable.
+    pub flush: Duration,
+}
+
+/// Called after every committed group.
+pub type GroupObserver = Arc<dyn Fn(GroupStats) + Send + Sync>;
+
+/// Options of [`Store::open`].
+#[derive(Clone)]
+pub struct StoreOptions {
+    /// Durability of acknowledged appends.
+    pub durability: Durability,
+    /// sled page cache size in MiB.
+    pub cache_mb: u64,
+    /// Most requests in one group.
+    pub max_group: usize,
+    /// Capacity of the in-memory event broadcast (a slower SSE reader falls back to the log).
+    pub broadcast_capacity: usize,
+    /// Called after every committed group.
+    pub on_group: Option<GroupObserver>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> StoreOptions {
+        StoreOptions {
+            durability: Durability::Fsync,
+            cache_mb: 256,
+            max_group: 1024,
+            broadcast_capacity: 4096,
+            on_group: None,
+        }
+    }
+}
+
+/// A workflow as `GET /v1/workflows/{wf}` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WorkflowView {
+    /// Workflow id.
+    pub workflow_id: Uuid,
+    /// Status.
+    pub status: WorkflowStatus,
+    /// Root node id.
+    pub root_id: Uuid,
+    /// Nodes, root included.
+    pub node_count: usize,
+    /// Branches.
+    pub branch_count: usize,
+    /// Branch heads (the leaves).
+    pub heads: Vec<Uuid>,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Time of the latest event.
+    pub updated_at: Timestamp,
+    /// Seq of the latest event.
+    pub last_seq: Seq,
+    /// Owner.
+    pub user_id: Option<String>,
+    /// Metadata given at creation.
+    pub metadata: Map<String, Value>,
+}
+
+/// One side of a typed edge as `GET /v1/nodes/{id}` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EdgeRef {
+    /// Edge type.
+    #[serde(rename = "type")]
+    pub kind: EdgeKind,
+    /// The other end (serialized as `to` or `from` by the caller's wrapper).
+    #[serde(flatten)]
+    pub other: EdgeEnd,
+}
+
+/// The far end of an edge.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub enum EdgeEnd {
+    /// Outgoing: the target.
+    #[serde(rename = "to")]
+    To(Uuid),
+    /// Incoming: the source.
+    #[serde(rename = "from")]
+    From(Uuid),
+}
+
+/// A node with its edges.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NodeWithEdges {
+    /// The node.
+    #[serde(flatten)]
+    pub node: Node,
+    /// Edges.
+    pub edges: NodeEdges,
+}
+
+/// Outgoing and incoming edges of a node, PARENT_OF included.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NodeEdges {
+    /// Outgoing.
+    pub out: Vec<EdgeRef>,
+    /// Incoming.
+    #[serde(rename = "in")]
+    pub inc: Vec<EdgeRef>,
+}
+
+/// A decision point with its options and the chosen one.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DecisionView {
+    /// The decision node.
+    pub decision: Node,
+    /// Its options, in seq order.
+    pub options: Vec<Node>,
+    /// The chosen option, if any.
+    pub chosen: Option<Node>,
+}
+
+/// A monitor and what it watches.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MonitorView {
+    /// The monitor node.
+    pub monitor: Node,
+    /// The watched node.
+    pub target: Node,
+}
+
+/// A branch with its nodes.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BranchView {
+    /// Branch id.
+    pub branch_id: Uuid,
+    /// Fork node (None for the root's branch).
+    pub fork_node_id: Option<Uuid>,
+    /// Nodes in seq order.
+    pub nodes: Vec<Node>,
+}
+
+/// Filters of [`Store::list_workflows`].
+#[derive(Clone, Debug, Default)]
+pub struct ListFilter {
+    /// Only this status.
+    pub status: Option<WorkflowStatus>,
+    /// Only this owner.
+    pub user_id: Option<String>,
+}
+
+enum WriterMsg {
+    Append {
+        intent: Intent,
+        meta: Meta,
+        reply: oneshot::Sender<Result<Outcome, AppendError>>,
+    },
+    Close(oneshot::Sender<()>),
+}
+
+struct Shared {
+    dir: PathBuf,
+    engine: Engine,
+    index: RwLock<Index>,
+    head: watch::Sender<Seq>,
+    events: broadcast::Sender<Arc<Event>>,
+    poisoned: Mutex<Option<String>>,
+    events_total: AtomicU64,
+}
+
+/// The store: log, content, index. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<WriterMsg>,
+}
+
+/// Progress of the index rebuild at open: (events done, events total).
+pub type RebuildProgress<'a> = &'a mut dyn FnMut(u64, u64);
+
+impl Store {
+    /// Opens the store in `dir`, rebuilding the index from the log, and starts the writer.
+    pub fn open(dir: &Path, options: StoreOptions) -> Result<Store, StorageError> {
+        Store::open_with_progress(dir, options, &mut |_, _| {})
+    }
+
+    /// [`Store::open`] reporting rebuild progress.
+    pub fn open_with_progress(
+        dir: &Path,
+        options: StoreOptions,
+        progress: RebuildProgress<'_>,
+    ) -> Result<Store, StorageError> {
+        let engine = Engine::open(dir, options.cache_mb.saturating_mul(1024 * 1024))?;
+        let (index, last_hash, last_ts) = rebuild(&engine, progress)?;
+        let head = index.head();
+        let (events, _) = broadcast::channel(options.broadcast_capacity.max(1));
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            engine,
+            index: RwLock::new(index),
+            head: watch::Sender::new(head),
+            events,
+            poisoned: Mutex::new(None),
+            events_total: AtomicU64::new(0),
+        });
+        let (tx, rx) = mpsc::channel(options.max_group.max(1) * 4);
+        let writer = Writer {
+            shared: shared.clone(),
+            rx,
+            options,
+            last_hash,
+            last_ts,
+        };
+        std::thread::Builder::new()
+            .name("arbor-writer".into())
+            .spawn(move || writer.run())?;
+        Ok(Store { shared, tx })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Submits an intent; resolves once it is durable (or refused).
+    pub async fn submit(&self, intent: Intent, meta: Meta) -> Result<Outcome, AppendError> {
+        if let Some(reason) = self.shared.poisoned.lock().clone() {
+            return Err(StorageError::Poisoned(reason).into());
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(WriterMsg::Append {
+                intent,
+                meta,
+                reply,
+            })
+            .await
+            .map_err(|_| StorageError::Closed)?;
+        rx.await.map_err(|_| StorageError::Closed)?
+    }
+
+    /// Stops the writer after the requests already queued, with a final flush.
+    pub async fn close(&self) {
+        let (done, rx) = oneshot::channel();
+        if self.tx.send(WriterMsg::Close(done)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Seq of the last durable event.
+    pub fn head(&self) -> Seq {
+        *self.shared.head.borrow()
+    }
+
+    /// Watches the head seq (sync workers wait on it).
+    pub fn watch_head(&self) -> watch::Receiver<Seq> {
+        self.shared.head.subscribe()
+    }
+
+    /// Subscribes to every durable event, in seq order. A receiver that lags is told
+    /// so and must catch up from [`Store::read_events`].
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.shared.events.subscribe()
+    }
+
+    /// Why the store refuses writes, if it does.
+    pub fn poisoned(&self) -> Option<String> {
+        self.shared.poisoned.lock().clone()
+    }
+
+    /// Events appended since open.
+    pub fn events_appended(&self) -> u64 {
+        self.shared.events_total.load(Ordering::Relaxed)
+    }
+
+    /// Indexed nodes and workflows.
+    pub fn index_size(&self) -> (usize, usize) {
+        let ix = self.shared.index.read();
+        (ix.node_count(), ix.workflow_count())
+    }
+
+    /// Bytes on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StorageError> {
+        self.shared.engine.size_on_disk()
+    }
+
+    /// Runs `f` with the index read-locked (benchmarks and verify).
+    pub fn with_index<T>(&self, f: impl FnOnce(&Index) -> T) -> T {
+        f(&self.shared.index.read())
+    }
+
+    fn record(&self, seq: Seq) -> Result<Record, StorageError> {
+        self.shared
+            .engine
+            .record(seq)?
+            .ok_or_else(|| StorageError::Corrupt(format!("seq {seq} missing from log")))
+    }
+
+    fn content(&self, h: &Hash) -> Result<String, StorageError> {
+        load_content(&self.shared.engine, h)
+    }
+
+    /// The event at `seq`, content resolved.
+    pub fn event(&self, seq: Seq) -> Result<Event, StorageError> {
+        self.record(seq)?.to_event(|h| self.content(h))
+    }
+
+    /// The node created by the event at `seq`.
+    pub fn node_at(&self, seq: Seq) -> Result<Node, StorageError> {
+        let r = self.record(seq)?;
+        let n = r
+            .created_node()
+            .ok_or_else(|| StorageError::Corrupt(format!("seq {seq} creates no node")))?;
+        r.node(n, |h| self.content(h))
+    }
+
+    fn nodes_at(&self, seqs: &[Seq]) -> Result<Vec<Node>, StorageError> {
+        seqs.iter().map(|s| self.node_at(*s)).collect()
+    }
+
+    /// Up to `limit` events after `after`, never beyond the durable head.
+    pub fn read_events(&self, after: Seq, limit: usize) -> Result<Vec<Event>, StorageError> {
+        let head = self.head();
+        let mut out = Vec::new();
+        for kv in self.shared.engine.scan(after).take(limit) {
+            let (seq, bytes) = kv?;
+            if seq > head {
+                break;
+            }
+            out.push(Record::decode(&bytes)?.to_event(|h| self.content(h))?);
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` raw records after `after`, never beyond the durable head
+    /// (sync workers; content stays by hash).
+    pub fn read_records(&self, after: Seq, limit: usize) -> Result<Vec<Record>, StorageError> {
+        let head = self.head();
+        let mut out = Vec::new();
+        for kv in self.shared.engine.scan(after).take(limit) {
+            let (seq, bytes) = kv?;
+            if seq > head {
+                break;
+            }
+            out.push(Record::decode(&bytes)?);
+        }
+        Ok(out)
+    }
+
+    /// Content by hash (sync workers).
+    pub fn content_by_hash(&self, h: &Hash) -> Result<String, StorageError> {
+        self.content(h)
+    }
+
+    /// Up to `limit` events of workflow `wf` after `after`, never beyond the head.
+    /// `None` if the workflow does not exist.
+    pub fn read_workflow_events(
+        &self,
+        wf: &Uuid,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Option<Vec<Event>>, StorageError> {
+        if self.shared.index.read().workflow(wf).is_none() {
+            return Ok(None);
+        }
+        let seqs = self
+            .shared
+            .engine
+            .workflow_seqs(wf, after, self.head(), limit)?;
+        seqs.iter().map(|s| self.event(*s)).collect::<Result<_, _>>().map(Some)
+    }
+
+    /// Whether workflow `wf` exists.
+    pub fn has_workflow(&self, wf: &Uuid) -> bool {
+        self.shared.index.read().workflow(wf).is_some()
+    }
+
+    /// The workflow view.
+    pub fn workflow(&self, wf: &Uuid) -> Result<Option<WorkflowView>, StorageError> {
+        let found = {
+            let ix = self.shared.index.read();
+            ix.workflow(wf).map(|w| (summarize(w), w.created_seq))
+        };
+        let Some((mut view, created_seq)) = found else {
+            return Ok(None);
+        };
+        if let RecordBody::WorkflowCreated { metadata, .. } = self.record(created_seq)?.body {
+            view.metadata = metadata;
+        }
+        Ok(Some(view))
+    }
+
+    /// Workflows newest first: up to `limit` created before `before` (a cursor from a
+    /// previous page), and the cursor of the next page if there is one.
+    pub fn list_workflows(
+        &self,
+        filter: &ListFilter,
+        before: Option<Seq>,
+        limit: usize,
+    ) -> Result<(Vec<WorkflowView>, Option<Seq>), StorageError> {
+        let (mut page, more) = {
+            let ix = self.shared.index.read();
+            let mut it = ix.list(before, |w| {
+                filter.status.is_none_or(|s| w.status == s)
+                    && filter
+                        .user_id
+                        .as_deref()
+                        .is_none_or(|u| w.user_id.as_deref() == Some(u))
+            });
+            let page: Vec<(WorkflowView, Seq)> =
+                it.by_ref().take(limit).map(|w| (summarize(w), w.created_seq)).collect();
+            (page, it.next().is_some())
+        };
+        for (view, seq) in &mut page {
+            if let RecordBody::WorkflowCreated { metadata, .. } = self.record(*seq)?.body {
+                view.metadata = metadata;
+            }
+        }
+        let next = if more { page.last().map(|(_, s)| *s) } else { None };
+        Ok((page.into_iter().map(|(v, _)| v).collect(), next))
+    }
+
+    /// A node with its edges.
+    pub fn node(&self, id: &Uuid) -> Result<Option<NodeWithEdges>, StorageError> {
+        let found = {
+            let ix = self.shared.index.read();
+            ix.node_ref(id)
+                .map(|r| (ix.meta(r).seq, ix.edges(id).unwrap_or_default()))
+        };
+        let Some((seq, (out, inc))) = found else {
+            return Ok(None);
+        };
+        Ok(Some(NodeWithEdges {
+            node: self.node_at(seq)?,
+            edges: NodeEdges {
+                out: out
+                    .into_iter()
+                    .map(|(kind, to)| EdgeRef {
+                        kind,
+                        other: EdgeEnd::To(to),
+                    })
+                    .collect(),
+                inc: inc
+                    .into_iter()
+                    .map(|(kind, from)| EdgeRef {
+                        kind,
+                        other: EdgeEnd::From(from),
+                    })
+                    .collect(),
+            },
+        }))
+    }
+
+    /// Where node `id` is in the index.
+    pub fn node_ref(&self, id: &Uuid) -> Option<NodeRef> {
+        self.shared.index.read().node_ref(id)
+    }
+
+    /// The path root … `id`.
+    pub fn path(&self, id: &Uuid) -> Result<Option<Vec<Node>>, StorageError> {
+        let seqs = self.shared.index.read().path(id);
+        seqs.map(|s| self.nodes_at(&s)).transpose()
+    }
+
+    /// Direct children of `id` in seq order.
+    pub fn children(&self, id: &Uuid) -> Result<Option<Vec<Node>>, StorageError> {
+        let seqs = self.shared.index.read().children(id);
+        seqs.map(|s| self.nodes_at(&s)).transpose()
+    }
+
+    /// `id` and the nodes below it, breadth-first.
+    pub fn subtree(&self, id: &Uuid, max_depth: Option<u32>) -> Result<Option<Vec<Node>>, StorageError> {
+        let seqs = self.shared.index.read().subtree(id, max_depth);
+        seqs.map(|s| self.nodes_at(&s)).transpose()
+    }
+
+    /// Decision points of `wf`, with options and the chosen one.
+    pub fn decisions(&self, wf: &Uuid) -> Result<Option<Vec<DecisionView>>, StorageError> {
+        let found = {
+            let ix = self.shared.index.read();
+            ix.workflow(wf).map(|w| {
+                w.decisions
+                    .iter()
+                    .map(|d| {
+                        let opts: Vec<Seq> = w.options(*d).iter().map(|o| w.node(*o).seq).collect();
+                        let chosen = w.chosen.get(d).map(|c| w.node(*c).seq);
+                        (w.node(*d).seq, opts, chosen)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        };
+        let Some(list) = found else { return Ok(None) };
+        list.into_iter()
+            .map(|(d, opts, chosen)| {
+                Ok(DecisionView {
+                    decision: self.node_at(d)?,
+                    options: self.nodes_at(&opts)?,
+                    chosen: chosen.map(|c| self.node_at(c)).transpose()?,
+                })
+            })
+            .collect::<Result<_, _>>()
+            .map(Some)
+    }
+
+    /// Branches of `wf` in creation order.
+    pub fn branches(&self, wf: &Uuid) -> Option<Vec<BranchInfo>> {
+        let ix = self.shared.index.read();
+        ix.workflow(wf)
+            .map(|w| w.branches.iter().map(|b| w.branch_info(b)).collect())
+    }
+
+    /// One branch with its nodes in seq order.
+    pub fn branch(&self, wf: &Uuid, branch_id: &Uuid) -> Result<Option<BranchView>, StorageError> {
+        let found = {
+            let ix = self.shared.index.read();
+            ix.workflow(wf).and_then(|w| {
+                let b = w.branch_slot(branch_id, &ix)?;
+                let info = w.branch_info(&w.branches[b as usize]);
+                let seqs: Vec<Seq> = w.branch_nodes(b).iter().map(|i| w.node(*i).seq).collect();
+                Some((info, seqs))
+            })
+        };
+        let Some((info, seqs)) = found else { return Ok(None) };
+        Ok(Some(BranchView {
+            branch_id: info.branch_id,
+            fork_node_id: info.fork_node_id,
+            nodes: self.nodes_at(&seqs)?,
+        }))
+    }
+
+    /// MONITORS edges of `wf`; with `cross_branch` only those whose ends are on
+    /// different branches.
+    pub fn monitors(&self, wf: &Uuid, cross_branch: bool) -> Result<Option<Vec<MonitorView>>, StorageError> {
+        let found = {
+            let ix = self.shared.index.read();
+            ix.workflow(wf).map(|w| {
+                w.monitors
+                    .iter()
+                    .filter(|(m, t)| !cross_branch || w.node(*m).branch != w.node(*t).branch)
+                    .map(|(m, t)| (w.node(*m).seq, w.node(*t).seq))
+                    .collect::<Vec<_>>()
+            })
+        };
+        let Some(list) = found else { return Ok(None) };
+        list.into_iter()
+            .map(|(m, t)| {
+                Ok(MonitorView {
+                    monitor: self.node_at(m)?,
+                    target: self.node_at(t)?,
+                })
+            })
+            .collect::<Result<_, _>>()
+            .map(Some)
+    }
+
+    /// A sink cursor.
+    pub fn cursor(&self, name: &str) -> Result<Option<Seq>, StorageError> {
+        self.shared.engine.cursor(name)
+    }
+
+    /// Sets a sink cursor durably.
+    pub fn set_cursor(&self, name: &str, seq: Seq) -> Result<(), StorageError> {
+        self.shared.engine.set_cursor(name, seq)
+    }
+
+    /// Every sink cursor.
+    pub fn cursors(&self) -> Result<Vec<(String, Seq)>, StorageError> {
+        self.shared.engine.cursors()
+    }
+
+    /// Records a poison event of `sink`.
+    pub fn put_dead_letter(&self, sink: &str, seq: Seq, error: &str) -> Result<(), StorageError> {
+        self.shared.engine.put_dead_letter(sink, seq, error)
+    }
+
+    /// Poison events of `sink`.
+    pub fn dead_letters(&self, sink: &str) -> Result<Vec<(Seq, String)>, StorageError> {
+        self.shared.engine.dead_letters(sink)
+    }
+
+    /// The engine, for verify.
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.shared.engine
+    }
+}
+
+fn summarize(w: &crate::index::WorkflowIndex) -> WorkflowView {
+    WorkflowView {
+        workflow_id: w.id,
+        status: w.status,
+        root_id: w.node(0).id,
+        node_count: w.node_count(),
+        branch_count: w.branches.len(),
+        heads: w.heads(),
+        created_at: w.created_at,
+        updated_at: w.updated_at,
+        last_seq: w.last_seq,
+        user_id: w.user_id.as_deref().map(str::to_owned),
+        metadata: Map::new(),
+    }
+}
+
+/// Rebuilds the index from the log: (index, hash of the last record, its time).
+fn rebuild(engine: &Engine, progress: RebuildProgress<'_>) -> Result<(Index, Hash, Timestamp), StorageError> {
+    let started = Instant::now();
+    let total = engine.last_record()?.map_or(0, |r| r.seq);
+    let mut index = Index::new();
+    let mut last_hash = ZERO_HASH;
+    let mut last_ts = Timestamp(0);
+    for kv in engine.scan(0) {
+        let (seq, bytes) = kv?;
+        let r = Record::decode(&bytes)?;
+        if r.seq != seq {
+            return Err(StorageError::Corrupt(format!("log key {seq} holds seq {}", r.seq)));
+        }
+        index
+            .apply(&r)
+            .map_err(|e| StorageError::Corrupt(format!("index rebuild: {e}")))?;
+        last_hash = r.hash;
+        last_ts = r.timestamp;
+        if seq % 100_000 == 0 {
+            progress(seq, total);
+            tracing::info!(seq, total, "rebuilding index");
+        }
+    }
+    index.shrink_to_fit();
+    progress(total, total);
+    if total > 0 {
+        tracing::info!(
+            events = total,
+            nodes = index.node_count(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "index rebuilt from log"
+        );
+    }
+    Ok((index, last_hash, last_ts))
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    rx: mpsc::Receiver<WriterMsg>,
+    options: StoreOptions,
+    last_hash: Hash,
+    last_ts: Timestamp,
+}
+
+type Reply = oneshot::Sender<Result<Outcome, AppendError>>;
+
+impl Writer {
+    fn run(mut self) {
+        let mut closing = None;
+        while closing.is_none() {
+            let Some(first) = self.rx.blocking_recv() else { break };
+            let mut group = Vec::new();
+            match first {
+                WriterMsg::Append { intent, meta, reply } => group.push((intent, meta, reply)),
+                WriterMsg::Close(done) => closing = Some(done),
+            }
+            while closing.is_none() && group.len() < self.options.max_group {
+                match self.rx.try_recv() {
+                    Ok(WriterMsg::Append { intent, meta, reply }) => group.push((intent, meta, reply)),
+                    Ok(WriterMsg::Close(done)) => closing = Some(done),
+                    Err(_) => break,
+                }
+            }
+            if !group.is_empty() {
+                self.commit(group);
+            }
+        }
+        self.rx.close();
+        // Refuse whatever raced in after the close.
+        while let Ok(msg) = self.rx.try_recv() {
+            if let WriterMsg::Append { reply, .. } = msg {
+                let _ = reply.send(Err(StorageError::Closed.into()));
+            }
+        }
+        if let Err(e) = self.shared.engine.flush() {
+            tracing::error!(error = %e, "final flush failed");
+        }
+        if let Some(done) = closing {
+            let _ = done.send(());
+        }
+    }
+
+    fn commit(&mut self, group: Vec<(Intent, Meta, Reply)>) {
+        let requests = group.len();
+        if let Some(reason) = self.shared.poisoned.lock().clone() {
+            for (_, _, reply) in group {
+                let _ = reply.send(Err(StorageError::Poisoned(reason.clone()).into()));
+            }
+            return;
+        }
+        let mut answers: Vec<(Reply, Result<Outcome, AppendError>)> = Vec::with_capacity(group.len());
+        let mut drafts = Vec::new();
+        {
+            let index = self.shared.index.read();
+            let mut pending = Pending::default();
+            let mut next_seq = index.head() + 1;
+            let mut last_ts = self.last_ts;
+            for (intent, meta, reply) in group {
+                let mut scratch = Pending::default();
+                let mut ctx = Ctx {
+                    index: &index,
+                    engine: &self.shared.engine,
+                    group: &pending,
+                    next_seq,
+                    last_ts,
+                };
+                let res = ctx.validate(intent, &meta, &mut scratch);
+                (next_seq, last_ts) = (ctx.next_seq, ctx.last_ts);
+                match res {
+                    Ok(acc) => {
+                        drafts.extend(acc.drafts);
+                        pending.merge(scratch);
+                        answers.push((reply, Ok(acc.outcome)));
+                    }
+                    Err(e) => answers.push((reply, Err(e))),
+                }
+            }
+            self.last_ts = last_ts;
+        }
+        if drafts.is_empty() {
+            for (reply, res) in answers {
+                let _ = reply.send(res);
+            }
+            return;
+        }
+        match self.write(&mut drafts) {
+            Ok(flush) => {
+                {
+                    let mut index = self.shared.index.write();
+                    for d in &drafts {
+                        if let Err(e) = index.apply(&d.record) {
+                            // Validation and the index disagree: a bug. The log holds the
+                            // truth; refuse further writes so a restart rebuilds cleanly.
+                            tracing::error!(error = %e, "index refused a validated record");
+                            *self.shared.poisoned.lock() = Some(format!("index: {e}"));
+                            break;
+                        }
+                    }
+                }
+                let head = drafts.last().map_or(0, |d| d.record.seq);
+                self.shared.head.send_replace(head);
+                self.shared
+                    .events_total
+                    .fetch_add(drafts.len() as u64, Ordering::Relaxed);
+                for d in drafts.iter() {
+                    // No receivers is fine.
+                    let _ = self.shared.events.send(Arc::new(d.event.clone()));
+                }
+                if let Some(observe) = &self.options.on_group {
+                    observe(GroupStats {
+                        requests,
+                        events: drafts.len(),
+                        flush,
+                    });
+                }
+                for (reply, res) in answers {
+                    let _ = reply.send(res);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "group write failed; store poisoned");
+                *self.shared.poisoned.lock() = Some(e.to_string());
+                for (reply, res) in answers {
+                    let res = match res {
+                        Ok(_) => Err(StorageError::Poisoned(e.to_string()).into()),
+                        Err(refused) => Err(refused),
+                    };
+                    let _ = reply.send(res);
+                }
+            }
+        }
+    }
+
+    /// Chains, writes and (per durability) flushes the group. Returns the flush time.
+    fn write(&mut self, drafts: &mut [crate::validate::Draft]) -> Result<Duration, StorageError> {
+        let mut g = GroupWrite::default();
+        let mut seen_content = std::collections::HashSet::new();
+        let mut big = false;
+        for d in drafts.iter_mut() {
+            d.record.prev_hash = self.last_hash;
+            d.record.hash = d.record.compute_hash()?;
+            d.event.prev_hash = crate::record::hex(&d.record.prev_hash);
+            d.event.hash = crate::record::hex(&d.record.hash);
+            let bytes = d.record.encode()?;
+            big |= Engine::is_blob_candidate(bytes.len());
+            g.records.push((d.record.seq, bytes));
+            g.ids.push((d.record.id, d.record.seq));
+            if let RecordBody::WorkflowCreated { root, .. } = &d.record.body {
+                g.ids.push((root.id, d.record.seq));
+            }
+            g.wf.push((d.record.workflow_id, d.record.seq));
+            if let Some((h, text)) = d.content.take() {
+                if seen_content.insert(h) && !self.shared.engine.has_content(&h)? {
+                    big |= Engine::is_blob_candidate(text.len());
+                    g.content.push((h, text.into_bytes()));
+                }
+            }
+        }
+        let last_hash = drafts.last().map_or(self.last_hash, |d| d.record.hash);
+        self.shared.engine.write_group(&g)?;
+        let started = Instant::now();
+        if self.options.durability == Durability::Fsync {
+            self.shared.engine.make_durable(big)?;
+        }
+        self.last_hash = last_hash;
+        Ok(started.elapsed())
+    }
+}
+

@@ -1,0 +1,790 @@
+//! Validation of intents into records, against the durable index plus what earlier
+//! requests of the same group have already been accepted (the [`Pending`] overlay).
+//!
+//! The writer validates request by request. Each request works in its own scratch
+//! overlay; if it is accepted, the scratch is merged into the group's overlay, so a
+//! refused request leaves no trace and an atomic batch is all or nothing.
+
+use std::collections::{HashMap, HashSet};
+
+use uuid::Uuid;
+
+use crate::error::{AppendError, StorageError};
+use crate::index::{Index, NodeKind};
+use crate::intent::{edge_event_id, Intent, Meta, NewNode, NewWorkflow, Outcome};
+use crate::log::Engine;
+use crate::model::{
+    valid_node_type, Edge, EdgeKind, Event, EventBody, Node, Role, Seq, StatusChanged,
+    WorkflowCreated, WorkflowStatus,
+};
+use crate::record::{content_hash, Hash, NodeRecord, Record, RecordBody, ZERO_HASH};
+use crate::time::Timestamp;
+
+/// A record accepted but not yet chained or written, with its public event.
+pub struct Draft {
+    /// The record (hashes filled in by the writer).
+    pub record: Record,
+    /// The same event as readers see it.
+    pub event: Event,
+    /// The node's content, when the record creates a node (for the content tree).
+    pub content: Option<(Hash, String)>,
+}
+
+/// An accepted request.
+pub struct Accepted {
+    /// What to write (empty for a replay or a no-op).
+    pub drafts: Vec<Draft>,
+    /// What to answer once it is durable.
+    pub outcome: Outcome,
+}
+
+#[derive(Clone)]
+struct PendingNode {
+    wf: Uuid,
+    kind: NodeKind,
+    depth: u32,
+    branch_id: Uuid,
+    seq: Seq,
+    timestamp: Timestamp,
+    record: NodeRecord,
+    content: String,
+}
+
+#[derive(Clone, Copy)]
+struct PendingWf {
+    status: WorkflowStatus,
+}
+
+/// Accepted-but-not-durable state layered over the index.
+#[derive(Default)]
+pub struct Pending {
+    workflows: HashMap<Uuid, PendingWf>,
+    /// Root records of workflows created in this group, for replays.
+    roots: HashMap<Uuid, (Uuid, Seq, NodeRecord, WorkflowCreatedFacts)>,
+    nodes: HashMap<Uuid, PendingNode>,
+    with_child: HashSet<Uuid>,
+    /// Edges accepted in this group, with the seq of the event that carries them.
+    edges: HashMap<(EdgeKind, Uuid, Uuid), Seq>,
+    chosen: HashMap<Uuid, Uuid>,
+}
+
+#[derive(Clone)]
+struct WorkflowCreatedFacts {
+    metadata: serde_json::Map<String, serde_json::Value>,
+    user_id: Option<String>,
+}
+
+impl Pending {
+    /// Moves everything of `other` into `self`.
+    pub fn merge(&mut self, other: Pending) {
+        self.workflows.extend(other.workflows);
+        self.roots.extend(other.roots);
+        self.nodes.extend(other.nodes);
+        self.with_child.extend(other.with_child);
+        self.edges.extend(other.edges);
+        self.chosen.extend(other.chosen);
+    }
+}
+
+/// What validation needs to know of a node, wherever it is.
+#[derive(Clone, Copy)]
+struct Facts {
+    wf: Uuid,
+    kind: NodeKind,
+    depth: u32,
+    branch_id: Uuid,
+    has_child: bool,
+    seq: Seq,
+}
+
+/// Everything validation reads.
+pub struct Ctx<'a> {
+    /// Durable state.
+    pub index: &'a Index,
+    /// The log (replay comparisons).
+    pub engine: &'a Engine,
+    /// Accepted earlier in this group.
+    pub group: &'a Pending,
+    /// Next free seq; advanced by accepted requests only.
+    pub next_seq: Seq,
+    /// Time of the previous event, to keep timestamps non-decreasing.
+    pub last_ts: Timestamp,
+}
+
+fn invalid(msg: impl Into<String>) -> AppendError {
+    AppendError::Invalid(msg.into())
+}
+fn unprocessable(msg: impl Into<String>) -> AppendError {
+    AppendError::Unprocessable(msg.into())
+}
+fn conflict(msg: impl Into<String>) -> AppendError {
+    AppendError::Conflict(msg.into())
+}
+
+impl Ctx<'_> {
+    fn facts(&self, scratch: &Pending, id: &Uuid) -> Option<Facts> {
+        let pending = scratch.nodes.get(id).or_else(|| self.group.nodes.get(id));
+        let child = |id: &Uuid| scratch.with_child.contains(id) || self.group.with_child.contains(id);
+        if let Some(p) = pending {
+            return Some(Facts {
+                wf: p.wf,
+                kind: p.kind,
+                depth: p.depth,
+                branch_id: p.branch_id,
+                has_child: child(id),
+                seq: p.seq,
+            });
+        }
+        let r = self.index.node_ref(id)?;
+        let w = self.index.workflow_at(r.wf);
+        let m = w.node(r.idx);
+        Some(Facts {
+            wf: w.id,
+            kind: m.kind,
+            depth: m.depth,
+            branch_id: w.node(w.branches[m.branch as usize].first).id,
+            has_child: m.has_child || child(id),
+            seq: m.seq,
+        })
+    }
+
+    fn workflow_status(&self, scratch: &Pending, wf: &Uuid) -> Option<WorkflowStatus> {
+        scratch
+            .workflows
+            .get(wf)
+            .or_else(|| self.group.workflows.get(wf))
+            .map(|p| p.status)
+            .or_else(|| self.index.workflow(wf).map(|w| w.status))
+    }
+
+    fn has_edge(&self, scratch: &Pending, kind: EdgeKind, from: Uuid, to: Uuid) -> bool {
+        let key = (kind, from, to);
+        if scratch.edges.contains_key(&key) || self.group.edges.contains_key(&key) {
+            return true;
+        }
+        match (self.index.node_ref(&from), self.index.node_ref(&to)) {
+            (Some(a), Some(b)) if a.wf == b.wf => {
+                self.index.workflow_at(a.wf).has_edge(a.idx, b.idx, kind)
+            }
+            _ => false,
+        }
+    }
+
+    fn chosen(&self, scratch: &Pending, decision: &Uuid) -> Option<Uuid> {
+        if let Some(c) = scratch.chosen.get(decision).or_else(|| self.group.chosen.get(decision)) {
+            return Some(*c);
+        }
+        let r = self.index.node_ref(decision)?;
+        let w = self.index.workflow_at(r.wf);
+        w.chosen.get(&r.idx).map(|o| w.node(*o).id)
+    }
+
+    /// Whether `id` is taken by anything: workflow, node, or any event id.
+    fn id_taken(&self, scratch: &Pending, id: &Uuid) -> Result<bool, StorageError> {
+        Ok(scratch.nodes.contains_key(id)
+            || self.group.nodes.contains_key(id)
+            || scratch.workflows.contains_key(id)
+            || self.group.workflows.contains_key(id)
+            || self.index.node_ref(id).is_some()
+            || self.index.workflow(id).is_some()
+            || self.engine.id_seq(id)?.is_some())
+    }
+
+    fn stamp(&mut self, preset: Option<Timestamp>) -> Timestamp {
+        let t = preset.unwrap_or_else(|| Timestamp::now().max(self.last_ts));
+        self.last_ts = self.last_ts.max(t);
+        t
+    }
+
+    fn take_seq(&mut self) -> Seq {
+        let s = self.next_seq;
+        self.next_seq += 1;
+        s
+    }
+
+    /// The stored node `id` with its record, from the group or the log.
+    fn stored_node(
+        &self,
+        scratch: &Pending,
+        id: &Uuid,
+    ) -> Result<Option<(NodeRecord, Node)>, AppendError> {
+        if let Some(p) = scratch.nodes.get(id).or_else(|| self.group.nodes.get(id)) {
+            let node = node_of(p.wf, p.seq, p.timestamp, &p.record, p.content.clone());
+            return Ok(Some((p.record.clone(), node)));
+        }
+        let Some(r) = self.index.node_ref(id) else {
+            return Ok(None);
+        };
+        let seq = self.index.meta(r).seq;
+        let record = self
+            .engine
+            .record(seq)?
+            .ok_or_else(|| StorageError::Corrupt(format!("indexed seq {seq} missing from log")))?;
+        let n = record
+            .created_node()
+            .filter(|n| n.id == *id)
+            .ok_or_else(|| StorageError::Corrupt(format!("seq {seq} does not create node {id}")))?
+            .clone();
+        let node = record.node(&n, |h| load_content(self.engine, h))?;
+        Ok(Some((n, node)))
+    }
+
+    /// Validates one intent. On error nothing of it is kept and `next_seq` is unchanged.
+    pub fn validate(&mut self, intent: Intent, meta: &Meta, scratch: &mut Pending) -> Result<Accepted, AppendError> {
+        let start = (self.next_seq, self.last_ts);
+        let res = match intent {
+            Intent::CreateWorkflow(w) => self.create_workflow(w, meta, scratch),
+            Intent::AppendNodes { workflow_id, nodes } => self.append_nodes(workflow_id, nodes, meta, scratch),
+            Intent::AddEdge { workflow_id, edge } => {
+                if self.workflow_status(scratch, &workflow_id).is_none() {
+                    return Err(AppendError::WorkflowNotFound(workflow_id));
+                }
+                self.add_edge(workflow_id, edge, meta, scratch)
+            }
+            Intent::Choose {
+                decision_id,
+                option_id,
+            } => {
+                let d = self
+                    .facts(scratch, &decision_id)
+                    .ok_or(AppendError::NodeNotFound(decision_id))?;
+                let edge = Edge {
+                    kind: EdgeKind::ChosenOption,
+                    from: decision_id,
+                    to: option_id,
+                };
+                self.add_edge(d.wf, edge, meta, scratch)
+            }
+            Intent::SetStatus {
+                workflow_id,
+                status,
+            } => self.set_status(workflow_id, status, meta, scratch),
+        };
+        if res.is_err() {
+            (self.next_seq, self.last_ts) = start;
+        }
+        res
+    }
+
+    fn create_workflow(
+        &mut self,
+        w: NewWorkflow,
+        meta: &Meta,
+        scratch: &mut Pending,
+    ) -> Result<Accepted, AppendError> {
+        if let Some(id) = w.id {
+            if let Some(replay) = self.replay_workflow(&w, id, scratch)? {
+                return Ok(replay);
+            }
+            if self.id_taken(scratch, &id)? {
+                return Err(conflict(format!("id {id} is already used by a node or event")));
+            }
+        }
+        let wf = w.id.unwrap_or_else(Uuid::now_v7);
+        let root_id = w.root_id.unwrap_or_else(Uuid::now_v7);
+        if root_id == wf || (w.root_id.is_some() && self.id_taken(scratch, &root_id)?) {
+            return Err(conflict(format!("root id {root_id} is already used")));
+        }
+        let seq = self.take_seq();
+        let ts = self.stamp(meta.timestamp);
+        let hash = content_hash(&w.system_prompt);
+        let root = NodeRecord {
+            id: root_id,
+            parent_id: None,
+            node_type: "system".into(),
+            role: Some(Role::System),
+            content_hash: hash,
+            payload: serde_json::Value::Null,
+            metadata: serde_json::Map::new(),
+            agent_id: None,
+            user_id: w.user_id.clone(),
+            branch_id: root_id,
+            depth: 0,
+        };
+        let root_node = node_of(wf, seq, ts, &root, w.system_prompt.clone());
+        let record = Record {
+            seq,
+            id: wf,
+            workflow_id: wf,
+            timestamp: ts,
+            actor: meta.actor.clone(),
+            body: RecordBody::WorkflowCreated {
+                root: root.clone(),
+                metadata: w.metadata.clone(),
+                user_id: w.user_id.clone(),
+            },
+            prev_hash: ZERO_HASH,
+            hash: ZERO_HASH,
+        };
+        let event = public_event(
+            &record,
+            EventBody::WorkflowCreated(WorkflowCreated {
+                root: root_node,
+                metadata: w.metadata.clone(),
+                user_id: w.user_id.clone(),
+            }),
+        );
+        scratch.workflows.insert(wf, PendingWf { status: WorkflowStatus::Running });
+        scratch.roots.insert(
+            wf,
+            (
+                root_id,
+                seq,
+                root.clone(),
+                WorkflowCreatedFacts {
+                    metadata: w.metadata,
+                    user_id: w.user_id,
+                },
+            ),
+        );
+        scratch.nodes.insert(
+            root_id,
+            PendingNode {
+                wf,
+                kind: NodeKind::System,
+                depth: 0,
+                branch_id: root_id,
+                seq,
+                timestamp: ts,
+                record: root,
+                content: w.system_prompt.clone(),
+            },
+        );
+        Ok(Accepted {
+            drafts: vec![Draft {
+                record,
+                event,
+                content: Some((hash, w.system_prompt)),
+            }],
+            outcome: Outcome::WorkflowCreated {
+                workflow_id: wf,
+                root_id,
+                seq,
+                replayed: false,
+            },
+        })
+    }
+
+    fn replay_workflow(
+        &self,
+        w: &NewWorkflow,
+        id: Uuid,
+        scratch: &Pending,
+    ) -> Result<Option<Accepted>, AppendError> {
+        let stored = if let Some((root_id, seq, root, facts)) =
+            scratch.roots.get(&id).or_else(|| self.group.roots.get(&id))
+        {
+            Some((*root_id, *seq, root.clone(), facts.metadata.clone(), facts.user_id.clone()))
+        } else if let Some(ix) = self.index.workflow(&id) {
+            let seq = ix.created_seq;
+            let record = self
+                .engine
+                .record(seq)?
+                .ok_or_else(|| StorageError::Corrupt(format!("workflow seq {seq} missing")))?;
+            match record.body {
+                RecordBody::WorkflowCreated {
+                    root,
+                    metadata,
+                    user_id,
+                } => Some((root.id, seq, root, metadata, user_id)),
+                _ => return Err(StorageError::Corrupt(format!("seq {seq} is not workflow.created")).into()),
+            }
+        } else {
+            None
+        };
+        let Some((root_id, seq, root, metadata, user_id)) = stored else {
+            return Ok(None);
+        };
+        let same = root.content_hash == content_hash(&w.system_prompt)
+            && metadata == w.metadata
+            && user_id == w.user_id
+            && w.root_id.is_none_or(|r| r == root_id);
+        if !same {
+            return Err(conflict(format!("workflow {id} exists with a different body")));
+        }
+        Ok(Some(Accepted {
+            drafts: Vec::new(),
+            outcome: Outcome::WorkflowCreated {
+                workflow_id: id,
+                root_id,
+                seq,
+                replayed: true,
+            },
+        }))
+    }
+
+    fn append_nodes(
+        &mut self,
+        wf: Uuid,
+        nodes: Vec<NewNode>,
+        meta: &Meta,
+        scratch: &mut Pending,
+    ) -> Result<Accepted, AppendError> {
+        match self.workflow_status(scratch, &wf) {
+            None => return Err(AppendError::WorkflowNotFound(wf)),
+            Some(s) if s.is_terminal() => {
+                return Err(conflict(format!("workflow {wf} is {}; it takes no new nodes", s.as_str())))
+            }
+            Some(_) => {}
+        }
+        if nodes.is_empty() {
+            return Err(invalid("a batch needs at least one node"));
+        }
+        let mut seen = HashSet::with_capacity(nodes.len());
+        for n in &nodes {
+            if let Some(id) = n.id {
+                if !seen.insert(id) {
+                    return Err(invalid(format!("id {id} appears twice in the batch")));
+                }
+            }
+        }
+        // Identical replay of the whole batch?
+        let existing = nodes
+            .iter()
+            .filter(|n| n.id.is_some_and(|id| self.facts(scratch, &id).is_some()))
+            .count();
+        if existing > 0 {
+            if existing != nodes.len() {
+                return Err(conflict("some ids of the batch exist already and some do not"));
+            }
+            let mut out = Vec::with_capacity(nodes.len());
+            for n in &nodes {
+                let id = n.id.unwrap_or_default();
+                let Some((rec, node)) = self.stored_node(scratch, &id)? else {
+                    return Err(conflict(format!("id {id} is taken")));
+                };
+                if node.workflow_id != wf || !same_node(&rec, n) {
+                    return Err(conflict(format!("node {id} exists with a different body")));
+                }
+                out.push(node);
+            }
+            return Ok(Accepted {
+                drafts: Vec::new(),
+                outcome: Outcome::Nodes {
+                    nodes: out,
+                    replayed: true,
+                },
+            });
+        }
+        let mut drafts = Vec::with_capacity(nodes.len());
+        let mut out = Vec::with_capacity(nodes.len());
+        for n in nodes {
+            let (draft, node) = self.append_node(wf, n, meta, scratch)?;
+            drafts.push(draft);
+            out.push(node);
+        }
+        Ok(Accepted {
+            drafts,
+            outcome: Outcome::Nodes {
+                nodes: out,
+                replayed: false,
+            },
+        })
+    }
+
+    fn append_node(
+        &mut self,
+        wf: Uuid,
+        n: NewNode,
+        meta: &Meta,
+        scratch: &mut Pending,
+    ) -> Result<(Draft, Node), AppendError> {
+        if !valid_node_type(&n.node_type) {
+            return Err(invalid(format!(
+                "type {:?} must match [a-z][a-z0-9_]{{0,31}}",
+                n.node_type
+            )));
+        }
+        if n.node_type == "system" {
+            return Err(invalid("type system is reserved for the root node"));
+        }
+        let parent = self
+            .facts(scratch, &n.parent_id)
+            .filter(|p| p.wf == wf)
+            .ok_or_else(|| unprocessable(format!("parent {} is not a node of workflow {wf}", n.parent_id)))?;
+        if n.expect_leaf && parent.has_child {
+            return Err(conflict(format!("parent {} is not a leaf any more", n.parent_id)));
+        }
+        let id = match n.id {
+            Some(id) => {
+                if self.id_taken(scratch, &id)? {
+                    return Err(conflict(format!("id {id} is already used")));
+                }
+                id
+            }
+            None => Uuid::now_v7(),
+        };
+        let kind = NodeKind::of(&n.node_type);
+        let branch_id = if parent.has_child { id } else { parent.branch_id };
+        let seq = self.take_seq();
+        let ts = self.stamp(n.timestamp.or(meta.timestamp));
+        let hash = content_hash(&n.content);
+        let record = NodeRecord {
+            id,
+            parent_id: Some(n.parent_id),
+            node_type: n.node_type,
+            role: n.role,
+            content_hash: hash,
+            payload: n.payload,
+            metadata: n.metadata,
+            agent_id: n.agent_id,
+            user_id: n.user_id,
+            branch_id,
+            depth: parent.depth + 1,
+        };
+        let node = node_of(wf, seq, ts, &record, n.content.clone());
+        if kind == NodeKind::Option && parent.kind == NodeKind::Decision {
+            scratch.edges.insert((EdgeKind::OptionOf, n.parent_id, id), seq);
+        }
+        scratch.with_child.insert(n.parent_id);
+        scratch.nodes.insert(
+            id,
+            PendingNode {
+                wf,
+                kind,
+                depth: record.depth,
+                branch_id,
+                seq,
+                timestamp: ts,
+                record: record.clone(),
+                content: n.content.clone(),
+            },
+        );
+        let rec = Record {
+            seq,
+            id,
+            workflow_id: wf,
+            timestamp: ts,
+            actor: meta.actor.clone(),
+            body: RecordBody::NodeCreated(record),
+            prev_hash: ZERO_HASH,
+            hash: ZERO_HASH,
+        };
+        let event = public_event(&rec, EventBody::NodeCreated(node.clone()));
+        Ok((
+            Draft {
+                record: rec,
+                event,
+                content: Some((hash, n.content)),
+            },
+            node,
+        ))
+    }
+
+    fn add_edge(
+        &mut self,
+        wf: Uuid,
+        edge: Edge,
+        meta: &Meta,
+        scratch: &mut Pending,
+    ) -> Result<Accepted, AppendError> {
+        if edge.kind == EdgeKind::ParentOf {
+            return Err(invalid("PARENT_OF edges are implied by parent_id and cannot be added"));
+        }
+        let end = |id: &Uuid, what: &str| {
+            self.facts(scratch, id)
+                .filter(|f| f.wf == wf)
+                .ok_or_else(|| unprocessable(format!("{what} {id} is not a node of workflow {wf}")))
+        };
+        let from = end(&edge.from, "from")?;
+        let to = end(&edge.to, "to")?;
+        if edge.from == edge.to {
+            return Err(unprocessable("an edge needs two different nodes"));
+        }
+        match edge.kind {
+            EdgeKind::ParentOf => {}
+            EdgeKind::Monitors => {
+                if from.kind != NodeKind::Monitor {
+                    return Err(unprocessable("MONITORS must start at a node of type monitor"));
+                }
+            }
+            EdgeKind::OptionOf => {
+                if from.kind != NodeKind::Decision || to.kind != NodeKind::Option {
+                    return Err(unprocessable("OPTION_OF goes from a decision to an option"));
+                }
+            }
+            EdgeKind::ChosenOption => {
+                if from.kind != NodeKind::Decision {
+                    return Err(unprocessable(format!("{} is not a decision", edge.from)));
+                }
+                if !self.has_edge(scratch, EdgeKind::OptionOf, edge.from, edge.to) {
+                    return Err(unprocessable(format!(
+                        "{} is not an option of decision {}",
+                        edge.to, edge.from
+                    )));
+                }
+                if let Some(c) = self.chosen(scratch, &edge.from) {
+                    if c != edge.to {
+                        return Err(conflict(format!("decision {} already chose {c}", edge.from)));
+                    }
+                }
+            }
+        }
+        if self.has_edge(scratch, edge.kind, edge.from, edge.to) {
+            let key = (edge.kind, edge.from, edge.to);
+            let pending = scratch.edges.get(&key).or_else(|| self.group.edges.get(&key));
+            let seq = match pending {
+                Some(seq) => *seq,
+                // An explicit edge has its own event; an automatic OPTION_OF rides on
+                // the option's node.created.
+                None => self
+                    .engine
+                    .id_seq(&edge_event_id(edge.kind, edge.from, edge.to))?
+                    .unwrap_or(to.seq),
+            };
+            return Ok(Accepted {
+                drafts: Vec::new(),
+                outcome: Outcome::Edge {
+                    edge,
+                    seq,
+                    replayed: true,
+                },
+            });
+        }
+        let seq = self.take_seq();
+        let ts = self.stamp(meta.timestamp);
+        let record = Record {
+            seq,
+            id: edge_event_id(edge.kind, edge.from, edge.to),
+            workflow_id: wf,
+            timestamp: ts,
+            actor: meta.actor.clone(),
+            body: RecordBody::EdgeCreated(edge),
+            prev_hash: ZERO_HASH,
+            hash: ZERO_HASH,
+        };
+        scratch.edges.insert((edge.kind, edge.from, edge.to), seq);
+        if edge.kind == EdgeKind::ChosenOption {
+            scratch.chosen.insert(edge.from, edge.to);
+        }
+        let event = public_event(&record, EventBody::EdgeCreated(edge));
+        Ok(Accepted {
+            drafts: vec![Draft {
+                record,
+                event,
+                content: None,
+            }],
+            outcome: Outcome::Edge {
+                edge,
+                seq,
+                replayed: false,
+            },
+        })
+    }
+
+    fn set_status(
+        &mut self,
+        wf: Uuid,
+        status: WorkflowStatus,
+        meta: &Meta,
+        scratch: &mut Pending,
+    ) -> Result<Accepted, AppendError> {
+        let current = self
+            .workflow_status(scratch, &wf)
+            .ok_or(AppendError::WorkflowNotFound(wf))?;
+        if current == status {
+            return Ok(Accepted {
+                drafts: Vec::new(),
+                outcome: Outcome::Status {
+                    workflow_id: wf,
+                    status,
+                    seq: None,
+                },
+            });
+        }
+        if current.is_terminal() {
+            return Err(conflict(format!(
+                "workflow {wf} is {}; a terminal status cannot change",
+                current.as_str()
+            )));
+        }
+        let seq = self.take_seq();
+        let ts = self.stamp(meta.timestamp);
+        let change = StatusChanged {
+            from: current,
+            to: status,
+        };
+        let record = Record {
+            seq,
+            id: meta.event_id.unwrap_or_else(Uuid::now_v7),
+            workflow_id: wf,
+            timestamp: ts,
+            actor: meta.actor.clone(),
+            body: RecordBody::StatusChanged {
+                from: current,
+                to: status,
+            },
+            prev_hash: ZERO_HASH,
+            hash: ZERO_HASH,
+        };
+        if self.id_taken(scratch, &record.id)? {
+            return Err(conflict(format!("event id {} is already used", record.id)));
+        }
+        scratch.workflows.insert(wf, PendingWf { status });
+        let event = public_event(&record, EventBody::StatusChanged(change));
+        Ok(Accepted {
+            drafts: vec![Draft {
+                record,
+                event,
+                content: None,
+            }],
+            outcome: Outcome::Status {
+                workflow_id: wf,
+                status,
+                seq: Some(seq),
+            },
+        })
+    }
+}
+
+/// Whether a stored node has the body `n` asks for.
+fn same_node(stored: &NodeRecord, n: &NewNode) -> bool {
+    stored.parent_id == Some(n.parent_id)
+        && stored.node_type == n.node_type
+        && stored.role == n.role
+        && stored.content_hash == content_hash(&n.content)
+        && stored.payload == n.payload
+        && stored.metadata == n.metadata
+        && stored.agent_id == n.agent_id
+        && stored.user_id == n.user_id
+}
+
+fn node_of(wf: Uuid, seq: Seq, ts: Timestamp, r: &NodeRecord, content: String) -> Node {
+    Node {
+        id: r.id,
+        workflow_id: wf,
+        parent_id: r.parent_id,
+        node_type: r.node_type.clone(),
+        role: r.role,
+        content,
+        payload: r.payload.clone(),
+        metadata: r.metadata.clone(),
+        agent_id: r.agent_id.clone(),
+        user_id: r.user_id.clone(),
+        branch_id: r.branch_id,
+        depth: r.depth,
+        seq,
+        timestamp: ts,
+    }
+}
+
+fn public_event(r: &Record, body: EventBody) -> Event {
+    Event {
+        seq: r.seq,
+        id: r.id,
+        workflow_id: r.workflow_id,
+        timestamp: r.timestamp,
+        actor: r.actor.clone(),
+        body,
+        prev_hash: String::new(),
+        hash: String::new(),
+    }
+}
+
+/// Reads content `h` from the engine as text.
+pub fn load_content(engine: &Engine, h: &Hash) -> Result<String, StorageError> {
+    let bytes = engine
+        .content(h)?
+        .ok_or_else(|| StorageError::Corrupt(format!("content {} missing", crate::record::hex(h))))?;
+    String::from_utf8(bytes.to_vec()).map_err(|e| StorageError::Corrupt(format!("content not UTF-8: {e}")))
+}

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Runs a command with throwaway Redis, PostgreSQL and Neo4j servers on 127.0.0.1.
+#
+#   tests/services/with-services.sh CMD [ARGS...]
+#
+# Installs what the machine lacks (Debian packages via apt-get; Neo4j jars via Maven into
+# ${ARBOR_CACHE_DIR:-~/.cache/arbor}, once), starts each service on a free loopback port with
+# its state in a fresh temp dir, waits until each answers, runs CMD with these variables:
+#
+#   ARBOR_TEST_REDIS_URL        redis://127.0.0.1:PORT/
+#   ARBOR_TEST_POSTGRES_URL     postgres://postgres@127.0.0.1:PORT/arbor_test   (trust auth)
+#   ARBOR_TEST_NEO4J_URL        bolt://127.0.0.1:PORT
+#   ARBOR_TEST_NEO4J_USER       neo4j
+#   ARBOR_TEST_NEO4J_PASSWORD   arbor-test-password
+#   ARBOR_TEST_SERVICES_DIR     the temp state dir
+#   ARBOR_TEST_SERVICES_CTL     absolute path of ctl.sh (stop|start|kill|status SERVICE)
+#
+# then stops every service, removes the temp dir and exits with CMD's exit code.
+#
+# Optional environment:
+#   ARBOR_SERVICES=redis,postgres,neo4j   which services to start (default: all three);
+#                                         variables of services not started are not set
+#   ARBOR_CACHE_DIR                       cache of Neo4j jars (default ~/.cache/arbor)
+#   ARBOR_NEO4J_HEAP=1g                   Neo4j's -Xmx
+#   ARBOR_NEO4J_TIMEOUT=120, ARBOR_SERVICE_TIMEOUT=30   start-up timeouts in seconds
+#   ARBOR_SERVICES_KEEP_DIR=1             keep the temp state dir (logs) after the run
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=tests/services/lib.sh
+. "$here/lib.sh"
+
+if [ "$#" -eq 0 ]; then
+    echo "usage: $0 CMD [ARGS...]" >&2
+    exit 2
+fi
+
+services=()
+IFS=',' read -r -a requested <<<"${ARBOR_SERVICES:-redis,postgres,neo4j}"
+for s in "${requested[@]}"; do
+    s="${s//[[:space:]]/}"
+    [ -n "$s" ] || continue
+    svc_valid "$s" || svc_die "unknown service '$s' in ARBOR_SERVICES (known: $ARBOR_ALL_SERVICES)"
+    services+=("$s")
+done
+
+has() {
+    local x
+    for x in "${services[@]}"; do [ "$x" = "$1" ] && return 0; done
+    return 1
+}
+
+started=()
+state_dir=""
+cleanup() {
+    local rc=$? s
+    set +e
+    trap - EXIT INT TERM HUP
+    if [ -n "$state_dir" ]; then
+        for s in "${started[@]}"; do
+            (svc_stop "$s")
+        done
+        if [ "${ARBOR_SERVICES_KEEP_DIR:-0}" = 1 ]; then
+            svc_log "kept state dir $state_dir"
+        else
+            rm -rf "$state_dir"
+        fi
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+if [ "${#services[@]}" -gt 0 ]; then
+    svc_ensure_packages "${services[@]}"
+
+    state_dir="$(mktemp -d "${TMPDIR:-/tmp}/arbor-services.XXXXXX")"
+    # user postgres must be able to reach its data dir below it
+    chmod 711 "$state_dir"
+    export ARBOR_TEST_SERVICES_DIR="$state_dir"
+
+    mapfile -t ports < <(svc_free_ports "${#services[@]}")
+    [ "${#ports[@]}" -eq "${#services[@]}" ] || svc_die "could not pick free ports"
+
+    # Neo4j first: its JVM boots while the others are set up.
+    i=0
+    for s in neo4j redis postgres; do
+        has "$s" || continue
+        svc_init "$s" "${ports[$i]}"
+        i=$((i + 1))
+        started+=("$s")
+        svc_start "$s"
+    done
+    for s in redis postgres neo4j; do
+        has "$s" || continue
+        svc_wait "$s"
+    done
+
+    if has redis; then
+        export ARBOR_TEST_REDIS_URL="redis://127.0.0.1:$(svc_port redis)/"
+    fi
+    if has postgres; then
+        pg_port="$(svc_port postgres)"
+        "$(cat "$state_dir/postgres/pgbin")/psql" -X -q -v ON_ERROR_STOP=1 \
+            -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres \
+            -c "CREATE DATABASE $ARBOR_POSTGRES_DB" >/dev/null ||
+            svc_die "could not create database $ARBOR_POSTGRES_DB"
+        export ARBOR_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$pg_port/$ARBOR_POSTGRES_DB"
+    fi
+    if has neo4j; then
+        export ARBOR_TEST_NEO4J_URL="bolt://127.0.0.1:$(svc_port neo4j)"
+        export ARBOR_TEST_NEO4J_USER="neo4j"
+        export ARBOR_TEST_NEO4J_PASSWORD="$ARBOR_NEO4J_PASSWORD"
+    fi
+    export ARBOR_TEST_SERVICES_CTL="$here/ctl.sh"
+fi
+
+set +e
+"$@"
+rc=$?
+set -e
+exit "$rc"
