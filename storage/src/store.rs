@@ -718,6 +718,9 @@ impl Writer {
         if let Err(e) = self.shared.engine.flush() {
             tracing::error!(error = %e, "final flush failed");
         }
+        // Release our handle on the engine before saying we are done, so that once
+        // the last `Store` is dropped the database is closed and can be reopened.
+        drop(self.shared);
         if let Some(done) = closing {
             let _ = done.send(());
         }

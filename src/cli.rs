@@ -1,0 +1,163 @@
+//! The command line (clap): `serve`, `import`, `export`, `verify`.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use uuid::Uuid;
+
+use arbor_storage::{Store, StoreOptions};
+
+use crate::config::{LogFormat, ServeArgs, ServeConfig, DEFAULT_DATA_DIR};
+
+/// arbor: a store for branching AI-agent workflows.
+#[derive(Parser, Debug)]
+#[command(name = "arbor", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server (embedded by default: needs nothing but its data directory).
+    Serve(ServeArgs),
+    /// Import workflows from a JSONL file of portable events (server must be stopped).
+    Import {
+        /// The JSONL file (`-` for stdin).
+        file: PathBuf,
+        /// Data directory.
+        #[arg(long, env = "ARBOR_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    /// Export one workflow as JSONL of portable events (server must be stopped).
+    Export {
+        /// Workflow id.
+        #[arg(long)]
+        workflow: Uuid,
+        /// Output file (stdout when absent).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Data directory.
+        #[arg(long, env = "ARBOR_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    /// Check the hash chain, the secondary trees and the graph; exit 1 on any problem.
+    Verify {
+        /// Data directory.
+        #[arg(long, env = "ARBOR_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+}
+
+/// Sets up tracing: `RUST_LOG` filters (default `info`), text or JSON lines on stderr.
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+fn open_store(dir: &std::path::Path) -> anyhow::Result<Store> {
+    if !dir.join("db").exists() {
+        bail!("{} holds no arbor store", dir.display());
+    }
+    Store::open(dir, StoreOptions::default()).with_context(|| {
+        format!(
+            "opening {} (is a server running on it? stop it first)",
+            dir.display()
+        )
+    })
+}
+
+fn progress_bar(len: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({eta})",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// Runs the command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let cfg = ServeConfig::resolve(&args)?;
+            init_tracing(cfg.log_format);
+            let running = crate::server::start(cfg).await?;
+            running.run_until_signal().await?;
+            Ok(())
+        }
+        Command::Import { file, data_dir } => {
+            init_tracing(LogFormat::Text);
+            std::fs::create_dir_all(&data_dir)?;
+            let store = Store::open(&data_dir, StoreOptions::default()).with_context(|| {
+                format!(
+                    "opening {} (is a server running on it?)",
+                    data_dir.display()
+                )
+            })?;
+            let (mut reader, len): (Box<dyn std::io::BufRead>, u64) = if file.as_os_str() == "-" {
+                (Box::new(BufReader::new(std::io::stdin())), 0)
+            } else {
+                let f = File::open(&file).with_context(|| format!("opening {}", file.display()))?;
+                let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+                (Box::new(BufReader::new(f)), len)
+            };
+            let bar = progress_bar(len);
+            let res =
+                crate::portable::import(&store, &mut reader, &mut |done| bar.set_position(done))
+                    .await;
+            bar.finish_and_clear();
+            store.close().await;
+            let report = res?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Command::Export {
+            workflow,
+            output,
+            data_dir,
+        } => {
+            let store = open_store(&data_dir)?;
+            let res = match output {
+                Some(path) => {
+                    let mut w = BufWriter::new(File::create(&path)?);
+                    crate::portable::export(&store, &workflow, &mut w)
+                }
+                None => {
+                    let stdout = std::io::stdout();
+                    let mut w = BufWriter::new(stdout.lock());
+                    crate::portable::export(&store, &workflow, &mut w).and_then(|n| {
+                        w.flush()?;
+                        Ok(n)
+                    })
+                }
+            };
+            store.close().await;
+            res?;
+            Ok(())
+        }
+        Command::Verify { data_dir } => {
+            let report = arbor_storage::verify::verify_dir(&data_dir)
+                .with_context(|| format!("verify {}", data_dir.display()))?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The HTTP API of DESIGN §4: the only place that knows axum, HTTP and wire types.
+//!
+//! - [`routes`]: workflows, nodes, edges, queries, replay.
+//! - [`sse`]: per-workflow and global event streams with loss-free resume.
+//! - [`health`]: liveness, readiness, component health, Prometheus metrics.
+//! - [`wire`]: request/response bodies and strict extractors.
+//! - [`problem`]: problem+json errors.
+
+pub mod health;
+pub mod problem;
+pub mod routes;
+pub mod sse;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::sync::watch;
+
+use arbor_storage::Store;
+
+use crate::metrics::Metrics;
+use problem::Problem;
+
+/// Request limits (DESIGN §4: content 1 MiB, body 16 MiB, batch 10 000 nodes).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest node content in bytes.
+    pub max_content_bytes: usize,
+    /// Largest request body in bytes.
+    pub max_body_bytes: usize,
+    /// Most nodes in one batch.
+    pub max_batch_nodes: usize,
+    /// SSE heartbeat interval.
+    pub sse_heartbeat: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_content_bytes: 1024 * 1024,
+            max_body_bytes: 16 * 1024 * 1024,
+            max_batch_nodes: 10_000,
+            sse_heartbeat: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Status of the sync workers, as health and metrics report it.
+pub trait SinkReport: Send + Sync {
+    /// One entry per sink.
+    fn sinks(&self) -> Vec<health::SinkHealth>;
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The store.
+    pub store: Store,
+    /// Request limits.
+    pub limits: Limits,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Flips to true when the server shuts down (ends SSE streams).
+    pub shutdown: watch::Receiver<bool>,
+    /// Sync workers, when any sink is configured.
+    pub sinks: Option<Arc<dyn SinkReport>>,
+    /// Held by every background task of a request (SSE pumps); shutdown waits until
+    /// all clones are gone.
+    pub tasks: tokio::sync::mpsc::Sender<()>,
+}
+
+/// The full router.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.limits.max_body_bytes;
+    Router::new()
+        .route(
+            "/v1/workflows",
+            post(routes::create_workflow).get(routes::list_workflows),
+        )
+        .route(
+            "/v1/workflows/{wf}",
+            get(routes::get_workflow).patch(routes::patch_workflow),
+        )
+        .route("/v1/workflows/{wf}/nodes", post(routes::create_node))
+        .route("/v1/workflows/{wf}/nodes/batch", post(routes::create_batch))
+        .route("/v1/workflows/{wf}/edges", post(routes::create_edge))
+        .route("/v1/workflows/{wf}/decisions", get(routes::get_decisions))
+        .route("/v1/workflows/{wf}/branches", get(routes::get_branches))
+        .route(
+            "/v1/workflows/{wf}/branches/{branch_id}",
+            get(routes::get_branch),
+        )
+        .route("/v1/workflows/{wf}/monitors", get(routes::get_monitors))
+        .route("/v1/workflows/{wf}/events", get(routes::get_events))
+        .route("/v1/workflows/{wf}/stream", get(sse::workflow_stream))
+        .route("/v1/stream", get(sse::global_stream))
+        .route("/v1/nodes/{id}", get(routes::get_node))
+        .route("/v1/nodes/{id}/choose", post(routes::choose))
+        .route("/v1/nodes/{id}/path", get(routes::get_path))
+        .route("/v1/nodes/{id}/children", get(routes::get_children))
+        .route("/v1/nodes/{id}/subtree", get(routes::get_subtree))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/v1/health", get(health::health))
+        .route("/metrics", get(health::metrics))
+        .fallback(|| async { Problem::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "method not allowed on this route",
+            )
+        })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}

@@ -1,0 +1,417 @@
+//! Handlers of the DESIGN §4 table (everything but SSE and health).
+
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use uuid::Uuid;
+
+use arbor_storage::{
+    Edge, EdgeKind, Intent, ListFilter, Meta, NewWorkflow, Outcome, WorkflowStatus,
+};
+
+use super::problem::Problem;
+use super::wire::{
+    Choose, CreateBatch, CreateEdge, CreateNode, CreateWorkflow, EdgeCreated, EventsQuery,
+    JsonBody, ListQuery, MonitorsQuery, PatchWorkflow, PathParam, PathQuery, QueryParams,
+    SubtreeQuery, WorkflowCreated,
+};
+use super::AppState;
+
+type ApiResult = Result<Response, Problem>;
+
+/// 201 for a new write, 200 for an identical replay.
+fn created(replayed: bool) -> StatusCode {
+    if replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    }
+}
+
+impl AppState {
+    /// Submits an intent, timing it for the append-latency histogram.
+    async fn submit(&self, intent: Intent) -> Result<Outcome, Problem> {
+        let started = Instant::now();
+        let res = self.store.submit(intent, Meta::default()).await;
+        self.metrics
+            .append_latency
+            .observe(started.elapsed().as_secs_f64());
+        Ok(res?)
+    }
+
+    fn check_content(&self, content: &str) -> Result<(), Problem> {
+        if content.len() > self.limits.max_content_bytes {
+            return Err(Problem::too_large(format!(
+                "content is {} bytes; the limit is {}",
+                content.len(),
+                self.limits.max_content_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// `POST /v1/workflows`.
+pub async fn create_workflow(
+    State(app): State<AppState>,
+    JsonBody(req): JsonBody<CreateWorkflow>,
+) -> ApiResult {
+    app.check_content(&req.system_prompt)?;
+    let intent = Intent::CreateWorkflow(NewWorkflow {
+        id: req.id,
+        root_id: None,
+        system_prompt: req.system_prompt,
+        metadata: req.metadata.unwrap_or_default(),
+        user_id: req.user_id,
+    });
+    match app.submit(intent).await? {
+        Outcome::WorkflowCreated {
+            workflow_id,
+            root_id,
+            seq,
+            replayed,
+        } => Ok((
+            created(replayed),
+            Json(WorkflowCreated {
+                workflow_id,
+                root_id,
+                seq,
+            }),
+        )
+            .into_response()),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn unexpected(o: &Outcome) -> Problem {
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        format!("unexpected outcome {o:?}"),
+    )
+}
+
+fn parse_status(s: &str) -> Result<WorkflowStatus, Problem> {
+    WorkflowStatus::parse(s).ok_or_else(|| {
+        Problem::bad_request(format!(
+            "status {s:?} is not one of running, waiting, completed, failed, cancelled"
+        ))
+    })
+}
+
+/// `GET /v1/workflows`.
+pub async fn list_workflows(
+    State(app): State<AppState>,
+    QueryParams(q): QueryParams<ListQuery>,
+) -> ApiResult {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(Problem::bad_request("limit must be between 1 and 1000"));
+    }
+    let before = q
+        .cursor
+        .as_deref()
+        .map(|c| {
+            c.parse::<u64>()
+                .ok()
+                .filter(|s| *s > 0)
+                .ok_or_else(|| Problem::bad_request(format!("invalid cursor {c:?}")))
+        })
+        .transpose()?;
+    let filter = ListFilter {
+        status: q.status.as_deref().map(parse_status).transpose()?,
+        user_id: q.user_id,
+    };
+    let (workflows, next) = app.store.list_workflows(&filter, before, limit)?;
+    Ok(Json(json!({
+        "workflows": workflows,
+        "next_cursor": next.map(|s| s.to_string()),
+    }))
+    .into_response())
+}
+
+/// `GET /v1/workflows/{wf}`.
+pub async fn get_workflow(
+    State(app): State<AppState>,
+    PathParam(wf): PathParam<Uuid>,
+) -> ApiResult {
+    match app.store.workflow(&wf)? {
+        Some(view) => Ok(Json(view).into_response()),
+        None => Err(Problem::not_found(format!("workflow {wf} not found"))),
+    }
+}
+
+/// `PATCH /v1/workflows/{wf}`.
+pub async fn patch_workflow(
+    State(app): State<AppState>,
+    PathParam(wf): PathParam<Uuid>,
+    JsonBody(req): JsonBody<PatchWorkflow>,
+) -> ApiResult {
+    let status = parse_status(&req.status)?;
+    app.submit(Intent::SetStatus {
+        workflow_id: wf,
+        status,
+    })
+    .await?;
+    get_workflow(State(app), PathParam(wf)).await
+}
+
+/// `POST /v1/workflows/{wf}/nodes`.
+pub async fn create_node(
+    State(app): State<AppState>,
+    PathParam(wf): PathParam<Uuid>,
+    JsonBody(req): JsonBody<CreateNode>,
+) -> ApiResult {
+    app.check_content(&req.content)?;
+    let intent = Intent::AppendNodes {
+        workflow_id: wf,
+        nodes: vec![req.into_new_node()],
+    };
+    match app.submit(intent).await? {
+        Outcome::Nodes {
+            mut nodes,
+            replayed,
+        } if nodes.len() == 1 => {
+            let node = nodes.remove(0);
+            Ok((created(replayed), Json(node)).into_response())
+        }
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// `POST /v1/workflows/{wf}/nodes/batch`.
+pub async fn create_batch(
+    State(app): State<AppState>,
+    PathParam(wf): PathParam<Uuid>,
+    JsonBody(req): JsonBody<CreateBatch>,
+) -> ApiResult {
+    if req.nodes.len() > app.limits.max_batch_nodes {
+        return Err(Problem::too_large(format!(
+            "batch of {} nodes; the limit is {}",
+            req.nodes.len(),
+            app.limits.max_batch_nodes
+        )));
+    }
+    for n in &req.nodes {
+        app.check_content(&n.content)?;
+    }
+    let intent = Intent::AppendNodes {
+        workflow_id: wf,
+        nodes: req
+            .nodes
+            .into_iter()
+            .map(CreateNode::into_new_node)
+            .collect(),
+    };
+    match app.submit(intent).await? {
+        Outcome::Nodes { nodes, replayed } => {
+            Ok((created(replayed), Json(json!({ "nodes": nodes }))).into_response())
+        }
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn edge_response(edge: Edge, seq: u64) -> EdgeCreated {
+    EdgeCreated {
+        kind: edge.kind.as_str().to_owned(),
+        from: edge.from,
+        to: edge.to,
+        seq,
+    }
+}
+
+/// `POST /v1/workflows/{wf}/edges`.
+pub async fn create_edge(
+    State(app): State<AppState>,
+    PathParam(wf): PathParam<Uuid>,
+    JsonBody(req): JsonBody<CreateEdge>,
+) -> ApiResult {
+    let kind = EdgeKind::parse(&req.kind).ok_or_else(|| {
+        Problem::bad_request(format!(
+            "edge type {:?} is not one of MONITORS, OPTION_OF, CHOSEN_OPTION",
+            req.kind
+        ))
+    })?;
+    let edge = Edge {
+        kind,
+        from: req.from,
+        to: req.to,
+    };
+    match app
+        .submit(Intent::AddEdge {
+            workflow_id: wf,
+            edge,
+        })
+        .await?
+    {
+        Outcome::Edge {
+            edge,
+            seq,
+            replayed,
+        } => Ok((created(replayed), Json(edge_response(edge, seq))).into_response()),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// `POST /v1/nodes/{id}/choose`.
+pub async fn choose(
+    State(app): State<AppState>,
+    PathParam(id): PathParam<Uuid>,
+    JsonBody(req): JsonBody<Choose>,
+) -> ApiResult {
+    let intent = Intent::Choose {
+        decision_id: id,
+        option_id: req.option_id,
+    };
+    match app.submit(intent).await? {
+        Outcome::Edge { edge, seq, .. } => Ok(Json(edge_response(edge, seq)).into_response()),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn node_missing(id: &Uuid) -> Problem {
+    Problem::not_found(format!("node {id} not found"))
+}
+
+fn workflow_missing(wf: &Uuid) -> Problem {
+    Problem::not_found(format!("workflow {wf} not found"))
+}
+
+/// `GET /v1/nodes/{id}`.
+pub async fn get_node(State(app): State<AppState>, PathParam(id): PathParam<Uuid>) -> ApiResult {
+    let node = app.store.node(&id)?.ok_or_else(|| node_missing(&id))?;
+    Ok(Json(node).into_response())
+}
+
+/// `GET /v1/nodes/{id}/path`.
+pub async fn get_path(
+    State(app): State<AppState>,
+    PathParam(id): PathParam<Uuid>,
+    QueryParams(q): QueryParams<PathQuery>,
+) -> ApiResult {
+    let nodes = app.store.path(&id)?.ok_or_else(|| node_missing(&id))?;
+    match q.format.as_deref().unwrap_or("nodes") {
+        "nodes" => Ok(Json(json!({ "nodes": nodes })).into_response()),
+        "messages" => {
+            let messages: Vec<_> = nodes
+                .iter()
+                .filter_map(|n| {
+                    n.role
+                        .map(|r| json!({ "role": r.as_str(), "content": n.content }))
+                })
+                .collect();
+            Ok(Json(json!({ "messages": messages })).into_response())
+        }
+        other => Err(Problem::bad_request(format!(
+            "format {other:?} is not one of nodes, messages"
+        ))),
+    }
+}
+
+/// `GET /v1/nodes/{id}/children`.
+pub async fn get_children(
+    State(app): State<AppState>,
+    PathParam(id): PathParam<Uuid>,
+) -> ApiResult {
+    let nodes = app.store.children(&id)?.ok_or_else(|| node_missing(&id))?;
+    Ok(Json(json!({ "nodes": nodes })).into_response())
+}
+
+/// `GET /v1/nodes/{id}/subtree`.
+pub async fn get_subtree(
+    State(app): State<AppState>,
+    PathParam(id): PathParam<Uuid>,
+    QueryParams(q): QueryParams<SubtreeQuery>,
+) -> ApiResult {
+    let nodes = app
+        .store
+        .subtree(&id, q.max_depth)?
+        .ok_or_else(|| node_missing(&id))?;
+    Ok(Json(json!({ "nodes": nodes })).into_response())
+}
+
+/// `GET /v1/workflows/{wf}/decisions`.
+pub async fn get_decisions(
+    State(app): State<AppState>,
+    PathParam(wf): PathParam<Uuid>,
+) -> ApiResult {
+    let decisions = app
+        .store
+        .decisions(&wf)?
+        .ok_or_else(|| workflow_missing(&wf))?;
+    Ok(Json(json!({ "decisions": decisions })).into_response())
+}
+
+/// `GET /v1/workflows/{wf}/branches`.
+pub async fn get_branches(
+    State(app): State<AppState>,
+    PathParam(wf): PathParam<Uuid>,
+) -> ApiResult {
+    let branches = app
+        .store
+        .branches(&wf)
+        .ok_or_else(|| workflow_missing(&wf))?;
+    let branches: Vec<_> = branches
+        .into_iter()
+        .map(|b| {
+            json!({
+                "branch_id": b.branch_id,
+                "fork_node_id": b.fork_node_id,
+                "head_id": b.head_id,
+                "length": b.length,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "branches": branches })).into_response())
+}
+
+/// `GET /v1/workflows/{wf}/branches/{branch_id}`.
+pub async fn get_branch(
+    State(app): State<AppState>,
+    PathParam((wf, branch)): PathParam<(Uuid, Uuid)>,
+) -> ApiResult {
+    if !app.store.has_workflow(&wf) {
+        return Err(workflow_missing(&wf));
+    }
+    let view = app
+        .store
+        .branch(&wf, &branch)?
+        .ok_or_else(|| Problem::not_found(format!("branch {branch} not found in workflow {wf}")))?;
+    Ok(Json(view).into_response())
+}
+
+/// `GET /v1/workflows/{wf}/monitors`.
+pub async fn get_monitors(
+    State(app): State<AppState>,
+    PathParam(wf): PathParam<Uuid>,
+    QueryParams(q): QueryParams<MonitorsQuery>,
+) -> ApiResult {
+    let monitors = app
+        .store
+        .monitors(&wf, q.cross_branch)?
+        .ok_or_else(|| workflow_missing(&wf))?;
+    Ok(Json(json!({ "monitors": monitors })).into_response())
+}
+
+/// `GET /v1/workflows/{wf}/events`.
+pub async fn get_events(
+    State(app): State<AppState>,
+    PathParam(wf): PathParam<Uuid>,
+    QueryParams(q): QueryParams<EventsQuery>,
+) -> ApiResult {
+    let limit = q.limit.unwrap_or(1000);
+    if !(1..=10_000).contains(&limit) {
+        return Err(Problem::bad_request("limit must be between 1 and 10000"));
+    }
+    let after = q.after.unwrap_or(0);
+    let events = app
+        .store
+        .read_workflow_events(&wf, after, limit)?
+        .ok_or_else(|| workflow_missing(&wf))?;
+    let next_after = events.last().map_or(after, |e| e.seq);
+    Ok(Json(json!({ "events": events, "next_after": next_after })).into_response())
+}

@@ -1,0 +1,188 @@
+//! `arbor serve`: opens the store, starts the sync workers, serves HTTP, and shuts
+//! down gracefully (stop accepting, finish in-flight appends, end SSE streams,
+//! final flush, stop sinks).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use arbor_storage::{Store, StoreOptions};
+
+use crate::config::ServeConfig;
+use crate::http::{self, AppState, SinkReport};
+use crate::metrics::Metrics;
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration is refused.
+    #[error("{0}")]
+    Config(String),
+    /// The store could not be opened.
+    #[error("opening the store in {dir}: {source}")]
+    Store {
+        /// Data directory.
+        dir: String,
+        /// Why.
+        source: arbor_storage::StorageError,
+    },
+    /// The listen address could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Metrics could not be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// A background task failed.
+    #[error("{0}")]
+    Task(String),
+}
+
+/// A running server.
+pub struct Running {
+    addr: SocketAddr,
+    store: Store,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<Result<(), std::io::Error>>,
+    /// Closed when every request task (SSE pump) has ended.
+    tasks: mpsc::Receiver<()>,
+    sinks: Option<crate::sinks::Sinks>,
+}
+
+impl Running {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Graceful shutdown: see the module docs.
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        self.shutdown.send_replace(true);
+        let served = self
+            .task
+            .await
+            .map_err(|e| ServeError::Task(e.to_string()))?;
+        let mut tasks = self.tasks;
+        let _ = tasks.recv().await;
+        self.store.close().await;
+        if let Some(sinks) = self.sinks {
+            sinks.shutdown().await;
+        }
+        served.map_err(|e| ServeError::Task(e.to_string()))
+    }
+
+    /// Waits for SIGINT/SIGTERM, then shuts down.
+    pub async fn run_until_signal(self) -> Result<(), ServeError> {
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        self.shutdown().await
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// Opens the store and starts serving; returns once the listener is bound.
+pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
+    if !cfg.listen.ip().is_loopback() {
+        return Err(ServeError::Config(format!(
+            "refusing to listen on non-loopback {} without access tokens; bind 127.0.0.1 \
+             (token auth is not available in this build)",
+            cfg.listen
+        )));
+    }
+    let metrics = Arc::new(Metrics::new()?);
+    let observer = metrics.clone();
+    let options = StoreOptions {
+        durability: cfg.durability,
+        cache_mb: cfg.cache_mb,
+        broadcast_capacity: cfg.broadcast_capacity,
+        on_group: Some(Arc::new(move |g| observer.observe_group(g))),
+        ..StoreOptions::default()
+    };
+    let dir = cfg.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&dir, options))
+        .await
+        .map_err(|e| ServeError::Task(e.to_string()))?
+        .map_err(|source| ServeError::Store {
+            dir: cfg.data_dir.display().to_string(),
+            source,
+        })?;
+    let sinks = crate::sinks::Sinks::start(&store, &cfg).await;
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: cfg.listen,
+        source,
+    })?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let (task_tx, tasks) = mpsc::channel(1);
+    let state = AppState {
+        tasks: task_tx,
+        store: store.clone(),
+        limits: cfg.limits.clone(),
+        metrics,
+        shutdown: shutdown_rx.clone(),
+        sinks: sinks
+            .as_ref()
+            .map(|s| Arc::new(s.reporter()) as Arc<dyn SinkReport>),
+    };
+    let app = http::router(state);
+    let mut stop = shutdown_rx;
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    tracing::info!(%addr, data_dir = %cfg.data_dir.display(), durability = ?cfg.durability, "arbor listening");
+    Ok(Running {
+        addr,
+        store,
+        shutdown,
+        task,
+        tasks,
+        sinks,
+    })
+}

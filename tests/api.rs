@@ -1,0 +1,756 @@
+//! Every row of the DESIGN §4 table, over real HTTP against the real router, with
+//! each error status and a check that a refused request stores nothing.
+
+mod common;
+
+use common::TestServer;
+use serde_json::{json, Value};
+
+/// Asserts that `f` is refused with `status` and that the log did not move.
+macro_rules! refused {
+    ($srv:expr, $status:expr, $call:expr) => {{
+        let before = $srv.head().await;
+        let (s, b) = $call;
+        assert_eq!(s, $status, "expected {} got {s}: {b}", $status);
+        assert_eq!(
+            $srv.head().await,
+            before,
+            "a refused request stored something: {b}"
+        );
+        b
+    }};
+}
+
+#[tokio::test]
+async fn workflows_create_replay_list_view_and_status() {
+    let srv = TestServer::start().await;
+    let id = "0190f0a0-0000-7000-8000-000000000001";
+    let body = json!({ "id": id, "system_prompt": "You are a careful coding agent.", "metadata": {"repo": "arbor"}, "user_id": "ana" });
+    let (s, created) = srv.post("/v1/workflows", body.clone()).await;
+    assert_eq!(s, 201, "{created}");
+    assert_eq!(created["workflow_id"], id);
+    assert_eq!(created["seq"], 1);
+    let (s, replay) = srv.post("/v1/workflows", body).await;
+    assert_eq!(s, 200, "identical replay");
+    assert_eq!(replay, created);
+    refused!(
+        srv,
+        409,
+        srv.post(
+            "/v1/workflows",
+            json!({ "id": id, "system_prompt": "other" })
+        )
+        .await
+    );
+    refused!(
+        srv,
+        400,
+        srv.post(
+            "/v1/workflows",
+            json!({ "system_prompt": "x", "colour": 1 })
+        )
+        .await
+    );
+    refused!(
+        srv,
+        400,
+        srv.post("/v1/workflows", json!({ "metadata": {} })).await
+    );
+    refused!(
+        srv,
+        400,
+        srv.post(
+            "/v1/workflows",
+            json!({ "system_prompt": "x", "metadata": [1] })
+        )
+        .await
+    );
+    refused!(srv, 400, srv.post_raw("/v1/workflows", "{not json").await);
+
+    let (s, view) = srv.get(&format!("/v1/workflows/{id}")).await;
+    assert_eq!(s, 200);
+    assert_eq!(view["status"], "running");
+    assert_eq!(view["root_id"], created["root_id"]);
+    assert_eq!(view["node_count"], 1);
+    assert_eq!(view["branch_count"], 1);
+    assert_eq!(view["heads"], json!([created["root_id"]]));
+    assert_eq!(view["metadata"]["repo"], "arbor");
+    assert_eq!(view["last_seq"], 1);
+    let (s, _) = srv
+        .get("/v1/workflows/0190f0a0-0000-7000-8000-0000000000ff")
+        .await;
+    assert_eq!(s, 404);
+    let (s, _) = srv.get("/v1/workflows/not-a-uuid").await;
+    assert_eq!(s, 400);
+
+    // Status: running → waiting → completed; terminal refuses changes.
+    let (s, v) = srv
+        .patch(
+            &format!("/v1/workflows/{id}"),
+            json!({ "status": "waiting" }),
+        )
+        .await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("waiting")));
+    let (s, _) = srv
+        .patch(
+            &format!("/v1/workflows/{id}"),
+            json!({ "status": "waiting" }),
+        )
+        .await;
+    assert_eq!(s, 200, "same status is a no-op");
+    refused!(
+        srv,
+        400,
+        srv.patch(
+            &format!("/v1/workflows/{id}"),
+            json!({ "status": "sleeping" })
+        )
+        .await
+    );
+    refused!(
+        srv,
+        404,
+        srv.patch(
+            "/v1/workflows/0190f0a0-0000-7000-8000-0000000000ff",
+            json!({ "status": "waiting" })
+        )
+        .await
+    );
+    let (s, _) = srv
+        .patch(
+            &format!("/v1/workflows/{id}"),
+            json!({ "status": "completed" }),
+        )
+        .await;
+    assert_eq!(s, 200);
+    refused!(
+        srv,
+        409,
+        srv.patch(
+            &format!("/v1/workflows/{id}"),
+            json!({ "status": "running" })
+        )
+        .await
+    );
+    let root = created["root_id"].as_str().unwrap();
+    refused!(
+        srv,
+        409,
+        srv.post(
+            &format!("/v1/workflows/{id}/nodes"),
+            json!({ "parent_id": root, "type": "message", "content": "late" })
+        )
+        .await
+    );
+}
+
+#[tokio::test]
+async fn list_paginates_newest_first_with_filters() {
+    let srv = TestServer::start().await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let user = if i % 2 == 0 { "even" } else { "odd" };
+        let (s, b) = srv
+            .post(
+                "/v1/workflows",
+                json!({ "system_prompt": format!("p{i}"), "user_id": user }),
+            )
+            .await;
+        assert_eq!(s, 201);
+        ids.push(b["workflow_id"].as_str().unwrap().to_owned());
+    }
+    let (_, w) = srv
+        .patch(
+            &format!("/v1/workflows/{}", ids[3]),
+            json!({ "status": "failed" }),
+        )
+        .await;
+    assert_eq!(w["status"], "failed");
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/workflows?limit=3&cursor={c}"),
+            None => "/v1/workflows?limit=3".to_owned(),
+        };
+        let (s, page) = srv.get(&path).await;
+        assert_eq!(s, 200, "{page}");
+        for w in page["workflows"].as_array().unwrap() {
+            seen.push(w["workflow_id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    let mut newest_first = ids.clone();
+    newest_first.reverse();
+    assert_eq!(seen, newest_first);
+    let (_, odd) = srv.get("/v1/workflows?user_id=odd").await;
+    assert_eq!(odd["workflows"].as_array().unwrap().len(), 3);
+    let (_, failed) = srv.get("/v1/workflows?status=failed").await;
+    assert_eq!(failed["workflows"][0]["workflow_id"], ids[3].as_str());
+    assert_eq!(failed["workflows"].as_array().unwrap().len(), 1);
+    for bad in [
+        "limit=0",
+        "limit=5000",
+        "cursor=abc",
+        "status=asleep",
+        "colour=red",
+    ] {
+        let (s, _) = srv.get(&format!("/v1/workflows?{bad}")).await;
+        assert_eq!(s, 400, "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn nodes_single_batch_idempotency_and_errors() {
+    let srv = TestServer::start_with(|c| {
+        c.limits.max_content_bytes = 1000;
+        c.limits.max_batch_nodes = 5;
+    })
+    .await;
+    let (wf, root) = srv.workflow("system").await;
+    let (other_wf, other_root) = srv.workflow("other").await;
+    let nid = "0190f0a0-0000-7000-8000-00000000a001";
+    let body = json!({ "id": nid, "parent_id": root, "type": "message", "role": "user", "content": "hi", "payload": {"k": [1, 2]}, "metadata": {"m": true}, "agent_id": "a1", "user_id": "u1" });
+    let (s, node) = srv
+        .post(&format!("/v1/workflows/{wf}/nodes"), body.clone())
+        .await;
+    assert_eq!(s, 201, "{node}");
+    for field in [
+        "id",
+        "workflow_id",
+        "parent_id",
+        "type",
+        "role",
+        "content",
+        "payload",
+        "metadata",
+        "agent_id",
+        "user_id",
+        "branch_id",
+        "depth",
+        "seq",
+        "timestamp",
+    ] {
+        assert!(node.get(field).is_some(), "node lacks {field}: {node}");
+    }
+    assert_eq!(node["depth"], 1);
+    assert_eq!(
+        node["branch_id"],
+        root.as_str(),
+        "first child continues the root branch"
+    );
+    assert!(node["timestamp"].as_str().unwrap().ends_with('Z'));
+    let (s, again) = srv.post(&format!("/v1/workflows/{wf}/nodes"), body).await;
+    assert_eq!(
+        (s, &again),
+        (200, &node),
+        "identical replay returns the stored node"
+    );
+
+    let nodes = format!("/v1/workflows/{wf}/nodes");
+    refused!(
+        srv,
+        409,
+        srv.post(
+            &nodes,
+            json!({ "id": nid, "parent_id": root, "type": "message", "content": "changed" })
+        )
+        .await
+    );
+    refused!(srv, 422, srv.post(&nodes, json!({ "parent_id": "0190f0a0-0000-7000-8000-00000000ffff", "type": "message", "content": "x" })).await);
+    refused!(
+        srv,
+        422,
+        srv.post(
+            &nodes,
+            json!({ "parent_id": other_root, "type": "message", "content": "x" })
+        )
+        .await
+    );
+    refused!(
+        srv,
+        404,
+        srv.post(
+            "/v1/workflows/0190f0a0-0000-7000-8000-00000000ffff/nodes",
+            json!({ "parent_id": root, "type": "message", "content": "x" })
+        )
+        .await
+    );
+    refused!(
+        srv,
+        400,
+        srv.post(
+            &nodes,
+            json!({ "parent_id": root, "type": "Message", "content": "x" })
+        )
+        .await
+    );
+    refused!(
+        srv,
+        400,
+        srv.post(
+            &nodes,
+            json!({ "parent_id": root, "type": "system", "content": "x" })
+        )
+        .await
+    );
+    refused!(
+        srv,
+        400,
+        srv.post(
+            &nodes,
+            json!({ "parent_id": root, "type": "message", "content": "x", "role": "robot" })
+        )
+        .await
+    );
+    refused!(
+        srv,
+        400,
+        srv.post(
+            &nodes,
+            json!({ "parent_id": root, "type": "message", "content": "x", "extra": 1 })
+        )
+        .await
+    );
+    refused!(
+        srv,
+        400,
+        srv.post(&nodes, json!({ "parent_id": root, "type": "message" }))
+            .await
+    );
+    refused!(
+        srv,
+        413,
+        srv.post(
+            &nodes,
+            json!({ "parent_id": root, "type": "message", "content": "x".repeat(1001) })
+        )
+        .await
+    );
+    refused!(
+        srv,
+        409,
+        srv.post(
+            &nodes,
+            json!({ "parent_id": root, "type": "message", "content": "x", "expect_leaf": true })
+        )
+        .await
+    );
+    // expect_leaf on a real leaf works.
+    let (s, _) = srv
+        .post(
+            &nodes,
+            json!({ "parent_id": nid, "type": "message", "content": "x", "expect_leaf": true }),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let _ = other_wf;
+
+    // Batch: parents may be earlier items; atomic on failure.
+    let batch = format!("/v1/workflows/{wf}/nodes/batch");
+    let a = "0190f0a0-0000-7000-8000-00000000b001";
+    let b = "0190f0a0-0000-7000-8000-00000000b002";
+    let bad = refused!(
+        srv,
+        422,
+        srv.post(&batch, json!({ "nodes": [
+            { "id": a, "parent_id": root, "type": "action", "content": "ls" },
+            { "id": b, "parent_id": a, "type": "message", "content": "ok" },
+            { "parent_id": "0190f0a0-0000-7000-8000-00000000ffff", "type": "message", "content": "orphan" },
+        ] })).await
+    );
+    assert!(
+        bad["detail"].as_str().unwrap().contains("not a node"),
+        "{bad}"
+    );
+    let (s, _) = srv.get(&format!("/v1/nodes/{a}")).await;
+    assert_eq!(s, 404, "nothing of a refused batch is stored");
+    let good = json!({ "nodes": [
+        { "id": a, "parent_id": root, "type": "action", "content": "ls" },
+        { "id": b, "parent_id": a, "type": "message", "content": "ok" },
+    ] });
+    let (s, stored) = srv.post(&batch, good.clone()).await;
+    assert_eq!(s, 201, "{stored}");
+    assert_eq!(stored["nodes"][1]["depth"], 2);
+    assert_eq!(
+        stored["nodes"][0]["branch_id"], a,
+        "second child of the root starts a branch"
+    );
+    let (s, replay) = srv.post(&batch, good).await;
+    assert_eq!((s, &replay), (200, &stored));
+    refused!(srv, 400, srv.post(&batch, json!({ "nodes": [] })).await);
+    refused!(srv, 400, srv.post(&batch, json!({ "nodes": [
+        { "id": "0190f0a0-0000-7000-8000-00000000c001", "parent_id": root, "type": "message", "content": "1" },
+        { "id": "0190f0a0-0000-7000-8000-00000000c001", "parent_id": root, "type": "message", "content": "2" },
+    ] })).await);
+    let six: Vec<Value> = (0..6)
+        .map(|i| json!({ "parent_id": root, "type": "message", "content": i.to_string() }))
+        .collect();
+    refused!(srv, 413, srv.post(&batch, json!({ "nodes": six })).await);
+}
+
+#[tokio::test]
+async fn edges_choices_and_every_query() {
+    let srv = TestServer::start().await;
+    let (wf, root) = srv.workflow("You are an agent.").await;
+    let user = srv.node(&wf, &root, "message", "fix the bug").await;
+    let decision = srv.node(&wf, &user, "decision", "which fix?").await;
+    let o1 = srv.node(&wf, &decision, "option", "patch").await;
+    let o2 = srv.node(&wf, &decision, "option", "rewrite").await;
+    let o3 = srv.node(&wf, &decision, "option", "revert").await;
+    let work = srv.node(&wf, &o1, "action", "apply patch").await;
+    let monitor = srv
+        .node(&wf, &o2, "monitor", "watch the patch branch")
+        .await;
+    let (s, r) = srv
+        .post(
+            &format!("/v1/workflows/{wf}/nodes"),
+            json!({ "parent_id": work, "type": "message", "role": "assistant", "content": "done" }),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let answer = r["id"].as_str().unwrap().to_owned();
+
+    let edges = format!("/v1/workflows/{wf}/edges");
+    let (s, e) = srv
+        .post(
+            &edges,
+            json!({ "type": "MONITORS", "from": monitor, "to": work }),
+        )
+        .await;
+    assert_eq!(s, 201, "{e}");
+    assert_eq!(e["type"], "MONITORS");
+    let (s, _) = srv
+        .post(
+            &edges,
+            json!({ "type": "MONITORS", "from": monitor, "to": work }),
+        )
+        .await;
+    assert_eq!(s, 200, "the same edge again is a replay");
+    refused!(
+        srv,
+        400,
+        srv.post(
+            &edges,
+            json!({ "type": "LIKES", "from": monitor, "to": work })
+        )
+        .await
+    );
+    refused!(
+        srv,
+        400,
+        srv.post(
+            &edges,
+            json!({ "type": "PARENT_OF", "from": root, "to": work })
+        )
+        .await
+    );
+    refused!(
+        srv,
+        422,
+        srv.post(
+            &edges,
+            json!({ "type": "MONITORS", "from": user, "to": work })
+        )
+        .await
+    );
+    refused!(srv, 422, srv.post(&edges, json!({ "type": "MONITORS", "from": monitor, "to": "0190f0a0-0000-7000-8000-00000000ffff" })).await);
+    refused!(
+        srv,
+        422,
+        srv.post(
+            &edges,
+            json!({ "type": "OPTION_OF", "from": decision, "to": work })
+        )
+        .await
+    );
+    refused!(
+        srv,
+        404,
+        srv.post(
+            "/v1/workflows/0190f0a0-0000-7000-8000-00000000ffff/edges",
+            json!({ "type": "MONITORS", "from": monitor, "to": work })
+        )
+        .await
+    );
+
+    // Choose.
+    let (s, c) = srv
+        .post(
+            &format!("/v1/nodes/{decision}/choose"),
+            json!({ "option_id": o1 }),
+        )
+        .await;
+    assert_eq!(s, 200, "{c}");
+    assert_eq!(c["type"], "CHOSEN_OPTION");
+    let (s, _) = srv
+        .post(
+            &format!("/v1/nodes/{decision}/choose"),
+            json!({ "option_id": o1 }),
+        )
+        .await;
+    assert_eq!(s, 200, "choosing the same option again is a no-op");
+    refused!(
+        srv,
+        409,
+        srv.post(
+            &format!("/v1/nodes/{decision}/choose"),
+            json!({ "option_id": o2 })
+        )
+        .await
+    );
+    refused!(
+        srv,
+        422,
+        srv.post(
+            &format!("/v1/nodes/{decision}/choose"),
+            json!({ "option_id": work })
+        )
+        .await
+    );
+    refused!(
+        srv,
+        422,
+        srv.post(
+            &format!("/v1/nodes/{user}/choose"),
+            json!({ "option_id": o1 })
+        )
+        .await
+    );
+    refused!(
+        srv,
+        404,
+        srv.post(
+            "/v1/nodes/0190f0a0-0000-7000-8000-00000000ffff/choose",
+            json!({ "option_id": o1 })
+        )
+        .await
+    );
+    refused!(
+        srv,
+        409,
+        srv.post(
+            &edges,
+            json!({ "type": "CHOSEN_OPTION", "from": decision, "to": o3 })
+        )
+        .await
+    );
+
+    // Node with edges.
+    let (s, n) = srv.get(&format!("/v1/nodes/{decision}")).await;
+    assert_eq!(s, 200);
+    let out: Vec<(String, String)> = n["edges"]["out"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().to_owned(),
+                e["to"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(out.contains(&("OPTION_OF".into(), o2.clone())));
+    assert!(out.contains(&("CHOSEN_OPTION".into(), o1.clone())));
+    assert!(out.contains(&("PARENT_OF".into(), o3.clone())));
+    assert_eq!(n["edges"]["in"][0]["type"], "PARENT_OF");
+    assert_eq!(n["edges"]["in"][0]["from"], user.as_str());
+
+    // Path.
+    let (s, p) = srv.get(&format!("/v1/nodes/{answer}/path")).await;
+    assert_eq!(s, 200);
+    let ids: Vec<&str> = p["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [&root, &user, &decision, &o1, &work, &answer].map(String::as_str)
+    );
+    let (_, m) = srv
+        .get(&format!("/v1/nodes/{answer}/path?format=messages"))
+        .await;
+    assert_eq!(
+        m["messages"],
+        json!([{ "role": "system", "content": "You are an agent." }, { "role": "assistant", "content": "done" }])
+    );
+    let (s, _) = srv
+        .get(&format!("/v1/nodes/{answer}/path?format=xml"))
+        .await;
+    assert_eq!(s, 400);
+    let (s, _) = srv
+        .get("/v1/nodes/0190f0a0-0000-7000-8000-00000000ffff/path")
+        .await;
+    assert_eq!(s, 404);
+
+    // Children and subtree.
+    let (_, ch) = srv.get(&format!("/v1/nodes/{decision}/children")).await;
+    let ch: Vec<&str> = ch["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ch, [o1.as_str(), o2.as_str(), o3.as_str()]);
+    let (_, st) = srv.get(&format!("/v1/nodes/{decision}/subtree")).await;
+    let st: Vec<&str> = st["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        st,
+        [&decision, &o1, &o2, &o3, &work, &monitor, &answer].map(String::as_str),
+        "breadth-first"
+    );
+    let (_, st1) = srv
+        .get(&format!("/v1/nodes/{decision}/subtree?max_depth=1"))
+        .await;
+    assert_eq!(st1["nodes"].as_array().unwrap().len(), 4);
+    let (s, _) = srv
+        .get(&format!("/v1/nodes/{decision}/subtree?max_depth=-1"))
+        .await;
+    assert_eq!(s, 400);
+    for q in ["children", "subtree"] {
+        let (s, _) = srv
+            .get(&format!(
+                "/v1/nodes/0190f0a0-0000-7000-8000-00000000ffff/{q}"
+            ))
+            .await;
+        assert_eq!(s, 404);
+    }
+
+    // Decisions.
+    let (_, d) = srv.get(&format!("/v1/workflows/{wf}/decisions")).await;
+    let d0 = &d["decisions"][0];
+    assert_eq!(d0["decision"]["id"], decision.as_str());
+    assert_eq!(d0["options"].as_array().unwrap().len(), 3);
+    assert_eq!(d0["chosen"]["id"], o1.as_str());
+
+    // Branches: root branch (root, user, decision, o1, work, answer), o2's (o2, monitor), o3's.
+    let (_, b) = srv.get(&format!("/v1/workflows/{wf}/branches")).await;
+    let b = b["branches"].as_array().unwrap().clone();
+    assert_eq!(b.len(), 3);
+    assert_eq!(b[0]["branch_id"], root.as_str());
+    assert_eq!(b[0]["fork_node_id"], Value::Null);
+    assert_eq!(b[0]["head_id"], answer.as_str());
+    assert_eq!(b[0]["length"], 6);
+    assert_eq!(b[1]["branch_id"], o2.as_str());
+    assert_eq!(b[1]["fork_node_id"], decision.as_str());
+    assert_eq!(b[1]["head_id"], monitor.as_str());
+    let (s, summary) = srv.get(&format!("/v1/workflows/{wf}/branches/{o2}")).await;
+    assert_eq!(s, 200);
+    let names: Vec<&str> = summary["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["rewrite", "watch the patch branch"]);
+    let (s, _) = srv
+        .get(&format!("/v1/workflows/{wf}/branches/{user}"))
+        .await;
+    assert_eq!(s, 404, "a node that starts no branch is not a branch id");
+
+    // Monitors.
+    let (_, mons) = srv
+        .get(&format!("/v1/workflows/{wf}/monitors?cross_branch=true"))
+        .await;
+    assert_eq!(mons["monitors"][0]["monitor"]["id"], monitor.as_str());
+    assert_eq!(mons["monitors"][0]["target"]["id"], work.as_str());
+
+    // Replay from the log.
+    let (_, ev) = srv.get(&format!("/v1/workflows/{wf}/events?limit=3")).await;
+    let evs = ev["events"].as_array().unwrap();
+    assert_eq!(evs.len(), 3);
+    assert_eq!(evs[0]["kind"], "workflow.created");
+    assert_eq!(evs[1]["kind"], "node.created");
+    assert_eq!(evs[1]["prev_hash"], evs[0]["hash"]);
+    let next = ev["next_after"].as_u64().unwrap();
+    let (_, rest) = srv
+        .get(&format!("/v1/workflows/{wf}/events?after={next}"))
+        .await;
+    let total = 3 + rest["events"].as_array().unwrap().len();
+    assert_eq!(
+        total as u64,
+        srv.head().await,
+        "one workflow: every event is its own"
+    );
+    for (path, code) in [
+        (format!("/v1/workflows/{wf}/events?limit=0"), 400),
+        (
+            "/v1/workflows/0190f0a0-0000-7000-8000-00000000ffff/events".to_owned(),
+            404,
+        ),
+        (
+            "/v1/workflows/0190f0a0-0000-7000-8000-00000000ffff/decisions".to_owned(),
+            404,
+        ),
+        (
+            "/v1/workflows/0190f0a0-0000-7000-8000-00000000ffff/branches".to_owned(),
+            404,
+        ),
+        (
+            "/v1/workflows/0190f0a0-0000-7000-8000-00000000ffff/monitors".to_owned(),
+            404,
+        ),
+        ("/v1/nope".to_owned(), 404),
+    ] {
+        assert_eq!(srv.get(&path).await.0, code, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let srv = TestServer::start().await;
+    let (wf, root) = srv.workflow("p").await;
+    srv.node(&wf, &root, "message", "m").await;
+    assert_eq!(srv.get("/healthz").await.0, 200);
+    assert_eq!(srv.get("/readyz").await.0, 200);
+    let (s, h) = srv.get("/v1/health").await;
+    assert_eq!(s, 200);
+    assert_eq!(h["status"], "ok");
+    assert_eq!(h["components"]["index"]["nodes"], 2);
+    let text = srv
+        .client
+        .get(srv.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "arbor_append_latency_seconds_bucket",
+        "arbor_group_commit_events_bucket",
+        "arbor_events_total 2",
+        "arbor_index_nodes 2",
+        "arbor_sse_subscribers 0",
+    ] {
+        assert!(text.contains(name), "metrics lack {name}:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn everything_survives_a_restart() {
+    let mut srv = TestServer::start().await;
+    let (wf, root) = srv.workflow("p").await;
+    let a = srv.node(&wf, &root, "message", "a").await;
+    let b = srv.node(&wf, &root, "message", "b").await;
+    let (_, before) = srv.get(&format!("/v1/workflows/{wf}")).await;
+    let (_, path_before) = srv.get(&format!("/v1/nodes/{b}/path")).await;
+    srv.restart().await;
+    let (_, after) = srv.get(&format!("/v1/workflows/{wf}")).await;
+    assert_eq!(before, after);
+    let (_, path_after) = srv.get(&format!("/v1/nodes/{b}/path")).await;
+    assert_eq!(path_before, path_after);
+    let c = srv.node(&wf, &a, "message", "c").await;
+    let (_, n) = srv.get(&format!("/v1/nodes/{c}")).await;
+    assert_eq!(n["seq"], 4, "seqs continue gap-free after a restart");
+}
