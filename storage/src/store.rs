@@ -408,7 +408,10 @@ impl Store {
             .shared
             .engine
             .workflow_seqs(wf, after, self.head(), limit)?;
-        seqs.iter().map(|s| self.event(*s)).collect::<Result<_, _>>().map(Some)
+        seqs.iter()
+            .map(|s| self.event(*s))
+            .collect::<Result<_, _>>()
+            .map(Some)
     }
 
     /// Whether workflow `wf` exists.
@@ -448,8 +451,11 @@ impl Store {
                         .as_deref()
                         .is_none_or(|u| w.user_id.as_deref() == Some(u))
             });
-            let page: Vec<(WorkflowView, Seq)> =
-                it.by_ref().take(limit).map(|w| (summarize(w), w.created_seq)).collect();
+            let page: Vec<(WorkflowView, Seq)> = it
+                .by_ref()
+                .take(limit)
+                .map(|w| (summarize(w), w.created_seq))
+                .collect();
             (page, it.next().is_some())
         };
         for (view, seq) in &mut page {
@@ -457,7 +463,11 @@ impl Store {
                 view.metadata = metadata;
             }
         }
-        let next = if more { page.last().map(|(_, s)| *s) } else { None };
+        let next = if more {
+            page.last().map(|(_, s)| *s)
+        } else {
+            None
+        };
         Ok((page.into_iter().map(|(v, _)| v).collect(), next))
     }
 
@@ -510,7 +520,11 @@ impl Store {
     }
 
     /// `id` and the nodes below it, breadth-first.
-    pub fn subtree(&self, id: &Uuid, max_depth: Option<u32>) -> Result<Option<Vec<Node>>, StorageError> {
+    pub fn subtree(
+        &self,
+        id: &Uuid,
+        max_depth: Option<u32>,
+    ) -> Result<Option<Vec<Node>>, StorageError> {
         let seqs = self.shared.index.read().subtree(id, max_depth);
         seqs.map(|s| self.nodes_at(&s)).transpose()
     }
@@ -561,7 +575,9 @@ impl Store {
                 Some((info, seqs))
             })
         };
-        let Some((info, seqs)) = found else { return Ok(None) };
+        let Some((info, seqs)) = found else {
+            return Ok(None);
+        };
         Ok(Some(BranchView {
             branch_id: info.branch_id,
             fork_node_id: info.fork_node_id,
@@ -571,7 +587,11 @@ impl Store {
 
     /// MONITORS edges of `wf`; with `cross_branch` only those whose ends are on
     /// different branches.
-    pub fn monitors(&self, wf: &Uuid, cross_branch: bool) -> Result<Option<Vec<MonitorView>>, StorageError> {
+    pub fn monitors(
+        &self,
+        wf: &Uuid,
+        cross_branch: bool,
+    ) -> Result<Option<Vec<MonitorView>>, StorageError> {
         let found = {
             let ix = self.shared.index.read();
             ix.workflow(wf).map(|w| {
@@ -642,7 +662,10 @@ fn summarize(w: &crate::index::WorkflowIndex) -> WorkflowView {
 }
 
 /// Rebuilds the index from the log: (index, hash of the last record, its time).
-fn rebuild(engine: &Engine, progress: RebuildProgress<'_>) -> Result<(Index, Hash, Timestamp), StorageError> {
+fn rebuild(
+    engine: &Engine,
+    progress: RebuildProgress<'_>,
+) -> Result<(Index, Hash, Timestamp), StorageError> {
     let started = Instant::now();
     let total = engine.last_record()?.map_or(0, |r| r.seq);
     let mut index = Index::new();
@@ -652,7 +675,10 @@ fn rebuild(engine: &Engine, progress: RebuildProgress<'_>) -> Result<(Index, Has
         let (seq, bytes) = kv?;
         let r = Record::decode(&bytes)?;
         if r.seq != seq {
-            return Err(StorageError::Corrupt(format!("log key {seq} holds seq {}", r.seq)));
+            return Err(StorageError::Corrupt(format!(
+                "log key {seq} holds seq {}",
+                r.seq
+            )));
         }
         index
             .apply(&r)
@@ -691,15 +717,25 @@ impl Writer {
     fn run(mut self) {
         let mut closing = None;
         while closing.is_none() {
-            let Some(first) = self.rx.blocking_recv() else { break };
+            let Some(first) = self.rx.blocking_recv() else {
+                break;
+            };
             let mut group = Vec::new();
             match first {
-                WriterMsg::Append { intent, meta, reply } => group.push((intent, meta, reply)),
+                WriterMsg::Append {
+                    intent,
+                    meta,
+                    reply,
+                } => group.push((intent, meta, reply)),
                 WriterMsg::Close(done) => closing = Some(done),
             }
             while closing.is_none() && group.len() < self.options.max_group {
                 match self.rx.try_recv() {
-                    Ok(WriterMsg::Append { intent, meta, reply }) => group.push((intent, meta, reply)),
+                    Ok(WriterMsg::Append {
+                        intent,
+                        meta,
+                        reply,
+                    }) => group.push((intent, meta, reply)),
                     Ok(WriterMsg::Close(done)) => closing = Some(done),
                     Err(_) => break,
                 }
@@ -734,7 +770,8 @@ impl Writer {
             }
             return;
         }
-        let mut answers: Vec<(Reply, Result<Outcome, AppendError>)> = Vec::with_capacity(group.len());
+        let mut answers: Vec<(Reply, Result<Outcome, AppendError>)> =
+            Vec::with_capacity(group.len());
         let mut drafts = Vec::new();
         {
             let index = self.shared.index.read();
@@ -822,9 +859,11 @@ impl Writer {
         let mut g = GroupWrite::default();
         let mut seen_content = std::collections::HashSet::new();
         let mut big = false;
+        let mut prev = self.last_hash;
         for d in drafts.iter_mut() {
-            d.record.prev_hash = self.last_hash;
+            d.record.prev_hash = prev;
             d.record.hash = d.record.compute_hash()?;
+            prev = d.record.hash;
             d.event.prev_hash = crate::record::hex(&d.record.prev_hash);
             d.event.hash = crate::record::hex(&d.record.hash);
             let bytes = d.record.encode()?;
@@ -842,14 +881,12 @@ impl Writer {
                 }
             }
         }
-        let last_hash = drafts.last().map_or(self.last_hash, |d| d.record.hash);
         self.shared.engine.write_group(&g)?;
         let started = Instant::now();
         if self.options.durability == Durability::Fsync {
             self.shared.engine.make_durable(big)?;
         }
-        self.last_hash = last_hash;
+        self.last_hash = prev;
         Ok(started.elapsed())
     }
 }
-
