@@ -270,7 +270,8 @@ impl Index {
                     .map_err(|_| err(r.seq, "workflow too large"))?;
                 let (branch, branch_id) = if parent.has_child {
                     (
-                        u32::try_from(w.branches.len()).map_err(|_| err(r.seq, "too many branches"))?,
+                        u32::try_from(w.branches.len())
+                            .map_err(|_| err(r.seq, "too many branches"))?,
                         n.id,
                     )
                 } else {
@@ -278,7 +279,10 @@ impl Index {
                     (parent.branch, w.graph[NodeIndex::new(b.first as usize)].id)
                 };
                 if n.branch_id != branch_id || n.depth != parent.depth + 1 {
-                    return Err(err(r.seq, "stored branch_id or depth disagrees with the tree"));
+                    return Err(err(
+                        r.seq,
+                        "stored branch_id or depth disagrees with the tree",
+                    ));
                 }
                 if parent.has_child {
                     w.branches.push(BranchMeta {
@@ -347,7 +351,10 @@ impl Index {
                 let slot = self.slot(r)?;
                 let w = &mut self.workflows[slot as usize];
                 if w.status != *from || w.status.is_terminal() {
-                    return Err(err(r.seq, "status change does not follow the current status"));
+                    return Err(err(
+                        r.seq,
+                        "status change does not follow the current status",
+                    ));
                 }
                 w.status = *to;
             }
@@ -563,8 +570,8 @@ impl WorkflowIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{NodeRecord, ZERO_HASH};
     use crate::model::Edge;
+    use crate::record::{NodeRecord, ZERO_HASH};
 
     fn node(id: u128, parent: Option<u128>, t: &str, branch: u128, depth: u32) -> NodeRecord {
         NodeRecord {
@@ -607,9 +614,18 @@ mod tests {
                     user_id: None,
                 },
             ),
-            rec(2, RecordBody::NodeCreated(node(2, Some(1), "message", 1, 1))),
-            rec(3, RecordBody::NodeCreated(node(3, Some(2), "decision", 1, 2))),
-            rec(4, RecordBody::NodeCreated(node(4, Some(2), "monitor", 4, 2))),
+            rec(
+                2,
+                RecordBody::NodeCreated(node(2, Some(1), "message", 1, 1)),
+            ),
+            rec(
+                3,
+                RecordBody::NodeCreated(node(3, Some(2), "decision", 1, 2)),
+            ),
+            rec(
+                4,
+                RecordBody::NodeCreated(node(4, Some(2), "monitor", 4, 2)),
+            ),
             rec(5, RecordBody::NodeCreated(node(5, Some(3), "option", 1, 3))),
             rec(6, RecordBody::NodeCreated(node(6, Some(3), "option", 6, 3))),
         ];
@@ -644,9 +660,15 @@ mod tests {
     #[test]
     fn rejects_out_of_order_and_inconsistent_records() {
         let mut ix = sample();
-        let bad_depth = rec(7, RecordBody::NodeCreated(node(7, Some(2), "message", 7, 5)));
+        let bad_depth = rec(
+            7,
+            RecordBody::NodeCreated(node(7, Some(2), "message", 7, 5)),
+        );
         assert!(ix.apply(&bad_depth).is_err());
-        let skip = rec(9, RecordBody::NodeCreated(node(7, Some(2), "message", 7, 2)));
+        let skip = rec(
+            9,
+            RecordBody::NodeCreated(node(7, Some(2), "message", 7, 2)),
+        );
         assert!(ix.apply(&skip).is_err());
         let choose_non_option = rec(
             7,

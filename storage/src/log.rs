@@ -185,12 +185,10 @@ impl Engine {
         &self,
         after: Seq,
     ) -> impl Iterator<Item = Result<(Seq, sled::IVec), StorageError>> + '_ {
-        self.log
-            .range((after + 1).to_be_bytes()..)
-            .map(|kv| {
-                let (k, v) = kv?;
-                Ok((seq_of(&k)?, v))
-            })
+        self.log.range((after + 1).to_be_bytes()..).map(|kv| {
+            let (k, v) = kv?;
+            Ok((seq_of(&k)?, v))
+        })
     }
 
     /// Seqs of workflow `wf`'s events after `after`, at most `limit`, none above `max`.
@@ -219,9 +217,13 @@ impl Engine {
         self.wf.iter().map(|kv| {
             let (k, _) = kv?;
             if k.len() != 24 {
-                return Err(StorageError::Corrupt(format!("wf key of {} bytes", k.len())));
+                return Err(StorageError::Corrupt(format!(
+                    "wf key of {} bytes",
+                    k.len()
+                )));
             }
-            let id = Uuid::from_slice(&k[..16]).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+            let id =
+                Uuid::from_slice(&k[..16]).map_err(|e| StorageError::Corrupt(e.to_string()))?;
             Ok((id, seq_of(&k[16..])?))
         })
     }
@@ -264,7 +266,10 @@ impl Engine {
 
     /// A sink cursor.
     pub fn cursor(&self, name: &str) -> Result<Option<Seq>, StorageError> {
-        self.cursors.get(name.as_bytes())?.map(|v| seq_of(&v)).transpose()
+        self.cursors
+            .get(name.as_bytes())?
+            .map(|v| seq_of(&v))
+            .transpose()
     }
 
     /// Sets a sink cursor and makes it durable.

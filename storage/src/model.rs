@@ -320,7 +320,16 @@ mod tests {
         for ok in ["system", "message", "a", "tool_call2", &"x".repeat(32)] {
             assert!(valid_node_type(ok), "{ok}");
         }
-        for bad in ["", "Message", "1abc", "_x", "a-b", "a b", &"x".repeat(33), "é"] {
+        for bad in [
+            "",
+            "Message",
+            "1abc",
+            "_x",
+            "a-b",
+            "a b",
+            &"x".repeat(33),
+            "é",
+        ] {
             assert!(!valid_node_type(bad), "{bad}");
         }
     }

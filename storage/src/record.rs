@@ -122,7 +122,8 @@ impl Record {
 
     /// Decodes a log value.
     pub fn decode(bytes: &[u8]) -> Result<Record, StorageError> {
-        rmp_serde::from_slice(bytes).map_err(|e| StorageError::Corrupt(format!("undecodable log record: {e}")))
+        rmp_serde::from_slice(bytes)
+            .map_err(|e| StorageError::Corrupt(format!("undecodable log record: {e}")))
     }
 
     /// The node this record creates, if any.

@@ -124,7 +124,8 @@ fn conflict(msg: impl Into<String>) -> AppendError {
 impl Ctx<'_> {
     fn facts(&self, scratch: &Pending, id: &Uuid) -> Option<Facts> {
         let pending = scratch.nodes.get(id).or_else(|| self.group.nodes.get(id));
-        let child = |id: &Uuid| scratch.with_child.contains(id) || self.group.with_child.contains(id);
+        let child =
+            |id: &Uuid| scratch.with_child.contains(id) || self.group.with_child.contains(id);
         if let Some(p) = pending {
             return Some(Facts {
                 wf: p.wf,
@@ -171,7 +172,11 @@ impl Ctx<'_> {
     }
 
     fn chosen(&self, scratch: &Pending, decision: &Uuid) -> Option<Uuid> {
-        if let Some(c) = scratch.chosen.get(decision).or_else(|| self.group.chosen.get(decision)) {
+        if let Some(c) = scratch
+            .chosen
+            .get(decision)
+            .or_else(|| self.group.chosen.get(decision))
+        {
             return Some(*c);
         }
         let r = self.index.node_ref(decision)?;
@@ -230,11 +235,18 @@ impl Ctx<'_> {
     }
 
     /// Validates one intent. On error nothing of it is kept and `next_seq` is unchanged.
-    pub fn validate(&mut self, intent: Intent, meta: &Meta, scratch: &mut Pending) -> Result<Accepted, AppendError> {
+    pub fn validate(
+        &mut self,
+        intent: Intent,
+        meta: &Meta,
+        scratch: &mut Pending,
+    ) -> Result<Accepted, AppendError> {
         let start = (self.next_seq, self.last_ts);
         let res = match intent {
             Intent::CreateWorkflow(w) => self.create_workflow(w, meta, scratch),
-            Intent::AppendNodes { workflow_id, nodes } => self.append_nodes(workflow_id, nodes, meta, scratch),
+            Intent::AppendNodes { workflow_id, nodes } => {
+                self.append_nodes(workflow_id, nodes, meta, scratch)
+            }
             Intent::AddEdge { workflow_id, edge } => {
                 if self.workflow_status(scratch, &workflow_id).is_none() {
                     return Err(AppendError::WorkflowNotFound(workflow_id));
@@ -277,7 +289,9 @@ impl Ctx<'_> {
                 return Ok(replay);
             }
             if self.id_taken(scratch, &id)? {
-                return Err(conflict(format!("id {id} is already used by a node or event")));
+                return Err(conflict(format!(
+                    "id {id} is already used by a node or event"
+                )));
             }
         }
         let wf = w.id.unwrap_or_else(Uuid::now_v7);
@@ -324,7 +338,12 @@ impl Ctx<'_> {
                 user_id: w.user_id.clone(),
             }),
         );
-        scratch.workflows.insert(wf, PendingWf { status: WorkflowStatus::Running });
+        scratch.workflows.insert(
+            wf,
+            PendingWf {
+                status: WorkflowStatus::Running,
+            },
+        );
         scratch.roots.insert(
             wf,
             (
@@ -374,7 +393,13 @@ impl Ctx<'_> {
         let stored = if let Some((root_id, seq, root, facts)) =
             scratch.roots.get(&id).or_else(|| self.group.roots.get(&id))
         {
-            Some((*root_id, *seq, root.clone(), facts.metadata.clone(), facts.user_id.clone()))
+            Some((
+                *root_id,
+                *seq,
+                root.clone(),
+                facts.metadata.clone(),
+                facts.user_id.clone(),
+            ))
         } else if let Some(ix) = self.index.workflow(&id) {
             let seq = ix.created_seq;
             let record = self
@@ -387,7 +412,11 @@ impl Ctx<'_> {
                     metadata,
                     user_id,
                 } => Some((root.id, seq, root, metadata, user_id)),
-                _ => return Err(StorageError::Corrupt(format!("seq {seq} is not workflow.created")).into()),
+                _ => {
+                    return Err(
+                        StorageError::Corrupt(format!("seq {seq} is not workflow.created")).into(),
+                    )
+                }
             }
         } else {
             None
@@ -400,7 +429,9 @@ impl Ctx<'_> {
             && user_id == w.user_id
             && w.root_id.is_none_or(|r| r == root_id);
         if !same {
-            return Err(conflict(format!("workflow {id} exists with a different body")));
+            return Err(conflict(format!(
+                "workflow {id} exists with a different body"
+            )));
         }
         Ok(Some(Accepted {
             drafts: Vec::new(),
@@ -423,7 +454,10 @@ impl Ctx<'_> {
         match self.workflow_status(scratch, &wf) {
             None => return Err(AppendError::WorkflowNotFound(wf)),
             Some(s) if s.is_terminal() => {
-                return Err(conflict(format!("workflow {wf} is {}; it takes no new nodes", s.as_str())))
+                return Err(conflict(format!(
+                    "workflow {wf} is {}; it takes no new nodes",
+                    s.as_str()
+                )))
             }
             Some(_) => {}
         }
@@ -445,7 +479,9 @@ impl Ctx<'_> {
             .count();
         if existing > 0 {
             if existing != nodes.len() {
-                return Err(conflict("some ids of the batch exist already and some do not"));
+                return Err(conflict(
+                    "some ids of the batch exist already and some do not",
+                ));
             }
             let mut out = Vec::with_capacity(nodes.len());
             for n in &nodes {
@@ -501,9 +537,17 @@ impl Ctx<'_> {
         let parent = self
             .facts(scratch, &n.parent_id)
             .filter(|p| p.wf == wf)
-            .ok_or_else(|| unprocessable(format!("parent {} is not a node of workflow {wf}", n.parent_id)))?;
+            .ok_or_else(|| {
+                unprocessable(format!(
+                    "parent {} is not a node of workflow {wf}",
+                    n.parent_id
+                ))
+            })?;
         if n.expect_leaf && parent.has_child {
-            return Err(conflict(format!("parent {} is not a leaf any more", n.parent_id)));
+            return Err(conflict(format!(
+                "parent {} is not a leaf any more",
+                n.parent_id
+            )));
         }
         let id = match n.id {
             Some(id) => {
@@ -515,7 +559,11 @@ impl Ctx<'_> {
             None => Uuid::now_v7(),
         };
         let kind = NodeKind::of(&n.node_type);
-        let branch_id = if parent.has_child { id } else { parent.branch_id };
+        let branch_id = if parent.has_child {
+            id
+        } else {
+            parent.branch_id
+        };
         let seq = self.take_seq();
         let ts = self.stamp(n.timestamp.or(meta.timestamp));
         let hash = content_hash(&n.content);
@@ -534,7 +582,9 @@ impl Ctx<'_> {
         };
         let node = node_of(wf, seq, ts, &record, n.content.clone());
         if kind == NodeKind::Option && parent.kind == NodeKind::Decision {
-            scratch.edges.insert((EdgeKind::OptionOf, n.parent_id, id), seq);
+            scratch
+                .edges
+                .insert((EdgeKind::OptionOf, n.parent_id, id), seq);
         }
         scratch.with_child.insert(n.parent_id);
         scratch.nodes.insert(
@@ -579,7 +629,9 @@ impl Ctx<'_> {
         scratch: &mut Pending,
     ) -> Result<Accepted, AppendError> {
         if edge.kind == EdgeKind::ParentOf {
-            return Err(invalid("PARENT_OF edges are implied by parent_id and cannot be added"));
+            return Err(invalid(
+                "PARENT_OF edges are implied by parent_id and cannot be added",
+            ));
         }
         let end = |id: &Uuid, what: &str| {
             self.facts(scratch, id)
@@ -595,7 +647,9 @@ impl Ctx<'_> {
             EdgeKind::ParentOf => {}
             EdgeKind::Monitors => {
                 if from.kind != NodeKind::Monitor {
-                    return Err(unprocessable("MONITORS must start at a node of type monitor"));
+                    return Err(unprocessable(
+                        "MONITORS must start at a node of type monitor",
+                    ));
                 }
             }
             EdgeKind::OptionOf => {
@@ -615,14 +669,20 @@ impl Ctx<'_> {
                 }
                 if let Some(c) = self.chosen(scratch, &edge.from) {
                     if c != edge.to {
-                        return Err(conflict(format!("decision {} already chose {c}", edge.from)));
+                        return Err(conflict(format!(
+                            "decision {} already chose {c}",
+                            edge.from
+                        )));
                     }
                 }
             }
         }
         if self.has_edge(scratch, edge.kind, edge.from, edge.to) {
             let key = (edge.kind, edge.from, edge.to);
-            let pending = scratch.edges.get(&key).or_else(|| self.group.edges.get(&key));
+            let pending = scratch
+                .edges
+                .get(&key)
+                .or_else(|| self.group.edges.get(&key));
             let seq = match pending {
                 Some(seq) => *seq,
                 // An explicit edge has its own event; an automatic OPTION_OF rides on
@@ -783,8 +843,9 @@ fn public_event(r: &Record, body: EventBody) -> Event {
 
 /// Reads content `h` from the engine as text.
 pub fn load_content(engine: &Engine, h: &Hash) -> Result<String, StorageError> {
-    let bytes = engine
-        .content(h)?
-        .ok_or_else(|| StorageError::Corrupt(format!("content {} missing", crate::record::hex(h))))?;
-    String::from_utf8(bytes.to_vec()).map_err(|e| StorageError::Corrupt(format!("content not UTF-8: {e}")))
+    let bytes = engine.content(h)?.ok_or_else(|| {
+        StorageError::Corrupt(format!("content {} missing", crate::record::hex(h)))
+    })?;
+    String::from_utf8(bytes.to_vec())
+        .map_err(|e| StorageError::Corrupt(format!("content not UTF-8: {e}")))
 }

@@ -105,7 +105,9 @@ fn verify_engine(
         for id in ids {
             match engine.id_seq(&id)? {
                 Some(s) if s == seq => id_entries += 1,
-                Some(s) => return problem(format!("ids: {id} maps to seq {s}, log has it at {seq}")),
+                Some(s) => {
+                    return problem(format!("ids: {id} maps to seq {s}, log has it at {seq}"))
+                }
                 None => return problem(format!("ids: {id} of seq {seq} is missing")),
             }
         }
@@ -149,7 +151,10 @@ fn verify_engine(
         let (k, v) = kv?;
         blobs += 1;
         if blake3::hash(&v).as_bytes()[..] != k[..] {
-            return problem(format!("content: blob under {} does not hash to its key", hex_slice(&k)));
+            return problem(format!(
+                "content: blob under {} does not hash to its key",
+                hex_slice(&k)
+            ));
         }
     }
     if let Some((nodes, workflows, head)) = live {
