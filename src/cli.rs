@@ -47,6 +47,8 @@ pub enum Command {
         #[arg(long, env = "ARBOR_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
+    /// Benchmark harness: arbor against the seeds' design, PostgreSQL and Redis.
+    Bench(crate::bench::BenchArgs),
     /// Check the hash chain, the secondary trees and the graph; exit 1 on any problem.
     Verify {
         /// Data directory.
@@ -153,6 +155,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             store.close().await;
             res?;
             Ok(())
+        }
+        Command::Bench(args) => {
+            init_tracing(LogFormat::Text);
+            crate::bench::run(args).await
         }
         Command::Verify { data_dir } => {
             let report = arbor_storage::verify::verify_dir(&data_dir)
