@@ -1,0 +1,295 @@
+//! The Neo4j sink (neo4rs): the seeds' graph, built so that no event order loses data.
+//!
+//! - At start: a uniqueness constraint on `Node.id` and indexes on `Node.workflow_id`,
+//!   `Node.branch_id` and `Node.agent_id` (`IF NOT EXISTS`).
+//! - Per batch, one transaction of `UNWIND $rows AS row MERGE …` statements: nodes are
+//!   `MERGE (n:Node {id})` then `SET n:WorkflowNode, n.… = row.…`; the parent is
+//!   `MERGE`d as a placeholder `(:Node {id})` (no `WorkflowNode` label, no properties)
+//!   when it has not arrived yet, and `MERGE (parent)-[:PARENT_OF]->(n)`. The seeds'
+//!   `MATCH (parent) … CREATE` silently drops the edge in that case. Typed edges
+//!   (MONITORS, OPTION_OF — explicit or implied by an option under a decision —,
+//!   CHOSEN_OPTION) merge both ends the same way. Every statement is a MERGE, so a
+//!   replayed batch changes nothing. `metadata` and `payload` are stored as JSON
+//!   strings; `timestamp` as a Neo4j `datetime`; `seq` and `depth` as integers.
+//!   Status changes are not projected (Redis and PostgreSQL hold them).
+//! - The cursor lives in arbor.
+//!
+//! # Path to root
+//!
+//! Edges point parent → child, so the path from a node up to the root follows
+//! *incoming* `PARENT_OF` edges. The seeds' `(n)-[:PARENT_OF*]->(root)` walks outgoing
+//! edges, i.e. *down* into the subtree, and finds nothing useful. The correct query
+//! ([`PATH_TO_ROOT`], tested against the store's own `path`):
+//!
+//! ```cypher
+//! MATCH path = (root:Node)-[:PARENT_OF*0..]->(n:Node {id: $nodeId})
+//! WHERE NOT ()-[:PARENT_OF]->(root)
+//! RETURN path          // nodes(path) runs root … n
+//! ```
+//!
+//! Errors: `Neo.ClientError.Statement.*` / `Neo.ClientError.Schema.*` (the data is
+//! refused: a type, an argument, a value too large to index) and values too large for
+//! Bolt are permanent; connection, security, transient and database errors are
+//! retriable.
+
+pub mod queries;
+
+use std::time::Duration;
+
+use arbor_storage::EdgeKind;
+use neo4rs::{query, BoltList, BoltMap, BoltNull, BoltString, BoltType, ConfigBuilder, Graph};
+use serde_json::Value;
+
+use crate::error::{Redactor, SinkError};
+use crate::sink::{CursorHome, Item, Sink};
+
+/// Sink name (cursor and dead-letter key).
+pub const NAME: &str = "neo4j";
+
+/// The correct path-to-root query (see the module docs); `$nodeId` is the node id.
+pub const PATH_TO_ROOT: &str = "MATCH path = (root:Node)-[:PARENT_OF*0..]->(n:Node {id: $nodeId}) \
+     WHERE NOT ()-[:PARENT_OF]->(root) RETURN path";
+
+/// Schema statements run at start.
+pub const SCHEMA: [&str; 4] = [
+    "CREATE CONSTRAINT arbor_node_id IF NOT EXISTS FOR (n:Node) REQUIRE n.id IS UNIQUE",
+    "CREATE INDEX arbor_node_workflow IF NOT EXISTS FOR (n:Node) ON (n.workflow_id)",
+    "CREATE INDEX arbor_node_branch IF NOT EXISTS FOR (n:Node) ON (n.branch_id)",
+    "CREATE INDEX arbor_node_agent IF NOT EXISTS FOR (n:Node) ON (n.agent_id)",
+];
+
+const MERGE_NODES: &str = "UNWIND $rows AS row \
+     MERGE (n:Node {id: row.id}) \
+     SET n:WorkflowNode, n.workflow_id = row.workflow_id, n.parent_id = row.parent_id, \
+         n.type = row.type, n.role = row.role, n.content = row.content, n.payload = row.payload, \
+         n.metadata = row.metadata, n.agent_id = row.agent_id, n.user_id = row.user_id, \
+         n.branch_id = row.branch_id, n.depth = row.depth, n.seq = row.seq, \
+         n.timestamp = datetime(row.timestamp) \
+     WITH n, row WHERE row.parent_id IS NOT NULL \
+     MERGE (p:Node {id: row.parent_id}) \
+     MERGE (p)-[r:PARENT_OF]->(n) ON CREATE SET r.seq = row.seq";
+
+fn merge_edges(kind: EdgeKind) -> String {
+    format!(
+        "UNWIND $rows AS row \
+         MERGE (a:Node {{id: row.from}}) \
+         MERGE (b:Node {{id: row.to}}) \
+         MERGE (a)-[r:{}]->(b) ON CREATE SET r.seq = row.seq",
+        kind.as_str()
+    )
+}
+
+/// Connection settings.
+#[derive(Clone)]
+pub struct Neo4jConfig {
+    /// `bolt://host:port` (or `neo4j://…`).
+    pub url: String,
+    /// User.
+    pub user: String,
+    /// Password (never printed: see the `Debug` impl).
+    pub password: String,
+}
+
+impl std::fmt::Debug for Neo4jConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Neo4jConfig")
+            .field("url", &crate::error::redact_urls(&self.url))
+            .field("user", &self.user)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
+/// Connects (lazily: the pool opens connections on first use).
+pub async fn connect(cfg: &Neo4jConfig) -> Result<Graph, SinkError> {
+    let redactor = Redactor::new([cfg.password.clone()]);
+    let config = ConfigBuilder::default()
+        .uri(cfg.url.as_str())
+        .user(cfg.user.as_str())
+        .password(cfg.password.as_str())
+        .max_connections(4)
+        .fetch_size(1000)
+        .build()
+        .map_err(|e| {
+            SinkError::permanent(format!("invalid neo4j config: {e}")).redacted(&redactor)
+        })?;
+    Graph::connect(config)
+        .await
+        .map_err(|e| classify(&e).redacted(&redactor))
+}
+
+/// Permanent when Neo4j refuses the data, retriable otherwise.
+pub fn classify(e: &neo4rs::Error) -> SinkError {
+    use neo4rs::Error as E;
+    match e {
+        E::Neo4j(n) => {
+            let code = n.code();
+            let data = code.starts_with("Neo.ClientError.Statement.")
+                || code.starts_with("Neo.ClientError.Schema.")
+                || n.message().contains("too large to index");
+            if data {
+                SinkError::permanent(format!("neo4j refused the data: {e}"))
+            } else {
+                SinkError::retriable(format!("neo4j: {e}"))
+            }
+        }
+        E::StringTooLong | E::MapTooBig | E::BytesTooBig | E::ListTooLong => {
+            SinkError::permanent(format!("neo4j: value too large for bolt: {e}"))
+        }
+        _ => SinkError::retriable(format!("neo4j unavailable: {e}")),
+    }
+}
+
+/// A JSON-ish value as a Bolt value.
+fn s(v: impl Into<String>) -> BoltType {
+    BoltType::String(BoltString::from(v.into()))
+}
+
+fn opt(v: Option<String>) -> BoltType {
+    v.map_or(BoltType::Null(BoltNull), s)
+}
+
+fn int(v: u64) -> BoltType {
+    BoltType::from(i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+fn map(fields: Vec<(&str, BoltType)>) -> BoltType {
+    let mut m = BoltMap::with_capacity(fields.len());
+    for (k, v) in fields {
+        m.put(BoltString::from(k), v);
+    }
+    BoltType::Map(m)
+}
+
+fn list(items: Vec<BoltType>) -> BoltType {
+    BoltType::List(BoltList::from(items))
+}
+
+/// The Neo4j sink.
+pub struct Neo4jSink {
+    /// Connection settings.
+    config: Neo4jConfig,
+    /// The pool, created by `setup`.
+    graph: Option<Graph>,
+    /// Masks the password.
+    redactor: Redactor,
+    /// Longest a batch transaction may take before it counts as failed.
+    timeout: Duration,
+}
+
+impl Neo4jSink {
+    /// A sink for `config` (not connected yet).
+    pub fn new(config: Neo4jConfig) -> Neo4jSink {
+        let redactor = Redactor::new([config.password.clone()]);
+        Neo4jSink {
+            config,
+            graph: None,
+            redactor,
+            timeout: Duration::from_secs(120),
+        }
+    }
+
+    async fn graph(&mut self) -> Result<Graph, SinkError> {
+        if let Some(g) = &self.graph {
+            return Ok(g.clone());
+        }
+        let g = connect(&self.config).await?;
+        self.graph = Some(g.clone());
+        Ok(g)
+    }
+
+    async fn write(&mut self, batch: &[Item]) -> Result<(), SinkError> {
+        let graph = self.graph().await?;
+        let mut nodes = Vec::new();
+        let mut edges: [Vec<BoltType>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+        for item in batch {
+            if let Some(n) = item.node() {
+                nodes.push(map(vec![
+                    ("id", s(n.id.to_string())),
+                    ("workflow_id", s(n.workflow_id.to_string())),
+                    ("parent_id", opt(n.parent_id.map(|p| p.to_string()))),
+                    ("type", s(n.node_type.clone())),
+                    ("role", opt(n.role.map(|r| r.as_str().to_owned()))),
+                    ("content", s(n.content.clone())),
+                    ("payload", s(n.payload.to_string())),
+                    ("metadata", s(Value::Object(n.metadata.clone()).to_string())),
+                    ("agent_id", opt(n.agent_id.clone())),
+                    ("user_id", opt(n.user_id.clone())),
+                    ("branch_id", s(n.branch_id.to_string())),
+                    ("depth", int(u64::from(n.depth))),
+                    ("seq", int(n.seq)),
+                    ("timestamp", s(n.timestamp.to_string())),
+                ]));
+            }
+            for e in item.edges() {
+                let slot = match e.kind {
+                    EdgeKind::ParentOf => continue, // merged with the node
+                    EdgeKind::Monitors => 0,
+                    EdgeKind::OptionOf => 1,
+                    EdgeKind::ChosenOption => 2,
+                };
+                edges[slot].push(map(vec![
+                    ("from", s(e.from.to_string())),
+                    ("to", s(e.to.to_string())),
+                    ("seq", int(e.seq)),
+                ]));
+            }
+        }
+        let mut statements = Vec::new();
+        if !nodes.is_empty() {
+            statements.push(query(MERGE_NODES).param("rows", list(nodes)));
+        }
+        for (rows, kind) in edges.into_iter().zip([
+            EdgeKind::Monitors,
+            EdgeKind::OptionOf,
+            EdgeKind::ChosenOption,
+        ]) {
+            if !rows.is_empty() {
+                statements.push(query(&merge_edges(kind)).param("rows", list(rows)));
+            }
+        }
+        if statements.is_empty() {
+            return Ok(());
+        }
+        let fail = |e: neo4rs::Error| classify(&e);
+        let mut txn = graph.start_txn().await.map_err(fail)?;
+        for q in statements {
+            txn.run(q).await.map_err(fail)?;
+        }
+        txn.commit().await.map_err(fail)
+    }
+}
+
+impl Sink for Neo4jSink {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn cursor_home(&self) -> CursorHome {
+        CursorHome::Arbor
+    }
+
+    async fn setup(&mut self) -> Result<(), SinkError> {
+        let graph = self.graph().await?;
+        for stmt in SCHEMA {
+            if let Err(e) = graph.run(query(stmt)).await {
+                // Schema problems are never an event's fault: retry.
+                return Err(
+                    SinkError::retriable(format!("neo4j schema: {e}")).redacted(&self.redactor)
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply(&mut self, batch: &[Item]) -> Result<(), SinkError> {
+        let res = match tokio::time::timeout(self.timeout, self.write(batch)).await {
+            Ok(r) => r,
+            Err(_) => Err(SinkError::retriable(format!(
+                "neo4j: batch not committed within {:?}",
+                self.timeout
+            ))),
+        };
+        res.map_err(|e| e.redacted(&self.redactor))
+    }
+}

@@ -1,0 +1,525 @@
+//! The PostgreSQL sink (sqlx).
+//!
+//! Tables (see `sync/migrations/`, applied at start with `sqlx::migrate!`, in the
+//! configured schema): `arbor_events`, `arbor_nodes`, `arbor_edges`, `arbor_workflows`,
+//! `draft_content`, `arbor_sync_cursor`. One transaction per batch: one bulk
+//! `INSERT … SELECT … FROM UNNEST($1::…[], …) ON CONFLICT DO NOTHING` per table (never
+//! row by row), then the cursor row — so rows and cursor commit together, exactly once.
+//! The cursor lives here, not in arbor.
+//!
+//! Draft content: a node of type `draft` becomes a `draft_content` row (id = node id,
+//! `workflow_run_id` = workflow id, `content` = node content, `metadata` = node metadata,
+//! `content_type` / `status` from the payload keys of the same names, defaulting to
+//! `comment` / `draft`). The table's CHECK constraints hold the seed's enumerations, so
+//! a draft with another content type is refused by PostgreSQL: that event is a poison
+//! event for this sink and is dead-lettered.
+//!
+//! Errors: SQLSTATE classes 22 (data exception), 23 (integrity) and 54 (limit exceeded)
+//! are permanent (the data is refused); everything else (connection, resources, missing
+//! schema, admin shutdown) is retriable.
+
+pub mod queries;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use arbor_storage::{EventBody, Seq};
+use serde_json::Value;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use uuid::Uuid;
+
+use crate::error::{Redactor, SinkError};
+use crate::sink::{CursorHome, Item, Sink};
+
+/// Sink name (cursor row and dead-letter key).
+pub const NAME: &str = "postgres";
+
+/// The migrations of `sync/migrations/`.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// `$n` micros since the epoch as a timestamptz, exactly.
+macro_rules! ts {
+    ($e:literal) => {
+        concat!(
+            "(TIMESTAMPTZ 'epoch' + (",
+            $e,
+            " / 1000000) * INTERVAL '1 second' + (",
+            $e,
+            " % 1000000) * INTERVAL '1 microsecond')"
+        )
+    };
+}
+
+const INSERT_EVENTS: &str = concat!(
+    "INSERT INTO arbor_events (seq, id, workflow_id, kind, \"timestamp\", actor, body, prev_hash, hash) \
+     SELECT t.seq, t.id, t.wf, t.kind, ",
+    ts!("t.ts"),
+    ", t.actor, t.body::jsonb, t.prev, t.hash \
+     FROM UNNEST($1::int8[], $2::uuid[], $3::uuid[], $4::text[], $5::int8[], $6::text[], $7::text[], $8::text[], $9::text[]) \
+     AS t(seq, id, wf, kind, ts, actor, body, prev, hash) \
+     ON CONFLICT DO NOTHING"
+);
+
+const INSERT_NODES: &str = concat!(
+    "INSERT INTO arbor_nodes (id, workflow_id, parent_id, type, role, content, payload, metadata, agent_id, user_id, branch_id, depth, seq, \"timestamp\") \
+     SELECT t.id, t.wf, t.parent, t.type, t.role, t.content, t.payload::jsonb, t.metadata::jsonb, t.agent, t.usr, t.branch, t.depth, t.seq, ",
+    ts!("t.ts"),
+    " FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::uuid[], $12::int4[], $13::int8[], $14::int8[]) \
+     AS t(id, wf, parent, type, role, content, payload, metadata, agent, usr, branch, depth, seq, ts) \
+     ON CONFLICT DO NOTHING"
+);
+
+const INSERT_EDGES: &str = "INSERT INTO arbor_edges (type, from_id, to_id, workflow_id, seq) \
+     SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::uuid[], $4::uuid[], $5::int8[]) \
+     ON CONFLICT DO NOTHING";
+
+const INSERT_DRAFTS: &str = concat!(
+    "INSERT INTO draft_content (id, workflow_run_id, content_type, content, status, metadata, seq, created_at) \
+     SELECT t.id, t.wf, t.ctype, t.content, t.status, t.meta::jsonb, t.seq, ",
+    ts!("t.ts"),
+    " FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int8[], $8::int8[]) \
+     AS t(id, wf, ctype, content, status, meta, seq, ts) \
+     ON CONFLICT DO NOTHING"
+);
+
+const UPSERT_WORKFLOWS: &str = concat!(
+    "INSERT INTO arbor_workflows AS w (workflow_id, root_id, status, user_id, metadata, created_at, updated_at, last_seq) \
+     SELECT t.wf, t.root, t.status, t.usr, t.meta::jsonb, \
+            CASE WHEN t.created IS NULL THEN NULL ELSE ",
+    ts!("t.created"),
+    " END, ",
+    ts!("t.updated"),
+    ", t.last \
+     FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::int8[], $8::int8[]) \
+     AS t(wf, root, status, usr, meta, created, updated, last) \
+     ON CONFLICT (workflow_id) DO UPDATE SET \
+        root_id = COALESCE(w.root_id, EXCLUDED.root_id), \
+        status = COALESCE(EXCLUDED.status, w.status), \
+        user_id = COALESCE(w.user_id, EXCLUDED.user_id), \
+        metadata = COALESCE(w.metadata, EXCLUDED.metadata), \
+        created_at = COALESCE(w.created_at, EXCLUDED.created_at), \
+        updated_at = EXCLUDED.updated_at, \
+        last_seq = EXCLUDED.last_seq \
+     WHERE w.last_seq < EXCLUDED.last_seq"
+);
+
+const SET_CURSOR: &str =
+    "INSERT INTO arbor_sync_cursor (sink, seq, updated_at) VALUES ($1, $2, now()) \
+     ON CONFLICT (sink) DO UPDATE SET seq = EXCLUDED.seq, updated_at = now()";
+
+/// Checks a schema name: `[a-z_][a-z0-9_]{0,62}`.
+pub fn valid_schema(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() < 64
+        && (b[0].is_ascii_lowercase() || b[0] == b'_')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
+}
+
+/// Connection options for `url` with `search_path` set to `schema`.
+pub fn connect_options(url: &str, schema: &str) -> Result<PgConnectOptions, SinkError> {
+    if !valid_schema(schema) {
+        return Err(SinkError::permanent(format!(
+            "invalid schema name {schema:?}"
+        )));
+    }
+    let opts = PgConnectOptions::from_str(url)
+        .map_err(|e| SinkError::permanent(format!("invalid postgres url: {e}")))?;
+    Ok(opts
+        .options([("search_path", schema)])
+        .application_name("arbor-sync"))
+}
+
+/// A lazily connecting pool for `url` in `schema`.
+pub fn pool(url: &str, schema: &str, max_connections: u32) -> Result<PgPool, SinkError> {
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(connect_options(url, schema)?))
+}
+
+/// Creates the schema if needed and applies the migrations.
+pub async fn migrate(pool: &PgPool, schema: &str) -> Result<(), SinkError> {
+    if !valid_schema(schema) {
+        return Err(SinkError::permanent(format!(
+            "invalid schema name {schema:?}"
+        )));
+    }
+    let create = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+        .execute(pool)
+        .await
+        .map_err(|e| SinkError::retriable(format!("create schema: {e}")))?;
+    MIGRATOR
+        .run(pool)
+        .await
+        .map_err(|e| SinkError::retriable(format!("migrations: {e}")))
+}
+
+/// Reads the cursor of `sink` kept in PostgreSQL.
+pub async fn read_cursor(pool: &PgPool, sink: &str) -> Result<Option<Seq>, SinkError> {
+    let row: Option<(i64,)> = sqlx::query_as("SELECT seq FROM arbor_sync_cursor WHERE sink = $1")
+        .bind(sink)
+        .fetch_optional(pool)
+        .await
+        .map_err(|e| classify(&e))?;
+    Ok(row.map(|(s,)| u64::try_from(s).unwrap_or(0)))
+}
+
+/// Sets the cursor of `sink` (used by `sync reset`).
+pub async fn write_cursor(pool: &PgPool, sink: &str, seq: Seq) -> Result<(), SinkError> {
+    sqlx::query(SET_CURSOR)
+        .bind(sink)
+        .bind(to_i64(seq))
+        .execute(pool)
+        .await
+        .map_err(|e| classify(&e))?;
+    Ok(())
+}
+
+/// Permanent for data errors (SQLSTATE 22, 23, 54), retriable otherwise.
+pub fn classify(e: &sqlx::Error) -> SinkError {
+    match e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            if code.starts_with("22") || code.starts_with("23") || code.starts_with("54") {
+                SinkError::permanent(format!("postgres refused the data ({code}): {e}"))
+            } else {
+                SinkError::retriable(format!("postgres ({code}): {e}"))
+            }
+        }
+        sqlx::Error::Encode(_) => SinkError::permanent(format!("postgres encode: {e}")),
+        _ => SinkError::retriable(format!("postgres unavailable: {e}")),
+    }
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The PostgreSQL sink.
+pub struct PostgresSink {
+    /// Lazily connecting pool with `search_path` set to the schema.
+    pool: PgPool,
+    /// Target schema.
+    schema: String,
+    /// Masks the URL's password.
+    redactor: Redactor,
+}
+
+impl PostgresSink {
+    /// A sink writing to `schema` at `url` (not connected yet).
+    pub fn new(url: &str, schema: &str) -> Result<PostgresSink, SinkError> {
+        let password = crate::error::url_password(url);
+        Ok(PostgresSink {
+            pool: pool(url, schema, 2)?,
+            schema: schema.to_owned(),
+            redactor: Redactor::new(password),
+        })
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn write(&self, batch: &[Item]) -> Result<(), sqlx::Error> {
+        let rows = Rows::of(batch);
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(INSERT_EVENTS)
+            .bind(&rows.ev_seq)
+            .bind(&rows.ev_id)
+            .bind(&rows.ev_wf)
+            .bind(&rows.ev_kind)
+            .bind(&rows.ev_ts)
+            .bind(&rows.ev_actor)
+            .bind(&rows.ev_body)
+            .bind(&rows.ev_prev)
+            .bind(&rows.ev_hash)
+            .execute(&mut *tx)
+            .await?;
+        if !rows.n_id.is_empty() {
+            sqlx::query(INSERT_NODES)
+                .bind(&rows.n_id)
+                .bind(&rows.n_wf)
+                .bind(&rows.n_parent)
+                .bind(&rows.n_type)
+                .bind(&rows.n_role)
+                .bind(&rows.n_content)
+                .bind(&rows.n_payload)
+                .bind(&rows.n_metadata)
+                .bind(&rows.n_agent)
+                .bind(&rows.n_user)
+                .bind(&rows.n_branch)
+                .bind(&rows.n_depth)
+                .bind(&rows.n_seq)
+                .bind(&rows.n_ts)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if !rows.e_type.is_empty() {
+            sqlx::query(INSERT_EDGES)
+                .bind(&rows.e_type)
+                .bind(&rows.e_from)
+                .bind(&rows.e_to)
+                .bind(&rows.e_wf)
+                .bind(&rows.e_seq)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if !rows.d_id.is_empty() {
+            sqlx::query(INSERT_DRAFTS)
+                .bind(&rows.d_id)
+                .bind(&rows.d_wf)
+                .bind(&rows.d_ctype)
+                .bind(&rows.d_content)
+                .bind(&rows.d_status)
+                .bind(&rows.d_meta)
+                .bind(&rows.d_seq)
+                .bind(&rows.d_ts)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let w = rows.workflows();
+        sqlx::query(UPSERT_WORKFLOWS)
+            .bind(&w.wf)
+            .bind(&w.root)
+            .bind(&w.status)
+            .bind(&w.user)
+            .bind(&w.meta)
+            .bind(&w.created)
+            .bind(&w.updated)
+            .bind(&w.last)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(last) = batch.last() {
+            sqlx::query(SET_CURSOR)
+                .bind(NAME)
+                .bind(to_i64(last.seq()))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await
+    }
+}
+
+impl Sink for PostgresSink {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn cursor_home(&self) -> CursorHome {
+        CursorHome::Sink
+    }
+
+    async fn setup(&mut self) -> Result<(), SinkError> {
+        migrate(&self.pool, &self.schema)
+            .await
+            .map_err(|e| e.redacted(&self.redactor))
+    }
+
+    async fn load_cursor(&mut self) -> Result<Option<Seq>, SinkError> {
+        read_cursor(&self.pool, NAME)
+            .await
+            .map_err(|e| e.redacted(&self.redactor))
+    }
+
+    async fn apply(&mut self, batch: &[Item]) -> Result<(), SinkError> {
+        self.write(batch)
+            .await
+            .map_err(|e| classify(&e).redacted(&self.redactor))
+    }
+
+    async fn skip(&mut self, seq: Seq) -> Result<(), SinkError> {
+        write_cursor(&self.pool, NAME, seq)
+            .await
+            .map_err(|e| e.redacted(&self.redactor))
+    }
+}
+
+/// Column arrays of one batch.
+#[derive(Default)]
+struct Rows {
+    ev_seq: Vec<i64>,
+    ev_id: Vec<Uuid>,
+    ev_wf: Vec<Uuid>,
+    ev_kind: Vec<&'static str>,
+    ev_ts: Vec<i64>,
+    ev_actor: Vec<String>,
+    ev_body: Vec<String>,
+    ev_prev: Vec<String>,
+    ev_hash: Vec<String>,
+    n_id: Vec<Uuid>,
+    n_wf: Vec<Uuid>,
+    n_parent: Vec<Option<Uuid>>,
+    n_type: Vec<String>,
+    n_role: Vec<Option<&'static str>>,
+    n_content: Vec<String>,
+    n_payload: Vec<String>,
+    n_metadata: Vec<String>,
+    n_agent: Vec<Option<String>>,
+    n_user: Vec<Option<String>>,
+    n_branch: Vec<Uuid>,
+    n_depth: Vec<i32>,
+    n_seq: Vec<i64>,
+    n_ts: Vec<i64>,
+    e_type: Vec<&'static str>,
+    e_from: Vec<Uuid>,
+    e_to: Vec<Uuid>,
+    e_wf: Vec<Uuid>,
+    e_seq: Vec<i64>,
+    d_id: Vec<Uuid>,
+    d_wf: Vec<Uuid>,
+    d_ctype: Vec<String>,
+    d_content: Vec<String>,
+    d_status: Vec<String>,
+    d_meta: Vec<String>,
+    d_seq: Vec<i64>,
+    d_ts: Vec<i64>,
+    /// Per workflow, in first-seen order: (wf, root, status, user, metadata, created, updated, last).
+    wfs: Vec<WfRow>,
+}
+
+#[derive(Clone)]
+struct WfRow {
+    wf: Uuid,
+    root: Option<Uuid>,
+    status: Option<&'static str>,
+    user: Option<String>,
+    meta: Option<String>,
+    created: Option<i64>,
+    updated: i64,
+    last: i64,
+}
+
+#[derive(Default)]
+struct WfCols {
+    wf: Vec<Uuid>,
+    root: Vec<Option<Uuid>>,
+    status: Vec<Option<&'static str>>,
+    user: Vec<Option<String>>,
+    meta: Vec<Option<String>>,
+    created: Vec<Option<i64>>,
+    updated: Vec<i64>,
+    last: Vec<i64>,
+}
+
+/// A JSON payload value's string form for a draft column (strings unquoted).
+fn draft_field(payload: &Value, key: &str, default: &str) -> String {
+    match payload.get(key) {
+        None | Some(Value::Null) => default.to_owned(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+impl Rows {
+    fn of(batch: &[Item]) -> Rows {
+        let mut r = Rows::default();
+        let mut wf_slot: std::collections::HashMap<Uuid, usize> = std::collections::HashMap::new();
+        for item in batch {
+            let e = &item.event;
+            let seq = to_i64(e.seq);
+            r.ev_seq.push(seq);
+            r.ev_id.push(e.id);
+            r.ev_wf.push(e.workflow_id);
+            r.ev_kind.push(e.kind());
+            r.ev_ts.push(e.timestamp.micros());
+            r.ev_actor.push(e.actor.clone());
+            r.ev_body.push(body_json(&e.body));
+            r.ev_prev.push(e.prev_hash.clone());
+            r.ev_hash.push(e.hash.clone());
+            if let Some(n) = item.node() {
+                r.n_id.push(n.id);
+                r.n_wf.push(n.workflow_id);
+                r.n_parent.push(n.parent_id);
+                r.n_type.push(n.node_type.clone());
+                r.n_role.push(n.role.map(|x| x.as_str()));
+                r.n_content.push(n.content.clone());
+                r.n_payload.push(n.payload.to_string());
+                r.n_metadata
+                    .push(Value::Object(n.metadata.clone()).to_string());
+                r.n_agent.push(n.agent_id.clone());
+                r.n_user.push(n.user_id.clone());
+                r.n_branch.push(n.branch_id);
+                r.n_depth.push(i32::try_from(n.depth).unwrap_or(i32::MAX));
+                r.n_seq.push(seq);
+                r.n_ts.push(e.timestamp.micros());
+                if n.node_type == "draft" {
+                    r.d_id.push(n.id);
+                    r.d_wf.push(n.workflow_id);
+                    r.d_ctype
+                        .push(draft_field(&n.payload, "content_type", "comment"));
+                    r.d_content.push(n.content.clone());
+                    r.d_status.push(draft_field(&n.payload, "status", "draft"));
+                    r.d_meta.push(Value::Object(n.metadata.clone()).to_string());
+                    r.d_seq.push(seq);
+                    r.d_ts.push(e.timestamp.micros());
+                }
+            }
+            for edge in item.edges() {
+                r.e_type.push(edge.kind.as_str());
+                r.e_from.push(edge.from);
+                r.e_to.push(edge.to);
+                r.e_wf.push(e.workflow_id);
+                r.e_seq.push(to_i64(edge.seq));
+            }
+            let slot = *wf_slot.entry(e.workflow_id).or_insert_with(|| {
+                r.wfs.push(WfRow {
+                    wf: e.workflow_id,
+                    root: None,
+                    status: None,
+                    user: None,
+                    meta: None,
+                    created: None,
+                    updated: 0,
+                    last: 0,
+                });
+                r.wfs.len() - 1
+            });
+            let w = &mut r.wfs[slot];
+            w.updated = e.timestamp.micros();
+            w.last = seq;
+            match &e.body {
+                EventBody::WorkflowCreated(c) => {
+                    w.root = Some(c.root.id);
+                    w.status = Some("running");
+                    w.user = c.user_id.clone();
+                    w.meta = Some(Value::Object(c.metadata.clone()).to_string());
+                    w.created = Some(e.timestamp.micros());
+                }
+                EventBody::StatusChanged(s) => w.status = Some(s.to.as_str()),
+                _ => {}
+            }
+        }
+        r
+    }
+
+    fn workflows(&self) -> WfCols {
+        let mut c = WfCols::default();
+        for w in self.wfs.iter().cloned() {
+            c.wf.push(w.wf);
+            c.root.push(w.root);
+            c.status.push(w.status);
+            c.user.push(w.user);
+            c.meta.push(w.meta);
+            c.created.push(w.created);
+            c.updated.push(w.updated);
+            c.last.push(w.last);
+        }
+        c
+    }
+}
+
+/// The `body` member of the event's JSON form.
+fn body_json(body: &EventBody) -> String {
+    match body {
+        EventBody::WorkflowCreated(b) => serde_json::to_string(b),
+        EventBody::NodeCreated(b) => serde_json::to_string(b),
+        EventBody::EdgeCreated(b) => serde_json::to_string(b),
+        EventBody::StatusChanged(b) => serde_json::to_string(b),
+    }
+    .unwrap_or_else(|_| "null".to_owned())
+}
