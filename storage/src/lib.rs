@@ -24,6 +24,7 @@
 //! - This crate knows nothing of HTTP or of sinks.
 
 pub mod error;
+pub mod generate;
 pub mod index;
 pub mod intent;
 pub mod log;
