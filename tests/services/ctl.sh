@@ -21,8 +21,9 @@ fi
 action="$1"
 service="$2"
 svc_valid "$service" || svc_die "unknown service '$service' (known: $ARBOR_ALL_SERVICES)"
-[ -n "${ARBOR_TEST_SERVICES_DIR:-}" ] && [ -d "$ARBOR_TEST_SERVICES_DIR" ] ||
+if [ -z "${ARBOR_TEST_SERVICES_DIR:-}" ] || [ ! -d "$ARBOR_TEST_SERVICES_DIR" ]; then
     svc_die "ARBOR_TEST_SERVICES_DIR is not set or not a directory (run under with-services.sh)"
+fi
 [ -f "$(svc_state "$service")/port" ] ||
     svc_die "$service was not started by with-services.sh (see ARBOR_SERVICES)"
 

@@ -8,15 +8,21 @@
 #
 #   redis/     port  redis.pid  redis.log  data/
 #   postgres/  port  pgbin  data/ (PGDATA, owned by user postgres)  sock/  postgres.log
+#              (+ postgres-initdb.log, postgres-pg_ctl.log beside it: files root writes)
 #   neo4j/     port  password  classpath  pid  ready  neo4j.log  home/ (Neo4j home: data, logs)
 #
 # Services only ever listen on 127.0.0.1.
 
 ARBOR_SERVICES_HOME="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck disable=SC2034 # used by the scripts that source this file
 ARBOR_ALL_SERVICES="redis postgres neo4j"
 : "${ARBOR_CACHE_DIR:=${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/arbor}"
 : "${ARBOR_NEO4J_HEAP:=1g}"
+# Extra JVM flags for Neo4j, word-split (e.g. "-XX:TieredStopAtLevel=4" for the C2 JIT,
+# which the default -XX:TieredStopAtLevel=1 leaves out: ~40% less CPU to start on 2 cores).
+: "${ARBOR_NEO4J_JAVA_OPTS:=}"
 ARBOR_NEO4J_PASSWORD="arbor-test-password"
+# shellcheck disable=SC2034
 ARBOR_POSTGRES_DB="arbor_test"
 
 svc_log() { printf '[arbor-services] %s\n' "$*" >&2; }
@@ -44,7 +50,14 @@ svc_timeout() {
     esac
 }
 
-svc_pid_alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
+# True if process $1 exists and is not a zombie (daemons are children of init, which may
+# take a while to reap them; a zombie holds no port and no lock).
+svc_pid_alive() {
+    local st
+    [ -n "${1:-}" ] || return 1
+    st="$(ps -o stat= -p "$1" 2>/dev/null)" || return 1
+    [ -n "$st" ] && [ "${st#Z}" = "$st" ]
+}
 
 # Prints N distinct free TCP ports on 127.0.0.1, one a line (all held open while chosen).
 svc_free_ports() {
@@ -101,7 +114,7 @@ svc_tail_logs() {
 svc_pg_bin() {
     local d best=""
     for d in /usr/lib/postgresql/*/bin; do
-        [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ] || continue
+        if [ ! -x "$d/initdb" ] || [ ! -x "$d/pg_ctl" ]; then continue; fi
         best="$(printf '%s\n%s\n' "$best" "$d" | sed '/^$/d' | sort -V | tail -n 1)"
     done
     printf '%s' "$best"
@@ -121,6 +134,7 @@ svc_as_root() {
 svc_ensure_packages() {
     local s pkgs=()
     command -v python3 >/dev/null 2>&1 || pkgs+=(python3)
+    command -v ps >/dev/null 2>&1 || pkgs+=(procps)
     for s in "$@"; do
         case "$s" in
             redis)
@@ -157,46 +171,60 @@ svc_ensure_packages() {
     fi
     [ "$made_policy" -eq 0 ] || svc_as_root rm -f "$policy"
     [ "$rc" -eq 0 ] || svc_die "apt-get failed (exit $rc) installing: ${pkgs[*]}"
-    [ -z "$(printf '%s\n' "$@" | grep -x postgres)" ] || [ -n "$(svc_pg_bin)" ] ||
+    if printf '%s\n' "$@" | grep -qx postgres && [ -z "$(svc_pg_bin)" ]; then
         svc_die "postgresql installed but no /usr/lib/postgresql/*/bin/initdb found"
+    fi
 }
 
-# Prints the directory holding lib/ (Neo4j jars) and classes/ (the compiled launcher),
-# fetching and compiling them first if this cache dir does not have them yet. The cache
-# entry is keyed by the contents of pom.xml and Launcher.java.
+# svc_cache_fill DEST DESCRIPTION CMD...: unless DEST/.complete exists, runs CMD with $1 = a
+# fresh temp dir next to DEST (CMD fills it), then renames it to DEST. Concurrent runs are
+# safe: the first rename wins, later ones drop their copy.
+svc_cache_fill() {
+    local dest="$1" what="$2"
+    shift 2
+    [ -f "$dest/.complete" ] && return 0
+    mkdir -p "$(dirname "$dest")"
+    local tmp
+    tmp="$(mktemp -d "$dest.tmp.XXXXXX")"
+    svc_log "$what"
+    if ! "$@" "$tmp" >"$tmp/.log" 2>&1; then
+        svc_tail_logs "$tmp/.log"
+        rm -rf "$tmp"
+        svc_die "failed: $what"
+    fi
+    touch "$tmp/.complete"
+    if ! mv -T "$tmp" "$dest" 2>/dev/null; then
+        rm -rf "$tmp"
+        [ -f "$dest/.complete" ] || svc_die "could not create $dest"
+    fi
+}
+
+svc_neo4j_fetch_jars() { # POM OUT
+    mvn -B -q -f "$1" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$2"
+}
+
+svc_neo4j_compile() { # LIB JAVA OUT
+    javac --release 17 -nowarn -cp "$1/*" -d "$3" "$2"
+}
+
+# Prints the Java class path of the Neo4j launcher, first fetching the Neo4j jars with Maven
+# (keyed by the contents of pom.xml) and compiling Launcher.java with javac (keyed by both
+# files) into $ARBOR_CACHE_DIR, unless a previous run already did. Nothing is written into
+# the repo (no target/).
 svc_neo4j_prepare() {
     local src="$ARBOR_SERVICES_HOME/neo4j"
     local pom="$src/pom.xml"
     local java="$src/src/main/java/arbor/testservices/Launcher.java"
-    local key
-    key="$(cat "$pom" "$java" | sha256sum | cut -c1-16)"
-    local dest="$ARBOR_CACHE_DIR/neo4j-launcher-$key"
-    if [ -f "$dest/.complete" ]; then
-        printf '%s' "$dest"
-        return 0
-    fi
-    mkdir -p "$ARBOR_CACHE_DIR"
-    local tmp
-    tmp="$(mktemp -d "$ARBOR_CACHE_DIR/.neo4j-launcher-tmp.XXXXXX")"
-    svc_log "fetching Neo4j jars with Maven into $dest (first run on this machine; takes a few minutes)"
-    if ! mvn -B -q -f "$pom" dependency:copy-dependencies \
-        -DincludeScope=runtime -DoutputDirectory="$tmp/lib" >"$tmp/mvn.log" 2>&1; then
-        svc_tail_logs "$tmp/mvn.log"
-        rm -rf "$tmp"
-        svc_die "mvn dependency:copy-dependencies failed for $pom"
-    fi
-    if ! javac --release 17 -nowarn -d "$tmp/classes" -cp "$tmp/lib/*" "$java" >"$tmp/javac.log" 2>&1; then
-        svc_tail_logs "$tmp/javac.log"
-        rm -rf "$tmp"
-        svc_die "javac failed for $java"
-    fi
-    touch "$tmp/.complete"
-    if ! mv -T "$tmp" "$dest" 2>/dev/null; then
-        # another run finished first
-        rm -rf "$tmp"
-        [ -f "$dest/.complete" ] || svc_die "could not create $dest"
-    fi
-    printf '%s' "$dest"
+    local pom_key all_key lib classes
+    pom_key="$(sha256sum <"$pom" | cut -c1-16)"
+    all_key="$(cat "$pom" "$java" | sha256sum | cut -c1-16)"
+    lib="$ARBOR_CACHE_DIR/neo4j-lib-$pom_key"
+    classes="$ARBOR_CACHE_DIR/neo4j-launcher-$all_key"
+    svc_cache_fill "$lib" "fetching Neo4j jars with Maven into $lib (once per machine; may take minutes)" \
+        svc_neo4j_fetch_jars "$pom"
+    svc_cache_fill "$classes" "compiling the Neo4j launcher into $classes" \
+        svc_neo4j_compile "$lib" "$java"
+    printf '%s' "$classes:$lib/*"
 }
 
 # ---------------------------------------------------------------------------------------
@@ -235,15 +263,17 @@ listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = '$d/sock'
 max_connections = 200
+# throwaway data: skip fsync (a killed server still recovers everything committed, as
+# the OS keeps what it wrote). synchronous_commit stays on: ctl.sh kill must not lose
+# committed transactions.
 fsync = off
-synchronous_commit = off
 full_page_writes = off
 EOF
             ;;
         neo4j)
-            local cache
-            cache="$(svc_neo4j_prepare)"
-            printf '%s\n' "$cache/classes:$cache/lib/*" >"$d/classpath"
+            local classpath
+            classpath="$(svc_neo4j_prepare)"
+            printf '%s\n' "$classpath" >"$d/classpath"
             printf '%s\n' "$ARBOR_NEO4J_PASSWORD" >"$d/password"
             mkdir -p "$d/home"
             ;;
@@ -280,7 +310,7 @@ svc_logs() {
     d="$(svc_state "$1")"
     case "$1" in
         redis) echo "$d/redis.log" ;;
-        postgres) echo "$d/postgres.log" ;;
+        postgres) printf '%s\n' "$ARBOR_TEST_SERVICES_DIR/postgres-pg_ctl.log" "$d/postgres.log" ;;
         neo4j) printf '%s\n' "$d/neo4j.log" "$d/home/logs/debug.log" ;;
     esac
 }
@@ -314,27 +344,34 @@ svc_start() {
             rm -f "$d/data/postmaster.pid"
             # -W: don't wait here, svc_wait does. pg_ctl puts the server in its own session.
             (cd / && svc_as_postgres "$pgbin/pg_ctl" -D "$d/data" -l "$d/postgres.log" -W -s start) \
-                </dev/null >>"$d/postgres.log" 2>&1 ||
+                </dev/null >>"$ARBOR_TEST_SERVICES_DIR/postgres-pg_ctl.log" 2>&1 ||
                 {
-                    svc_tail_logs "$d/postgres.log"
+                    svc_tail_logs "$ARBOR_TEST_SERVICES_DIR/postgres-pg_ctl.log" "$d/postgres.log"
                     svc_die "pg_ctl start failed"
                 }
             ;;
         neo4j)
             rm -f "$d/ready" "$d/pid"
-            # setsid: own session, so a terminal's Ctrl-C reaches with-services.sh (which then
-            # stops Neo4j cleanly) rather than the JVM; all output goes to the log file so no
-            # caller's pipe is held open.
-            (cd "$d" && exec setsid java \
-                -Xms256m "-Xmx$ARBOR_NEO4J_HEAP" -XX:+UseG1GC -XX:+ExitOnOutOfMemoryError \
-                -XX:-OmitStackTraceInFastThrow -XX:+DisableExplicitGC \
-                --add-opens=java.base/java.nio=ALL-UNNAMED --add-opens=java.base/java.io=ALL-UNNAMED \
-                --add-opens=java.base/sun.nio.ch=ALL-UNNAMED -Dio.netty.tryReflectionSetAccessible=true \
-                -Djdk.nio.maxCachedBufferSize=1024 -Dlog4j2.disable.jmx=true -Dfile.encoding=UTF-8 \
-                -cp "$(cat "$d/classpath")" arbor.testservices.Launcher \
-                "$d/home" "$port" "$(cat "$d/password")" "$d/ready") \
-                </dev/null >>"$d/neo4j.log" 2>&1 &
-            printf '%s\n' "$!" >"$d/pid"
+            # Started from a subshell that exits at once, so the JVM is nobody's child job (like
+            # the daemons redis-server and pg_ctl start). setsid: its own session, so a
+            # terminal's Ctrl-C reaches with-services.sh (which then stops Neo4j cleanly), not
+            # the JVM. All output goes to the log file so no caller's pipe is held open.
+            (
+                cd "$d" || exit 1
+                # shellcheck disable=SC2086 # ARBOR_NEO4J_JAVA_OPTS is a list of flags
+                setsid java \
+                    -Xms256m "-Xmx$ARBOR_NEO4J_HEAP" -XX:+UseG1GC -XX:+ExitOnOutOfMemoryError \
+                    -XX:TieredStopAtLevel=1 \
+                    -XX:-OmitStackTraceInFastThrow -XX:+DisableExplicitGC \
+                    --add-opens=java.base/java.nio=ALL-UNNAMED --add-opens=java.base/java.io=ALL-UNNAMED \
+                    --add-opens=java.base/sun.nio.ch=ALL-UNNAMED -Dio.netty.tryReflectionSetAccessible=true \
+                    -Djdk.nio.maxCachedBufferSize=1024 -Dlog4j2.disable.jmx=true -Dfile.encoding=UTF-8 \
+                    ${ARBOR_NEO4J_JAVA_OPTS:-} \
+                    -cp "$(cat "$d/classpath")" arbor.testservices.Launcher \
+                        "$d/home" "$port" "$(cat "$d/password")" "$d/ready" \
+                        </dev/null >>"$d/neo4j.log" 2>&1 &
+                printf '%s\n' "$!" >"$d/pid"
+            )
             ;;
     esac
 }

@@ -52,10 +52,13 @@ has() {
 
 started=()
 state_dir=""
+# shellcheck disable=SC2317 # invoked by the trap below
 cleanup() {
     local rc=$? s
     set +e
-    trap - EXIT INT TERM HUP
+    # Not interruptible: a second Ctrl-C must not leave servers behind (each stop is bounded).
+    trap - EXIT
+    trap '' INT TERM HUP
     if [ -n "$state_dir" ]; then
         for s in "${started[@]}"; do
             (svc_stop "$s")
@@ -99,7 +102,8 @@ if [ "${#services[@]}" -gt 0 ]; then
     done
 
     if has redis; then
-        export ARBOR_TEST_REDIS_URL="redis://127.0.0.1:$(svc_port redis)/"
+        redis_port="$(svc_port redis)"
+        export ARBOR_TEST_REDIS_URL="redis://127.0.0.1:$redis_port/"
     fi
     if has postgres; then
         pg_port="$(svc_port postgres)"
@@ -110,7 +114,8 @@ if [ "${#services[@]}" -gt 0 ]; then
         export ARBOR_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$pg_port/$ARBOR_POSTGRES_DB"
     fi
     if has neo4j; then
-        export ARBOR_TEST_NEO4J_URL="bolt://127.0.0.1:$(svc_port neo4j)"
+        neo4j_port="$(svc_port neo4j)"
+        export ARBOR_TEST_NEO4J_URL="bolt://127.0.0.1:$neo4j_port"
         export ARBOR_TEST_NEO4J_USER="neo4j"
         export ARBOR_TEST_NEO4J_PASSWORD="$ARBOR_NEO4J_PASSWORD"
     fi

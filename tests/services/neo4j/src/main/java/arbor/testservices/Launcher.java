@@ -2,21 +2,31 @@ package arbor.testservices;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.time.Instant;
-import java.util.Map;
 import java.util.concurrent.CountDownLatch;
 
+import org.neo4j.configuration.Config;
+import org.neo4j.configuration.GraphDatabaseInternalSettings;
 import org.neo4j.configuration.GraphDatabaseSettings;
 import org.neo4j.configuration.connectors.BoltConnector;
+import org.neo4j.configuration.connectors.BoltConnectorInternalSettings;
 import org.neo4j.configuration.connectors.HttpConnector;
 import org.neo4j.configuration.connectors.HttpsConnector;
 import org.neo4j.configuration.helpers.SocketAddress;
 import org.neo4j.dbms.api.DatabaseManagementService;
 import org.neo4j.dbms.api.DatabaseManagementServiceBuilder;
-import org.neo4j.graphdb.GraphDatabaseService;
-import org.neo4j.graphdb.Result;
-import org.neo4j.graphdb.Transaction;
 import org.neo4j.io.ByteUnit;
+import org.neo4j.io.fs.DefaultFileSystemAbstraction;
+import org.neo4j.io.fs.FileSystemAbstraction;
+import org.neo4j.kernel.impl.security.User;
+import org.neo4j.logging.NullLogProvider;
+import org.neo4j.memory.EmptyMemoryTracker;
+import org.neo4j.server.security.SecureHasher;
+import org.neo4j.server.security.SystemGraphCredential;
+import org.neo4j.server.security.auth.CommunitySecurityModule;
+import org.neo4j.server.security.auth.FileUserRepository;
+import org.neo4j.string.UTF8;
 
 /**
  * Embedded Neo4j Community with only the Bolt connector, for arbor's integration tests.
@@ -28,7 +38,7 @@ import org.neo4j.io.ByteUnit;
  *       reusing it keeps the data, so a restart after a crash or a stop sees the same graph.
  *   <li>BOLT_PORT: Bolt listens on 127.0.0.1:BOLT_PORT only. No HTTP/HTTPS connector.
  *   <li>PASSWORD: password of user {@code neo4j}; auth is on. An empty string turns auth off.
- *   <li>READY_FILE: written once Bolt is up and the password is set (tests/services/lib.sh
+ *   <li>READY_FILE: written once Bolt is up (tests/services/lib.sh
  *       waits for it as well as for a Bolt handshake).
  * </ul>
  *
@@ -40,6 +50,22 @@ public final class Launcher {
     private static void log(String msg) {
         System.out.println(Instant.now() + " [arbor-neo4j] " + msg);
         System.out.flush();
+    }
+
+    private static void writeInitialPassword(Path home, String password) throws Exception {
+        Config config = Config.newBuilder().set(GraphDatabaseSettings.neo4j_home, home).build();
+        Path file = CommunitySecurityModule.getInitialUserRepositoryFile(config);
+        Files.createDirectories(file.getParent());
+        Files.deleteIfExists(file);
+        try (FileSystemAbstraction fs = new DefaultFileSystemAbstraction()) {
+            FileUserRepository users =
+                    new FileUserRepository(fs, file, NullLogProvider.getInstance(), EmptyMemoryTracker.INSTANCE);
+            users.start();
+            users.create(new User("neo4j", null,
+                    SystemGraphCredential.createCredentialForPassword(UTF8.encode(password), new SecureHasher()),
+                    false, false));
+            users.shutdown();
+        }
     }
 
     public static void main(String[] args) throws Exception {
@@ -54,6 +80,12 @@ public final class Launcher {
         boolean auth = !password.isEmpty();
 
         Files.deleteIfExists(ready);
+        if (auth && !Files.exists(home.resolve("data/databases/system"))) {
+            // First start: let Neo4j create user neo4j with our password right away, as
+            // `neo4j-admin dbms set-initial-password` does (a Cypher ALTER USER afterwards
+            // would add seconds of query-planner warm-up to every start).
+            writeInitialPassword(home, password);
+        }
         log("starting Neo4j (home " + home + ", bolt 127.0.0.1:" + port + ", auth " + (auth ? "on" : "off") + ")");
         long t0 = System.nanoTime();
 
@@ -66,6 +98,14 @@ public final class Launcher {
                 .setConfig(GraphDatabaseSettings.auth_enabled, auth)
                 .setConfig(GraphDatabaseSettings.pagecache_memory, ByteUnit.mebiBytes(64))
                 .setConfig(GraphDatabaseSettings.preallocate_logical_logs, false)
+                // no usage reports: nothing may leave this machine
+                .setConfig(GraphDatabaseSettings.udc_enabled, false)
+                .setConfig(GraphDatabaseInternalSettings.udc_network_enabled, false)
+                // Bolt otherwise waits 2 x 5 s for idle connections and Netty on shutdown
+                .setConfig(BoltConnectorInternalSettings.connection_shutdown_wait_time, Duration.ofMillis(500))
+                .setConfig(BoltConnectorInternalSettings.thread_pool_shutdown_wait_time, Duration.ofMillis(500))
+                .setConfig(GraphDatabaseInternalSettings.netty_server_shutdown_quiet_period, 0)
+                .setConfig(GraphDatabaseInternalSettings.netty_server_shutdown_timeout, Duration.ofSeconds(2))
                 .build();
 
         CountDownLatch stopped = new CountDownLatch(1);
@@ -80,22 +120,6 @@ public final class Launcher {
             log("Neo4j stopped");
             stopped.countDown();
         }, "arbor-neo4j-shutdown"));
-
-        if (auth) {
-            GraphDatabaseService system = dbms.database("system");
-            boolean changeRequired;
-            try (Transaction tx = system.beginTx();
-                    Result r = tx.execute("SHOW USERS YIELD user, passwordChangeRequired "
-                            + "WHERE user = 'neo4j' RETURN passwordChangeRequired")) {
-                changeRequired = r.hasNext() && Boolean.TRUE.equals(r.next().get("passwordChangeRequired"));
-                tx.commit();
-            }
-            if (changeRequired) {
-                system.executeTransactionally(
-                        "ALTER USER neo4j SET PASSWORD $pw CHANGE NOT REQUIRED", Map.of("pw", password));
-                log("initial password of user neo4j set");
-            }
-        }
 
         Files.writeString(ready, ProcessHandle.current().pid() + "\n");
         log(String.format("ready after %.1f s", (System.nanoTime() - t0) / 1e9));
