@@ -1,0 +1,540 @@
+//! Shared helpers of the sync integration tests: real services from the environment
+//! (`tests/services/with-services.sh` sets them; a missing one fails loudly), stores in
+//! temp dirs, workflow builders, waiting on conditions with deadlines, and comparisons
+//! of a replica's answers with the store's own.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use arbor_storage::{
+    Durability, Edge, EdgeKind, Intent, Meta, NewNode, NewWorkflow, Outcome, Role, Store,
+    StoreOptions, WorkflowStatus,
+};
+use arbor_sync::{Backoff, Neo4jConfig, SyncConfig, SyncSet};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Map, Value};
+use tempfile::TempDir;
+use uuid::Uuid;
+
+/// An env var that the service script must have set.
+pub fn env(name: &str) -> String {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => v,
+        _ => panic!(
+            "{name} is not set: run the sync tests under tests/services/with-services.sh \
+             (e.g. `bash tests/services/with-services.sh cargo test -p arbor-sync`)"
+        ),
+    }
+}
+
+pub fn redis_url() -> String {
+    env("ARBOR_TEST_REDIS_URL")
+}
+
+pub fn postgres_url() -> String {
+    env("ARBOR_TEST_POSTGRES_URL")
+}
+
+pub fn neo4j() -> Neo4jConfig {
+    Neo4jConfig {
+        url: env("ARBOR_TEST_NEO4J_URL"),
+        user: env("ARBOR_TEST_NEO4J_USER"),
+        password: env("ARBOR_TEST_NEO4J_PASSWORD"),
+    }
+}
+
+/// Runs the services control script (`kill|stop|start SERVICE`).
+pub fn services_ctl(action: &str, service: &str) {
+    let ctl = env("ARBOR_TEST_SERVICES_CTL");
+    let status = std::process::Command::new("bash")
+        .arg(&ctl)
+        .arg(action)
+        .arg(service)
+        .status()
+        .expect("run services ctl");
+    assert!(
+        status.success(),
+        "{ctl} {action} {service} failed: {status}"
+    );
+}
+
+/// A fresh PostgreSQL schema name for one test.
+pub fn schema() -> String {
+    format!("t_{}", Uuid::new_v4().simple())
+}
+
+/// Sync settings for tests: quick backoff, small grace.
+pub fn config() -> SyncConfig {
+    SyncConfig {
+        batch_size: 1000,
+        backoff: Backoff {
+            base: Duration::from_millis(50),
+            cap: Duration::from_millis(500),
+        },
+        shutdown_grace: Duration::from_secs(2),
+        ..SyncConfig::default()
+    }
+}
+
+/// A store in a temp dir (no fsync: tests are throwaway).
+pub fn store() -> (TempDir, Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    (dir, store)
+}
+
+pub fn open(dir: &TempDir) -> Store {
+    Store::open(
+        dir.path(),
+        StoreOptions {
+            durability: Durability::None,
+            cache_mb: 64,
+            ..StoreOptions::default()
+        },
+    )
+    .expect("open store")
+}
+
+/// Waits until `cond` holds, checking every 20 ms, failing after `secs`.
+pub async fn wait_until<F, Fut>(secs: u64, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until every worker of `set` has the log head.
+pub async fn caught_up(set: &SyncSet, store: &Store, secs: u64) {
+    wait_until(secs, "sinks to reach the log head", || {
+        let head = store.head();
+        let ok = set.status().iter().all(|s| s.cursor >= head);
+        async move { ok }
+    })
+    .await;
+}
+
+pub async fn create(store: &Store, prompt: &str, metadata: Value) -> (Uuid, Uuid) {
+    let Value::Object(metadata) = metadata else {
+        panic!("metadata must be an object")
+    };
+    match store
+        .submit(
+            Intent::CreateWorkflow(NewWorkflow {
+                id: Some(Uuid::new_v4()),
+                system_prompt: prompt.to_owned(),
+                metadata,
+                user_id: Some("user-7".into()),
+                ..NewWorkflow::default()
+            }),
+            Meta::default(),
+        )
+        .await
+        .expect("create workflow")
+    {
+        Outcome::WorkflowCreated {
+            workflow_id,
+            root_id,
+            ..
+        } => (workflow_id, root_id),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Node spec: (parent, type, role, content, payload, metadata, agent).
+pub struct Spec<'a> {
+    pub parent: Uuid,
+    pub kind: &'a str,
+    pub role: Option<Role>,
+    pub content: &'a str,
+    pub payload: Value,
+    pub metadata: Value,
+    pub agent: Option<&'a str>,
+}
+
+pub fn spec(parent: Uuid, kind: &str, content: &str) -> NewNode {
+    NewNode {
+        id: Some(Uuid::new_v4()),
+        ..NewNode::new(parent, kind, content)
+    }
+}
+
+pub async fn append(store: &Store, wf: Uuid, nodes: Vec<NewNode>) -> Vec<Uuid> {
+    match store
+        .submit(
+            Intent::AppendNodes {
+                workflow_id: wf,
+                nodes,
+            },
+            Meta::default(),
+        )
+        .await
+        .expect("append nodes")
+    {
+        Outcome::Nodes { nodes, .. } => nodes.iter().map(|n| n.id).collect(),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+pub async fn node(store: &Store, wf: Uuid, n: NewNode) -> Uuid {
+    append(store, wf, vec![n]).await[0]
+}
+
+pub async fn edge(store: &Store, wf: Uuid, kind: EdgeKind, from: Uuid, to: Uuid) {
+    store
+        .submit(
+            Intent::AddEdge {
+                workflow_id: wf,
+                edge: Edge { kind, from, to },
+            },
+            Meta::default(),
+        )
+        .await
+        .expect("add edge");
+}
+
+pub async fn choose(store: &Store, decision: Uuid, option: Uuid) {
+    store
+        .submit(
+            Intent::Choose {
+                decision_id: decision,
+                option_id: option,
+            },
+            Meta::default(),
+        )
+        .await
+        .expect("choose");
+}
+
+pub async fn set_status(store: &Store, wf: Uuid, status: WorkflowStatus) {
+    store
+        .submit(
+            Intent::SetStatus {
+                workflow_id: wf,
+                status,
+            },
+            Meta::default(),
+        )
+        .await
+        .expect("set status");
+}
+
+fn obj(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// A realistic agent workflow: messages with roles, tool actions, a decision with three
+/// options and a chosen one, forks, monitors within and across branches, drafts,
+/// status changes, unicode, nested payloads.
+pub async fn realistic(store: &Store) -> Uuid {
+    let (wf, root) = create(
+        store,
+        "You are a careful software agent. Fix the issue, run the tests, open a PR.",
+        json!({"githubRepo": "acme-fin/ledgerline", "issue": 482}),
+    )
+    .await;
+    let mut user = spec(
+        root,
+        "message",
+        "Issue #482: add_months(Jan 31, 1) returns Mar 3 — should clamp to Feb 28/29. ✔ ünïcødé",
+    );
+    user.role = Some(Role::User);
+    user.user_id = Some("user-7".into());
+    let m1 = node(store, wf, user).await;
+    let mut plan = spec(
+        m1,
+        "message",
+        "I'll reproduce it first, then decide on a fix.",
+    );
+    plan.role = Some(Role::Assistant);
+    plan.agent_id = Some("coder".into());
+    plan.metadata =
+        obj(json!({"model": "m-large", "tokens": {"in": 1234, "out": 56}, "temperature": 0.2}));
+    let m2 = node(store, wf, plan).await;
+    let mut run = spec(
+        m2,
+        "action",
+        "$ cargo test add_months\n---- FAILED: expected 2024-02-29, got 2024-03-02",
+    );
+    run.role = Some(Role::Tool);
+    run.agent_id = Some("coder".into());
+    run.payload = json!({"tool": "shell", "args": ["cargo", "test", "add_months"], "exit": 101, "ms": 8123, "ratio": 1.5e-3, "big": u64::MAX});
+    let a1 = node(store, wf, run).await;
+    let mut dec = spec(a1, "decision", "How should add_months handle day overflow?");
+    dec.agent_id = Some("coder".into());
+    let d1 = node(store, wf, dec).await;
+    let opts = append(
+        store,
+        wf,
+        vec![
+            spec(d1, "option", "Clamp to the last day of the target month"),
+            spec(
+                d1,
+                "option",
+                "Switch to the chrono crate's checked_add_months",
+            ),
+            spec(d1, "option", "Reject: document the current behaviour"),
+        ],
+    )
+    .await;
+    choose(store, d1, opts[0]).await;
+    set_status(store, wf, WorkflowStatus::Waiting).await;
+    set_status(store, wf, WorkflowStatus::Running).await;
+    let mut impl1 = spec(
+        opts[0],
+        "message",
+        "Implementing the clamp with days_in_month().",
+    );
+    impl1.role = Some(Role::Assistant);
+    let m3 = node(store, wf, impl1).await;
+    let mut edit = spec(m3, "action", "edit src/date.rs: +12 -3");
+    edit.payload =
+        json!({"tool": "edit", "path": "src/date.rs", "diff": {"added": 12, "removed": 3}});
+    let a2 = node(store, wf, edit).await;
+    let mut pr = spec(
+        a2,
+        "draft",
+        "Fix #482: clamp add_months to the end of month\n\nAdds days_in_month …",
+    );
+    pr.payload = json!({"content_type": "pull_request", "status": "draft"});
+    pr.metadata =
+        obj(json!({"githubIssueId": 482, "githubRepo": "acme-fin/ledgerline", "userId": "user-7"}));
+    let _draft = node(store, wf, pr).await;
+    // The second option is explored on its own branch too.
+    let mut lib = spec(
+        opts[1],
+        "message",
+        "chrono's checked_add_months returns None on overflow; not what we want.",
+    );
+    lib.role = Some(Role::Assistant);
+    lib.agent_id = Some("explorer".into());
+    let m4 = node(store, wf, lib).await;
+    // A fork off the plan: a reviewer agent on its own branch.
+    let mut review = spec(
+        m2,
+        "action",
+        "Review agent: reading the diff of the main branch",
+    );
+    review.agent_id = Some("reviewer".into());
+    let r1 = node(store, wf, review).await;
+    let mut mon = spec(r1, "monitor", "Watching the implementation branch");
+    mon.agent_id = Some("reviewer".into());
+    let mon1 = node(store, wf, mon).await;
+    edge(store, wf, EdgeKind::Monitors, mon1, m3).await; // across branches
+    edge(store, wf, EdgeKind::Monitors, mon1, a2).await; // across branches
+    edge(store, wf, EdgeKind::Monitors, mon1, r1).await; // same branch
+    let mut comment = spec(mon1, "draft", "LGTM once the leap-year test is added.");
+    comment.payload = json!({"content_type": "comment"});
+    comment.metadata = obj(json!({"githubIssueId": 482}));
+    let _c = node(store, wf, comment).await;
+    // A second decision, still open.
+    let d2 = node(store, wf, spec(m4, "decision", "Keep exploring?")).await;
+    append(
+        store,
+        wf,
+        vec![spec(d2, "option", "yes"), spec(d2, "option", "no")],
+    )
+    .await;
+    // Another fork of the root: a parallel conversation.
+    let mut side = spec(root, "message", "Side question: which Rust version?");
+    side.role = Some(Role::User);
+    node(store, wf, side).await;
+    set_status(store, wf, WorkflowStatus::Completed).await;
+    wf
+}
+
+/// A synthetic workflow of about `events` events: long chains, forks, decisions with
+/// options (some chosen), monitors. Deterministic for a given seed.
+pub async fn synthetic(store: &Store, events: usize, seed: u64) -> Uuid {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (wf, root) = create(store, "synthetic load", json!({"seed": seed})).await;
+    let mut ids: Vec<Uuid> = vec![root];
+    let mut written = 1usize;
+    let mut last = root;
+    while written < events {
+        let mut batch = Vec::with_capacity(1000);
+        let mut decisions = Vec::new();
+        let mut monitors = Vec::new();
+        while batch.len() < 1000 && written + batch.len() < events {
+            let parent = if rng.random_bool(0.02) {
+                ids[rng.random_range(0..ids.len())]
+            } else {
+                last
+            };
+            let i = written + batch.len();
+            let mut n = if i % 500 == 0 {
+                spec(parent, "decision", "which way?")
+            } else if i % 997 == 0 {
+                spec(parent, "monitor", "watching")
+            } else {
+                spec(
+                    parent,
+                    "message",
+                    &format!(
+                        "step {i}: {}",
+                        "lorem ipsum ".repeat(rng.random_range(1..8))
+                    ),
+                )
+            };
+            n.role = Some(if i % 2 == 0 {
+                Role::Assistant
+            } else {
+                Role::Tool
+            });
+            n.payload = json!({"i": i, "score": rng.random::<f64>()});
+            let id = n.id.unwrap_or_default();
+            if n.node_type == "decision" {
+                decisions.push(id);
+            }
+            if n.node_type == "monitor" {
+                monitors.push((id, ids[rng.random_range(0..ids.len())]));
+            }
+            batch.push(n);
+            ids.push(id);
+            last = id;
+        }
+        // Options of each decision (the chain continues from the last option).
+        let mut chosen = Vec::new();
+        for d in &decisions {
+            if written + batch.len() + 3 > events {
+                break;
+            }
+            for k in 0..3 {
+                let o = spec(*d, "option", &format!("option {k}"));
+                let oid = o.id.unwrap_or_default();
+                if k == 1 {
+                    chosen.push((*d, oid));
+                }
+                ids.push(oid);
+                batch.push(o);
+            }
+        }
+        written += batch.len();
+        let appended = append(store, wf, batch).await;
+        last = *appended.last().unwrap_or(&last);
+        for (m, t) in monitors {
+            if written < events {
+                edge(store, wf, EdgeKind::Monitors, m, t).await;
+                written += 1;
+            }
+        }
+        for (i, (d, o)) in chosen.into_iter().enumerate() {
+            // Two decisions out of three get a choice; the others stay open.
+            if written < events && i % 3 != 2 {
+                choose(store, d, o).await;
+                written += 1;
+            }
+        }
+    }
+    wf
+}
+
+/// Asserts that `replica` answers the seeds' queries about `wf` exactly like the store:
+/// path to root (for a sample of nodes), decision points, branch summaries (a sample),
+/// monitors (all and cross-branch).
+pub async fn assert_same_answers<R: Replica>(store: &Store, replica: &R, wf: Uuid, sample: usize) {
+    for id in sample_nodes(store, wf, sample) {
+        let want = store.path(&id).expect("store path").expect("node");
+        same(&format!("path of {id}"), &replica.path(id).await, &want);
+    }
+    let want = store.decisions(&wf).expect("decisions").expect("wf");
+    assert!(!want.is_empty(), "the workflow has decisions");
+    same("decisions", &replica.decisions(wf).await, &want);
+    let branches = store.branches(&wf).expect("wf");
+    assert!(branches.len() > 1, "the workflow has forks");
+    let step = (branches.len() / sample.max(1)).max(1);
+    for b in branches.iter().step_by(step) {
+        let want = store.branch(&wf, &b.branch_id).expect("branch");
+        let got = replica.branch(wf, b.branch_id).await;
+        let (Some(got), Some(want)) = (got, want) else {
+            panic!("branch {} missing", b.branch_id)
+        };
+        assert_eq!(
+            (got.branch_id, got.fork_node_id),
+            (want.branch_id, want.fork_node_id)
+        );
+        same(&format!("branch {}", b.branch_id), &got.nodes, &want.nodes);
+    }
+    for cross in [false, true] {
+        let want = store.monitors(&wf, cross).expect("monitors").expect("wf");
+        assert!(
+            !want.is_empty(),
+            "the workflow has monitors (cross_branch={cross})"
+        );
+        same(
+            &format!("monitors cross_branch={cross}"),
+            &replica.monitors(wf, cross).await,
+            &want,
+        );
+    }
+}
+
+/// Compares two lists, reporting only the first difference (the lists can be huge).
+pub fn same<T: PartialEq + std::fmt::Debug>(what: &str, got: &[T], want: &[T]) {
+    if let Some(i) = got.iter().zip(want).position(|(a, b)| a != b) {
+        panic!(
+            "{what}: item {i} differs:\n  replica: {:?}\n  store:   {:?}",
+            got[i], want[i]
+        );
+    }
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+}
+
+/// A replica that can answer the seeds' queries.
+pub trait Replica {
+    fn path(&self, id: Uuid) -> impl Future<Output = Vec<arbor_storage::Node>>;
+    fn decisions(&self, wf: Uuid) -> impl Future<Output = Vec<arbor_storage::store::DecisionView>>;
+    fn branch(
+        &self,
+        wf: Uuid,
+        b: Uuid,
+    ) -> impl Future<Output = Option<arbor_storage::store::BranchView>>;
+    fn monitors(
+        &self,
+        wf: Uuid,
+        cross: bool,
+    ) -> impl Future<Output = Vec<arbor_storage::store::MonitorView>>;
+}
+
+/// Node ids to check paths for: every node of a small workflow, a spread of a big one.
+pub fn sample_nodes(store: &Store, wf: Uuid, max: usize) -> Vec<Uuid> {
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let evs = store
+            .read_workflow_events(&wf, after, 10_000)
+            .expect("read")
+            .expect("workflow");
+        let Some(last) = evs.last() else { break };
+        after = last.seq;
+        for e in &evs {
+            match &e.body {
+                arbor_storage::EventBody::WorkflowCreated(c) => all.push(c.root.id),
+                arbor_storage::EventBody::NodeCreated(n) => all.push(n.id),
+                _ => {}
+            }
+        }
+    }
+    if all.len() <= max {
+        return all;
+    }
+    let step = all.len() / max;
+    let mut out: Vec<Uuid> = all.iter().step_by(step.max(1)).copied().collect();
+    out.extend(all.last());
+    out
+}
