@@ -754,3 +754,30 @@ async fn everything_survives_a_restart() {
     let (_, n) = srv.get(&format!("/v1/nodes/{c}")).await;
     assert_eq!(n["seq"], 4, "seqs continue gap-free after a restart");
 }
+
+#[tokio::test]
+async fn finished_workflows_refuse_new_work_but_answer_replays() {
+    let srv = TestServer::start().await;
+    let (wf, root) = srv.workflow("p").await;
+    let nodes = format!("/v1/workflows/{wf}/nodes");
+    let body = json!({ "id": "0190f0a0-0000-7000-8000-00000000d001", "parent_id": root, "type": "monitor", "content": "m" });
+    assert_eq!(srv.post(&nodes, body.clone()).await.0, 201);
+    let target = srv.node(&wf, &root, "message", "t").await;
+    let edge =
+        json!({ "type": "MONITORS", "from": "0190f0a0-0000-7000-8000-00000000d001", "to": target });
+    let edges = format!("/v1/workflows/{wf}/edges");
+    assert_eq!(srv.post(&edges, edge.clone()).await.0, 201);
+    assert_eq!(
+        srv.patch(
+            &format!("/v1/workflows/{wf}"),
+            json!({ "status": "cancelled" })
+        )
+        .await
+        .0,
+        200
+    );
+    // A client retrying after a lost acknowledgement still gets the stored result.
+    assert_eq!(srv.post(&nodes, body).await.0, 200);
+    assert_eq!(srv.post(&edges, edge).await.0, 200);
+    refused!(srv, 409, srv.post(&edges, json!({ "type": "MONITORS", "from": "0190f0a0-0000-7000-8000-00000000d001", "to": root })).await);
+}

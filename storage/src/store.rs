@@ -684,7 +684,7 @@ fn rebuild(
             .apply(&r)
             .map_err(|e| StorageError::Corrupt(format!("index rebuild: {e}")))?;
         last_hash = r.hash;
-        last_ts = r.timestamp;
+        last_ts = r.timestamp.min(Timestamp::now());
         if seq % 100_000 == 0 {
             progress(seq, total);
             tracing::info!(seq, total, "rebuilding index");

@@ -195,10 +195,18 @@ impl Ctx<'_> {
             || self.engine.id_seq(id)?.is_some())
     }
 
+    /// The event time: the import's original time when given (which does not move the
+    /// live clock, so a future-dated import cannot pin later timestamps), else now,
+    /// never earlier than the previous live event.
     fn stamp(&mut self, preset: Option<Timestamp>) -> Timestamp {
-        let t = preset.unwrap_or_else(|| Timestamp::now().max(self.last_ts));
-        self.last_ts = self.last_ts.max(t);
-        t
+        match preset {
+            Some(t) => t,
+            None => {
+                let t = Timestamp::now().max(self.last_ts);
+                self.last_ts = t;
+                t
+            }
+        }
     }
 
     fn take_seq(&mut self) -> Seq {
@@ -451,16 +459,9 @@ impl Ctx<'_> {
         meta: &Meta,
         scratch: &mut Pending,
     ) -> Result<Accepted, AppendError> {
-        match self.workflow_status(scratch, &wf) {
-            None => return Err(AppendError::WorkflowNotFound(wf)),
-            Some(s) if s.is_terminal() => {
-                return Err(conflict(format!(
-                    "workflow {wf} is {}; it takes no new nodes",
-                    s.as_str()
-                )))
-            }
-            Some(_) => {}
-        }
+        let status = self
+            .workflow_status(scratch, &wf)
+            .ok_or(AppendError::WorkflowNotFound(wf))?;
         if nodes.is_empty() {
             return Err(invalid("a batch needs at least one node"));
         }
@@ -502,6 +503,7 @@ impl Ctx<'_> {
                 },
             });
         }
+        refuse_if_terminal(wf, status)?;
         let mut drafts = Vec::with_capacity(nodes.len());
         let mut out = Vec::with_capacity(nodes.len());
         for n in nodes {
@@ -701,6 +703,9 @@ impl Ctx<'_> {
                 },
             });
         }
+        if let Some(status) = self.workflow_status(scratch, &wf) {
+            refuse_if_terminal(wf, status)?;
+        }
         let seq = self.take_seq();
         let ts = self.stamp(meta.timestamp);
         let record = Record {
@@ -795,6 +800,17 @@ impl Ctx<'_> {
             },
         })
     }
+}
+
+/// A terminal workflow takes no new nodes or edges (identical replays still answer).
+fn refuse_if_terminal(wf: Uuid, status: WorkflowStatus) -> Result<(), AppendError> {
+    if status.is_terminal() {
+        return Err(conflict(format!(
+            "workflow {wf} is {}; it takes no new nodes or edges",
+            status.as_str()
+        )));
+    }
+    Ok(())
 }
 
 /// Whether a stored node has the body `n` asks for.

@@ -1,0 +1,277 @@
+//! Criterion benchmarks of the storage engine, in-process (DESIGN §3 targets).
+//!
+//! Groups, each with a baseline measured in the same run:
+//! - `append`: acknowledged appends at 1 and 64 concurrent appenders, 256 B and 4 KiB
+//!   content, `fsync` and `none` durability. Baseline: one 4 KiB write + fdatasync on
+//!   the same disk (`baseline_fdatasync_4k`), the floor of any fsync'd acknowledgement.
+//! - `path_to_root`: index-only path at depth 10, 1 000, 100 000, and the full path
+//!   with nodes loaded from sled at 10 and 1 000. Baseline: the same walk over a
+//!   `HashMap<Uuid, Uuid>` of parents.
+//! - `rebuild`: reopening a store of `ARBOR_BENCH_REBUILD_EVENTS` events (1 000 000 by
+//!   default). Baseline: a plain scan of sled's log tree.
+//!
+//! Run: `cargo bench --bench storage` (add `-- append` etc. to pick a group).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arbor_storage::{Durability, Intent, Meta, NewNode, NewWorkflow, Outcome, Store, StoreOptions};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use uuid::Uuid;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn new_workflow(store: &Store) -> Uuid {
+    match store
+        .submit(
+            Intent::CreateWorkflow(NewWorkflow {
+                system_prompt: "bench".into(),
+                ..NewWorkflow::default()
+            }),
+            Meta::default(),
+        )
+        .await
+        .unwrap()
+    {
+        Outcome::WorkflowCreated { workflow_id, .. } => workflow_id,
+        o => panic!("{o:?}"),
+    }
+}
+
+/// Appends a chain of `depth` nodes below the root; returns the leaf.
+async fn chain(store: &Store, depth: usize) -> Uuid {
+    let wf = new_workflow(store).await;
+    let mut parent = store.workflow(&wf).unwrap().unwrap().root_id;
+    let mut left = depth;
+    while left > 0 {
+        let n = left.min(10_000);
+        let mut nodes = Vec::with_capacity(n);
+        for _ in 0..n {
+            let id = Uuid::now_v7();
+            let mut node = NewNode::new(parent, "message", "step of a long chain");
+            node.id = Some(id);
+            nodes.push(node);
+            parent = id;
+        }
+        store
+            .submit(
+                Intent::AppendNodes {
+                    workflow_id: wf,
+                    nodes,
+                },
+                Meta::default(),
+            )
+            .await
+            .unwrap();
+        left -= n;
+    }
+    parent
+}
+
+fn append(c: &mut Criterion) {
+    let rt = runtime();
+    let mut g = c.benchmark_group("append");
+    g.measurement_time(Duration::from_secs(8));
+    g.sample_size(10);
+    // Baseline: the disk's fdatasync latency for a 4 KiB write.
+    let dir = tempfile::tempdir().unwrap();
+    let mut f = std::fs::File::create(dir.path().join("probe")).unwrap();
+    let block = vec![7u8; 4096];
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("baseline_fdatasync_4k", |b| {
+        b.iter(|| {
+            f.write_all(&block).unwrap();
+            f.sync_data().unwrap();
+        })
+    });
+    for durability in [Durability::Fsync, Durability::None] {
+        for size in [256usize, 4096] {
+            for appenders in [1usize, 64] {
+                let dir = tempfile::tempdir().unwrap();
+                let store = Store::open(
+                    dir.path(),
+                    StoreOptions {
+                        durability,
+                        ..StoreOptions::default()
+                    },
+                )
+                .unwrap();
+                let wf = rt.block_on(new_workflow(&store));
+                let root = store.workflow(&wf).unwrap().unwrap().root_id;
+                let content: Arc<str> = Arc::from("x".repeat(size));
+                let id = BenchmarkId::new(
+                    format!("{durability:?}_{size}B").to_lowercase(),
+                    format!("{appenders}_appenders"),
+                );
+                g.throughput(Throughput::Elements(appenders as u64));
+                g.bench_function(id, |b| {
+                    b.iter_custom(|iters| {
+                        rt.block_on(async {
+                            let start = Instant::now();
+                            let mut tasks = Vec::with_capacity(appenders);
+                            for a in 0..appenders {
+                                let store = store.clone();
+                                let content = content.clone();
+                                tasks.push(tokio::spawn(async move {
+                                    for i in 0..iters {
+                                        // Distinct content per append, as real traffic has.
+                                        let text = format!("{a}/{i} {content}");
+                                        store
+                                            .submit(
+                                                Intent::AppendNodes {
+                                                    workflow_id: wf,
+                                                    nodes: vec![NewNode::new(
+                                                        root, "message", text,
+                                                    )],
+                                                },
+                                                Meta::default(),
+                                            )
+                                            .await
+                                            .unwrap();
+                                    }
+                                }));
+                            }
+                            for t in tasks {
+                                t.await.unwrap();
+                            }
+                            start.elapsed()
+                        })
+                    })
+                });
+                rt.block_on(store.close());
+            }
+        }
+    }
+    g.finish();
+}
+
+fn path_to_root(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path(),
+        StoreOptions {
+            durability: Durability::None,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    let mut g = c.benchmark_group("path_to_root");
+    for depth in [10usize, 1_000, 100_000] {
+        let leaf = rt.block_on(chain(&store, depth));
+        // Baseline: a HashMap of parents, walked the same way.
+        let path = store.path(&leaf).unwrap().unwrap();
+        let parents: HashMap<Uuid, Uuid> = path
+            .iter()
+            .filter_map(|n| n.parent_id.map(|p| (n.id, p)))
+            .collect();
+        g.bench_with_input(
+            BenchmarkId::new("baseline_hashmap_walk", depth),
+            &leaf,
+            |b, leaf| {
+                b.iter(|| {
+                    let mut out = vec![*leaf];
+                    let mut at = *leaf;
+                    while let Some(p) = parents.get(&at) {
+                        out.push(*p);
+                        at = *p;
+                    }
+                    out.reverse();
+                    out
+                })
+            },
+        );
+        g.bench_with_input(BenchmarkId::new("index", depth), &leaf, |b, leaf| {
+            b.iter(|| store.with_index(|ix| ix.path(leaf)))
+        });
+        if depth <= 1_000 {
+            g.bench_with_input(BenchmarkId::new("with_nodes", depth), &leaf, |b, leaf| {
+                b.iter(|| store.path(leaf).unwrap())
+            });
+        }
+    }
+    g.finish();
+    rt.block_on(store.close());
+}
+
+fn rebuild(c: &mut Criterion) {
+    let events: usize = std::env::var("ARBOR_BENCH_REBUILD_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(
+            dir.path(),
+            StoreOptions {
+                durability: Durability::None,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
+        // 1 000 workflows with bushy trees: every node's parent is a random earlier node.
+        rt.block_on(async {
+            let per = events / 1000;
+            for _ in 0..1000 {
+                let wf = new_workflow(&store).await;
+                let root = store.workflow(&wf).unwrap().unwrap().root_id;
+                let mut ids = vec![root];
+                let mut nodes = Vec::with_capacity(per);
+                for i in 0..per.saturating_sub(1) {
+                    let id = Uuid::now_v7();
+                    let parent = ids[(i * 7919) % ids.len()];
+                    let mut n = NewNode::new(parent, "message", format!("node {i}"));
+                    n.id = Some(id);
+                    ids.push(id);
+                    nodes.push(n);
+                }
+                store
+                    .submit(
+                        Intent::AppendNodes {
+                            workflow_id: wf,
+                            nodes,
+                        },
+                        Meta::default(),
+                    )
+                    .await
+                    .unwrap();
+            }
+        });
+        rt.block_on(store.close());
+    }
+    let mut g = c.benchmark_group("rebuild");
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(30));
+    g.throughput(Throughput::Elements(events as u64));
+    g.bench_function("baseline_sled_scan", |b| {
+        b.iter(|| {
+            let db = sled::open(dir.path()).unwrap();
+            let tree = db.open_tree("log").unwrap();
+            let n = tree.iter().count();
+            drop(tree);
+            drop(db);
+            n
+        })
+    });
+    g.bench_function(format!("open_and_rebuild_{events}"), |b| {
+        b.iter(|| {
+            let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+            let n = store.index_size().0;
+            rt.block_on(store.close());
+            n
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, append, path_to_root, rebuild);
+criterion_main!(benches);
