@@ -15,6 +15,11 @@
 //! lives in arbor. An error on one event (e.g. `WRONGTYPE` because something else owns
 //! the key) stops the script and is permanent: the driver bisects and dead-letters it.
 //!
+//! Rebuilding after Redis lost data (no persistence, flushed): a replay cannot insert
+//! below a stream's top id, so delete the damaged `workflow:events:*` keys (or flush the
+//! database), then `arbor sync reset redis --from 0`. `arbor verify --sinks` reports a
+//! stream that is not an unbroken suffix of its workflow's events.
+//!
 //! Redis answers the stream and status questions; the graph queries (path, decisions,
 //! branches, monitors) are for PostgreSQL and Neo4j.
 
