@@ -32,7 +32,7 @@ pub enum PortableError {
         message: String,
     },
     /// The store refused an event.
-    #[error("line {line}: refused: {source}")]
+    #[error("line {line} refused")]
     Refused {
         /// 1-based line number.
         line: usize,
@@ -113,10 +113,17 @@ pub async fn import(
         if line.trim().is_empty() {
             continue;
         }
-        let ev: PortableEvent = serde_json::from_str(&line).map_err(|e| PortableError::Line {
-            line: line_no,
-            message: format!("not a portable event: {e}"),
-        })?;
+        let ev: PortableEvent = match serde_json::from_str(&line) {
+            Ok(ev) => ev,
+            Err(e) => {
+                // Keep everything before the bad line, as for a refused event.
+                flush(store, batch.take(), &mut report).await?;
+                return Err(PortableError::Line {
+                    line: line_no,
+                    message: format!("not a portable event: {e}"),
+                });
+            }
+        };
         report.events += 1;
         workflows.insert(ev.workflow_id);
         if let EventBody::NodeCreated(node) = &ev.body {

@@ -747,6 +747,28 @@ impl Ctx<'_> {
         let current = self
             .workflow_status(scratch, &wf)
             .ok_or(AppendError::WorkflowNotFound(wf))?;
+        // An imported status change whose event is already stored is a replay.
+        if let Some(seq) = meta
+            .event_id
+            .map(|id| self.engine.id_seq(&id))
+            .transpose()?
+            .flatten()
+        {
+            let stored = self.engine.record(seq)?;
+            return match stored.map(|r| (r.workflow_id, r.body)) {
+                Some((w, RecordBody::StatusChanged { to, .. })) if w == wf && to == status => {
+                    Ok(Accepted {
+                        drafts: Vec::new(),
+                        outcome: Outcome::Status {
+                            workflow_id: wf,
+                            status: current,
+                            seq: None,
+                        },
+                    })
+                }
+                _ => Err(conflict("event id is already used by another event")),
+            };
+        }
         if current == status {
             return Ok(Accepted {
                 drafts: Vec::new(),
