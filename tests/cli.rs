@@ -118,3 +118,33 @@ fn bad_input_is_refused_without_storing_anything() {
     let out = arbor(&["verify"], &dir.path().join("nothing-here"));
     assert!(!out.status.success());
 }
+
+#[test]
+fn generated_synthetic_workflows_import_and_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("synthetic.jsonl");
+    let out = Command::new(BIN)
+        .args([
+            "generate",
+            "synthetic",
+            "--workflows",
+            "3",
+            "--nodes",
+            "300",
+            "--seed",
+            "7",
+            "-o",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    ok(&out);
+    let lines = std::fs::read_to_string(&file).unwrap().lines().count() as u64;
+    assert!(lines >= 900, "{lines}");
+    let store = dir.path().join("db");
+    let report: serde_json::Value =
+        serde_json::from_str(&ok(&arbor(&["import", file.to_str().unwrap()], &store))).unwrap();
+    assert_eq!(report["stored"], lines);
+    assert_eq!(report["workflows"], 3);
+    ok(&arbor(&["verify"], &store));
+}
