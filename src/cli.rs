@@ -63,6 +63,90 @@ pub enum Command {
         /// Data directory.
         #[arg(long, env = "ARBOR_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
+        /// Also compare counts and per-workflow digests with every configured sink.
+        #[arg(long)]
+        sinks: bool,
+        /// Sink connections (for --sinks).
+        #[command(flatten)]
+        conn: SinkArgs,
+    },
+    /// Sync workers: status, and resetting a sink's cursor.
+    Sync {
+        /// What to do.
+        #[command(subcommand)]
+        action: SyncAction,
+    },
+}
+
+/// Sink connection flags shared by `sync` and `verify --sinks`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SinkArgs {
+    /// Redis URL.
+    #[arg(long, env = "ARBOR_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// PostgreSQL URL.
+    #[arg(long, env = "ARBOR_POSTGRES_URL")]
+    pub postgres_url: Option<String>,
+    /// Neo4j Bolt URL.
+    #[arg(long, env = "ARBOR_NEO4J_URL")]
+    pub neo4j_url: Option<String>,
+    /// Neo4j user.
+    #[arg(long, env = "ARBOR_NEO4J_USER", default_value = "neo4j")]
+    pub neo4j_user: String,
+    /// Neo4j password.
+    #[arg(
+        long,
+        env = "ARBOR_NEO4J_PASSWORD",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub neo4j_password: String,
+}
+
+impl SinkArgs {
+    fn sync_config(&self) -> arbor_sync::SyncConfig {
+        arbor_sync::SyncConfig {
+            redis_url: self.redis_url.clone(),
+            postgres_url: self.postgres_url.clone(),
+            neo4j: self.neo4j_url.as_ref().map(|url| arbor_sync::Neo4jConfig {
+                url: url.clone(),
+                user: self.neo4j_user.clone(),
+                password: self.neo4j_password.clone(),
+            }),
+            ..arbor_sync::SyncConfig::default()
+        }
+    }
+}
+
+/// `arbor sync …`.
+#[derive(Subcommand, Debug)]
+pub enum SyncAction {
+    /// Each configured sink's cursor, lag and dead letters. With --url, asks a running
+    /// server instead of opening the data directory.
+    Status {
+        /// Data directory.
+        #[arg(long, env = "ARBOR_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// Base URL of a running server (e.g. http://127.0.0.1:7700).
+        #[arg(long)]
+        url: Option<String>,
+        /// Sink connections.
+        #[command(flatten)]
+        conn: SinkArgs,
+    },
+    /// Move a sink's cursor back (or forward) so it re-replicates from SEQ (server stopped).
+    Reset {
+        /// Sink: redis, postgres or neo4j.
+        sink: String,
+        /// Re-replicate every event after this seq (0 = everything).
+        #[arg(long)]
+        from: u64,
+        /// Data directory.
+        #[arg(long, env = "ARBOR_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// Sink connections.
+        #[command(flatten)]
+        conn: SinkArgs,
     },
 }
 
@@ -253,11 +337,76 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             init_tracing(LogFormat::Text);
             crate::bench::run(args).await
         }
-        Command::Verify { data_dir } => {
+        Command::Verify {
+            data_dir,
+            sinks,
+            conn,
+        } => {
             let report = arbor_storage::verify::verify_dir(&data_dir)
                 .with_context(|| format!("verify {}", data_dir.display()))?;
             println!("{}", serde_json::to_string(&report)?);
+            if sinks {
+                let config = conn.sync_config();
+                if config.sink_names().is_empty() {
+                    bail!("--sinks needs at least one of --redis-url, --postgres-url, --neo4j-url");
+                }
+                let store = open_store(&data_dir)?;
+                let diffs = arbor_sync::verify_sinks(&store, &config).await;
+                store.close().await;
+                let diffs = diffs?;
+                for d in &diffs {
+                    println!("{}", serde_json::to_string(d)?);
+                }
+                if !diffs.is_empty() {
+                    bail!(
+                        "{} difference(s) between the log and the sinks",
+                        diffs.len()
+                    );
+                }
+                println!(
+                    "{}",
+                    serde_json::json!({ "sinks": config.sink_names(), "differences": 0 })
+                );
+            }
             Ok(())
         }
+        Command::Sync { action } => match action {
+            SyncAction::Status {
+                data_dir,
+                url,
+                conn,
+            } => {
+                if let Some(url) = url {
+                    let health: serde_json::Value =
+                        reqwest::get(format!("{}/v1/health", url.trim_end_matches('/')))
+                            .await?
+                            .json()
+                            .await?;
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&health["components"]["sinks"])?
+                    );
+                    return Ok(());
+                }
+                let store = open_store(&data_dir)?;
+                let status = arbor_sync::status(&store, &conn.sync_config()).await;
+                store.close().await;
+                println!("{}", serde_json::to_string_pretty(&status)?);
+                Ok(())
+            }
+            SyncAction::Reset {
+                sink,
+                from,
+                data_dir,
+                conn,
+            } => {
+                let store = open_store(&data_dir)?;
+                let res = arbor_sync::reset(&store, &conn.sync_config(), &sink, from).await;
+                store.close().await;
+                res?;
+                println!("{}", serde_json::json!({ "sink": sink, "cursor": from }));
+                Ok(())
+            }
+        },
     }
 }

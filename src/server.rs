@@ -77,6 +77,7 @@ impl Running {
         let mut tasks = self.tasks;
         let _ = tasks.recv().await;
         self.store.close().await;
+        // Sinks last: they drain what the final group made durable.
         if let Some(sinks) = self.sinks {
             sinks.shutdown().await;
         }
@@ -144,7 +145,8 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
             dir: cfg.data_dir.display().to_string(),
             source,
         })?;
-    let sinks = crate::sinks::Sinks::start(&store, &cfg).await;
+    let sinks = crate::sinks::Sinks::start(&store, &cfg)
+        .map_err(|e| ServeError::Task(format!("starting sync workers: {e}")))?;
     let listener = TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| ServeError::Bind {
