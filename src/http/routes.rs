@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -22,6 +23,54 @@ use super::wire::{
 use super::AppState;
 
 type ApiResult = Result<Response, Problem>;
+
+// Typed response wrappers: lists are objects with a named array (DESIGN §4), and
+// typed serialization keeps each node's fields in their documented order.
+
+#[derive(Serialize)]
+struct Named<'a, T> {
+    nodes: &'a [T],
+}
+
+#[derive(Serialize)]
+struct Decisions<'a> {
+    decisions: &'a [arbor_storage::store::DecisionView],
+}
+
+#[derive(Serialize)]
+struct Monitors<'a> {
+    monitors: &'a [arbor_storage::store::MonitorView],
+}
+
+#[derive(Serialize)]
+struct Events<'a> {
+    events: &'a [arbor_storage::Event],
+    next_after: u64,
+}
+
+#[derive(Serialize)]
+struct Message<'a> {
+    role: &'static str,
+    content: &'a str,
+}
+
+#[derive(Serialize)]
+struct Messages<'a> {
+    messages: &'a [Message<'a>],
+}
+
+#[derive(Serialize)]
+struct Branch {
+    branch_id: Uuid,
+    fork_node_id: Option<Uuid>,
+    head_id: Uuid,
+    length: u32,
+}
+
+#[derive(Serialize)]
+struct Branches {
+    branches: Vec<Branch>,
+}
 
 /// 201 for a new write, 200 for an identical replay.
 fn created(replayed: bool) -> StatusCode {
@@ -209,7 +258,7 @@ pub async fn create_batch(
     };
     match app.submit(intent).await? {
         Outcome::Nodes { nodes, replayed } => {
-            Ok((created(replayed), Json(json!({ "nodes": nodes }))).into_response())
+            Ok((created(replayed), Json(Named { nodes: &nodes })).into_response())
         }
         other => Err(unexpected(&other)),
     }
@@ -295,16 +344,16 @@ pub async fn get_path(
 ) -> ApiResult {
     let nodes = app.store.path(&id)?.ok_or_else(|| node_missing(&id))?;
     match q.format.as_deref().unwrap_or("nodes") {
-        "nodes" => Ok(Json(json!({ "nodes": nodes })).into_response()),
+        "nodes" => Ok(Json(Named { nodes: &nodes }).into_response()),
         "messages" => {
             let messages: Vec<_> = nodes
                 .iter()
                 .filter_map(|n| {
                     n.role
-                        .map(|r| json!({ "role": r.as_str(), "content": n.content }))
+                        .map(|r| Message { role: r.as_str(), content: &n.content })
                 })
                 .collect();
-            Ok(Json(json!({ "messages": messages })).into_response())
+            Ok(Json(Messages { messages: &messages }).into_response())
         }
         other => Err(Problem::bad_request(format!(
             "format {other:?} is not one of nodes, messages"
@@ -318,7 +367,7 @@ pub async fn get_children(
     PathParam(id): PathParam<Uuid>,
 ) -> ApiResult {
     let nodes = app.store.children(&id)?.ok_or_else(|| node_missing(&id))?;
-    Ok(Json(json!({ "nodes": nodes })).into_response())
+    Ok(Json(Named { nodes: &nodes }).into_response())
 }
 
 /// `GET /v1/nodes/{id}/subtree`.
@@ -331,7 +380,7 @@ pub async fn get_subtree(
         .store
         .subtree(&id, q.max_depth)?
         .ok_or_else(|| node_missing(&id))?;
-    Ok(Json(json!({ "nodes": nodes })).into_response())
+    Ok(Json(Named { nodes: &nodes }).into_response())
 }
 
 /// `GET /v1/workflows/{wf}/decisions`.
@@ -343,7 +392,7 @@ pub async fn get_decisions(
         .store
         .decisions(&wf)?
         .ok_or_else(|| workflow_missing(&wf))?;
-    Ok(Json(json!({ "decisions": decisions })).into_response())
+    Ok(Json(Decisions { decisions: &decisions }).into_response())
 }
 
 /// `GET /v1/workflows/{wf}/branches`.
@@ -355,18 +404,16 @@ pub async fn get_branches(
         .store
         .branches(&wf)
         .ok_or_else(|| workflow_missing(&wf))?;
-    let branches: Vec<_> = branches
+    let branches: Vec<Branch> = branches
         .into_iter()
-        .map(|b| {
-            json!({
-                "branch_id": b.branch_id,
-                "fork_node_id": b.fork_node_id,
-                "head_id": b.head_id,
-                "length": b.length,
-            })
+        .map(|b| Branch {
+            branch_id: b.branch_id,
+            fork_node_id: b.fork_node_id,
+            head_id: b.head_id,
+            length: b.length,
         })
         .collect();
-    Ok(Json(json!({ "branches": branches })).into_response())
+    Ok(Json(Branches { branches }).into_response())
 }
 
 /// `GET /v1/workflows/{wf}/branches/{branch_id}`.
@@ -394,7 +441,7 @@ pub async fn get_monitors(
         .store
         .monitors(&wf, q.cross_branch)?
         .ok_or_else(|| workflow_missing(&wf))?;
-    Ok(Json(json!({ "monitors": monitors })).into_response())
+    Ok(Json(Monitors { monitors: &monitors }).into_response())
 }
 
 /// `GET /v1/workflows/{wf}/events`.
@@ -413,5 +460,5 @@ pub async fn get_events(
         .read_workflow_events(&wf, after, limit)?
         .ok_or_else(|| workflow_missing(&wf))?;
     let next_after = events.last().map_or(after, |e| e.seq);
-    Ok(Json(json!({ "events": events, "next_after": next_after })).into_response())
+    Ok(Json(Events { events: &events, next_after }).into_response())
 }
