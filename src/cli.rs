@@ -87,6 +87,9 @@ pub struct SinkArgs {
     /// PostgreSQL URL.
     #[arg(long, env = "ARBOR_POSTGRES_URL")]
     pub postgres_url: Option<String>,
+    /// PostgreSQL schema of the replica tables.
+    #[arg(long, env = "ARBOR_POSTGRES_SCHEMA", default_value = "public")]
+    pub postgres_schema: String,
     /// Neo4j Bolt URL.
     #[arg(long, env = "ARBOR_NEO4J_URL")]
     pub neo4j_url: Option<String>,
@@ -108,6 +111,7 @@ impl SinkArgs {
         arbor_sync::SyncConfig {
             redis_url: self.redis_url.clone(),
             postgres_url: self.postgres_url.clone(),
+            postgres_schema: self.postgres_schema.clone(),
             neo4j: self.neo4j_url.as_ref().map(|url| arbor_sync::Neo4jConfig {
                 url: url.clone(),
                 user: self.neo4j_user.clone(),

@@ -62,6 +62,9 @@ pub struct ServeArgs {
     /// PostgreSQL URL for the table sink.
     #[arg(long, env = "ARBOR_POSTGRES_URL")]
     pub postgres_url: Option<String>,
+    /// PostgreSQL schema of the replica tables [default: public].
+    #[arg(long, env = "ARBOR_POSTGRES_SCHEMA")]
+    pub postgres_schema: Option<String>,
     /// Neo4j Bolt URL for the graph sink.
     #[arg(long, env = "ARBOR_NEO4J_URL")]
     pub neo4j_url: Option<String>,
@@ -102,6 +105,7 @@ struct FileConfig {
     cache_mb: Option<u64>,
     redis_url: Option<String>,
     postgres_url: Option<String>,
+    postgres_schema: Option<String>,
     neo4j_url: Option<String>,
     neo4j_user: Option<String>,
     neo4j_password: Option<String>,
@@ -163,6 +167,8 @@ pub struct ServeConfig {
     pub redis_url: Option<String>,
     /// PostgreSQL sink URL.
     pub postgres_url: Option<String>,
+    /// PostgreSQL schema of the replica tables.
+    pub postgres_schema: String,
     /// Neo4j sink.
     pub neo4j: Option<Neo4jSettings>,
     /// Log format.
@@ -183,6 +189,7 @@ impl ServeConfig {
             cache_mb: 256,
             redis_url: None,
             postgres_url: None,
+            postgres_schema: "public".into(),
             neo4j: None,
             log_format: LogFormat::Text,
             limits: Limits::default(),
@@ -239,6 +246,11 @@ impl ServeConfig {
             cache_mb: args.cache_mb.or(file.cache_mb).unwrap_or(defaults.cache_mb),
             redis_url: args.redis_url.clone().or(file.redis_url),
             postgres_url: args.postgres_url.clone().or(file.postgres_url),
+            postgres_schema: args
+                .postgres_schema
+                .clone()
+                .or(file.postgres_schema)
+                .unwrap_or(defaults.postgres_schema),
             neo4j,
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
             limits: Limits {

@@ -17,6 +17,7 @@ pub fn sync_config(cfg: &ServeConfig) -> SyncConfig {
     SyncConfig {
         redis_url: cfg.redis_url.clone(),
         postgres_url: cfg.postgres_url.clone(),
+        postgres_schema: cfg.postgres_schema.clone(),
         neo4j: cfg.neo4j.as_ref().map(|n| Neo4jConfig {
             url: n.url.clone(),
             user: n.user.clone(),
