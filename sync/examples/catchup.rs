@@ -77,6 +77,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     println!("filled {} events in {:.1?}", store.head(), t.elapsed());
+    // Baseline: what reading the log into sink items costs, without any sink.
+    let t = Instant::now();
+    let mut after = 0;
+    while after < store.head() {
+        let items = arbor_sync::driver::read_items(&store, after, 5000)?;
+        after = items.last().map_or(store.head(), |i| i.seq());
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "log read only: {after} events in {secs:.2} s = {:.0} events/s",
+        after as f64 / secs
+    );
     let mut configs: Vec<(&str, SyncConfig)> = Vec::new();
     let base = SyncConfig {
         batch_size: 5000,
