@@ -6,6 +6,30 @@ mod common;
 use common::TestServer;
 use serde_json::{json, Value};
 
+/// Sends each (status, method, path, body) and asserts it is refused with that status
+/// and that the log did not move. Returns the last problem body.
+async fn refuse_all(srv: &TestServer, cases: Vec<(u16, &str, String, Value)>) -> Value {
+    let mut last = Value::Null;
+    for (status, method, path, body) in cases {
+        let before = srv.head().await;
+        let (s, b) = match method {
+            "post" => srv.post(&path, body).await,
+            _ => srv.patch(&path, body).await,
+        };
+        assert_eq!(
+            s, status,
+            "{method} {path}: expected {status}, got {s}: {b}"
+        );
+        assert_eq!(
+            srv.head().await,
+            before,
+            "a refused request stored something: {b}"
+        );
+        last = b;
+    }
+    last
+}
+
 /// Asserts that `f` is refused with `status` and that the log did not move.
 macro_rules! refused {
     ($srv:expr, $status:expr, $call:expr) => {{
@@ -33,38 +57,36 @@ async fn workflows_create_replay_list_view_and_status() {
     let (s, replay) = srv.post("/v1/workflows", body).await;
     assert_eq!(s, 200, "identical replay");
     assert_eq!(replay, created);
-    refused!(
-        srv,
-        409,
-        srv.post(
-            "/v1/workflows",
-            json!({ "id": id, "system_prompt": "other" })
-        )
-        .await
-    );
-    refused!(
-        srv,
-        400,
-        srv.post(
-            "/v1/workflows",
-            json!({ "system_prompt": "x", "colour": 1 })
-        )
-        .await
-    );
-    refused!(
-        srv,
-        400,
-        srv.post("/v1/workflows", json!({ "metadata": {} })).await
-    );
-    refused!(
-        srv,
-        400,
-        srv.post(
-            "/v1/workflows",
-            json!({ "system_prompt": "x", "metadata": [1] })
-        )
-        .await
-    );
+    refuse_all(
+        &srv,
+        vec![
+            (
+                409,
+                "post",
+                "/v1/workflows".to_string(),
+                json!({ "id": id, "system_prompt": "other" }),
+            ),
+            (
+                400,
+                "post",
+                "/v1/workflows".to_string(),
+                json!({ "system_prompt": "x", "colour": 1 }),
+            ),
+            (
+                400,
+                "post",
+                "/v1/workflows".to_string(),
+                json!({ "metadata": {} }),
+            ),
+            (
+                400,
+                "post",
+                "/v1/workflows".to_string(),
+                json!({ "system_prompt": "x", "metadata": [1] }),
+            ),
+        ],
+    )
+    .await;
     refused!(srv, 400, srv.post_raw("/v1/workflows", "{not json").await);
 
     let (s, view) = srv.get(&format!("/v1/workflows/{id}")).await;
@@ -98,24 +120,24 @@ async fn workflows_create_replay_list_view_and_status() {
         )
         .await;
     assert_eq!(s, 200, "same status is a no-op");
-    refused!(
-        srv,
-        400,
-        srv.patch(
-            &format!("/v1/workflows/{id}"),
-            json!({ "status": "sleeping" })
-        )
-        .await
-    );
-    refused!(
-        srv,
-        404,
-        srv.patch(
-            "/v1/workflows/0190f0a0-0000-7000-8000-0000000000ff",
-            json!({ "status": "waiting" })
-        )
-        .await
-    );
+    refuse_all(
+        &srv,
+        vec![
+            (
+                400,
+                "patch",
+                format!("/v1/workflows/{id}").to_string(),
+                json!({ "status": "sleeping" }),
+            ),
+            (
+                404,
+                "patch",
+                "/v1/workflows/0190f0a0-0000-7000-8000-0000000000ff".to_string(),
+                json!({ "status": "waiting" }),
+            ),
+        ],
+    )
+    .await;
     let (s, _) = srv
         .patch(
             &format!("/v1/workflows/{id}"),
@@ -123,25 +145,27 @@ async fn workflows_create_replay_list_view_and_status() {
         )
         .await;
     assert_eq!(s, 200);
-    refused!(
-        srv,
-        409,
-        srv.patch(
-            &format!("/v1/workflows/{id}"),
-            json!({ "status": "running" })
-        )
-        .await
-    );
+    refuse_all(
+        &srv,
+        vec![(
+            409,
+            "patch",
+            format!("/v1/workflows/{id}").to_string(),
+            json!({ "status": "running" }),
+        )],
+    )
+    .await;
     let root = created["root_id"].as_str().unwrap();
-    refused!(
-        srv,
-        409,
-        srv.post(
-            &format!("/v1/workflows/{id}/nodes"),
-            json!({ "parent_id": root, "type": "message", "content": "late" })
-        )
-        .await
-    );
+    refuse_all(
+        &srv,
+        vec![(
+            409,
+            "post",
+            format!("/v1/workflows/{id}/nodes").to_string(),
+            json!({ "parent_id": root, "type": "message", "content": "late" }),
+        )],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -251,94 +275,23 @@ async fn nodes_single_batch_idempotency_and_errors() {
     );
 
     let nodes = format!("/v1/workflows/{wf}/nodes");
-    refused!(
-        srv,
-        409,
-        srv.post(
-            &nodes,
-            json!({ "id": nid, "parent_id": root, "type": "message", "content": "changed" })
-        )
-        .await
-    );
-    refused!(srv, 422, srv.post(&nodes, json!({ "parent_id": "0190f0a0-0000-7000-8000-00000000ffff", "type": "message", "content": "x" })).await);
-    refused!(
-        srv,
-        422,
-        srv.post(
-            &nodes,
-            json!({ "parent_id": other_root, "type": "message", "content": "x" })
-        )
-        .await
-    );
-    refused!(
-        srv,
-        404,
-        srv.post(
-            "/v1/workflows/0190f0a0-0000-7000-8000-00000000ffff/nodes",
-            json!({ "parent_id": root, "type": "message", "content": "x" })
-        )
-        .await
-    );
-    refused!(
-        srv,
-        400,
-        srv.post(
-            &nodes,
-            json!({ "parent_id": root, "type": "Message", "content": "x" })
-        )
-        .await
-    );
-    refused!(
-        srv,
-        400,
-        srv.post(
-            &nodes,
-            json!({ "parent_id": root, "type": "system", "content": "x" })
-        )
-        .await
-    );
-    refused!(
-        srv,
-        400,
-        srv.post(
-            &nodes,
-            json!({ "parent_id": root, "type": "message", "content": "x", "role": "robot" })
-        )
-        .await
-    );
-    refused!(
-        srv,
-        400,
-        srv.post(
-            &nodes,
-            json!({ "parent_id": root, "type": "message", "content": "x", "extra": 1 })
-        )
-        .await
-    );
-    refused!(
-        srv,
-        400,
-        srv.post(&nodes, json!({ "parent_id": root, "type": "message" }))
-            .await
-    );
-    refused!(
-        srv,
-        413,
-        srv.post(
-            &nodes,
-            json!({ "parent_id": root, "type": "message", "content": "x".repeat(1001) })
-        )
-        .await
-    );
-    refused!(
-        srv,
-        409,
-        srv.post(
-            &nodes,
-            json!({ "parent_id": root, "type": "message", "content": "x", "expect_leaf": true })
-        )
-        .await
-    );
+    refuse_all(
+        &srv,
+        vec![
+            (409, "post", nodes.to_string(), json!({ "id": nid, "parent_id": root, "type": "message", "content": "changed" })),
+            (422, "post", nodes.to_string(), json!({ "parent_id": "0190f0a0-0000-7000-8000-00000000ffff", "type": "message", "content": "x" })),
+            (422, "post", nodes.to_string(), json!({ "parent_id": other_root, "type": "message", "content": "x" })),
+            (404, "post", "/v1/workflows/0190f0a0-0000-7000-8000-00000000ffff/nodes".to_string(), json!({ "parent_id": root, "type": "message", "content": "x" })),
+            (400, "post", nodes.to_string(), json!({ "parent_id": root, "type": "Message", "content": "x" })),
+            (400, "post", nodes.to_string(), json!({ "parent_id": root, "type": "system", "content": "x" })),
+            (400, "post", nodes.to_string(), json!({ "parent_id": root, "type": "message", "content": "x", "role": "robot" })),
+            (400, "post", nodes.to_string(), json!({ "parent_id": root, "type": "message", "content": "x", "extra": 1 })),
+            (400, "post", nodes.to_string(), json!({ "parent_id": root, "type": "message" })),
+            (413, "post", nodes.to_string(), json!({ "parent_id": root, "type": "message", "content": "x".repeat(1001) })),
+            (409, "post", nodes.to_string(), json!({ "parent_id": root, "type": "message", "content": "x", "expect_leaf": true })),
+        ],
+    )
+    .await;
     // expect_leaf on a real leaf works.
     let (s, _) = srv
         .post(
@@ -353,15 +306,17 @@ async fn nodes_single_batch_idempotency_and_errors() {
     let batch = format!("/v1/workflows/{wf}/nodes/batch");
     let a = "0190f0a0-0000-7000-8000-00000000b001";
     let b = "0190f0a0-0000-7000-8000-00000000b002";
-    let bad = refused!(
-        srv,
-        422,
-        srv.post(&batch, json!({ "nodes": [
+    let bad = refuse_all(
+     &srv,
+     vec![
+         (422, "post", batch.to_string(), json!({ "nodes": [
             { "id": a, "parent_id": root, "type": "action", "content": "ls" },
             { "id": b, "parent_id": a, "type": "message", "content": "ok" },
             { "parent_id": "0190f0a0-0000-7000-8000-00000000ffff", "type": "message", "content": "orphan" },
-        ] })).await
-    );
+        ] })),
+     ],
+ )
+ .await;
     assert!(
         bad["detail"].as_str().unwrap().contains("not a node"),
         "{bad}"
@@ -381,15 +336,25 @@ async fn nodes_single_batch_idempotency_and_errors() {
     );
     let (s, replay) = srv.post(&batch, good).await;
     assert_eq!((s, &replay), (200, &stored));
-    refused!(srv, 400, srv.post(&batch, json!({ "nodes": [] })).await);
-    refused!(srv, 400, srv.post(&batch, json!({ "nodes": [
+    refuse_all(
+        &srv,
+        vec![
+            (400, "post", batch.to_string(), json!({ "nodes": [] })),
+            (400, "post", batch.to_string(), json!({ "nodes": [
         { "id": "0190f0a0-0000-7000-8000-00000000c001", "parent_id": root, "type": "message", "content": "1" },
         { "id": "0190f0a0-0000-7000-8000-00000000c001", "parent_id": root, "type": "message", "content": "2" },
-    ] })).await);
+    ] })),
+        ],
+    )
+    .await;
     let six: Vec<Value> = (0..6)
         .map(|i| json!({ "parent_id": root, "type": "message", "content": i.to_string() }))
         .collect();
-    refused!(srv, 413, srv.post(&batch, json!({ "nodes": six })).await);
+    refuse_all(
+        &srv,
+        vec![(413, "post", batch.to_string(), json!({ "nodes": six }))],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -430,52 +395,18 @@ async fn edges_choices_and_every_query() {
         )
         .await;
     assert_eq!(s, 200, "the same edge again is a replay");
-    refused!(
-        srv,
-        400,
-        srv.post(
-            &edges,
-            json!({ "type": "LIKES", "from": monitor, "to": work })
-        )
-        .await
-    );
-    refused!(
-        srv,
-        400,
-        srv.post(
-            &edges,
-            json!({ "type": "PARENT_OF", "from": root, "to": work })
-        )
-        .await
-    );
-    refused!(
-        srv,
-        422,
-        srv.post(
-            &edges,
-            json!({ "type": "MONITORS", "from": user, "to": work })
-        )
-        .await
-    );
-    refused!(srv, 422, srv.post(&edges, json!({ "type": "MONITORS", "from": monitor, "to": "0190f0a0-0000-7000-8000-00000000ffff" })).await);
-    refused!(
-        srv,
-        422,
-        srv.post(
-            &edges,
-            json!({ "type": "OPTION_OF", "from": decision, "to": work })
-        )
-        .await
-    );
-    refused!(
-        srv,
-        404,
-        srv.post(
-            "/v1/workflows/0190f0a0-0000-7000-8000-00000000ffff/edges",
-            json!({ "type": "MONITORS", "from": monitor, "to": work })
-        )
-        .await
-    );
+    refuse_all(
+        &srv,
+        vec![
+            (400, "post", edges.to_string(), json!({ "type": "LIKES", "from": monitor, "to": work })),
+            (400, "post", edges.to_string(), json!({ "type": "PARENT_OF", "from": root, "to": work })),
+            (422, "post", edges.to_string(), json!({ "type": "MONITORS", "from": user, "to": work })),
+            (422, "post", edges.to_string(), json!({ "type": "MONITORS", "from": monitor, "to": "0190f0a0-0000-7000-8000-00000000ffff" })),
+            (422, "post", edges.to_string(), json!({ "type": "OPTION_OF", "from": decision, "to": work })),
+            (404, "post", "/v1/workflows/0190f0a0-0000-7000-8000-00000000ffff/edges".to_string(), json!({ "type": "MONITORS", "from": monitor, "to": work })),
+        ],
+    )
+    .await;
 
     // Choose.
     let (s, c) = srv
@@ -493,51 +424,42 @@ async fn edges_choices_and_every_query() {
         )
         .await;
     assert_eq!(s, 200, "choosing the same option again is a no-op");
-    refused!(
-        srv,
-        409,
-        srv.post(
-            &format!("/v1/nodes/{decision}/choose"),
-            json!({ "option_id": o2 })
-        )
-        .await
-    );
-    refused!(
-        srv,
-        422,
-        srv.post(
-            &format!("/v1/nodes/{decision}/choose"),
-            json!({ "option_id": work })
-        )
-        .await
-    );
-    refused!(
-        srv,
-        422,
-        srv.post(
-            &format!("/v1/nodes/{user}/choose"),
-            json!({ "option_id": o1 })
-        )
-        .await
-    );
-    refused!(
-        srv,
-        404,
-        srv.post(
-            "/v1/nodes/0190f0a0-0000-7000-8000-00000000ffff/choose",
-            json!({ "option_id": o1 })
-        )
-        .await
-    );
-    refused!(
-        srv,
-        409,
-        srv.post(
-            &edges,
-            json!({ "type": "CHOSEN_OPTION", "from": decision, "to": o3 })
-        )
-        .await
-    );
+    refuse_all(
+        &srv,
+        vec![
+            (
+                409,
+                "post",
+                format!("/v1/nodes/{decision}/choose").to_string(),
+                json!({ "option_id": o2 }),
+            ),
+            (
+                422,
+                "post",
+                format!("/v1/nodes/{decision}/choose").to_string(),
+                json!({ "option_id": work }),
+            ),
+            (
+                422,
+                "post",
+                format!("/v1/nodes/{user}/choose").to_string(),
+                json!({ "option_id": o1 }),
+            ),
+            (
+                404,
+                "post",
+                "/v1/nodes/0190f0a0-0000-7000-8000-00000000ffff/choose".to_string(),
+                json!({ "option_id": o1 }),
+            ),
+            (
+                409,
+                "post",
+                edges.to_string(),
+                json!({ "type": "CHOSEN_OPTION", "from": decision, "to": o3 }),
+            ),
+        ],
+    )
+    .await;
 
     // Node with edges.
     let (s, n) = srv.get(&format!("/v1/nodes/{decision}")).await;
@@ -779,5 +701,11 @@ async fn finished_workflows_refuse_new_work_but_answer_replays() {
     // A client retrying after a lost acknowledgement still gets the stored result.
     assert_eq!(srv.post(&nodes, body).await.0, 200);
     assert_eq!(srv.post(&edges, edge).await.0, 200);
-    refused!(srv, 409, srv.post(&edges, json!({ "type": "MONITORS", "from": "0190f0a0-0000-7000-8000-00000000d001", "to": root })).await);
+    refuse_all(
+        &srv,
+        vec![
+            (409, "post", edges.to_string(), json!({ "type": "MONITORS", "from": "0190f0a0-0000-7000-8000-00000000d001", "to": root })),
+        ],
+    )
+    .await;
 }
