@@ -19,8 +19,9 @@ use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 use uuid::Uuid;
 
+use crate::model::Edge;
 use crate::model::{EdgeKind, Seq, WorkflowStatus};
-use crate::record::{Record, RecordBody};
+use crate::record::{NodeRecord, Record, RecordBody};
 use crate::time::Timestamp;
 
 /// Marks "no node" in `u32` node references (the root's parent, the root branch's fork).
@@ -51,6 +52,92 @@ impl NodeKind {
             "option" => NodeKind::Option,
             "monitor" => NodeKind::Monitor,
             _ => NodeKind::Other,
+        }
+    }
+}
+
+/// What the index needs of one record: no content, payload, metadata or hashes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IndexEvent {
+    /// Log position.
+    pub seq: Seq,
+    /// Workflow.
+    pub workflow_id: Uuid,
+    /// Server time.
+    pub timestamp: Timestamp,
+    /// What happened.
+    pub body: IndexBody,
+}
+
+/// The part of a record body the index needs.
+#[derive(Clone, Debug, PartialEq)]
+pub enum IndexBody {
+    /// A workflow and its root.
+    WorkflowCreated {
+        /// The root.
+        root: IndexNode,
+        /// Owner (list filter).
+        user_id: Option<Box<str>>,
+    },
+    /// A node.
+    NodeCreated(IndexNode),
+    /// An edge.
+    EdgeCreated(Edge),
+    /// A status change.
+    StatusChanged {
+        /// Before.
+        from: WorkflowStatus,
+        /// After.
+        to: WorkflowStatus,
+    },
+}
+
+/// The part of a node the index needs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct IndexNode {
+    /// Id.
+    pub id: Uuid,
+    /// Parent.
+    pub parent_id: Option<Uuid>,
+    /// Kind from the type name.
+    pub kind: NodeKind,
+    /// Stored branch id (checked against the tree).
+    pub branch_id: Uuid,
+    /// Stored depth (checked against the tree).
+    pub depth: u32,
+}
+
+impl IndexNode {
+    fn of(n: &NodeRecord) -> IndexNode {
+        IndexNode {
+            id: n.id,
+            parent_id: n.parent_id,
+            kind: NodeKind::of(&n.node_type),
+            branch_id: n.branch_id,
+            depth: n.depth,
+        }
+    }
+}
+
+impl IndexEvent {
+    /// The index's view of a full record.
+    pub fn of(r: &Record) -> IndexEvent {
+        IndexEvent {
+            seq: r.seq,
+            workflow_id: r.workflow_id,
+            timestamp: r.timestamp,
+            body: match &r.body {
+                RecordBody::WorkflowCreated { root, user_id, .. } => IndexBody::WorkflowCreated {
+                    root: IndexNode::of(root),
+                    user_id: user_id.as_deref().map(Box::from),
+                },
+                RecordBody::NodeCreated(n) => IndexBody::NodeCreated(IndexNode::of(n)),
+                RecordBody::EdgeCreated(e) => IndexBody::EdgeCreated(*e),
+                RecordBody::StatusChanged { from, to } => IndexBody::StatusChanged {
+                    from: *from,
+                    to: *to,
+                },
+            },
         }
     }
 }
@@ -185,6 +272,11 @@ impl Index {
         self.workflows.len()
     }
 
+    /// Reserves room for `nodes` more nodes (before a bulk rebuild).
+    pub fn reserve(&mut self, nodes: usize) {
+        self.by_node.reserve(nodes);
+    }
+
     /// Releases spare capacity after a bulk rebuild.
     pub fn shrink_to_fit(&mut self) {
         for w in &mut self.workflows {
@@ -201,11 +293,17 @@ impl Index {
     /// Applies one record. Records must come in seq order, each one valid against
     /// what came before; anything else is an [`IndexError`] and changes nothing.
     pub fn apply(&mut self, r: &Record) -> Result<(), IndexError> {
+        self.apply_event(&IndexEvent::of(r))
+    }
+
+    /// Applies what the index needs of one record (see [`IndexEvent`]); the rebuild
+    /// decodes only that much of each record.
+    pub fn apply_event(&mut self, r: &IndexEvent) -> Result<(), IndexError> {
         if r.seq != self.head + 1 {
             return Err(err(r.seq, format!("expected seq {}", self.head + 1)));
         }
         match &r.body {
-            RecordBody::WorkflowCreated { root, user_id, .. } => {
+            IndexBody::WorkflowCreated { root, user_id } => {
                 if self.by_wf.contains_key(&r.workflow_id) {
                     return Err(err(r.seq, "workflow created twice"));
                 }
@@ -230,7 +328,7 @@ impl Index {
                 self.workflows.push(WorkflowIndex {
                     id: r.workflow_id,
                     status: WorkflowStatus::Running,
-                    user_id: user_id.as_deref().map(Box::from),
+                    user_id: user_id.clone(),
                     created_seq: r.seq,
                     created_at: r.timestamp,
                     updated_at: r.timestamp,
@@ -249,7 +347,7 @@ impl Index {
                 self.by_wf.insert(r.workflow_id, slot);
                 self.by_node.insert(root.id, NodeRef { wf: slot, idx: 0 });
             }
-            RecordBody::NodeCreated(n) => {
+            IndexBody::NodeCreated(n) => {
                 let slot = self.slot(r)?;
                 if self.by_node.contains_key(&n.id) || self.by_wf.contains_key(&n.id) {
                     return Err(err(r.seq, format!("node id {} reused", n.id)));
@@ -263,7 +361,7 @@ impl Index {
                     .copied()
                     .filter(|p| p.wf == slot)
                     .ok_or_else(|| err(r.seq, format!("parent {parent_id} not in workflow")))?;
-                let kind = NodeKind::of(&n.node_type);
+                let kind = n.kind;
                 let w = &mut self.workflows[slot as usize];
                 let parent = w.graph[NodeIndex::new(p.idx as usize)];
                 let idx = u32::try_from(w.graph.node_count())
@@ -316,7 +414,7 @@ impl Index {
                 }
                 self.by_node.insert(n.id, NodeRef { wf: slot, idx });
             }
-            RecordBody::EdgeCreated(e) => {
+            IndexBody::EdgeCreated(e) => {
                 let slot = self.slot(r)?;
                 let from = self.local(slot, e.from, r.seq)?;
                 let to = self.local(slot, e.to, r.seq)?;
@@ -347,7 +445,7 @@ impl Index {
                     e.kind,
                 );
             }
-            RecordBody::StatusChanged { from, to } => {
+            IndexBody::StatusChanged { from, to } => {
                 let slot = self.slot(r)?;
                 let w = &mut self.workflows[slot as usize];
                 if w.status != *from || w.status.is_terminal() {
@@ -367,7 +465,7 @@ impl Index {
         Ok(())
     }
 
-    fn slot(&self, r: &Record) -> Result<u32, IndexError> {
+    fn slot(&self, r: &IndexEvent) -> Result<u32, IndexError> {
         self.by_wf
             .get(&r.workflow_id)
             .copied()
@@ -570,7 +668,6 @@ impl WorkflowIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Edge;
     use crate::record::{NodeRecord, ZERO_HASH};
 
     fn node(id: u128, parent: Option<u128>, t: &str, branch: u128, depth: u32) -> NodeRecord {

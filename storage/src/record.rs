@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::error::StorageError;
+use crate::index::{IndexBody, IndexEvent, IndexNode, NodeKind};
 use crate::model::{
     Edge, EdgeKind, Event, EventBody, Node, Role, Seq, StatusChanged, WorkflowCreated,
     WorkflowStatus,
@@ -194,6 +195,79 @@ impl Record {
     }
 }
 
+/// Decodes only what the index needs of a log value (see [`IndexEvent`]): payloads,
+/// metadata, content hashes and actors are skipped, not parsed into values.
+pub fn decode_index_event(bytes: &[u8]) -> Result<IndexEvent, StorageError> {
+    use serde::de::IgnoredAny;
+    #[derive(Deserialize)]
+    struct Head<'a> {
+        seq: Seq,
+        _id: IgnoredAny,
+        workflow_id: Uuid,
+        timestamp: Timestamp,
+        _actor: IgnoredAny,
+        #[serde(borrow)]
+        body: HeadBody<'a>,
+        _prev_hash: IgnoredAny,
+        _hash: IgnoredAny,
+    }
+    // Mirrors `RecordBody` variant for variant, field for field.
+    #[derive(Deserialize)]
+    enum HeadBody<'a> {
+        WorkflowCreated {
+            #[serde(borrow)]
+            root: HeadNode<'a>,
+            _metadata: IgnoredAny,
+            user_id: Option<&'a str>,
+        },
+        NodeCreated(#[serde(borrow)] HeadNode<'a>),
+        EdgeCreated(Edge),
+        StatusChanged {
+            from: WorkflowStatus,
+            to: WorkflowStatus,
+        },
+    }
+    #[derive(Deserialize)]
+    struct HeadNode<'a> {
+        id: Uuid,
+        parent_id: Option<Uuid>,
+        node_type: &'a str,
+        _role: IgnoredAny,
+        _content_hash: IgnoredAny,
+        _payload: IgnoredAny,
+        _metadata: IgnoredAny,
+        _agent_id: IgnoredAny,
+        _user_id: IgnoredAny,
+        branch_id: Uuid,
+        depth: u32,
+    }
+    fn node(n: &HeadNode<'_>) -> IndexNode {
+        IndexNode {
+            id: n.id,
+            parent_id: n.parent_id,
+            kind: NodeKind::of(n.node_type),
+            branch_id: n.branch_id,
+            depth: n.depth,
+        }
+    }
+    let h: Head<'_> = rmp_serde::from_slice(bytes)
+        .map_err(|e| StorageError::Corrupt(format!("undecodable log record: {e}")))?;
+    Ok(IndexEvent {
+        seq: h.seq,
+        workflow_id: h.workflow_id,
+        timestamp: h.timestamp,
+        body: match h.body {
+            HeadBody::WorkflowCreated { root, user_id, .. } => IndexBody::WorkflowCreated {
+                root: node(&root),
+                user_id: user_id.map(Box::from),
+            },
+            HeadBody::NodeCreated(n) => IndexBody::NodeCreated(node(&n)),
+            HeadBody::EdgeCreated(e) => IndexBody::EdgeCreated(e),
+            HeadBody::StatusChanged { from, to } => IndexBody::StatusChanged { from, to },
+        },
+    })
+}
+
 /// The content hash of a text.
 pub fn content_hash(content: &str) -> Hash {
     *blake3::hash(content.as_bytes()).as_bytes()
@@ -260,6 +334,49 @@ mod tests {
         let back = Record::decode(&r.encode().unwrap()).unwrap();
         assert_eq!(back, r);
         assert_eq!(back.compute_hash().unwrap(), r.hash);
+    }
+
+    #[test]
+    fn light_decode_sees_what_the_full_decode_sees() {
+        let mut r = sample();
+        r.hash = r.compute_hash().unwrap();
+        let bytes = r.encode().unwrap();
+        assert_eq!(decode_index_event(&bytes).unwrap(), IndexEvent::of(&r));
+        let wf = Record {
+            body: RecordBody::WorkflowCreated {
+                root: match r.body.clone() {
+                    RecordBody::NodeCreated(n) => n,
+                    _ => unreachable!(),
+                },
+                metadata: serde_json::json!({"k": {"deep": [1, 2]}})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+                user_id: Some("ana".into()),
+            },
+            ..r.clone()
+        };
+        assert_eq!(
+            decode_index_event(&wf.encode().unwrap()).unwrap(),
+            IndexEvent::of(&wf)
+        );
+        for body in [
+            RecordBody::EdgeCreated(Edge {
+                kind: EdgeKind::Monitors,
+                from: Uuid::from_u128(5),
+                to: Uuid::from_u128(6),
+            }),
+            RecordBody::StatusChanged {
+                from: WorkflowStatus::Running,
+                to: WorkflowStatus::Failed,
+            },
+        ] {
+            let e = Record { body, ..r.clone() };
+            assert_eq!(
+                decode_index_event(&e.encode().unwrap()).unwrap(),
+                IndexEvent::of(&e)
+            );
+        }
     }
 
     #[test]

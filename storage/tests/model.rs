@@ -372,6 +372,8 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         matches!(out, Ok(Outcome::Edge { replayed: true, .. })),
                         "{out:?}"
                     );
+                } else if wm.status.is_terminal() {
+                    prop_assert!(matches!(out, Err(AppendError::Conflict(_))), "{out:?}");
                 } else {
                     prop_assert!(
                         matches!(
@@ -424,6 +426,9 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                             "{out:?}"
                         ),
                         Some(_) => {
+                            prop_assert!(matches!(out, Err(AppendError::Conflict(_))), "{out:?}")
+                        }
+                        None if wm.status.is_terminal() => {
                             prop_assert!(matches!(out, Err(AppendError::Conflict(_))), "{out:?}")
                         }
                         None => {
