@@ -349,11 +349,16 @@ pub async fn get_path(
             let messages: Vec<_> = nodes
                 .iter()
                 .filter_map(|n| {
-                    n.role
-                        .map(|r| Message { role: r.as_str(), content: &n.content })
+                    n.role.map(|r| Message {
+                        role: r.as_str(),
+                        content: &n.content,
+                    })
                 })
                 .collect();
-            Ok(Json(Messages { messages: &messages }).into_response())
+            Ok(Json(Messages {
+                messages: &messages,
+            })
+            .into_response())
         }
         other => Err(Problem::bad_request(format!(
             "format {other:?} is not one of nodes, messages"
@@ -392,7 +397,10 @@ pub async fn get_decisions(
         .store
         .decisions(&wf)?
         .ok_or_else(|| workflow_missing(&wf))?;
-    Ok(Json(Decisions { decisions: &decisions }).into_response())
+    Ok(Json(Decisions {
+        decisions: &decisions,
+    })
+    .into_response())
 }
 
 /// `GET /v1/workflows/{wf}/branches`.
@@ -441,7 +449,10 @@ pub async fn get_monitors(
         .store
         .monitors(&wf, q.cross_branch)?
         .ok_or_else(|| workflow_missing(&wf))?;
-    Ok(Json(Monitors { monitors: &monitors }).into_response())
+    Ok(Json(Monitors {
+        monitors: &monitors,
+    })
+    .into_response())
 }
 
 /// `GET /v1/workflows/{wf}/events`.
@@ -460,5 +471,9 @@ pub async fn get_events(
         .read_workflow_events(&wf, after, limit)?
         .ok_or_else(|| workflow_missing(&wf))?;
     let next_after = events.last().map_or(after, |e| e.seq);
-    Ok(Json(Events { events: &events, next_after }).into_response())
+    Ok(Json(Events {
+        events: &events,
+        next_after,
+    })
+    .into_response())
 }
