@@ -17,6 +17,51 @@ use arbor_storage::{Durability, Intent, Meta, NewNode, NewWorkflow, Outcome, Sto
 use arbor_sync::{Neo4jConfig, SyncConfig};
 use uuid::Uuid;
 
+/// CPU seconds (user + system, children included) of process `pid` and its live
+/// children, from /proc (0 where it cannot be read).
+fn tree_cpu(pid: &str) -> f64 {
+    let ticks = |stat: &str, fields: &[usize]| -> u64 {
+        // Fields after the ")" that closes the command name; utime is field 14.
+        let rest = stat.rsplit_once(')').map_or("", |r| r.1);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        fields
+            .iter()
+            .filter_map(|i| f.get(i - 3).and_then(|v| v.parse::<u64>().ok()))
+            .sum()
+    };
+    let mut total = 0;
+    if let Ok(st) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        total += ticks(&st, &[14, 15, 16, 17]);
+    }
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Ok(st) = std::fs::read_to_string(e.path().join("stat")) else {
+                continue;
+            };
+            let rest = st.rsplit_once(')').map_or("", |r| r.1);
+            if rest.split_whitespace().nth(1) == Some(pid) {
+                total += ticks(&st, &[14, 15]);
+            }
+        }
+    }
+    total as f64 / 100.0
+}
+
+/// CPU seconds of this process and of each process in ARBOR_BENCH_PIDS_<SINK>
+/// (comma-separated pids: the redis-server, the postmaster, the Neo4j JVM).
+fn cpu_snapshot(sink: &str) -> (f64, Vec<(String, f64)>) {
+    let own = tree_cpu("self");
+    let watched = var(&format!("ARBOR_BENCH_PIDS_{}", sink.to_uppercase()))
+        .map(|v| {
+            v.split(',')
+                .filter(|p| !p.is_empty())
+                .map(|p| (p.to_owned(), tree_cpu(p)))
+                .collect()
+        })
+        .unwrap_or_default();
+    (own, watched)
+}
+
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
@@ -89,6 +134,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "log read only: {after} events in {secs:.2} s = {:.0} events/s",
         after as f64 / secs
     );
+    // The same with the driver's reader (two threads per batch when catching up).
+    let t = Instant::now();
+    let mut after = 0;
+    while after < store.head() {
+        let items = arbor_sync::driver::read_batch(&store, after, 5000).await?;
+        after = items.last().map_or(store.head(), |i| i.seq());
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "log read, driver reader: {after} events in {secs:.2} s = {:.0} events/s",
+        after as f64 / secs
+    );
     let mut configs: Vec<(&str, SyncConfig)> = Vec::new();
     let base = SyncConfig {
         batch_size: 5000,
@@ -136,6 +193,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             continue;
         }
         let head = store.head();
+        let cpu0 = cpu_snapshot(name);
         let t = Instant::now();
         let set = arbor_sync::start(store.clone(), cfg)?;
         loop {
@@ -155,6 +213,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             head as f64 / secs,
             st[0].batches,
             st[0].retries
+        );
+        let cpu1 = cpu_snapshot(name);
+        let own = cpu1.0 - cpu0.0;
+        let servers: f64 = cpu1.1.iter().zip(&cpu0.1).map(|(a, b)| a.1 - b.1).sum();
+        println!(
+            "{name}: cpu {own:.2} s arbor + {servers:.2} s server = {:.1} us/event \
+             (2 idle cores: ~{:.0} events/s)",
+            (own + servers) * 1e6 / head as f64,
+            2.0 * head as f64 / (own + servers),
         );
         set.shutdown().await;
     }

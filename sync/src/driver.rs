@@ -1,18 +1,20 @@
 //! The generic worker: one task per sink.
 //!
 //! ```text
-//! setup (retry) → load cursor → loop {
-//!     read up to batch_size events after the cursor (wait on the head watch if none)
+//! setup (retry) → load cursor →
+//!   reader task: read batches after the cursor (two threads per batch when catching
+//!                up; wait on the head watch when there is none) → channel of one ─┐
+//!   writer loop: for each batch ◄──────────────────────────────────────────────┘
 //!     apply ─ ok ───────────→ commit the cursor (arbor-kept) · count · next
 //!           ─ retriable ────→ degraded · backoff with full jitter · same batch again
 //!           ─ permanent ────→ split in halves, each handled the same way; a single
 //!                             event that fails permanently is dead-lettered, the cursor
 //!                             moves past it, and the error is counted
-//! }
 //! ```
 //!
-//! The cursor only moves after the sink acknowledged the write, so a crash anywhere
-//! re-sends (idempotent sinks) and never skips. On shutdown the worker stops reading;
+//! The reader runs one batch ahead, so reading the log overlaps the sink's write; it
+//! never moves the cursor. The cursor only moves after the sink acknowledged the write,
+//! so a crash anywhere re-sends (idempotent sinks) and never skips. On shutdown the worker stops reading;
 //! a write in flight gets `shutdown_grace` to finish, then is dropped (safe, for the same
 //! reason). The worker only reads the store, so a sink that is down or slow never
 //! touches the append path.
@@ -25,7 +27,7 @@ use std::time::Duration;
 use arbor_storage::index::NodeKind;
 use arbor_storage::{EventBody, Seq, StorageError, Store};
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use crate::error::SinkError;
@@ -171,6 +173,94 @@ async fn stopping(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|s| *s).await;
 }
 
+/// Counts a retried failure and marks the sink degraded.
+fn retried(stats: &Stats, name: &'static str, e: &SinkError) {
+    stats.note_error(e);
+    stats.retries.fetch_add(1, Ordering::Relaxed);
+    stats.set_state(SinkState::Degraded);
+    tracing::warn!(sink = name, error = %e, "sink write failed; will retry");
+}
+
+/// Smallest half of a batch that is read on its own thread.
+const SPLIT_MIN: usize = 1024;
+
+/// Reads up to `limit` items after `after`. When at least `limit` events are waiting
+/// (catch-up), the two halves are read on two blocking threads at once: the second
+/// half starts at `after + limit/2` and keeps only what follows the first half's last
+/// event, so the result is the same contiguous run of the log whatever its seqs.
+pub async fn read_batch(store: &Store, after: Seq, limit: usize) -> Result<Vec<Item>, SinkError> {
+    let half = limit / 2;
+    let waiting = store.head().saturating_sub(after);
+    if half < SPLIT_MIN || waiting < limit as u64 {
+        let store = store.clone();
+        return blocking(move || read_items(&store, after, limit)).await;
+    }
+    let (s1, s2) = (store.clone(), store.clone());
+    let mid = after + half as u64;
+    let (first, second) = tokio::join!(
+        blocking(move || read_items(&s1, after, half)),
+        blocking(move || read_items(&s2, mid, limit - half)),
+    );
+    let mut items = first?;
+    let end = items.last().map_or(after, Item::seq);
+    items.extend(second?.into_iter().filter(|i| i.seq() > end));
+    Ok(items)
+}
+
+/// The read-ahead half of a worker: reads batches from the cursor on and hands them
+/// to the writer through a channel of one, waiting on the head watch when caught up.
+struct Reader {
+    store: Store,
+    stats: Arc<Stats>,
+    opts: DriverOptions,
+    shutdown: watch::Receiver<bool>,
+    name: &'static str,
+}
+
+impl Reader {
+    async fn run(mut self, mut next: Seq, tx: mpsc::Sender<Vec<Item>>) {
+        let mut head = self.store.watch_head();
+        loop {
+            if *self.shutdown.borrow() {
+                return;
+            }
+            let Some(items) = self.read(next).await else {
+                return;
+            };
+            match items.last() {
+                Some(last) => {
+                    next = last.seq();
+                    if tx.send(items).await.is_err() {
+                        return;
+                    }
+                }
+                None => {
+                    tokio::select! {
+                        r = head.wait_for(|h| *h > next) => if r.is_err() { return },
+                        _ = stopping(&mut self.shutdown) => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the next batch, retrying store errors. None on shutdown.
+    async fn read(&mut self, after: Seq) -> Option<Vec<Item>> {
+        let mut attempts = Attempts::new(self.opts.backoff);
+        loop {
+            match read_batch(&self.store, after, self.opts.batch_size.max(1)).await {
+                Ok(items) => return Some(items),
+                Err(e) => {
+                    retried(&self.stats, self.name, &e);
+                    if !attempts.wait(&mut self.shutdown).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// One sink's worker.
 pub(crate) struct Worker<S: Sink> {
     pub store: Store,
@@ -184,38 +274,35 @@ impl<S: Sink> Worker<S> {
     /// Runs until shutdown.
     pub async fn run(mut self) {
         let name = self.sink.name();
-        if let Some(mut cursor) = self.start().await {
+        if let Some(cursor) = self.start().await {
             tracing::info!(sink = name, cursor, "sync worker started");
-            let mut head = self.store.watch_head();
-            loop {
-                if *self.shutdown.borrow() {
+            // The reader runs one batch ahead of the writer, so reading the log overlaps
+            // the sink's write. It never moves a cursor: the writer commits each batch
+            // after the sink acknowledged it, in order.
+            let (tx, mut rx) = mpsc::channel::<Vec<Item>>(1);
+            let reader = Reader {
+                store: self.store.clone(),
+                stats: self.stats.clone(),
+                opts: self.opts,
+                shutdown: self.shutdown.clone(),
+                name,
+            };
+            let reader = tokio::spawn(reader.run(cursor, tx));
+            while let Some(items) = rx.recv().await {
+                if self.deliver(&items).await.is_none() {
                     break;
-                }
-                let Some(items) = self.read(cursor).await else {
-                    break;
-                };
-                if items.is_empty() {
-                    tokio::select! {
-                        r = head.wait_for(|h| *h > cursor) => if r.is_err() { break },
-                        _ = self.shutdown.wait_for(|s| *s) => break,
-                    }
-                    continue;
-                }
-                match self.deliver(&items).await {
-                    Some(c) => cursor = c,
-                    None => break,
                 }
             }
+            drop(rx);
+            reader.abort();
+            let _ = reader.await;
         }
         self.stats.set_state(SinkState::Stopped);
         tracing::info!(sink = name, "sync worker stopped");
     }
 
     fn retried(&self, e: &SinkError) {
-        self.stats.note_error(e);
-        self.stats.retries.fetch_add(1, Ordering::Relaxed);
-        self.stats.set_state(SinkState::Degraded);
-        tracing::warn!(sink = self.sink.name(), error = %e, "sink write failed; will retry");
+        retried(&self.stats, self.sink.name(), e);
     }
 
     /// Setup and cursor, retried until they succeed. None on shutdown.
@@ -257,23 +344,6 @@ impl<S: Sink> Worker<S> {
         }
     }
 
-    async fn read(&mut self, cursor: Seq) -> Option<Vec<Item>> {
-        let mut attempts = Attempts::new(self.opts.backoff);
-        loop {
-            let store = self.store.clone();
-            let n = self.opts.batch_size.max(1);
-            match blocking(move || read_items(&store, cursor, n)).await {
-                Ok(items) => return Some(items),
-                Err(e) => {
-                    self.retried(&e);
-                    if !attempts.wait(&mut self.shutdown).await {
-                        return None;
-                    }
-                }
-            }
-        }
-    }
-
     /// Applies `items`, bisecting on permanent errors. Returns the new cursor, or None
     /// on shutdown (everything acknowledged before it is committed).
     async fn deliver(&mut self, items: &[Item]) -> Option<Seq> {
@@ -290,9 +360,14 @@ impl<S: Sink> Worker<S> {
                 if *self.shutdown.borrow() {
                     return None;
                 }
-                match self.apply_guarded(part).await? {
+                let t0 = std::time::Instant::now();
+                let res = self.apply_guarded(part).await?;
+                let applied = t0.elapsed();
+                match res {
                     Ok(()) => {
                         self.commit(last).await?;
+                        tracing::debug!(sink = self.sink.name(), first, last, events = part.len(),
+                            apply = ?applied, commit = ?(t0.elapsed() - applied), "batch written");
                         self.stats.batches.fetch_add(1, Ordering::Relaxed);
                         self.stats
                             .events

@@ -9,8 +9,10 @@
 //! - [`retry`]: retriable-vs-permanent classification ([`retry::Retriable`]) apart from
 //!   timing ([`retry::Backoff`]: capped exponential backoff with full jitter).
 //! - [`error`]: [`SinkError`] (with its class), [`SyncError`], credential redaction.
-//! - [`redis`]: streams (`XADD … {seq}-0`), pub/sub, status hashes; cursor in arbor.
-//! - [`postgres`]: migrations, bulk `UNNEST` inserts, cursor in the same transaction;
+//! - [`redis`]: streams (`XADD … {seq}-0`), pub/sub, status hashes (a plain pipeline above
+//!   the high-water mark, a Lua script for possible replays); cursor in arbor.
+//! - [`postgres`]: migrations, bulk `UNNEST` inserts (one statement per batch above the
+//!   highest seq present), cursor in the same transaction;
 //!   [`postgres::queries`] answers the seeds' queries from the tables.
 //! - [`neo4j`]: `UNWIND … MERGE` graph projection with placeholder parents; cursor in
 //!   arbor; [`neo4j::queries`] answers the seeds' queries (with the corrected
@@ -81,7 +83,7 @@ impl Default for SyncConfig {
             redis_url: None,
             postgres_url: None,
             neo4j: None,
-            batch_size: 2000,
+            batch_size: 5000,
             redis_maxlen: 10_000,
             postgres_schema: "public".to_owned(),
             backoff: Backoff::default(),

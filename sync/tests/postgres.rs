@@ -279,6 +279,13 @@ async fn outage_kill_and_restart_catch_up_with_no_gap_and_no_duplicate() {
         )
         .await;
     }
+    // The new worker sees the outage too (its first connection attempt may take the
+    // pool's acquire timeout to give up) before the server comes back.
+    wait_until(30, "the restarted postgres sink to show degraded", || {
+        let st = set.status();
+        async move { st[0].state == SinkState::Degraded && st[0].retries > 0 }
+    })
+    .await;
     services_ctl("start", "postgres");
     caught_up(&set, &store, 120).await;
     let pool = pool(&cfg);

@@ -18,6 +18,8 @@ ARBOR_SERVICES_HOME="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ARBOR_ALL_SERVICES="redis postgres neo4j"
 : "${ARBOR_CACHE_DIR:=${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/arbor}"
 : "${ARBOR_NEO4J_HEAP:=1g}"
+# Neo4j page cache in MiB (the store's pages kept in memory, outside the heap).
+: "${ARBOR_NEO4J_PAGECACHE_MB:=256}"
 # Extra JVM flags for Neo4j, word-split (e.g. "-XX:TieredStopAtLevel=4" for the C2 JIT,
 # which the default -XX:TieredStopAtLevel=1 leaves out: ~40% less CPU to start on 2 cores).
 : "${ARBOR_NEO4J_JAVA_OPTS:=}"
@@ -361,7 +363,7 @@ svc_start() {
                 # shellcheck disable=SC2086 # ARBOR_NEO4J_JAVA_OPTS is a list of flags
                 setsid java \
                     -Xms256m "-Xmx$ARBOR_NEO4J_HEAP" -XX:+UseG1GC -XX:+ExitOnOutOfMemoryError \
-                    -XX:TieredStopAtLevel=1 \
+                    -XX:TieredStopAtLevel=1 "-Darbor.neo4j.pagecache.mb=$ARBOR_NEO4J_PAGECACHE_MB" \
                     -XX:-OmitStackTraceInFastThrow -XX:+DisableExplicitGC \
                     --add-opens=java.base/java.nio=ALL-UNNAMED --add-opens=java.base/java.io=ALL-UNNAMED \
                     --add-opens=java.base/sun.nio.ch=ALL-UNNAMED -Dio.netty.tryReflectionSetAccessible=true \

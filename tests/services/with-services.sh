@@ -22,6 +22,8 @@
 #                                         variables of services not started are not set
 #   ARBOR_CACHE_DIR                       cache of Neo4j jars (default ~/.cache/arbor)
 #   ARBOR_NEO4J_HEAP=1g                   Neo4j's -Xmx
+#   ARBOR_NEO4J_PAGECACHE_MB=256          Neo4j's page cache
+#   ARBOR_NEO4J_JAVA_OPTS                 extra JVM flags (e.g. -XX:TieredStopAtLevel=4: C2 JIT)
 #   ARBOR_NEO4J_TIMEOUT=120, ARBOR_SERVICE_TIMEOUT=30   start-up timeouts in seconds
 #   ARBOR_SERVICES_KEEP_DIR=1             keep the temp state dir (logs) after the run
 set -euo pipefail
@@ -52,6 +54,12 @@ has() {
 
 started=()
 state_dir=""
+# Set only for the services started; declared here so that no path (an earlier version
+# reported "neo4j_port: unbound variable" when ARBOR_SERVICES left neo4j out) can expand
+# an unset one under `set -u`.
+redis_port=""
+pg_port=""
+neo4j_port=""
 # shellcheck disable=SC2317 # invoked by the trap below
 cleanup() {
     local rc=$? s

@@ -2,10 +2,16 @@
 //!
 //! Tables (see `sync/migrations/`, applied at start with `sqlx::migrate!`, in the
 //! configured schema): `arbor_events`, `arbor_nodes`, `arbor_edges`, `arbor_workflows`,
-//! `draft_content`, `arbor_sync_cursor`. One transaction per batch: one bulk
-//! `INSERT … SELECT … FROM UNNEST($1::…[], …) ON CONFLICT DO NOTHING` per table (never
-//! row by row), then the cursor row — so rows and cursor commit together, exactly once.
-//! The cursor lives here, not in arbor.
+//! `draft_content`, `arbor_sync_cursor`. Bulk `INSERT … SELECT … FROM UNNEST($1::…[], …)`
+//! per table (never row by row) and the cursor row commit together, exactly once. The
+//! cursor lives here, not in arbor.
+//!
+//! - A batch whose seqs are all above the highest one in `arbor_events` (the normal
+//!   case) is written by one statement (`FRESH_BATCH`: the inserts as data-modifying
+//!   CTEs, without `ON CONFLICT`, and the cursor), one round trip, atomic by itself.
+//! - Any other batch (a replay after `sync reset`, or after the fast statement was
+//!   refused) is written in one transaction of `… ON CONFLICT DO NOTHING` inserts, then
+//!   the cursor.
 //!
 //! Draft content: a node of type `draft` becomes a `draft_content` row (id = node id,
 //! `workflow_run_id` = workflow id, `content` = node content, `metadata` = node metadata,
@@ -20,6 +26,7 @@
 
 pub mod queries;
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -107,6 +114,44 @@ const UPSERT_WORKFLOWS: &str = concat!(
 const SET_CURSOR: &str =
     "INSERT INTO arbor_sync_cursor (sink, seq, updated_at) VALUES ($1, $2, now()) \
      ON CONFLICT (sink) DO UPDATE SET seq = EXCLUDED.seq, updated_at = now()";
+
+/// `$n` → `$(n + by)` in `sql`.
+fn shift_params(sql: &str, by: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut rest = sql;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..=i]);
+        rest = &rest[i + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        match rest[..digits].parse::<usize>() {
+            Ok(n) => out.push_str(&(n + by).to_string()),
+            Err(_) => out.push_str(&rest[..digits]),
+        }
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The whole of a fresh batch as one statement (so one round trip, and atomic without
+/// an explicit transaction): the inserts of events ($1–$9), nodes ($10–$23), edges
+/// ($24–$28) and drafts ($29–$36) *without* `ON CONFLICT` (none is possible above the
+/// highest seq present; should one occur, the statement fails and the caller writes the
+/// batch the conflict-tolerant way), the workflow upserts ($37–$44), and the cursor
+/// ($45, $46).
+static FRESH_BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let plain =
+        |sql: &str, by: usize| shift_params(&sql.replace(" ON CONFLICT DO NOTHING", ""), by);
+    format!(
+        "WITH ev AS ({}), nd AS ({}), ed AS ({}), dr AS ({}), wf AS ({}) {}",
+        plain(INSERT_EVENTS, 0),
+        plain(INSERT_NODES, 9),
+        plain(INSERT_EDGES, 23),
+        plain(INSERT_DRAFTS, 28),
+        shift_params(UPSERT_WORKFLOWS, 36),
+        shift_params(SET_CURSOR, 44),
+    )
+});
 
 /// Checks a schema name: `[a-z_][a-z0-9_]{0,62}`.
 pub fn valid_schema(s: &str) -> bool {
@@ -207,6 +252,9 @@ pub struct PostgresSink {
     schema: String,
     /// Masks the URL's password.
     redactor: Redactor,
+    /// Highest seq in `arbor_events` as last read or written; None = read it again
+    /// (after any error).
+    present: Option<Seq>,
 }
 
 impl PostgresSink {
@@ -217,12 +265,88 @@ impl PostgresSink {
             pool: pool(url, schema, 2)?,
             schema: schema.to_owned(),
             redactor: Redactor::new(password),
+            present: None,
         })
     }
 
     /// The pool.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Writes a batch none of whose events is in the tables yet (every seq above the
+    /// highest one present): [`FRESH_BATCH`], one statement, one round trip.
+    async fn write_fresh(&self, batch: &[Item]) -> Result<(), sqlx::Error> {
+        let rows = Rows::of(batch);
+        let w = rows.workflows();
+        let last = batch.last().map_or(0, |i| to_i64(i.seq()));
+        let sql: &'static str = FRESH_BATCH.as_str();
+        sqlx::query(sql)
+            .bind(&rows.ev_seq)
+            .bind(&rows.ev_id)
+            .bind(&rows.ev_wf)
+            .bind(&rows.ev_kind)
+            .bind(&rows.ev_ts)
+            .bind(&rows.ev_actor)
+            .bind(&rows.ev_body)
+            .bind(&rows.ev_prev)
+            .bind(&rows.ev_hash)
+            .bind(&rows.n_id)
+            .bind(&rows.n_wf)
+            .bind(&rows.n_parent)
+            .bind(&rows.n_type)
+            .bind(&rows.n_role)
+            .bind(&rows.n_content)
+            .bind(&rows.n_payload)
+            .bind(&rows.n_metadata)
+            .bind(&rows.n_agent)
+            .bind(&rows.n_user)
+            .bind(&rows.n_branch)
+            .bind(&rows.n_depth)
+            .bind(&rows.n_seq)
+            .bind(&rows.n_ts)
+            .bind(&rows.e_type)
+            .bind(&rows.e_from)
+            .bind(&rows.e_to)
+            .bind(&rows.e_wf)
+            .bind(&rows.e_seq)
+            .bind(&rows.d_id)
+            .bind(&rows.d_wf)
+            .bind(&rows.d_ctype)
+            .bind(&rows.d_content)
+            .bind(&rows.d_status)
+            .bind(&rows.d_meta)
+            .bind(&rows.d_seq)
+            .bind(&rows.d_ts)
+            .bind(&w.wf)
+            .bind(&w.root)
+            .bind(&w.status)
+            .bind(&w.user)
+            .bind(&w.meta)
+            .bind(&w.created)
+            .bind(&w.updated)
+            .bind(&w.last)
+            .bind(NAME)
+            .bind(last)
+            .execute(&self.pool)
+            .await
+            .map(drop)
+    }
+
+    /// Whether every event of `batch` is above the highest seq present.
+    async fn is_fresh(&mut self, batch: &[Item]) -> Result<bool, sqlx::Error> {
+        let present = match self.present {
+            Some(p) => p,
+            None => {
+                let max: Option<i64> = sqlx::query_scalar("SELECT max(seq) FROM arbor_events")
+                    .fetch_one(&self.pool)
+                    .await?;
+                let p = max.map_or(0, |m| u64::try_from(m).unwrap_or(0));
+                self.present = Some(p);
+                p
+            }
+        };
+        Ok(batch.first().is_some_and(|f| f.seq() > present))
     }
 
     async fn write(&self, batch: &[Item]) -> Result<(), sqlx::Error> {
@@ -259,16 +383,6 @@ impl PostgresSink {
                 .execute(&mut *tx)
                 .await?;
         }
-        if !rows.e_type.is_empty() {
-            sqlx::query(INSERT_EDGES)
-                .bind(&rows.e_type)
-                .bind(&rows.e_from)
-                .bind(&rows.e_to)
-                .bind(&rows.e_wf)
-                .bind(&rows.e_seq)
-                .execute(&mut *tx)
-                .await?;
-        }
         if !rows.d_id.is_empty() {
             sqlx::query(INSERT_DRAFTS)
                 .bind(&rows.d_id)
@@ -282,18 +396,7 @@ impl PostgresSink {
                 .execute(&mut *tx)
                 .await?;
         }
-        let w = rows.workflows();
-        sqlx::query(UPSERT_WORKFLOWS)
-            .bind(&w.wf)
-            .bind(&w.root)
-            .bind(&w.status)
-            .bind(&w.user)
-            .bind(&w.meta)
-            .bind(&w.created)
-            .bind(&w.updated)
-            .bind(&w.last)
-            .execute(&mut *tx)
-            .await?;
+        rows.write_edges_and_workflows(&mut tx).await?;
         if let Some(last) = batch.last() {
             sqlx::query(SET_CURSOR)
                 .bind(NAME)
@@ -326,13 +429,48 @@ impl Sink for PostgresSink {
             .map_err(|e| e.redacted(&self.redactor))
     }
 
+    /// A batch above everything present goes through the binary COPY path; any other
+    /// (a replay after `sync reset`, a retry) through the `ON CONFLICT DO NOTHING`
+    /// inserts. Should the COPY path be refused, the batch is written again the
+    /// conflict-tolerant way, whose answer is the one that counts.
     async fn apply(&mut self, batch: &[Item]) -> Result<(), SinkError> {
-        self.write(batch)
-            .await
-            .map_err(|e| classify(&e).redacted(&self.redactor))
+        let fresh = match self.is_fresh(batch).await {
+            Ok(f) => f,
+            Err(e) => {
+                self.present = None;
+                return Err(classify(&e).redacted(&self.redactor));
+            }
+        };
+        let mut res = if fresh {
+            self.write_fresh(batch).await
+        } else {
+            self.write(batch).await
+        };
+        if fresh {
+            if let Err(e) = &res {
+                if !classify(e).is_retriable() {
+                    tracing::warn!(sink = NAME, error = %classify(e).redacted(&self.redactor),
+                        "COPY refused a batch; writing it again with ON CONFLICT");
+                    res = self.write(batch).await;
+                }
+            }
+        }
+        match res {
+            Ok(()) => {
+                if let (Some(p), Some(last)) = (self.present, batch.last()) {
+                    self.present = Some(p.max(last.seq()));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.present = None;
+                Err(classify(&e).redacted(&self.redactor))
+            }
+        }
     }
 
     async fn skip(&mut self, seq: Seq) -> Result<(), SinkError> {
+        self.present = None;
         write_cursor(&self.pool, NAME, seq)
             .await
             .map_err(|e| e.redacted(&self.redactor))
@@ -416,12 +554,21 @@ fn draft_field(payload: &Value, key: &str, default: &str) -> String {
 }
 
 impl Rows {
+    /// The columns of `batch`.
     fn of(batch: &[Item]) -> Rows {
         let mut r = Rows::default();
-        let mut wf_slot: std::collections::HashMap<Uuid, usize> = std::collections::HashMap::new();
+        let mut wf_slot: HashMap<Uuid, usize> = HashMap::new();
         for item in batch {
             let e = &item.event;
             let seq = to_i64(e.seq);
+            r.workflow(e, seq, &mut wf_slot);
+            for edge in item.edges() {
+                r.e_type.push(edge.kind.as_str());
+                r.e_from.push(edge.from);
+                r.e_to.push(edge.to);
+                r.e_wf.push(e.workflow_id);
+                r.e_seq.push(to_i64(edge.seq));
+            }
             r.ev_seq.push(seq);
             r.ev_id.push(e.id);
             r.ev_wf.push(e.workflow_id);
@@ -459,42 +606,70 @@ impl Rows {
                     r.d_ts.push(e.timestamp.micros());
                 }
             }
-            for edge in item.edges() {
-                r.e_type.push(edge.kind.as_str());
-                r.e_from.push(edge.from);
-                r.e_to.push(edge.to);
-                r.e_wf.push(e.workflow_id);
-                r.e_seq.push(to_i64(edge.seq));
-            }
-            let slot = *wf_slot.entry(e.workflow_id).or_insert_with(|| {
-                r.wfs.push(WfRow {
-                    wf: e.workflow_id,
-                    root: None,
-                    status: None,
-                    user: None,
-                    meta: None,
-                    created: None,
-                    updated: 0,
-                    last: 0,
-                });
-                r.wfs.len() - 1
-            });
-            let w = &mut r.wfs[slot];
-            w.updated = e.timestamp.micros();
-            w.last = seq;
-            match &e.body {
-                EventBody::WorkflowCreated(c) => {
-                    w.root = Some(c.root.id);
-                    w.status = Some("running");
-                    w.user = c.user_id.clone();
-                    w.meta = Some(Value::Object(c.metadata.clone()).to_string());
-                    w.created = Some(e.timestamp.micros());
-                }
-                EventBody::StatusChanged(s) => w.status = Some(s.to.as_str()),
-                _ => {}
-            }
         }
         r
+    }
+
+    /// Folds event `e` into its workflow's row.
+    fn workflow(&mut self, e: &arbor_storage::Event, seq: i64, slots: &mut HashMap<Uuid, usize>) {
+        let slot = *slots.entry(e.workflow_id).or_insert_with(|| {
+            self.wfs.push(WfRow {
+                wf: e.workflow_id,
+                root: None,
+                status: None,
+                user: None,
+                meta: None,
+                created: None,
+                updated: 0,
+                last: 0,
+            });
+            self.wfs.len() - 1
+        });
+        let w = &mut self.wfs[slot];
+        w.updated = e.timestamp.micros();
+        w.last = seq;
+        match &e.body {
+            EventBody::WorkflowCreated(c) => {
+                w.root = Some(c.root.id);
+                w.status = Some("running");
+                w.user = c.user_id.clone();
+                w.meta = Some(Value::Object(c.metadata.clone()).to_string());
+                w.created = Some(e.timestamp.micros());
+            }
+            EventBody::StatusChanged(s) => w.status = Some(s.to.as_str()),
+            _ => {}
+        }
+    }
+
+    /// The edge rows (`ON CONFLICT DO NOTHING`: an edge may come again) and the
+    /// workflow upserts.
+    async fn write_edges_and_workflows(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    ) -> Result<(), sqlx::Error> {
+        if !self.e_type.is_empty() {
+            sqlx::query(INSERT_EDGES)
+                .bind(&self.e_type)
+                .bind(&self.e_from)
+                .bind(&self.e_to)
+                .bind(&self.e_wf)
+                .bind(&self.e_seq)
+                .execute(&mut **tx)
+                .await?;
+        }
+        let w = self.workflows();
+        sqlx::query(UPSERT_WORKFLOWS)
+            .bind(&w.wf)
+            .bind(&w.root)
+            .bind(&w.status)
+            .bind(&w.user)
+            .bind(&w.meta)
+            .bind(&w.created)
+            .bind(&w.updated)
+            .bind(&w.last)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
     }
 
     fn workflows(&self) -> WfCols {

@@ -8,26 +8,43 @@
 //!   replay does not re-publish;
 //! - `HSET workflow:status:W status … updated_at … last_seq … last_kind …`.
 //!
-//! The three commands of every event of a batch run in one Lua script call (one round
-//! trip per batch, chunked at ~8 MiB): the script does exactly the pipeline above and can
-//! skip the PUBLISH of a replayed event, which a plain pipeline cannot. A batch is not
-//! atomic (Lua does not roll back), which is fine: every step is idempotent. The cursor
-//! lives in arbor. An error on one event (e.g. `WRONGTYPE` because something else owns
-//! the key) stops the script and is permanent: the driver bisects and dead-letters it.
+//! Two ways to write a chunk of a batch (≤ 1 000 events, ≤ 8 MiB), both one round trip,
+//! the next chunk encoded while Redis runs the previous one (calls reach Redis in order):
+//!
+//! - **fast path**, a plain pipeline: when every event of the chunk is above the
+//!   high-water mark [`HWM_KEY`] (no event above it is in Redis: every write raises it
+//!   first), none can be a replay, so XADD and PUBLISH go out as they are, and one HSET
+//!   per workflow carries its last event's fields. This is the normal case (catch-up,
+//!   live appends) and costs Redis about half of what the script does.
+//! - **script path**, one Lua call: the pipeline above per event, but PUBLISH and the
+//!   hash update only when the XADD was new, so a replay (after `sync reset`, a crash
+//!   between write and cursor commit, a retry) publishes nothing twice. Used for any
+//!   chunk at or below the mark, and for every chunk after an error until the mark has
+//!   been read again. Not atomic (Lua does not roll back), which is fine: every step is
+//!   idempotent.
+//!
+//! The cursor lives in arbor. An error on one event (e.g. `WRONGTYPE` because something
+//! else owns the key) is permanent: the driver bisects (through the script path, as the
+//! error reset the mark) and dead-letters it. On the fast path such an event may have
+//! been published once before it is dead-lettered.
 //!
 //! Rebuilding after Redis lost data (no persistence, flushed): a replay cannot insert
 //! below a stream's top id, so delete the damaged `workflow:events:*` keys (or flush the
-//! database), then `arbor sync reset redis --from 0`. `arbor verify --sinks` reports a
+//! database), then `arbor sync reset redis --from 0`. Keep [`HWM_KEY`] unless every
+//! `workflow:*` key went with it: without it, events still in Redis would be re-published. `arbor verify --sinks` reports a
 //! stream that is not an unbroken suffix of its workflow's events.
 //!
 //! Redis answers the stream and status questions; the graph queries (path, decisions,
 //! branches, monitors) are for PostgreSQL and Neo4j.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use arbor_storage::{EventBody, Seq};
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, RedisError};
+use redis::{AsyncConnectionConfig, RedisError, Value};
 use uuid::Uuid;
 
 use crate::error::{Redactor, SinkError};
@@ -54,31 +71,75 @@ pub fn channel(wf: &Uuid) -> String {
     format!("workflow:{wf}")
 }
 
-/// KEYS: 2 per event (stream, status hash). ARGV[1] = MAXLEN; then 5 per event:
-/// seq, event JSON, kind, status ('' = unchanged), timestamp.
+/// KEYS: 2 per workflow of the chunk (stream, status hash), then [`HWM_KEY`].
+/// ARGV[1] = MAXLEN, ARGV[2] = the chunk's last seq; then 6 per event: workflow number
+/// (1-based, into KEYS), seq, event JSON, kind, status ('' = unchanged), timestamp.
+///
+/// Per event: XADD, and PUBLISH when the XADD was new. The status hash of each workflow
+/// is written once per call, with the fields of its last new event (and its last status
+/// change), also when an error ends the call early, so that what was added is always
+/// reflected: a replay never rewrites it.
 const SCRIPT: &str = r#"
 local maxlen = ARGV[1]
+local hwm = KEYS[#KEYS]
+if tonumber(redis.call('GET', hwm) or '0') < tonumber(ARGV[2]) then
+  redis.call('SET', hwm, ARGV[2])
+end
 local added = 0
-for i = 0, (#KEYS / 2) - 1 do
-  local a = 2 + i * 5
-  local seq, json, kind, status, ts = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
-  local stream, hash = KEYS[i * 2 + 1], KEYS[i * 2 + 2]
+local last = {}
+local function flush()
+  for w, l in pairs(last) do
+    if l.status then
+      redis.call('HSET', KEYS[w * 2], 'status', l.status, 'updated_at', l.ts, 'last_seq', l.seq, 'last_kind', l.kind)
+    else
+      redis.call('HSET', KEYS[w * 2], 'updated_at', l.ts, 'last_seq', l.seq, 'last_kind', l.kind)
+    end
+  end
+end
+for a = 3, #ARGV, 6 do
+  local w = tonumber(ARGV[a])
+  local seq, json, kind, status, ts = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
+  local stream = KEYS[w * 2 - 1]
   local r = redis.pcall('XADD', stream, 'MAXLEN', '~', maxlen, seq .. '-0', 'kind', kind, 'event', json)
   if type(r) == 'table' and r.err then
     if not string.find(r.err, 'equal or smaller', 1, true) then
+      flush()
       return redis.error_reply(r.err .. ' (seq ' .. seq .. ')')
     end
   else
     added = added + 1
     redis.call('PUBLISH', 'workflow:' .. string.sub(stream, 17), json)
-    if status ~= '' then
-      redis.call('HSET', hash, 'status', status)
+    local l = last[w]
+    if not l then
+      l = {}
+      last[w] = l
     end
-    redis.call('HSET', hash, 'updated_at', ts, 'last_seq', seq, 'last_kind', kind)
+    l.seq, l.kind, l.ts = seq, kind, ts
+    if status ~= '' then
+      l.status = status
+    end
   end
 end
+flush()
 return added
 "#;
+
+/// Raises [`HWM_KEY`] to ARGV[1]; returns its previous value.
+const HWM_SCRIPT: &str = r#"
+local v = tonumber(redis.call('GET', KEYS[1]) or '0')
+if v < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return v
+"#;
+
+/// The high-water mark: no event with a higher seq is in Redis (every call that writes
+/// events raises it first, in the same script or pipeline).
+pub const HWM_KEY: &str = "arbor:sync:hwm";
+
+/// Events per script call: small enough that encoding the next call overlaps Redis
+/// running this one, large enough that round trips do not matter.
+const CHUNK_EVENTS: usize = 1000;
 
 /// The Redis sink.
 pub struct RedisSink {
@@ -88,10 +149,24 @@ pub struct RedisSink {
     conn: Option<MultiplexedConnection>,
     /// `MAXLEN ~` of each workflow stream.
     maxlen: usize,
-    /// The batch script.
-    script: redis::Script,
     /// Masks the URL's password in errors.
     redactor: Redactor,
+    /// [`HWM_KEY`] as last read or raised; None = to be read again (after any error).
+    hwm: Option<Seq>,
+}
+
+type Reply = Pin<Box<dyn Future<Output = Result<(), RedisError>> + Send>>;
+
+/// Polls `fut` once: a multiplexed connection queues a command on its first poll, so
+/// commands polled in turn reach Redis in that order. `Some` if it already finished.
+async fn poll_once(fut: &mut Reply) -> Option<Result<(), RedisError>> {
+    std::future::poll_fn(|cx| {
+        Poll::Ready(match fut.as_mut().poll(cx) {
+            Poll::Ready(r) => Some(r),
+            Poll::Pending => None,
+        })
+    })
+    .await
 }
 
 impl RedisSink {
@@ -108,8 +183,8 @@ impl RedisSink {
             client,
             conn: None,
             maxlen: maxlen.max(1),
-            script: redis::Script::new(SCRIPT),
             redactor: Redactor::new(password),
+            hwm: None,
         })
     }
 
@@ -135,33 +210,110 @@ impl RedisSink {
         if err.is_retriable() {
             self.conn = None;
         }
+        self.hwm = None;
         err
     }
 
-    async fn run_chunk(&mut self, chunk: &[Item]) -> Result<(), SinkError> {
-        let mut conn = self.connection().await?;
-        let mut inv = self.script.prepare_invoke();
-        inv.arg(self.maxlen);
-        for item in chunk {
+    /// The plain pipeline for `chunk`, whose events are all above the high-water mark:
+    /// raise the mark, then XADD and PUBLISH per event, then one HSET per workflow.
+    fn encode_fresh(&self, chunk: &[Item]) -> Result<redis::Pipeline, SinkError> {
+        let mut pipe = redis::Pipeline::with_capacity(chunk.len() * 2 + 8);
+        pipe.cmd("EVAL")
+            .arg(HWM_SCRIPT)
+            .arg(1)
+            .arg(HWM_KEY)
+            .arg(last_seq(chunk));
+        // Per workflow, in first-seen order: (workflow, index of its last event, status).
+        let mut wfs: Vec<(Uuid, usize, Option<&str>)> = Vec::new();
+        let mut json = Vec::with_capacity(1024);
+        for (i, item) in chunk.iter().enumerate() {
             let e = &item.event;
-            let json = serde_json::to_string(e)
+            json.clear();
+            serde_json::to_writer(&mut json, e)
+                .map_err(|err| SinkError::permanent(format!("encode seq {}: {err}", e.seq)))?;
+            pipe.cmd("XADD")
+                .arg(stream_key(&e.workflow_id))
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(self.maxlen)
+                .arg(format!("{}-0", e.seq))
+                .arg("kind")
+                .arg(e.kind())
+                .arg("event")
+                .arg(json.as_slice());
+            pipe.cmd("PUBLISH")
+                .arg(channel(&e.workflow_id))
+                .arg(json.as_slice());
+            let status = match &e.body {
+                EventBody::WorkflowCreated(_) => Some("running"),
+                EventBody::StatusChanged(s) => Some(s.to.as_str()),
+                _ => None,
+            };
+            match wfs.iter_mut().rev().find(|w| w.0 == e.workflow_id) {
+                Some(w) => {
+                    w.1 = i;
+                    w.2 = status.or(w.2);
+                }
+                None => wfs.push((e.workflow_id, i, status)),
+            }
+        }
+        for (wf, i, status) in wfs {
+            let e = &chunk[i].event;
+            let cmd = pipe.cmd("HSET").arg(status_key(&wf));
+            if let Some(s) = status {
+                cmd.arg("status").arg(s);
+            }
+            cmd.arg("updated_at")
+                .arg(e.timestamp.to_string())
+                .arg("last_seq")
+                .arg(e.seq)
+                .arg("last_kind")
+                .arg(e.kind());
+        }
+        Ok(pipe)
+    }
+
+    /// The script call for `chunk`.
+    fn encode(&self, chunk: &[Item]) -> Result<redis::Cmd, SinkError> {
+        // Few workflows per chunk in practice: a linear search beats hashing.
+        let mut wfs: Vec<Uuid> = Vec::new();
+        let mut slots = Vec::with_capacity(chunk.len());
+        for item in chunk {
+            let wf = item.event.workflow_id;
+            let w = match wfs.iter().rposition(|w| *w == wf) {
+                Some(i) => i + 1,
+                None => {
+                    wfs.push(wf);
+                    wfs.len()
+                }
+            };
+            slots.push(w);
+        }
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(SCRIPT).arg(wfs.len() * 2 + 1);
+        for wf in &wfs {
+            cmd.arg(stream_key(wf)).arg(status_key(wf));
+        }
+        cmd.arg(HWM_KEY).arg(self.maxlen).arg(last_seq(chunk));
+        let mut json = Vec::with_capacity(1024);
+        for (item, w) in chunk.iter().zip(slots) {
+            let e = &item.event;
+            json.clear();
+            serde_json::to_writer(&mut json, e)
                 .map_err(|err| SinkError::permanent(format!("encode seq {}: {err}", e.seq)))?;
             let status = match &e.body {
                 EventBody::WorkflowCreated(_) => "running",
                 EventBody::StatusChanged(s) => s.to.as_str(),
                 _ => "",
             };
-            inv.key(stream_key(&e.workflow_id))
-                .key(status_key(&e.workflow_id))
+            cmd.arg(w)
                 .arg(e.seq)
-                .arg(json)
+                .arg(json.as_slice())
                 .arg(e.kind())
                 .arg(status)
                 .arg(e.timestamp.to_string());
         }
-        let res = inv.invoke_async::<i64>(&mut conn).await;
-        drop(inv);
-        res.map(|_| ()).map_err(|e| self.fail(&e))
+        Ok(cmd)
     }
 }
 
@@ -191,26 +343,137 @@ impl Sink for RedisSink {
 
     async fn setup(&mut self) -> Result<(), SinkError> {
         let mut conn = self.connection().await?;
-        match self.script.load_async(&mut conn).await {
+        match redis::cmd("PING").query_async::<String>(&mut conn).await {
             Ok(_) => Ok(()),
             Err(e) => Err(self.fail(&e)),
         }
     }
 
+    /// Chunks of at most [`CHUNK_EVENTS`] events and [`CHUNK_BYTES`] bytes, each one
+    /// script call. The next chunk is encoded while Redis runs the previous one; the
+    /// calls reach Redis in order (a later chunk may hold later events of the same
+    /// stream, which must not go in first).
     async fn apply(&mut self, batch: &[Item]) -> Result<(), SinkError> {
-        let mut start = 0;
-        while start < batch.len() {
-            let mut end = start;
+        let mut conn = self.connection().await?;
+        let hwm = match self.hwm {
+            Some(h) => h,
+            None => match redis::cmd("GET")
+                .arg(HWM_KEY)
+                .query_async::<Option<Seq>>(&mut conn)
+                .await
+            {
+                Ok(h) => h.unwrap_or(0),
+                Err(e) => return Err(self.fail(&e)),
+            },
+        };
+        let mut inflight: Option<Reply> = None;
+        let mut failed: Option<RedisError> = None;
+        let mut from = 0;
+        while from < batch.len() && failed.is_none() {
+            let mut to = from;
             let mut bytes = 0;
-            while end < batch.len() && (end == start || bytes < CHUNK_BYTES) {
-                bytes += approx_size(&batch[end]);
-                end += 1;
+            while to < batch.len()
+                && (to == from || (bytes < CHUNK_BYTES && to - from < CHUNK_EVENTS))
+            {
+                bytes += approx_size(&batch[to]);
+                to += 1;
             }
-            self.run_chunk(&batch[start..end]).await?;
-            start = end;
+            let chunk = &batch[from..to];
+            from = to;
+            let fresh = chunk[0].seq() > hwm;
+            let encoded = if fresh {
+                self.encode_fresh(chunk).map(Request::Fresh)
+            } else {
+                self.encode(chunk).map(Request::Script)
+            };
+            let request = match encoded {
+                Ok(r) => r,
+                Err(e) => {
+                    if let Some(prev) = inflight {
+                        let _ = prev.await;
+                    }
+                    self.hwm = None;
+                    return Err(e);
+                }
+            };
+            let mut fut = request.send(conn.clone(), chunk[0].seq());
+            let early = poll_once(&mut fut).await;
+            if let Some(Err(e)) = match inflight.take() {
+                Some(prev) => Some(prev.await),
+                None => None,
+            } {
+                failed = Some(e);
+            }
+            match early {
+                Some(Err(e)) => {
+                    failed.get_or_insert(e);
+                }
+                Some(Ok(())) => {}
+                None => inflight = Some(fut),
+            }
         }
-        Ok(())
+        if let Some(prev) = inflight {
+            if let Err(e) = prev.await {
+                failed.get_or_insert(e);
+            }
+        }
+        match failed {
+            Some(e) => Err(self.fail(&e)),
+            None => {
+                self.hwm = Some(hwm.max(last_seq(batch)));
+                Ok(())
+            }
+        }
     }
+}
+
+/// One chunk's request.
+enum Request {
+    /// Events above the high-water mark: a plain pipeline.
+    Fresh(redis::Pipeline),
+    /// Events that may be in Redis already: the script.
+    Script(redis::Cmd),
+}
+
+impl Request {
+    /// The request as a future (not sent until polled). A fresh chunk whose mark turns
+    /// out to have been at or above its first seq (another writer) fails retriably, so
+    /// that the retry goes through the script.
+    fn send(self, mut conn: MultiplexedConnection, first: Seq) -> Reply {
+        match self {
+            // A refusal comes back as a value, not as an error: extract it.
+            Request::Script(cmd) => Box::pin(async move {
+                conn.send_packed_command(&cmd)
+                    .await?
+                    .extract_error()
+                    .map(drop)
+            }),
+            Request::Fresh(pipe) => Box::pin(async move {
+                let replies = conn.send_packed_commands(&pipe, 0, pipe.len()).await?;
+                let mut replies = replies.into_iter();
+                match replies.next().map(Value::extract_error).transpose()? {
+                    Some(Value::Int(prev)) if u64::try_from(prev).unwrap_or(0) < first => {}
+                    other => {
+                        return Err(RedisError::from((
+                            redis::ErrorKind::Client,
+                            "the redis high-water mark is at or above this chunk (another \
+                             writer?); retrying through the script",
+                            format!("{other:?}"),
+                        )))
+                    }
+                }
+                // The first refusal (e.g. WRONGTYPE: something else owns the key).
+                for r in replies {
+                    r.extract_error()?;
+                }
+                Ok(())
+            }),
+        }
+    }
+}
+
+fn last_seq(items: &[Item]) -> Seq {
+    items.last().map_or(0, Item::seq)
 }
 
 fn approx_size(item: &Item) -> usize {

@@ -96,7 +96,10 @@ public final class Launcher {
                 .setConfig(HttpConnector.enabled, false)
                 .setConfig(HttpsConnector.enabled, false)
                 .setConfig(GraphDatabaseSettings.auth_enabled, auth)
-                .setConfig(GraphDatabaseSettings.pagecache_memory, ByteUnit.mebiBytes(64))
+                // -Darbor.neo4j.pagecache.mb (tests/services/lib.sh: ARBOR_NEO4J_PAGECACHE_MB); a
+                // page cache smaller than the store makes every write batch fault pages in
+                .setConfig(GraphDatabaseSettings.pagecache_memory,
+                        ByteUnit.mebiBytes(Long.getLong("arbor.neo4j.pagecache.mb", 256L)))
                 .setConfig(GraphDatabaseSettings.preallocate_logical_logs, false)
                 // no usage reports: nothing may leave this machine
                 .setConfig(GraphDatabaseSettings.udc_enabled, false)
