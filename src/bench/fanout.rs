@@ -1,0 +1,391 @@
+//! Fan-out: M subscribers on one workflow (arbor SSE) or one channel (Redis pub/sub),
+//! latency from the moment an event is sent by the appender to the moment each
+//! subscriber receives it.
+//!
+//! Every event carries its number `n` (arbor: in the node id, see
+//! [`IdAlloc::Counted`]; Redis: as the payload's prefix `n|`). The appender marks
+//! `n`'s send time in a shared table just before sending; a subscriber that receives
+//! `n` looks the send time up and records the difference. Subscribers parse only what
+//! they need (the SSE `data:` line's first `"id":"…"`, or the prefix), so the client
+//! side stays cheap.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio::sync::{watch, Semaphore};
+use uuid::Uuid;
+
+use super::stats::Recorder;
+use super::workload::IdAlloc;
+
+/// Send times of events `0..len`, in nanoseconds since the table's epoch (+1; 0 = not
+/// sent yet).
+pub struct SendTimes {
+    epoch: Instant,
+    slots: Vec<AtomicU64>,
+}
+
+impl SendTimes {
+    /// A table for events `0..len`.
+    pub fn new(len: usize) -> SendTimes {
+        SendTimes {
+            epoch: Instant::now(),
+            slots: (0..len).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Marks event `n` as sent now.
+    pub fn mark(&self, n: u64) {
+        if let Some(s) = usize::try_from(n).ok().and_then(|i| self.slots.get(i)) {
+            let ns = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
+            s.store(ns + 1, Ordering::Release);
+        }
+    }
+
+    /// Time from the send of `n` to `at`, if `n` was marked.
+    pub fn since_sent(&self, n: u64, at: Instant) -> Option<u64> {
+        let s = self.slots.get(usize::try_from(n).ok()?)?;
+        let sent = s.load(Ordering::Acquire);
+        if sent == 0 {
+            return None;
+        }
+        let at = u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).ok()?;
+        Some(at.saturating_sub(sent - 1))
+    }
+
+    /// Events marked.
+    pub fn marked(&self) -> u64 {
+        self.slots
+            .iter()
+            .filter(|s| s.load(Ordering::Relaxed) != 0)
+            .count() as u64
+    }
+}
+
+/// What the subscribers saw.
+#[derive(Debug, Default)]
+pub struct Receipts {
+    /// Delivery latency of every matched receipt.
+    pub latency: Recorder,
+    /// Frames that carried no known event number (heartbeats excluded).
+    pub unmatched: u64,
+    /// Subscribers that failed to connect or broke off.
+    pub failed_subscribers: u64,
+    /// The first subscriber error.
+    pub first_error: Option<String>,
+}
+
+impl Receipts {
+    fn merge(&mut self, o: Receipts) {
+        self.latency.merge(&o.latency);
+        self.unmatched += o.unmatched;
+        self.failed_subscribers += o.failed_subscribers;
+        if self.first_error.is_none() {
+            self.first_error = o.first_error;
+        }
+    }
+}
+
+/// Splits complete SSE frames (`…\n\n`) off the front of `buf`, calling `frame` on the
+/// `data:` payload of each (frames without data, such as heartbeats, are skipped).
+pub fn split_sse_frames(buf: &mut Vec<u8>, mut frame: impl FnMut(&[u8])) {
+    let mut start = 0;
+    while let Some(end) = find(&buf[start..], b"\n\n") {
+        let f = &buf[start..start + end];
+        for line in f.split(|b| *b == b'\n') {
+            if let Some(d) = line.strip_prefix(b"data:") {
+                frame(d.strip_prefix(b" ").unwrap_or(d));
+            }
+        }
+        start += end + 2;
+    }
+    buf.drain(..start);
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The first `"id":"<uuid>"` of an event's JSON (the event id; for `node.created` it is
+/// the node id).
+pub fn event_id(data: &[u8]) -> Option<Uuid> {
+    let at = find(data, b"\"id\":\"")? + 6;
+    let s = std::str::from_utf8(data.get(at..at + 36)?).ok()?;
+    Uuid::parse_str(s).ok()
+}
+
+/// The `n|` prefix of a Redis payload.
+pub fn payload_index(p: &[u8]) -> Option<u64> {
+    let bar = p.iter().position(|b| *b == b'|')?;
+    std::str::from_utf8(&p[..bar]).ok()?.parse().ok()
+}
+
+/// Shared state of one fan-out run.
+pub struct Fan {
+    /// Send times.
+    pub times: Arc<SendTimes>,
+    /// Receipts so far, all subscribers together.
+    pub received: Arc<AtomicU64>,
+    /// Set when the subscribers should stop.
+    pub stop: watch::Sender<bool>,
+}
+
+impl Fan {
+    /// State for up to `events` events.
+    pub fn new(events: usize) -> Fan {
+        Fan {
+            times: Arc::new(SendTimes::new(events)),
+            received: Arc::new(AtomicU64::new(0)),
+            stop: watch::channel(false).0,
+        }
+    }
+
+    /// Waits until `expected` receipts arrived or `grace` passed, then stops the
+    /// subscribers.
+    pub async fn finish(&self, expected: u64, grace: Duration) {
+        let until = Instant::now() + grace;
+        while self.received.load(Ordering::Relaxed) < expected && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.stop.send_replace(true);
+    }
+}
+
+/// Opens `m` SSE subscriptions to `url` (at most 64 connecting at once); returns once
+/// every one is established (or failed), with the join handles.
+pub async fn arbor_subscribers(
+    url: &str,
+    m: usize,
+    ids: IdAlloc,
+    fan: &Fan,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<Receipts>>> {
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(0)
+        .build()?;
+    let gate = Arc::new(Semaphore::new(64));
+    let mut ready = Vec::with_capacity(m);
+    let mut handles = Vec::with_capacity(m);
+    for _ in 0..m {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        ready.push(rx);
+        let client = client.clone();
+        let url = url.to_owned();
+        let ids = ids.clone();
+        let times = fan.times.clone();
+        let received = fan.received.clone();
+        let mut stop = fan.stop.subscribe();
+        let gate = gate.clone();
+        handles.push(tokio::spawn(async move {
+            let mut out = Receipts {
+                latency: Recorder::with_precision(2),
+                ..Receipts::default()
+            };
+            let permit = gate.acquire_owned().await;
+            let resp = client.get(&url).send().await;
+            drop(permit);
+            let resp = match resp {
+                Ok(r) if r.status().is_success() => r,
+                Ok(r) => {
+                    out.failed_subscribers = 1;
+                    out.first_error = Some(format!("SSE subscribe: {}", r.status()));
+                    return out;
+                }
+                Err(e) => {
+                    out.failed_subscribers = 1;
+                    out.first_error = Some(format!("SSE subscribe: {e}"));
+                    return out;
+                }
+            };
+            let _ = tx.send(());
+            let mut body = resp.bytes_stream();
+            let mut buf = Vec::with_capacity(16 * 1024);
+            loop {
+                let chunk = tokio::select! {
+                    c = body.next() => c,
+                    _ = stop.wait_for(|s| *s) => break,
+                };
+                let now = Instant::now();
+                match chunk {
+                    Some(Ok(bytes)) => {
+                        buf.extend_from_slice(&bytes);
+                        let mut got = 0;
+                        split_sse_frames(&mut buf, |data| {
+                            match event_id(data)
+                                .and_then(|id| ids.index_of(&id))
+                                .and_then(|n| times.since_sent(n, now))
+                            {
+                                Some(ns) => {
+                                    out.latency.record_ns(ns);
+                                    got += 1;
+                                }
+                                None => out.unmatched += 1,
+                            }
+                        });
+                        received.fetch_add(got, Ordering::Relaxed);
+                    }
+                    Some(Err(e)) => {
+                        out.failed_subscribers = 1;
+                        out.first_error = Some(format!("SSE stream: {e}"));
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            out
+        }));
+    }
+    for r in ready {
+        // A subscriber that failed dropped its sender; its handle reports why.
+        let _ = r.await;
+    }
+    Ok(handles)
+}
+
+/// Opens `m` Redis pub/sub subscriptions to `channel`, each on its own connection.
+pub async fn redis_subscribers(
+    client: &redis::Client,
+    channel: &str,
+    m: usize,
+    fan: &Fan,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<Receipts>>> {
+    let gate = Arc::new(Semaphore::new(64));
+    let mut ready = Vec::with_capacity(m);
+    let mut handles = Vec::with_capacity(m);
+    for _ in 0..m {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        ready.push(rx);
+        let client = client.clone();
+        let channel = channel.to_owned();
+        let times = fan.times.clone();
+        let received = fan.received.clone();
+        let mut stop = fan.stop.subscribe();
+        let gate = gate.clone();
+        handles.push(tokio::spawn(async move {
+            let mut out = Receipts {
+                latency: Recorder::with_precision(2),
+                ..Receipts::default()
+            };
+            let permit = gate.acquire_owned().await;
+            let ps = async {
+                let mut ps = client.get_async_pubsub().await?;
+                ps.subscribe(&channel).await?;
+                Ok::<_, redis::RedisError>(ps)
+            }
+            .await;
+            drop(permit);
+            let mut ps = match ps {
+                Ok(ps) => ps,
+                Err(e) => {
+                    out.failed_subscribers = 1;
+                    out.first_error = Some(format!("redis subscribe: {e}"));
+                    return out;
+                }
+            };
+            let _ = tx.send(());
+            let mut msgs = ps.on_message();
+            loop {
+                let msg = tokio::select! {
+                    m = msgs.next() => m,
+                    _ = stop.wait_for(|s| *s) => break,
+                };
+                let now = Instant::now();
+                let Some(msg) = msg else { break };
+                match payload_index(msg.get_payload_bytes()).and_then(|n| times.since_sent(n, now))
+                {
+                    Some(ns) => {
+                        out.latency.record_ns(ns);
+                        received.fetch_add(1, Ordering::Relaxed);
+                    }
+                    None => out.unmatched += 1,
+                }
+            }
+            out
+        }));
+    }
+    for r in ready {
+        let _ = r.await;
+    }
+    Ok(handles)
+}
+
+/// Collects the subscribers' receipts.
+pub async fn collect(handles: Vec<tokio::task::JoinHandle<Receipts>>) -> Receipts {
+    let mut all = Receipts::default();
+    for h in handles {
+        match h.await {
+            Ok(r) => all.merge(r),
+            Err(e) => {
+                all.failed_subscribers += 1;
+                if all.first_error.is_none() {
+                    all.first_error = Some(format!("subscriber task: {e}"));
+                }
+            }
+        }
+    }
+    all
+}
+
+/// The soft limit on open files of this process (from `/proc/self/limits`), if known.
+pub fn open_files_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_split_across_chunks() {
+        let id = Uuid::from_u64_pair(7, 3);
+        let mut buf = Vec::new();
+        let mut seen = Vec::new();
+        let frame = format!(
+            "id: 12\nevent: node.created\ndata: {{\"seq\":12,\"id\":\"{id}\",\"x\":1}}\n\n: heartbeat\n\n"
+        );
+        let (a, b) = frame.as_bytes().split_at(30);
+        buf.extend_from_slice(a);
+        split_sse_frames(&mut buf, |d| seen.push(d.to_vec()));
+        assert!(seen.is_empty(), "incomplete frame kept");
+        buf.extend_from_slice(b);
+        split_sse_frames(&mut buf, |d| seen.push(d.to_vec()));
+        assert_eq!(seen.len(), 1, "heartbeat has no data");
+        assert!(buf.is_empty());
+        assert_eq!(event_id(&seen[0]), Some(id));
+        let ids = IdAlloc::Counted {
+            tag: 7,
+            next: Arc::new(AtomicU64::new(0)),
+        };
+        assert_eq!(event_id(&seen[0]).and_then(|i| ids.index_of(&i)), Some(3));
+    }
+
+    #[test]
+    fn payload_prefixes() {
+        assert_eq!(payload_index(b"42|{\"a\":1}"), Some(42));
+        assert_eq!(payload_index(b"{\"a\":1}"), None);
+        assert_eq!(payload_index(b"x|"), None);
+        assert_eq!(event_id(b"{\"seq\":1}"), None);
+        assert_eq!(
+            event_id(b"{\"id\":\"not-a-uuid-at-all-but-36-chars-long\"}"),
+            None
+        );
+    }
+
+    #[test]
+    fn send_times() {
+        let t = SendTimes::new(4);
+        assert_eq!(t.since_sent(1, Instant::now()), None, "not sent yet");
+        t.mark(1);
+        t.mark(99); // out of range: ignored
+        std::thread::sleep(Duration::from_millis(2));
+        let ns = t.since_sent(1, Instant::now()).unwrap_or(0);
+        assert!(ns >= 2_000_000, "{ns}");
+        assert_eq!(t.since_sent(99, Instant::now()), None);
+        assert_eq!(t.marked(), 1);
+    }
+}

@@ -1,0 +1,272 @@
+//! arbor over HTTP (the DESIGN §4 API), and the in-process server the harness starts
+//! when no `--url` is given.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use arbor_storage::{Durability, Node};
+
+use crate::bench::workload::{NodeOp, Op};
+use crate::config::ServeConfig;
+use crate::server::Running;
+
+/// A client of one arbor server.
+#[derive(Clone)]
+pub struct ArborHttp {
+    base: String,
+    client: reqwest::Client,
+}
+
+#[derive(Deserialize)]
+struct Created {
+    workflow_id: Uuid,
+    root_id: Uuid,
+}
+
+#[derive(Deserialize)]
+struct Nodes {
+    nodes: Vec<Node>,
+}
+
+#[derive(Deserialize)]
+struct Count {
+    node_count: usize,
+}
+
+impl ArborHttp {
+    /// A client of `base` (`http://127.0.0.1:PORT`); checks `/healthz`.
+    pub async fn connect(base: &str, timeout: Duration) -> anyhow::Result<ArborHttp> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .build()?;
+        let a = ArborHttp {
+            base: base.trim_end_matches('/').to_owned(),
+            client,
+        };
+        let r = a
+            .client
+            .get(a.url("/healthz"))
+            .send()
+            .await
+            .with_context(|| format!("arbor at {base} does not answer"))?;
+        if !r.status().is_success() {
+            bail!("arbor at {base}: /healthz answered {}", r.status());
+        }
+        Ok(a)
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    async fn post(&self, path: &str, body: &impl serde::Serialize) -> anyhow::Result<Vec<u8>> {
+        let r = self.client.post(self.url(path)).json(body).send().await?;
+        let status = r.status();
+        let bytes = r.bytes().await?;
+        if !status.is_success() {
+            bail!(
+                "POST {path}: {status}: {}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+            );
+        }
+        Ok(bytes.to_vec())
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+        let r = self.client.get(self.url(path)).send().await?;
+        let status = r.status();
+        let bytes = r.bytes().await?;
+        if !status.is_success() {
+            bail!(
+                "GET {path}: {status}: {}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+            );
+        }
+        Ok(bytes.to_vec())
+    }
+
+    /// Creates a workflow: `(workflow_id, root_id)`.
+    pub async fn create_workflow(&self, prompt: &str) -> anyhow::Result<(Uuid, Uuid)> {
+        let b = self
+            .post(
+                "/v1/workflows",
+                &json!({ "system_prompt": prompt, "user_id": "bench" }),
+            )
+            .await?;
+        let c: Created = serde_json::from_slice(&b)?;
+        Ok((c.workflow_id, c.root_id))
+    }
+
+    /// Applies one op to workflow `wf`.
+    pub async fn apply(&self, wf: Uuid, op: &Op) -> anyhow::Result<()> {
+        match op {
+            Op::Node(n) => self.append(wf, n).await,
+            Op::Edge { kind, from, to } => self
+                .post(
+                    &format!("/v1/workflows/{wf}/edges"),
+                    &json!({ "type": kind.as_str(), "from": from, "to": to }),
+                )
+                .await
+                .map(drop),
+            Op::Choose { decision, option } => self
+                .post(
+                    &format!("/v1/nodes/{decision}/choose"),
+                    &json!({ "option_id": option }),
+                )
+                .await
+                .map(drop),
+        }
+    }
+
+    /// Appends one node.
+    pub async fn append(&self, wf: Uuid, n: &NodeOp) -> anyhow::Result<()> {
+        self.post(&format!("/v1/workflows/{wf}/nodes"), n)
+            .await
+            .map(drop)
+    }
+
+    /// Appends one node; returns its seq.
+    pub async fn append_seq(&self, wf: Uuid, n: &NodeOp) -> anyhow::Result<u64> {
+        #[derive(Deserialize)]
+        struct Seq {
+            seq: u64,
+        }
+        let b = self.post(&format!("/v1/workflows/{wf}/nodes"), n).await?;
+        Ok(serde_json::from_slice::<Seq>(&b)?.seq)
+    }
+
+    /// Appends nodes atomically (one request).
+    pub async fn append_batch(&self, wf: Uuid, nodes: &[NodeOp]) -> anyhow::Result<()> {
+        self.post(
+            &format!("/v1/workflows/{wf}/nodes/batch"),
+            &json!({ "nodes": nodes }),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `GET /v1/nodes/{id}/path`, decoded; returns the number of nodes.
+    pub async fn path(&self, id: Uuid) -> anyhow::Result<usize> {
+        let b = self.get(&format!("/v1/nodes/{id}/path")).await?;
+        let n: Nodes = serde_json::from_slice(&b)?;
+        Ok(n.nodes.len())
+    }
+
+    /// `GET /v1/nodes/{id}/subtree`, decoded; returns the number of nodes.
+    pub async fn subtree(&self, id: Uuid) -> anyhow::Result<usize> {
+        let b = self.get(&format!("/v1/nodes/{id}/subtree")).await?;
+        let n: Nodes = serde_json::from_slice(&b)?;
+        Ok(n.nodes.len())
+    }
+
+    /// Nodes of workflow `wf`, root included.
+    pub async fn node_count(&self, wf: Uuid) -> anyhow::Result<usize> {
+        let b = self.get(&format!("/v1/workflows/{wf}")).await?;
+        let c: Count = serde_json::from_slice(&b)?;
+        Ok(c.node_count)
+    }
+
+    /// `GET /healthz`.
+    pub async fn healthz(&self) -> anyhow::Result<()> {
+        self.get("/healthz").await.map(drop)
+    }
+
+    /// `GET /v1/health`.
+    pub async fn health(&self) -> anyhow::Result<Value> {
+        let b = self.get("/v1/health").await?;
+        Ok(serde_json::from_slice(&b)?)
+    }
+
+    /// Names of the sinks the server reports in `/v1/health`.
+    pub async fn sink_names(&self) -> anyhow::Result<Vec<String>> {
+        let h = self.health().await?;
+        Ok(h.pointer("/components/sinks")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.get("name").and_then(Value::as_str).map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
+
+/// A server the harness started in-process, with its temporary data directory.
+pub struct LocalArbor {
+    running: Running,
+    _dir: tempfile::TempDir,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+}
+
+/// Sinks for an in-process server (sync-lag scenario).
+#[derive(Clone, Debug, Default)]
+pub struct LocalSinks {
+    /// Redis URL.
+    pub redis_url: Option<String>,
+    /// PostgreSQL URL.
+    pub postgres_url: Option<String>,
+    /// PostgreSQL schema of the replica tables (None: the server's default).
+    pub postgres_schema: Option<String>,
+    /// Neo4j (url, user, password).
+    pub neo4j: Option<(String, String, String)>,
+}
+
+impl LocalArbor {
+    /// Starts a server on 127.0.0.1:0 with a fresh temporary data directory.
+    pub async fn start(durability: Durability, sinks: LocalSinks) -> anyhow::Result<LocalArbor> {
+        let dir = tempfile::Builder::new()
+            .prefix("arbor-bench-")
+            .tempdir()
+            .context("creating a temporary data directory")?;
+        let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut cfg = ServeConfig::new(dir.path(), listen);
+        cfg.durability = durability;
+        // SSE fan-out: a thousand subscribers on one workflow at a thousand events a
+        // second; a bigger broadcast buffer keeps them on the fast path.
+        cfg.broadcast_capacity = 16_384;
+        cfg.redis_url = sinks.redis_url;
+        cfg.postgres_url = sinks.postgres_url;
+        if let Some(schema) = sinks.postgres_schema {
+            cfg.postgres_schema = schema;
+        }
+        cfg.neo4j = sinks
+            .neo4j
+            .map(|(url, user, password)| crate::config::Neo4jSettings {
+                url,
+                user,
+                password,
+            });
+        let running = crate::server::start(cfg)
+            .await
+            .context("starting the in-process arbor server")?;
+        let base = format!("http://{}", running.addr());
+        Ok(LocalArbor {
+            running,
+            _dir: dir,
+            base,
+        })
+    }
+
+    /// The server's store (in-process scenarios).
+    pub fn store(&self) -> &arbor_storage::Store {
+        self.running.store()
+    }
+
+    /// Graceful shutdown; the data directory is removed.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.running.shutdown().await?;
+        Ok(())
+    }
+}
