@@ -145,6 +145,9 @@ pub struct Plan {
     /// Length of the sync-lag series.
     #[serde(serialize_with = "secs")]
     pub sync_duration: Duration,
+    /// How long the sinks get to catch up after the sync-lag appends stop.
+    #[serde(serialize_with = "secs")]
+    pub sync_catch_up: Duration,
     /// Length of the fsync probe.
     #[serde(serialize_with = "secs")]
     pub fsync_duration: Duration,
@@ -204,14 +207,20 @@ impl Plan {
                 content_max: common.content_max,
             },
             agents: common.agents.unwrap_or(16).clamp(1, 1_024),
-            append_paces: vec![
-                Pace::Closed,
-                Pace::Open {
-                    rate: if quick { 400.0 } else { 1_000.0 },
-                },
-            ],
+            // Open loop: a rate every system sustains (the seeds' design tops out at a few
+            // hundred events/s here), so latencies compare at equal load; the full run
+            // adds one only arbor, PostgreSQL and Redis can carry.
+            append_paces: if quick {
+                vec![Pace::Closed, Pace::Open { rate: 300.0 }]
+            } else {
+                vec![
+                    Pace::Closed,
+                    Pace::Open { rate: 300.0 },
+                    Pace::Open { rate: 1_500.0 },
+                ]
+            },
             warmup: secs(0.3, 2.0),
-            append_duration: secs(2.0, 10.0),
+            append_duration: secs(1.5, 10.0),
             max_ops: 10_000_000,
             batch_size: 100,
             batch_agents: 4,
@@ -231,6 +240,7 @@ impl Plan {
             fanout_duration: secs(2.0, 10.0),
             sync_rate: if quick { 200.0 } else { 500.0 },
             sync_duration: secs(2.0, 10.0),
+            sync_catch_up: secs(10.0, 30.0),
             fsync_duration: secs(1.0, 3.0),
             item_timeout: secs(20.0, 60.0),
         })

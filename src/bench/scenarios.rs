@@ -1030,7 +1030,7 @@ async fn fanout_case(
             );
         }
     }
-    let appenders = 4usize;
+    let appenders = plan.agents;
     if let (Some(a), true) = (&sys.arbor, plan.has(System::Arbor)) {
         let (wf, root) = a.http.create_workflow(PROMPT).await?;
         let fan = Fan::new(fan_capacity(rate, plan.fanout_duration));
@@ -1267,7 +1267,7 @@ async fn sync_lag_series(
             }
         })));
     }
-    let appenders = 2usize;
+    let appenders = plan.agents;
     let per_agent = cap_per_agent(plan, Pace::Open { rate }, plan.sync_duration, appenders);
     let agents: Vec<AgentOps> = (0..appenders)
         .map(|i| AgentOps::new(&plan.workload, i, root, per_agent, ids.clone()).nodes_only())
@@ -1311,7 +1311,7 @@ async fn sync_lag_series(
         report.results.push(r);
     }
     // Every sink gets until the deadline to catch up; then the pollers stop.
-    let catch_up = Duration::from_secs(20);
+    let catch_up = plan.sync_catch_up;
     let deadline = Instant::now() + catch_up;
     for mut p in pollers {
         let remaining = deadline.saturating_duration_since(Instant::now());
