@@ -1165,17 +1165,46 @@ async fn sync_lag(plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
             "`arbor serve` started with the sink URLs reports no sinks in /v1/health: the \
              sync workers are not wired into the server in this build (src/sinks.rs)",
         ));
-        Ok(())
+        Ok(None)
     } else {
-        sync_lag_series(plan, &http, &names, &schema, report).await
+        match http.create_workflow(PROMPT).await {
+            Ok((wf, root)) => sync_lag_series(plan, &http, &names, &schema, (wf, root), report)
+                .await
+                .map(|()| Some(wf)),
+            Err(e) => Err(e),
+        }
     };
     local.stop().await?;
+    // Leave the services as they were: the sinks' rows of this run go.
     if let Some(url) = &s.postgres_url {
         if let Err(e) = drop_schema(url, &schema).await {
             tracing::warn!(error = %e, schema, "dropping the sync-lag schema");
         }
     }
-    res
+    if let Ok(Some(wf)) = &res {
+        if let Err(e) = clean_sinks(plan, *wf).await {
+            tracing::warn!(error = %e, "removing the sync-lag workflow from the sinks");
+        }
+    }
+    res.map(drop)
+}
+
+/// Removes workflow `wf` from the Redis and Neo4j sinks.
+async fn clean_sinks(plan: &Plan, wf: Uuid) -> anyhow::Result<()> {
+    let s = &plan.services;
+    if let Some(url) = &s.redis_url {
+        let r = Redis::connect(url).await?;
+        r.delete_keys(&[
+            format!("workflow:events:{wf}"),
+            format!("workflow:status:{wf}"),
+        ])
+        .await?;
+    }
+    if let Some(url) = &s.neo4j_url {
+        let g = Neo4j::connect(url, &s.neo4j_user, &s.neo4j_password, 1).await?;
+        g.delete_workflow(wf).await?;
+    }
+    Ok(())
 }
 
 /// Drops the sync-lag run's PostgreSQL schema.
@@ -1199,6 +1228,7 @@ async fn sync_lag_series(
     http: &ArborHttp,
     sinks: &[String],
     schema: &str,
+    (wf, root): (Uuid, Uuid),
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let rate = plan.sync_rate;
@@ -1206,7 +1236,6 @@ async fn sync_lag_series(
         "{rate}/s for {} s, sinks on",
         plan.sync_duration.as_secs_f64()
     );
-    let (wf, root) = http.create_workflow(PROMPT).await?;
     let fan = Fan::new(fan_capacity(rate, plan.sync_duration));
     let ids = IdAlloc::counted();
     // Redis sink: it PUBLISHes each event on workflow:{wf} once it is in the stream.

@@ -2,7 +2,7 @@
 //! to root by a recursive CTE over `parent_id`, subtree by the reverse CTE.
 //!
 //! The table is the harness's own (`arbor_bench_events`), dropped and re-created at the
-//! start of a run, with the indexes a reasonable schema has: the primary key, a unique
+//! start of a run and dropped at its end, with the indexes a reasonable schema has: the primary key, a unique
 //! index on the event/node id (the CTE walks it) and one on `parent_id` (the subtree
 //! CTE walks it).
 
@@ -218,19 +218,14 @@ impl Postgres {
         Ok(usize::try_from(row.try_get::<i64, _>(0)?)?)
     }
 
-    /// Largest `seq` of the sync sink's `arbor_nodes` rows of `wf` (sync lag), if the
-    /// table exists.
-    pub async fn sink_max_seq(&self, wf: Uuid) -> anyhow::Result<Option<u64>> {
-        let row = sqlx::query("SELECT max(seq) FROM arbor_nodes WHERE workflow_id = $1")
-            .bind(wf)
-            .fetch_one(&self.pool)
-            .await?;
-        let v: Option<i64> = row.try_get(0)?;
-        Ok(v.and_then(|v| u64::try_from(v).ok()))
-    }
-
-    /// Closes the pool.
+    /// Drops the table and closes the pool.
     pub async fn close(&self) {
+        if let Err(e) = sqlx::query("DROP TABLE IF EXISTS arbor_bench_events")
+            .execute(&self.pool)
+            .await
+        {
+            tracing::warn!(error = %e, "dropping arbor_bench_events");
+        }
         self.pool.close().await;
     }
 }

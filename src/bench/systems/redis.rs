@@ -118,6 +118,16 @@ impl Redis {
             .await?)
     }
 
+    /// Deletes `keys`.
+    pub async fn delete_keys(&self, keys: &[String]) -> anyhow::Result<()> {
+        let mut c = self.conn.clone();
+        redis::cmd("DEL")
+            .arg(keys)
+            .query_async::<i64>(&mut c)
+            .await?;
+        Ok(())
+    }
+
     /// Deletes the stream of `wf`.
     pub async fn delete_workflow(&self, wf: Uuid) -> anyhow::Result<()> {
         let mut c = self.conn.clone();
