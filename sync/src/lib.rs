@@ -270,8 +270,10 @@ pub fn start(store: Store, config: SyncConfig) -> Result<SyncSet, SyncError> {
     let (shutdown, _) = watch::channel(false);
     let mut workers = Vec::new();
     if let Some(url) = &config.redis_url {
+        let first = store.event(1).ok().map(|e| e.id);
         let sink = redis::RedisSink::new(url, config.redis_maxlen)
-            .map_err(|e| config_error(redis::NAME, e))?;
+            .map_err(|e| config_error(redis::NAME, e))?
+            .for_log(first);
         workers.push(spawn(&store, sink, opts, &shutdown));
     }
     if let Some(url) = &config.postgres_url {

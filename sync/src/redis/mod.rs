@@ -133,9 +133,11 @@ end
 return v
 "#;
 
-/// The high-water mark: no event with a higher seq is in Redis (every call that writes
-/// events raises it first, in the same script or pipeline).
-pub const HWM_KEY: &str = "arbor:sync:hwm";
+/// Prefix of the high-water mark key, `arbor:sync:hwm:{id of the log's first event}`: no
+/// event of that log with a higher seq is in Redis (every call that writes events raises
+/// it first, in the same script or pipeline). One per log, so that several arbor stores
+/// can share a Redis database.
+pub const HWM_KEY: &str = "arbor:sync:hwm:";
 
 /// Events per script call: small enough that encoding the next call overlaps Redis
 /// running this one, large enough that round trips do not matter.
@@ -153,6 +155,9 @@ pub struct RedisSink {
     redactor: Redactor,
     /// [`HWM_KEY`] as last read or raised; None = to be read again (after any error).
     hwm: Option<Seq>,
+    /// The mark's key: [`HWM_KEY`] + the id of the log's first event (known at start, or
+    /// from the first batch of a log that was empty). None: every chunk takes the script.
+    hwm_key: Option<String>,
 }
 
 type Reply = Pin<Box<dyn Future<Output = Result<(), RedisError>> + Send>>;
@@ -185,7 +190,15 @@ impl RedisSink {
             maxlen: maxlen.max(1),
             redactor: Redactor::new(password),
             hwm: None,
+            hwm_key: None,
         })
+    }
+
+    /// Names the log this sink replicates by the id of its first event (None: the log
+    /// is empty; the first batch then names it).
+    pub fn for_log(mut self, first_event: Option<Uuid>) -> RedisSink {
+        self.hwm_key = first_event.map(|id| format!("{HWM_KEY}{id}"));
+        self
     }
 
     /// A connection (opened if needed).
@@ -216,12 +229,12 @@ impl RedisSink {
 
     /// The plain pipeline for `chunk`, whose events are all above the high-water mark:
     /// raise the mark, then XADD and PUBLISH per event, then one HSET per workflow.
-    fn encode_fresh(&self, chunk: &[Item]) -> Result<redis::Pipeline, SinkError> {
+    fn encode_fresh(&self, chunk: &[Item], hwm_key: &str) -> Result<redis::Pipeline, SinkError> {
         let mut pipe = redis::Pipeline::with_capacity(chunk.len() * 2 + 8);
         pipe.cmd("EVAL")
             .arg(HWM_SCRIPT)
             .arg(1)
-            .arg(HWM_KEY)
+            .arg(hwm_key)
             .arg(last_seq(chunk));
         // Per workflow, in first-seen order: (workflow, index of its last event, status).
         let mut wfs: Vec<(Uuid, usize, Option<&str>)> = Vec::new();
@@ -274,7 +287,7 @@ impl RedisSink {
     }
 
     /// The script call for `chunk`.
-    fn encode(&self, chunk: &[Item]) -> Result<redis::Cmd, SinkError> {
+    fn encode(&self, chunk: &[Item], hwm_key: &str) -> Result<redis::Cmd, SinkError> {
         // Few workflows per chunk in practice: a linear search beats hashing.
         let mut wfs: Vec<Uuid> = Vec::new();
         let mut slots = Vec::with_capacity(chunk.len());
@@ -294,7 +307,7 @@ impl RedisSink {
         for wf in &wfs {
             cmd.arg(stream_key(wf)).arg(status_key(wf));
         }
-        cmd.arg(HWM_KEY).arg(self.maxlen).arg(last_seq(chunk));
+        cmd.arg(hwm_key).arg(self.maxlen).arg(last_seq(chunk));
         let mut json = Vec::with_capacity(1024);
         for (item, w) in chunk.iter().zip(slots) {
             let e = &item.event;
@@ -355,10 +368,23 @@ impl Sink for RedisSink {
     /// stream, which must not go in first).
     async fn apply(&mut self, batch: &[Item]) -> Result<(), SinkError> {
         let mut conn = self.connection().await?;
-        let hwm = match self.hwm {
-            Some(h) => h,
-            None => match redis::cmd("GET")
-                .arg(HWM_KEY)
+        if self.hwm_key.is_none() {
+            // A log that was empty at start: its first batch begins with its first event.
+            if let Some(first) = batch.first().filter(|i| i.seq() == 1) {
+                self.hwm_key = Some(format!("{HWM_KEY}{}", first.event.id));
+            }
+        }
+        // No key (cannot happen for a log replicated from its start): all by script,
+        // under a key no fast path reads.
+        let key = self
+            .hwm_key
+            .clone()
+            .unwrap_or_else(|| format!("{HWM_KEY}unknown"));
+        let hwm = match (self.hwm, &self.hwm_key) {
+            (_, None) => Seq::MAX,
+            (Some(h), _) => h,
+            (None, Some(k)) => match redis::cmd("GET")
+                .arg(k)
                 .query_async::<Option<Seq>>(&mut conn)
                 .await
             {
@@ -382,9 +408,9 @@ impl Sink for RedisSink {
             from = to;
             let fresh = chunk[0].seq() > hwm;
             let encoded = if fresh {
-                self.encode_fresh(chunk).map(Request::Fresh)
+                self.encode_fresh(chunk, &key).map(Request::Fresh)
             } else {
-                self.encode(chunk).map(Request::Script)
+                self.encode(chunk, &key).map(Request::Script)
             };
             let request = match encoded {
                 Ok(r) => r,
@@ -420,7 +446,9 @@ impl Sink for RedisSink {
         match failed {
             Some(e) => Err(self.fail(&e)),
             None => {
-                self.hwm = Some(hwm.max(last_seq(batch)));
+                if self.hwm_key.is_some() {
+                    self.hwm = Some(hwm.max(last_seq(batch)));
+                }
                 Ok(())
             }
         }
