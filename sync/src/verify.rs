@@ -271,7 +271,7 @@ async fn verify_postgres_on(
         }
     }
     let edges: HashMap<Uuid, i64> = sqlx::query_as::<_, (Uuid, i64)>(
-        "SELECT workflow_id, count(*) FROM arbor_edges WHERE workflow_id = ANY($1) GROUP BY 1",
+        "SELECT workflow_id, count(*) FROM arbor_all_edges WHERE workflow_id = ANY($1) GROUP BY 1",
     )
     .bind(&ids)
     .fetch_all(pool)

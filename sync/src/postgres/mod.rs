@@ -6,6 +6,13 @@
 //! per table (never row by row) and the cursor row commit together, exactly once. The
 //! cursor lives here, not in arbor.
 //!
+//! Lean on purpose (migration 0002): a PARENT_OF edge is the node row's `parent_id`
+//! and is not stored again in `arbor_edges` (which holds MONITORS, OPTION_OF and
+//! CHOSEN_OPTION; the view `arbor_all_edges` shows all four), and `arbor_events.body`
+//! is `json` (arbor's text, kept as is) rather than `jsonb`. Each row costs
+//! PostgreSQL an index entry per index, so fewer rows and indexes is what makes
+//! catch-up faster.
+//!
 //! - A batch whose seqs are all above the highest one in `arbor_events` (the normal
 //!   case) is written by one statement (`FRESH_BATCH`: the inserts as data-modifying
 //!   CTEs, without `ON CONFLICT`, and the cursor), one round trip, atomic by itself.
@@ -30,7 +37,7 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
-use arbor_storage::{EventBody, Seq};
+use arbor_storage::{EdgeKind, EventBody, Seq};
 use serde_json::Value;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -62,7 +69,7 @@ const INSERT_EVENTS: &str = concat!(
     "INSERT INTO arbor_events (seq, id, workflow_id, kind, \"timestamp\", actor, body, prev_hash, hash) \
      SELECT t.seq, t.id, t.wf, t.kind, ",
     ts!("t.ts"),
-    ", t.actor, t.body::jsonb, t.prev, t.hash \
+    ", t.actor, t.body::json, t.prev, t.hash \
      FROM UNNEST($1::int8[], $2::uuid[], $3::uuid[], $4::text[], $5::int8[], $6::text[], $7::text[], $8::text[], $9::text[]) \
      AS t(seq, id, wf, kind, ts, actor, body, prev, hash) \
      ON CONFLICT DO NOTHING"
@@ -562,7 +569,12 @@ impl Rows {
             let e = &item.event;
             let seq = to_i64(e.seq);
             r.workflow(e, seq, &mut wf_slot);
-            for edge in item.edges() {
+            // PARENT_OF is the node row's parent_id (see `arbor_all_edges`).
+            for edge in item
+                .edges()
+                .into_iter()
+                .filter(|e| e.kind != EdgeKind::ParentOf)
+            {
                 r.e_type.push(edge.kind.as_str());
                 r.e_from.push(edge.from);
                 r.e_to.push(edge.to);
