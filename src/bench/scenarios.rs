@@ -1246,8 +1246,11 @@ async fn sync_lag_series(
         }
         _ => None,
     };
-    // PostgreSQL and Neo4j: poll the sink's highest seq of this workflow.
-    let acks: Arc<parking_lot::Mutex<Vec<(u64, Instant)>>> = Arc::default();
+    // PostgreSQL and Neo4j: poll the sink's highest seq of this workflow (PostgreSQL:
+    // an index-only max; Neo4j, which has no index on seq: the highest of the oldest
+    // acknowledged nodes not seen yet, by id, so a poll costs the same however large
+    // the workflow grows — the sinks apply in log order).
+    let acks: Arc<parking_lot::Mutex<Vec<(u64, Instant, Uuid)>>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut pollers = Vec::new();
     if let (Some(url), true) = (
@@ -1260,7 +1263,7 @@ async fn sync_lag_series(
             .await?;
         let q = format!("SELECT max(seq) FROM \"{schema}\".arbor_nodes WHERE workflow_id = $1");
         let (acks, stop) = (acks.clone(), stop.clone());
-        pollers.push(tokio::spawn(poll_sink("postgres", acks, stop, move || {
+        pollers.push(tokio::spawn(poll_sink("postgres", acks, stop, move |_| {
             let (pg, q) = (pg.clone(), q.clone());
             async move {
                 let v: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(q.as_str()))
@@ -1279,22 +1282,30 @@ async fn sync_lag_series(
         )
         .await?;
         let (acks, stop) = (acks.clone(), stop.clone());
-        pollers.push(tokio::spawn(poll_sink("neo4j", acks, stop, move || {
-            let g = g.clone();
-            async move {
-                let mut rows = g
-                    .execute(
-                        neo4rs::query("MATCH (n:Node {workflow_id: $wf}) RETURN max(n.seq) AS s")
-                            .param("wf", wf.to_string()),
-                    )
-                    .await?;
-                let v: Option<i64> = match rows.next().await? {
-                    Some(r) => r.get("s").ok(),
-                    None => None,
-                };
-                Ok(v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0))
-            }
-        })));
+        pollers.push(tokio::spawn(poll_sink(
+            "neo4j",
+            acks,
+            stop,
+            move |ids: Vec<Uuid>| {
+                let g = g.clone();
+                async move {
+                    let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+                    let mut rows = g
+                        .execute(
+                            neo4rs::query(
+                                "UNWIND $ids AS id MATCH (n:Node {id: id}) RETURN max(n.seq) AS s",
+                            )
+                            .param("ids", ids),
+                        )
+                        .await?;
+                    let v: Option<i64> = match rows.next().await? {
+                        Some(r) => r.get("s").ok(),
+                        None => None,
+                    };
+                    Ok(v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0))
+                }
+            },
+        )));
     }
     let appenders = plan.agents;
     let per_agent = cap_per_agent(plan, Pace::Open { rate }, plan.sync_duration, appenders);
@@ -1317,7 +1328,7 @@ async fn sync_lag_series(
                     times.mark(i);
                 }
                 let seq = h.append_seq(wf, n).await?;
-                acks.lock().push((seq, Instant::now()));
+                acks.lock().push((seq, Instant::now(), n.id));
                 Ok(())
             }
         },
@@ -1421,12 +1432,12 @@ async fn fanout_redis_events(
 /// there (after the appends stopped) or `stop`; records ack → visible per event.
 async fn poll_sink<F, Fut>(
     name: &'static str,
-    acks: Arc<parking_lot::Mutex<Vec<(u64, Instant)>>>,
+    acks: Arc<parking_lot::Mutex<Vec<(u64, Instant, Uuid)>>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
     max_seq: F,
 ) -> (&'static str, Recorder, Option<String>)
 where
-    F: Fn() -> Fut,
+    F: Fn(Vec<Uuid>) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<u64>>,
 {
     let mut rec = Recorder::default();
@@ -1438,7 +1449,13 @@ where
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        let polled = tokio::time::timeout(Duration::from_secs(5), max_seq())
+        // The oldest acknowledged events not seen in the sink yet.
+        let pending: Vec<Uuid> = {
+            let mut a = acks.lock();
+            a[done..].sort_unstable_by_key(|x| x.0);
+            a[done..].iter().take(256).map(|x| x.2).collect()
+        };
+        let polled = tokio::time::timeout(Duration::from_secs(5), max_seq(pending))
             .await
             .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within 5 s")));
         match polled {
