@@ -10,10 +10,11 @@
 //! side stays cheap.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use memchr::memmem::Finder;
 use tokio::sync::{watch, Semaphore};
 use uuid::Uuid;
 
@@ -88,30 +89,71 @@ impl Receipts {
     }
 }
 
-/// Splits complete SSE frames (`…\n\n`) off the front of `buf`, calling `frame` on the
-/// `data:` payload of each (frames without data, such as heartbeats, are skipped).
-pub fn split_sse_frames(buf: &mut Vec<u8>, mut frame: impl FnMut(&[u8])) {
+/// Splits SSE frames off a byte stream fed chunk by chunk, scanning each byte once.
+///
+/// Bytes are appended with [`FrameSplitter::push`]; every complete frame (`…\n\n`)
+/// is handed over by its `data:` payloads. The position where the previous search for
+/// the frame end stopped is remembered, so a frame split over many chunks is not
+/// rescanned from its start on every chunk.
+#[derive(Debug, Default)]
+pub struct FrameSplitter {
+    buf: Vec<u8>,
+    /// Bytes of `buf` already searched for `\n\n` without finding one (less the
+    /// last byte, which may be the first half of a `\n\n` split over two chunks).
+    scanned: usize,
+}
+
+impl FrameSplitter {
+    /// A splitter with `capacity` bytes of buffer reserved.
+    pub fn with_capacity(capacity: usize) -> FrameSplitter {
+        FrameSplitter {
+            buf: Vec::with_capacity(capacity),
+            scanned: 0,
+        }
+    }
+
+    /// Appends `chunk`, then calls `frame` on the `data:` payload of each complete frame
+    /// (frames without data, such as heartbeats, are skipped).
+    pub fn push(&mut self, chunk: &[u8], frame: impl FnMut(&[u8])) {
+        self.buf.extend_from_slice(chunk);
+        let consumed = split_frames(&self.buf, self.scanned, frame);
+        self.buf.drain(..consumed);
+        // Keep one byte back: it may be the first '\n' of a "\n\n" that the next
+        // chunk completes.
+        self.scanned = self.buf.len().saturating_sub(1);
+    }
+
+    /// Bytes held back as an incomplete frame.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+/// Calls `frame` on the `data:` payloads of the complete frames at the front of `buf`,
+/// where no frame end starts before `scanned`; returns the bytes consumed.
+fn split_frames(buf: &[u8], scanned: usize, mut frame: impl FnMut(&[u8])) -> usize {
     let mut start = 0;
-    while let Some(end) = find(&buf[start..], b"\n\n") {
-        let f = &buf[start..start + end];
-        for line in f.split(|b| *b == b'\n') {
+    let mut from = scanned.min(buf.len());
+    while let Some(end) = FRAME_END.find(&buf[from..]).map(|i| from + i) {
+        for line in buf[start..end].split(|b| *b == b'\n') {
             if let Some(d) = line.strip_prefix(b"data:") {
                 frame(d.strip_prefix(b" ").unwrap_or(d));
             }
         }
-        start += end + 2;
+        start = end + 2;
+        from = start;
     }
-    buf.drain(..start);
+    start
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
+/// Searchers built once: `\n\n` (a frame's end) and `"id":"`.
+static FRAME_END: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n\n"));
+static ID_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"id\":\""));
 
 /// The first `"id":"<uuid>"` of an event's JSON (the event id; for `node.created` it is
 /// the node id).
 pub fn event_id(data: &[u8]) -> Option<Uuid> {
-    let at = find(data, b"\"id\":\"")? + 6;
+    let at = ID_KEY.find(data)? + 6;
     let s = std::str::from_utf8(data.get(at..at + 36)?).ok()?;
     Uuid::parse_str(s).ok()
 }
@@ -202,7 +244,7 @@ pub async fn arbor_subscribers(
             };
             let _ = tx.send(());
             let mut body = resp.bytes_stream();
-            let mut buf = Vec::with_capacity(16 * 1024);
+            let mut frames = FrameSplitter::with_capacity(16 * 1024);
             loop {
                 let chunk = tokio::select! {
                     c = body.next() => c,
@@ -211,9 +253,8 @@ pub async fn arbor_subscribers(
                 let now = Instant::now();
                 match chunk {
                     Some(Ok(bytes)) => {
-                        buf.extend_from_slice(&bytes);
                         let mut got = 0;
-                        split_sse_frames(&mut buf, |data| {
+                        frames.push(&bytes, |data| {
                             match event_id(data)
                                 .and_then(|id| ids.index_of(&id))
                                 .and_then(|n| times.since_sent(n, now))
@@ -343,25 +384,64 @@ mod tests {
     #[test]
     fn frames_are_split_across_chunks() {
         let id = Uuid::from_u64_pair(7, 3);
-        let mut buf = Vec::new();
+        let mut frames = FrameSplitter::default();
         let mut seen = Vec::new();
         let frame = format!(
-            "id: 12\nevent: node.created\ndata: {{\"seq\":12,\"id\":\"{id}\",\"x\":1}}\n\n: heartbeat\n\n"
+            "id: 12\nevent: node.created\ndata: {{\"seq\":12,\"id\":\"{id}\",\"x\":1}}\n\n:\n\n"
         );
         let (a, b) = frame.as_bytes().split_at(30);
-        buf.extend_from_slice(a);
-        split_sse_frames(&mut buf, |d| seen.push(d.to_vec()));
+        frames.push(a, |d| seen.push(d.to_vec()));
         assert!(seen.is_empty(), "incomplete frame kept");
-        buf.extend_from_slice(b);
-        split_sse_frames(&mut buf, |d| seen.push(d.to_vec()));
+        assert_eq!(frames.pending(), 30);
+        frames.push(b, |d| seen.push(d.to_vec()));
         assert_eq!(seen.len(), 1, "heartbeat has no data");
-        assert!(buf.is_empty());
+        assert_eq!(frames.pending(), 0);
         assert_eq!(event_id(&seen[0]), Some(id));
         let ids = IdAlloc::Counted {
             tag: 7,
             next: Arc::new(AtomicU64::new(0)),
         };
         assert_eq!(event_id(&seen[0]).and_then(|i| ids.index_of(&i)), Some(3));
+    }
+
+    /// Every way of cutting a stream into chunks gives the same payloads, including
+    /// cuts between the two newlines of a frame's end.
+    #[test]
+    fn any_chunking_gives_the_same_frames() {
+        let stream = b"id: 1\nevent: a\ndata: one\n\n: heartbeat\n\n:\n\nid: 2\ndata: two\ndata:three\n\ndata: four\n\n";
+        let expected: Vec<&[u8]> = vec![b"one", b"two", b"three", b"four"];
+        for size in 1..stream.len() {
+            let mut frames = FrameSplitter::default();
+            let mut seen = Vec::new();
+            for chunk in stream.chunks(size) {
+                frames.push(chunk, |d| seen.push(d.to_vec()));
+            }
+            assert_eq!(seen, expected, "chunks of {size}");
+            assert_eq!(frames.pending(), 0, "chunks of {size}");
+        }
+        for cut in 1..stream.len() {
+            let mut frames = FrameSplitter::default();
+            let mut seen = Vec::new();
+            let (a, b) = stream.split_at(cut);
+            frames.push(a, |d| seen.push(d.to_vec()));
+            frames.push(b, |d| seen.push(d.to_vec()));
+            assert_eq!(seen, expected, "cut at {cut}");
+        }
+    }
+
+    /// A long frame fed byte by byte is found once complete, and what follows it
+    /// stays pending.
+    #[test]
+    fn long_frame_byte_by_byte() {
+        let data = "x".repeat(10_000);
+        let stream = format!("data: {data}\n\ndata: tail");
+        let mut frames = FrameSplitter::default();
+        let mut seen = Vec::new();
+        for b in stream.as_bytes() {
+            frames.push(std::slice::from_ref(b), |d| seen.push(d.len()));
+        }
+        assert_eq!(seen, [10_000]);
+        assert_eq!(frames.pending(), "data: tail".len());
     }
 
     #[test]

@@ -1,27 +1,35 @@
 //! Server-Sent Events with loss-free resume.
 //!
-//! Each stream is a task that owns a broadcast receiver and a position `last` (the
-//! seq of the last event sent). It subscribes *before* reading the head, then:
+//! Each stream is the response body itself (no task, no channel in between): it owns a
+//! broadcast receiver and a position `last` (the seq of the last event sent). It
+//! subscribes *before* reading the head, then:
 //! 1. catch-up: reads the log after `last` up to the durable head, page by page;
 //! 2. live: forwards broadcast events with seq > `last`;
 //! 3. when the receiver lags (the client is slower than the broadcast buffer), it
 //!    goes back to 1. So a client gets every event, in order, none twice.
 //!
-//! Events are `id: <seq>`, `event: <kind>`, `data: <event JSON>`. A heartbeat
-//! comment goes out every `sse_heartbeat` (15 s by default).
+//! Events are `id: <seq>`, `event: <kind>`, `data: <event JSON>`. A live event's frame
+//! is rendered once, by the first stream that sends it, and kept in the broadcast item
+//! ([`Published::rendered`]): every other stream writes the same bytes. Events already
+//! waiting in the broadcast are sent together in one body chunk. A heartbeat comment
+//! goes out after `sse_heartbeat` (15 s by default) without any write.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
+use bytes::BytesMut;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::time::{Instant, Sleep};
 use uuid::Uuid;
 
-use arbor_storage::{Event, Seq, Store};
+use arbor_storage::{Event, Published, Seq, Store};
 
 use super::problem::Problem;
 use super::wire::{PathParam, QueryParams, StreamQuery};
@@ -29,6 +37,12 @@ use super::AppState;
 
 /// Events read from the log per catch-up page.
 const PAGE: usize = 512;
+
+/// A chunk stops taking more waiting events past this size.
+const CHUNK: usize = 64 * 1024;
+
+/// The heartbeat: an empty comment (what axum's `KeepAlive` sends by default).
+const HEARTBEAT: &[u8] = b":\n\n";
 
 /// `GET /v1/workflows/{wf}/stream`.
 pub async fn workflow_stream(
@@ -88,110 +102,293 @@ fn open(
         Some(p) => p,
         None => head,
     };
-    let (tx, out) = mpsc::channel::<Result<SseEvent, Infallible>>(64);
+    let interval = app.limits.sse_heartbeat;
+    app.metrics.sse_subscribers.inc();
     let pump = Pump {
         store: app.store.clone(),
         workflow,
         last,
-        tx,
+        rx,
+        mode: Mode::CatchUp,
         shutdown: app.shutdown.clone(),
+        interval,
+        heartbeat: Box::pin(tokio::time::sleep(interval)),
+        last_write: Instant::now(),
         metrics: app.metrics.clone(),
         _task: app.tasks.clone(),
     };
-    tokio::spawn(pump.run(rx));
-    let keep_alive = KeepAlive::new().interval(app.limits.sse_heartbeat);
-    Ok(Sse::new(ReceiverStream::new(out))
-        .keep_alive(keep_alive)
+    let body = futures_util::stream::unfold(pump, |mut pump| async move {
+        let chunk = pump.next_chunk().await?;
+        Some((Ok::<_, Infallible>(chunk), pump))
+    });
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        Body::from_stream(body),
+    )
         .into_response())
+}
+
+/// Appends the SSE frame of `e` to `out`: byte for byte what axum's
+/// `Event::default().id(seq).event(kind).data(json)` writes (compact JSON has no line
+/// breaks, so the data is one line).
+pub fn render_frame(e: &Event, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    use std::io::Write as _;
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "id: {}\nevent: {}\ndata: ", e.seq, e.kind());
+    serde_json::to_writer(&mut *out, e)?;
+    out.extend_from_slice(b"\n\n");
+    Ok(())
+}
+
+/// The frame of a broadcast event, rendered by the first stream that asks.
+fn shared_frame(p: &Published) -> Option<Bytes> {
+    if let Some(b) = p.rendered.get() {
+        return Some(b.clone());
+    }
+    let mut out = Vec::with_capacity(512);
+    if let Err(e) = render_frame(&p.event, &mut out) {
+        tracing::error!(error = %e, seq = p.event.seq, "SSE frame rendering failed");
+        return None;
+    }
+    Some(p.rendered.get_or_init(|| Bytes::from(out)).clone())
+}
+
+/// Where a stream is.
+enum Mode {
+    /// Reading the log after `last`.
+    CatchUp,
+    /// Forwarding the broadcast.
+    Live,
+    /// Ended (client gone, shutdown, broadcast closed or a store error).
+    Done,
 }
 
 struct Pump {
     store: Store,
     workflow: Option<Uuid>,
     last: Seq,
-    tx: mpsc::Sender<Result<SseEvent, Infallible>>,
-    shutdown: tokio::sync::watch::Receiver<bool>,
+    rx: broadcast::Receiver<Arc<Published>>,
+    mode: Mode,
+    shutdown: watch::Receiver<bool>,
+    interval: Duration,
+    /// Fires at most `interval` after `last_write`; moved forward only when it fires
+    /// (not on every write), so a busy stream pays no timer update per event.
+    heartbeat: Pin<Box<Sleep>>,
+    last_write: Instant,
     metrics: Arc<crate::metrics::Metrics>,
-    /// Dropped when the pump ends; shutdown waits for every pump.
+    /// Dropped when the stream ends; shutdown waits for every stream.
     _task: mpsc::Sender<()>,
 }
 
-/// Why a pump stops.
-enum Stop {
-    /// Client gone, server shutting down, or the store failed.
-    Done,
+impl Drop for Pump {
+    fn drop(&mut self) {
+        self.metrics.sse_subscribers.dec();
+    }
 }
 
 impl Pump {
-    async fn run(mut self, mut rx: broadcast::Receiver<Arc<Event>>) {
-        self.metrics.sse_subscribers.inc();
-        let _ = self.pump(&mut rx).await;
-        self.metrics.sse_subscribers.dec();
+    fn wants(&self, e: &Event) -> bool {
+        e.seq > self.last && self.workflow.is_none_or(|wf| wf == e.workflow_id)
     }
 
-    async fn pump(&mut self, rx: &mut broadcast::Receiver<Arc<Event>>) -> Result<(), Stop> {
-        loop {
-            self.catch_up().await?;
-            self.live(rx).await?;
-            self.metrics.sse_lagged.inc();
-        }
+    fn shutting_down(&self) -> bool {
+        // An error means the server is gone: end too.
+        self.shutdown.has_changed().unwrap_or(true)
     }
 
-    /// Sends everything in the log after `last`, up to the durable head.
-    async fn catch_up(&mut self) -> Result<(), Stop> {
+    /// The next body chunk: one or more whole frames, or a heartbeat; `None` ends the
+    /// stream.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
         loop {
-            let page = match self.workflow {
-                Some(wf) => self
-                    .store
-                    .read_workflow_events(&wf, self.last, PAGE)
-                    .map(Option::unwrap_or_default),
-                None => self.store.read_events(self.last, PAGE),
+            let chunk = match self.mode {
+                Mode::Done => return None,
+                Mode::CatchUp => self.catch_up_page(),
+                Mode::Live => self.live().await,
             };
-            let page = page.map_err(|e| {
-                tracing::error!(error = %e, "SSE catch-up read failed");
-                Stop::Done
-            })?;
-            let n = page.len();
-            for e in page {
-                self.send(&e).await?;
-            }
-            if n < PAGE {
-                return Ok(());
+            if let Some(c) = chunk {
+                self.last_write = Instant::now();
+                return Some(c);
             }
         }
     }
 
-    /// Forwards broadcast events until the receiver lags (Ok) or the stream ends (Err).
-    async fn live(&mut self, rx: &mut broadcast::Receiver<Arc<Event>>) -> Result<(), Stop> {
-        loop {
+    /// One page of the log after `last` (ends catch-up once a page is short).
+    fn catch_up_page(&mut self) -> Option<Bytes> {
+        if self.shutting_down() {
+            self.mode = Mode::Done;
+            return None;
+        }
+        let page = match self.workflow {
+            Some(wf) => self
+                .store
+                .read_workflow_events(&wf, self.last, PAGE)
+                .map(Option::unwrap_or_default),
+            None => self.store.read_events(self.last, PAGE),
+        };
+        let page = match page {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "SSE catch-up read failed");
+                self.mode = Mode::Done;
+                return None;
+            }
+        };
+        if page.len() < PAGE {
+            self.mode = Mode::Live;
+        }
+        let mut out = Vec::new();
+        for e in &page {
+            if let Err(err) = render_frame(e, &mut out) {
+                tracing::error!(error = %err, seq = e.seq, "SSE frame rendering failed");
+                self.mode = Mode::Done;
+                break;
+            }
+            self.last = e.seq;
+        }
+        (!out.is_empty()).then(|| Bytes::from(out))
+    }
+
+    /// Waits for the next wanted broadcast event (or a heartbeat) and returns it with
+    /// every wanted event already waiting behind it. `None` with the mode changed when
+    /// the receiver lagged or the stream ends.
+    async fn live(&mut self) -> Option<Bytes> {
+        if self.shutting_down() {
+            self.mode = Mode::Done;
+            return None;
+        }
+        let first = loop {
+            // Biased, the broadcast first: when an event is waiting, neither the
+            // shutdown watch nor the timer is touched.
             let received = tokio::select! {
-                r = rx.recv() => r,
-                _ = self.shutdown.changed() => return Err(Stop::Done),
+                biased;
+                r = self.rx.recv() => r,
+                _ = self.shutdown.changed() => {
+                    self.mode = Mode::Done;
+                    return None;
+                }
+                () = self.heartbeat.as_mut() => {
+                    let due = self.last_write + self.interval;
+                    if Instant::now() >= due {
+                        self.heartbeat.as_mut().reset(Instant::now() + self.interval);
+                        return Some(Bytes::from_static(HEARTBEAT));
+                    }
+                    self.heartbeat.as_mut().reset(due);
+                    continue;
+                }
             };
             match received {
-                Ok(e) => {
-                    if e.seq <= self.last || self.workflow.is_some_and(|wf| wf != e.workflow_id) {
-                        continue;
-                    }
-                    self.send(&e).await?;
+                Ok(p) if self.wants(&p.event) => break p,
+                Ok(_) => continue,
+                Err(RecvError::Lagged(_)) => {
+                    self.lagged();
+                    return None;
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => return Ok(()),
-                Err(broadcast::error::RecvError::Closed) => return Err(Stop::Done),
+                Err(RecvError::Closed) => {
+                    self.mode = Mode::Done;
+                    return None;
+                }
             }
+        };
+        let Some(frame) = shared_frame(&first) else {
+            self.mode = Mode::Done;
+            return None;
+        };
+        self.last = first.event.seq;
+        // Take what is already waiting into the same chunk: one write, one read.
+        let mut more: Option<BytesMut> = None;
+        while more.as_ref().map_or(frame.len(), BytesMut::len) < CHUNK {
+            let p = match self.rx.try_recv() {
+                Ok(p) => p,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Lagged(_)) => {
+                    self.lagged();
+                    break;
+                }
+                Err(TryRecvError::Closed) => {
+                    self.mode = Mode::Done;
+                    break;
+                }
+            };
+            if !self.wants(&p.event) {
+                continue;
+            }
+            let Some(next) = shared_frame(&p) else {
+                self.mode = Mode::Done;
+                break;
+            };
+            let buf = more.get_or_insert_with(|| {
+                let mut b = BytesMut::with_capacity(2 * (frame.len() + next.len()));
+                b.extend_from_slice(&frame);
+                b
+            });
+            buf.extend_from_slice(&next);
+            self.last = p.event.seq;
         }
+        Some(more.map_or(frame, BytesMut::freeze))
     }
 
-    async fn send(&mut self, e: &Event) -> Result<(), Stop> {
-        let data = serde_json::to_string(e).map_err(|_| Stop::Done)?;
-        let item = SseEvent::default()
-            .id(e.seq.to_string())
-            .event(e.kind())
-            .data(data);
-        tokio::select! {
-            r = self.tx.send(Ok(item)) => r.map_err(|_| Stop::Done)?,
-            _ = self.shutdown.changed() => return Err(Stop::Done),
+    /// The receiver fell behind the broadcast: catch up from the log.
+    fn lagged(&mut self) {
+        self.metrics.sse_lagged.inc();
+        self.mode = Mode::CatchUp;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::response::sse::{Event as SseEvent, Sse};
+
+    fn event(seq: Seq, content: &str) -> Event {
+        let wf = Uuid::from_u64_pair(1, 2);
+        serde_json::from_value(serde_json::json!({
+            "seq": seq,
+            "id": Uuid::from_u64_pair(3, seq),
+            "workflow_id": wf,
+            "timestamp": "2026-11-23T18:00:00.123456Z",
+            "actor": "anonymous",
+            "kind": "workflow.status_changed",
+            "body": { "from": "running", "to": "completed" },
+            "prev_hash": content,
+            "hash": "00ff",
+        }))
+        .expect("a valid event")
+    }
+
+    /// The frames are byte for byte what axum's `Sse` wrote for the same events.
+    #[tokio::test]
+    async fn frames_match_axum_sse() {
+        let events = [
+            event(1, "plain"),
+            event(42, "line\nbreak\r\nand \u{2028} \"quotes\""),
+        ];
+        let mut ours = Vec::new();
+        for e in &events {
+            render_frame(e, &mut ours).expect("render");
         }
-        self.last = e.seq;
-        Ok(())
+        let items: Vec<Result<SseEvent, Infallible>> = events
+            .iter()
+            .map(|e| {
+                Ok(SseEvent::default()
+                    .id(e.seq.to_string())
+                    .event(e.kind())
+                    .data(serde_json::to_string(e).expect("json")))
+            })
+            .collect();
+        let resp = Sse::new(futures_util::stream::iter(items)).into_response();
+        let theirs = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        assert_eq!(
+            String::from_utf8_lossy(&ours),
+            String::from_utf8_lossy(&theirs)
+        );
+        assert_eq!(ours, theirs.to_vec());
     }
 }

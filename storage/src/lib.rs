@@ -38,5 +38,5 @@ pub mod verify;
 pub use error::{AppendError, StorageError};
 pub use intent::{Intent, Meta, NewNode, NewWorkflow, Outcome};
 pub use model::{Edge, EdgeKind, Event, EventBody, Node, PortableEvent, Role, Seq, WorkflowStatus};
-pub use store::{Durability, ListFilter, Store, StoreOptions};
+pub use store::{Durability, ListFilter, Published, Store, StoreOptions};
 pub use time::Timestamp;

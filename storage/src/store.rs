@@ -13,9 +13,10 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -204,9 +205,30 @@ struct Shared {
     engine: Engine,
     index: RwLock<Index>,
     head: watch::Sender<Seq>,
-    events: broadcast::Sender<Arc<Event>>,
+    events: broadcast::Sender<Arc<Published>>,
     poisoned: Mutex<Option<String>>,
     events_total: AtomicU64,
+}
+
+/// An event as the store broadcasts it to [`Store::subscribe`]rs.
+#[derive(Debug)]
+pub struct Published {
+    /// The event.
+    pub event: Event,
+    /// A rendering of the event that every subscriber can share instead of making its
+    /// own (the HTTP layer keeps the event's SSE frame here, rendered by the first
+    /// stream that sends it). Empty when broadcast.
+    pub rendered: OnceLock<Bytes>,
+}
+
+impl Published {
+    /// `event`, not rendered yet.
+    pub fn new(event: Event) -> Published {
+        Published {
+            event,
+            rendered: OnceLock::new(),
+        }
+    }
 }
 
 /// The store: log, content, index. Cheap to clone.
@@ -300,7 +322,7 @@ impl Store {
 
     /// Subscribes to every durable event, in seq order. A receiver that lags is told
     /// so and must catch up from [`Store::read_events`].
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
         self.shared.events.subscribe()
     }
 
@@ -873,7 +895,10 @@ impl Writer {
                     .fetch_add(drafts.len() as u64, Ordering::Relaxed);
                 for d in drafts.iter() {
                     // No receivers is fine.
-                    let _ = self.shared.events.send(Arc::new(d.event.clone()));
+                    let _ = self
+                        .shared
+                        .events
+                        .send(Arc::new(Published::new(d.event.clone())));
                 }
                 if let Some(observe) = &self.options.on_group {
                     observe(GroupStats {
