@@ -56,6 +56,10 @@ pub struct ServeArgs {
     /// sled page cache in MiB [default: 256].
     #[arg(long, env = "ARBOR_CACHE_MB")]
     pub cache_mb: Option<u64>,
+    /// Cache of decoded nodes (path, subtree, … reads) in MiB; 0 disables it
+    /// [default: 256].
+    #[arg(long, env = "ARBOR_NODE_CACHE_MB")]
+    pub node_cache_mb: Option<u64>,
     /// Redis URL for the streaming sink.
     #[arg(long, env = "ARBOR_REDIS_URL")]
     pub redis_url: Option<String>,
@@ -103,6 +107,7 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     durability: Option<DurabilityArg>,
     cache_mb: Option<u64>,
+    node_cache_mb: Option<u64>,
     redis_url: Option<String>,
     postgres_url: Option<String>,
     postgres_schema: Option<String>,
@@ -163,6 +168,8 @@ pub struct ServeConfig {
     pub durability: Durability,
     /// sled cache MiB.
     pub cache_mb: u64,
+    /// Decoded-node cache MiB (0: disabled).
+    pub node_cache_mb: u64,
     /// Redis sink URL.
     pub redis_url: Option<String>,
     /// PostgreSQL sink URL.
@@ -187,6 +194,7 @@ impl ServeConfig {
             listen,
             durability: Durability::Fsync,
             cache_mb: 256,
+            node_cache_mb: 256,
             redis_url: None,
             postgres_url: None,
             postgres_schema: "public".into(),
@@ -244,6 +252,10 @@ impl ServeConfig {
             listen: args.listen.or(file.listen).unwrap_or(defaults.listen),
             durability,
             cache_mb: args.cache_mb.or(file.cache_mb).unwrap_or(defaults.cache_mb),
+            node_cache_mb: args
+                .node_cache_mb
+                .or(file.node_cache_mb)
+                .unwrap_or(defaults.node_cache_mb),
             redis_url: args.redis_url.clone().or(file.redis_url),
             postgres_url: args.postgres_url.clone().or(file.postgres_url),
             postgres_schema: args
@@ -296,16 +308,29 @@ mod tests {
         let path = dir.path().join("arbor.toml");
         std::fs::write(
             &path,
-            "listen = \"127.0.0.1:9000\"\ncache_mb = 64\ndurability = \"none\"\n",
+            "listen = \"127.0.0.1:9000\"\ncache_mb = 64\ndurability = \"none\"\nnode_cache_mb = 8\n",
         )
         .unwrap();
         let args = ServeArgs {
-            config: Some(path),
+            config: Some(path.clone()),
             cache_mb: Some(32),
             ..ServeArgs::default()
         };
         let cfg = ServeConfig::resolve(&args).unwrap();
         assert_eq!(cfg.cache_mb, 32, "flag wins");
+        assert_eq!(cfg.node_cache_mb, 8, "file beats default");
+        let args = ServeArgs {
+            config: Some(path),
+            node_cache_mb: Some(0),
+            ..ServeArgs::default()
+        };
+        assert_eq!(ServeConfig::resolve(&args).unwrap().node_cache_mb, 0);
+        assert_eq!(
+            ServeConfig::resolve(&ServeArgs::default())
+                .unwrap()
+                .node_cache_mb,
+            256
+        );
         assert_eq!(cfg.listen.port(), 9000, "file beats default");
         assert_eq!(cfg.durability, Durability::None);
         assert_eq!(cfg.data_dir, PathBuf::from(DEFAULT_DATA_DIR), "default");

@@ -38,6 +38,71 @@ pub struct Metrics {
     pub sink_errors: IntGaugeVec,
     /// Per-sink dead letters.
     pub sink_dead_letters: IntGaugeVec,
+    /// Node-cache figures (set at scrape from the store's running totals).
+    pub node_cache: NodeCacheGauges,
+}
+
+/// Gauges of the store's decoded-node cache, set at scrape.
+pub struct NodeCacheGauges {
+    /// Lookups answered from the cache.
+    pub hits: IntGauge,
+    /// Lookups that went to disk.
+    pub misses: IntGauge,
+    /// Nodes evicted to stay within the budget.
+    pub evictions: IntGauge,
+    /// Approximate bytes held.
+    pub bytes: IntGauge,
+    /// Nodes held.
+    pub entries: IntGauge,
+    /// The byte budget (0: disabled).
+    pub capacity_bytes: IntGauge,
+}
+
+impl NodeCacheGauges {
+    fn new(registry: &Registry) -> Result<NodeCacheGauges, prometheus::Error> {
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        Ok(NodeCacheGauges {
+            hits: gauge(
+                "arbor_node_cache_hits_total",
+                "Node reads answered from the decoded-node cache",
+            )?,
+            misses: gauge(
+                "arbor_node_cache_misses_total",
+                "Node reads that loaded the node from disk",
+            )?,
+            evictions: gauge(
+                "arbor_node_cache_evictions_total",
+                "Nodes evicted from the decoded-node cache",
+            )?,
+            bytes: gauge(
+                "arbor_node_cache_bytes",
+                "Approximate bytes held by the decoded-node cache",
+            )?,
+            entries: gauge(
+                "arbor_node_cache_entries",
+                "Nodes held by the decoded-node cache",
+            )?,
+            capacity_bytes: gauge(
+                "arbor_node_cache_capacity_bytes",
+                "Byte budget of the decoded-node cache (0: disabled)",
+            )?,
+        })
+    }
+
+    /// Sets every gauge from the store's figures.
+    pub fn set(&self, s: arbor_storage::node_cache::NodeCacheStats) {
+        let v = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
+        self.hits.set(v(s.hits));
+        self.misses.set(v(s.misses));
+        self.evictions.set(v(s.evictions));
+        self.bytes.set(v(s.bytes));
+        self.entries.set(v(s.entries));
+        self.capacity_bytes.set(v(s.capacity));
+    }
 }
 
 fn buckets(start: f64, factor: f64, n: usize) -> Vec<f64> {
@@ -103,6 +168,7 @@ impl Metrics {
         registry.register(Box::new(sink_retries.clone()))?;
         registry.register(Box::new(sink_errors.clone()))?;
         registry.register(Box::new(sink_dead_letters.clone()))?;
+        let node_cache = NodeCacheGauges::new(&registry)?;
         Ok(Metrics {
             registry,
             append_latency,
@@ -120,6 +186,7 @@ impl Metrics {
             sink_retries,
             sink_errors,
             sink_dead_letters,
+            node_cache,
         })
     }
 

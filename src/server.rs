@@ -133,6 +133,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
     let options = StoreOptions {
         durability: cfg.durability,
         cache_mb: cfg.cache_mb,
+        node_cache_mb: cfg.node_cache_mb,
         broadcast_capacity: cfg.broadcast_capacity,
         on_group: Some(Arc::new(move |g| observer.observe_group(g))),
         ..StoreOptions::default()

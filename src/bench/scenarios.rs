@@ -135,7 +135,8 @@ impl Systems {
             report.systems.push(SystemInfo {
                 name: STORE.into(),
                 detail: "the same server's arbor_storage::Store called in-process: \
-                         `Store::path`/`subtree` (index walk + node bodies from sled)"
+                         `Store::path`/`subtree` (index walk + node bodies from the node \
+                         cache, from sled on a miss)"
                     .into(),
             });
             report.systems.push(SystemInfo {

@@ -89,6 +89,7 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
         .set(i64::try_from(workflows).unwrap_or(i64::MAX));
     m.head_seq
         .set(i64::try_from(app.store.head()).unwrap_or(i64::MAX));
+    m.node_cache.set(app.store.node_cache_stats());
     if let Some(report) = &app.sinks {
         for s in report.sinks() {
             let n = [s.name.as_str()];

@@ -7,6 +7,7 @@
 //! - [`log`]: the sled layer (the only module that knows sled): trees, group writes,
 //!   the durable-flush protocol, cursors, dead letters.
 //! - [`index`]: the petgraph index per workflow, derived from the log.
+//! - [`node_cache`]: the bounded cache of decoded nodes that reads go through.
 //! - [`intent`]: what callers ask for and what they get back.
 //! - [`validate`]: turns intents into records against the index plus the group overlay.
 //! - [`store`]: [`Store`], the handle: writer thread with group commit, reads, broadcast.
@@ -29,6 +30,7 @@ pub mod index;
 pub mod intent;
 pub mod log;
 pub mod model;
+pub mod node_cache;
 pub mod record;
 pub mod store;
 pub mod time;

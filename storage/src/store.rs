@@ -28,6 +28,7 @@ use crate::index::{BranchInfo, Index, IndexEvent, NodeRef};
 use crate::intent::{Intent, Meta, Outcome};
 use crate::log::{Engine, GroupWrite};
 use crate::model::{EdgeKind, Event, Node, Seq, WorkflowStatus};
+use crate::node_cache::{NodeCache, NodeCacheStats};
 use crate::record::{decode_index_event, Hash, Record, RecordBody, ZERO_HASH};
 use crate::time::Timestamp;
 use crate::validate::{load_content, Ctx, Pending};
@@ -62,6 +63,8 @@ pub struct StoreOptions {
     pub durability: Durability,
     /// sled page cache size in MiB.
     pub cache_mb: u64,
+    /// Budget of the decoded-node cache in MiB (0 disables it); see [`NodeCache`].
+    pub node_cache_mb: u64,
     /// Most requests in one group.
     pub max_group: usize,
     /// Capacity of the in-memory event broadcast (a slower SSE reader falls back to the log).
@@ -75,6 +78,7 @@ impl Default for StoreOptions {
         StoreOptions {
             durability: Durability::Fsync,
             cache_mb: 256,
+            node_cache_mb: 256,
             max_group: 1024,
             broadcast_capacity: 4096,
             on_group: None,
@@ -208,6 +212,7 @@ struct Shared {
     events: broadcast::Sender<Arc<Published>>,
     poisoned: Mutex<Option<String>>,
     events_total: AtomicU64,
+    nodes: NodeCache,
 }
 
 /// An event as the store broadcasts it to [`Store::subscribe`]rs.
@@ -265,6 +270,7 @@ impl Store {
             events,
             poisoned: Mutex::new(None),
             events_total: AtomicU64::new(0),
+            nodes: NodeCache::with_mb(options.node_cache_mb),
         });
         let (tx, rx) = mpsc::channel(options.max_group.max(1) * 4);
         let writer = Writer {
@@ -368,8 +374,22 @@ impl Store {
         self.record(seq)?.to_event(|h| self.content(h))
     }
 
-    /// The node created by the event at `seq`.
-    pub fn node_at(&self, seq: Seq) -> Result<Node, StorageError> {
+    /// The node created by the event at `seq`, from the node cache or from disk
+    /// (then cached if `seq` is durable).
+    pub fn node_at(&self, seq: Seq) -> Result<Arc<Node>, StorageError> {
+        if let Some(n) = self.shared.nodes.get(seq) {
+            return Ok(n);
+        }
+        let n = Arc::new(self.node_from_disk(seq)?);
+        if seq <= self.head() {
+            self.shared.nodes.insert(seq, n.clone());
+        }
+        Ok(n)
+    }
+
+    /// The node created by the event at `seq`, read and decoded from disk, bypassing
+    /// the node cache.
+    pub fn node_from_disk(&self, seq: Seq) -> Result<Node, StorageError> {
         let r = self.record(seq)?;
         let n = r
             .created_node()
@@ -377,8 +397,22 @@ impl Store {
         r.node(n, |h| self.content(h))
     }
 
-    fn nodes_at(&self, seqs: &[Seq]) -> Result<Vec<Node>, StorageError> {
+    /// Counters of the node cache.
+    pub fn node_cache_stats(&self) -> NodeCacheStats {
+        self.shared.nodes.stats()
+    }
+
+    fn nodes_at(&self, seqs: &[Seq]) -> Result<Vec<Arc<Node>>, StorageError> {
         seqs.iter().map(|s| self.node_at(*s)).collect()
+    }
+
+    /// [`Store::node_at`], owned (for the views that hold plain nodes).
+    fn owned_node_at(&self, seq: Seq) -> Result<Node, StorageError> {
+        self.node_at(seq).map(Arc::unwrap_or_clone)
+    }
+
+    fn owned_nodes_at(&self, seqs: &[Seq]) -> Result<Vec<Node>, StorageError> {
+        seqs.iter().map(|s| self.owned_node_at(*s)).collect()
     }
 
     /// Up to `limit` events after `after`, never beyond the durable head.
@@ -504,7 +538,7 @@ impl Store {
             return Ok(None);
         };
         Ok(Some(NodeWithEdges {
-            node: self.node_at(seq)?,
+            node: self.owned_node_at(seq)?,
             edges: NodeEdges {
                 out: out
                     .into_iter()
@@ -530,13 +564,13 @@ impl Store {
     }
 
     /// The path root … `id`.
-    pub fn path(&self, id: &Uuid) -> Result<Option<Vec<Node>>, StorageError> {
+    pub fn path(&self, id: &Uuid) -> Result<Option<Vec<Arc<Node>>>, StorageError> {
         let seqs = self.shared.index.read().path(id);
         seqs.map(|s| self.nodes_at(&s)).transpose()
     }
 
     /// Direct children of `id` in seq order.
-    pub fn children(&self, id: &Uuid) -> Result<Option<Vec<Node>>, StorageError> {
+    pub fn children(&self, id: &Uuid) -> Result<Option<Vec<Arc<Node>>>, StorageError> {
         let seqs = self.shared.index.read().children(id);
         seqs.map(|s| self.nodes_at(&s)).transpose()
     }
@@ -546,7 +580,7 @@ impl Store {
         &self,
         id: &Uuid,
         max_depth: Option<u32>,
-    ) -> Result<Option<Vec<Node>>, StorageError> {
+    ) -> Result<Option<Vec<Arc<Node>>>, StorageError> {
         let seqs = self.shared.index.read().subtree(id, max_depth);
         seqs.map(|s| self.nodes_at(&s)).transpose()
     }
@@ -570,9 +604,9 @@ impl Store {
         list.into_iter()
             .map(|(d, opts, chosen)| {
                 Ok(DecisionView {
-                    decision: self.node_at(d)?,
-                    options: self.nodes_at(&opts)?,
-                    chosen: chosen.map(|c| self.node_at(c)).transpose()?,
+                    decision: self.owned_node_at(d)?,
+                    options: self.owned_nodes_at(&opts)?,
+                    chosen: chosen.map(|c| self.owned_node_at(c)).transpose()?,
                 })
             })
             .collect::<Result<_, _>>()
@@ -603,7 +637,7 @@ impl Store {
         Ok(Some(BranchView {
             branch_id: info.branch_id,
             fork_node_id: info.fork_node_id,
-            nodes: self.nodes_at(&seqs)?,
+            nodes: self.owned_nodes_at(&seqs)?,
         }))
     }
 
@@ -628,8 +662,8 @@ impl Store {
         list.into_iter()
             .map(|(m, t)| {
                 Ok(MonitorView {
-                    monitor: self.node_at(m)?,
-                    target: self.node_at(t)?,
+                    monitor: self.owned_node_at(m)?,
+                    target: self.owned_node_at(t)?,
                 })
             })
             .collect::<Result<_, _>>()

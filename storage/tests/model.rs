@@ -490,7 +490,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn ids(nodes: &[arbor_storage::Node]) -> Vec<Uuid> {
+fn ids<N: std::ops::Deref<Target = arbor_storage::Node>>(nodes: &[N]) -> Vec<Uuid> {
     nodes.iter().map(|n| n.id).collect()
 }
 
@@ -542,7 +542,7 @@ fn compare(store: &Store, m: &Model) -> Result<(), TestCaseError> {
         );
         for d in &decisions {
             prop_assert_eq!(
-                ids(&d.options),
+                ids(&d.options.iter().collect::<Vec<_>>()),
                 w.options.get(&d.decision.id).cloned().unwrap_or_default()
             );
             prop_assert_eq!(

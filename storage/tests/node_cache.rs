@@ -1,0 +1,271 @@
+//! The decoded-node cache seen through the store: cached nodes are identical to the
+//! ones decoded from disk, repeated reads hit, and nothing shown next to a node
+//! (chosen option, edges, workflow status) is ever served stale.
+
+use std::sync::Arc;
+
+use arbor_storage::store::EdgeEnd;
+use arbor_storage::{
+    Durability, EdgeKind, Intent, Meta, NewNode, NewWorkflow, Node, Outcome, Store, StoreOptions,
+    WorkflowStatus,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+fn options(node_cache_mb: u64) -> StoreOptions {
+    StoreOptions {
+        durability: Durability::None,
+        cache_mb: 8,
+        node_cache_mb,
+        ..StoreOptions::default()
+    }
+}
+
+async fn submit(store: &Store, intent: Intent) -> Outcome {
+    store
+        .submit(intent, Meta::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A workflow with a chain of `n` nodes (payload and metadata set) and a decision
+/// with two options at its end: (workflow, leaf of the chain, decision, options).
+async fn populate(store: &Store, n: usize) -> (Uuid, Uuid, Uuid, [Uuid; 2]) {
+    let (wf, root) = match submit(
+        store,
+        Intent::CreateWorkflow(NewWorkflow {
+            system_prompt: "you are a test".into(),
+            ..NewWorkflow::default()
+        }),
+    )
+    .await
+    {
+        Outcome::WorkflowCreated {
+            workflow_id,
+            root_id,
+            ..
+        } => (workflow_id, root_id),
+        o => panic!("{o:?}"),
+    };
+    let mut parent = root;
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        let id = Uuid::now_v7();
+        let mut node = NewNode::new(parent, "message", format!("step {i} ").repeat(i % 7 + 1));
+        node.id = Some(id);
+        node.payload = json!({"i": i, "tags": ["a", "b"]});
+        node.metadata.insert("k".into(), json!(format!("v{i}")));
+        node.agent_id = Some("agent".into());
+        nodes.push(node);
+        parent = id;
+    }
+    let leaf = parent;
+    let decision = Uuid::now_v7();
+    let opts = [Uuid::now_v7(), Uuid::now_v7()];
+    let mut d = NewNode::new(leaf, "decision", "which way?");
+    d.id = Some(decision);
+    nodes.push(d);
+    for (k, o) in opts.iter().enumerate() {
+        let mut opt = NewNode::new(decision, "option", format!("option {k}"));
+        opt.id = Some(*o);
+        nodes.push(opt);
+    }
+    submit(
+        store,
+        Intent::AppendNodes {
+            workflow_id: wf,
+            nodes,
+        },
+    )
+    .await;
+    (wf, leaf, decision, opts)
+}
+
+fn assert_same_as_disk(store: &Store, nodes: &[Arc<Node>]) {
+    for n in nodes {
+        let disk = store
+            .node_from_disk(n.seq)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(**n, disk, "cached node {} differs from disk", n.id);
+        assert_eq!(
+            serde_json::to_string(n).unwrap_or_default(),
+            serde_json::to_string(&disk).unwrap_or_default()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_reads_equal_disk_reads_and_hit() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let store = Store::open(dir.path(), options(64)).unwrap_or_else(|e| panic!("{e}"));
+    let (_, leaf, _, _) = populate(&store, 200).await;
+
+    let before = store.node_cache_stats();
+    let first = store
+        .path(&leaf)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_default();
+    assert_eq!(first.len(), 201);
+    let after_first = store.node_cache_stats();
+    assert_eq!(after_first.misses - before.misses, 201, "cold read misses");
+    assert_eq!(after_first.entries, 201);
+    assert!(after_first.bytes > 0 && after_first.bytes <= after_first.capacity);
+
+    let second = store
+        .path(&leaf)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_default();
+    let after_second = store.node_cache_stats();
+    assert_eq!(after_second.hits - after_first.hits, 201, "warm read hits");
+    assert_eq!(after_second.misses, after_first.misses);
+    for (a, b) in first.iter().zip(&second) {
+        assert!(Arc::ptr_eq(a, b), "second read not served from the cache");
+    }
+    assert_same_as_disk(&store, &second);
+
+    // The same nodes through a store without a cache, after a restart.
+    store.close().await;
+    drop(store);
+    let plain = Store::open(dir.path(), options(0)).unwrap_or_else(|e| panic!("{e}"));
+    let uncached = plain
+        .path(&leaf)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_default();
+    assert_eq!(uncached, second);
+    let s = plain.node_cache_stats();
+    assert_eq!((s.hits, s.entries, s.bytes, s.capacity), (0, 0, 0, 0));
+    plain.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiny_budget_still_serves_correct_nodes() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    // 1 MiB: far less than the subtree below with its ~4 KiB contents.
+    let store = Store::open(dir.path(), options(1)).unwrap_or_else(|e| panic!("{e}"));
+    let (wf, root) = match submit(
+        &store,
+        Intent::CreateWorkflow(NewWorkflow {
+            system_prompt: "big".into(),
+            ..NewWorkflow::default()
+        }),
+    )
+    .await
+    {
+        Outcome::WorkflowCreated {
+            workflow_id,
+            root_id,
+            ..
+        } => (workflow_id, root_id),
+        o => panic!("{o:?}"),
+    };
+    let nodes = (0..600)
+        .map(|i| NewNode::new(root, "message", format!("{i:04}").repeat(1000)))
+        .collect();
+    submit(
+        &store,
+        Intent::AppendNodes {
+            workflow_id: wf,
+            nodes,
+        },
+    )
+    .await;
+    for _ in 0..3 {
+        let sub = store
+            .subtree(&root, None)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_default();
+        assert_eq!(sub.len(), 601);
+        assert_same_as_disk(&store, &sub);
+        let s = store.node_cache_stats();
+        assert!(s.bytes <= s.capacity, "{s:?}");
+    }
+    let s = store.node_cache_stats();
+    assert!(s.evictions > 0, "{s:?}");
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn choices_edges_and_status_are_never_stale() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let store = Store::open(dir.path(), options(64)).unwrap_or_else(|e| panic!("{e}"));
+    let (wf, _, decision, opts) = populate(&store, 5).await;
+
+    // Warm the cache with every view that holds these nodes.
+    let d = store
+        .decisions(&wf)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_default();
+    assert_eq!(d.len(), 1);
+    assert!(d[0].chosen.is_none());
+    assert_eq!(d[0].options.len(), 2);
+    let before = store
+        .node(&decision)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("decision missing"));
+    assert!(!before
+        .edges
+        .out
+        .iter()
+        .any(|e| e.kind == EdgeKind::ChosenOption));
+    let hits = store.node_cache_stats().hits;
+
+    submit(
+        &store,
+        Intent::Choose {
+            decision_id: decision,
+            option_id: opts[1],
+        },
+    )
+    .await;
+    let d = store
+        .decisions(&wf)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_default();
+    assert!(
+        store.node_cache_stats().hits > hits,
+        "views read cached nodes"
+    );
+    assert_eq!(d[0].chosen.as_ref().map(|n| n.id), Some(opts[1]));
+    let after = store
+        .node(&decision)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("decision missing"));
+    assert!(after
+        .edges
+        .out
+        .iter()
+        .any(|e| e.kind == EdgeKind::ChosenOption && e.other == EdgeEnd::To(opts[1])));
+    assert_eq!(after.node, before.node, "the node itself is immutable");
+    let option = store
+        .node(&opts[1])
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("option missing"));
+    assert!(option
+        .edges
+        .inc
+        .iter()
+        .any(|e| e.kind == EdgeKind::ChosenOption && e.other == EdgeEnd::From(decision)));
+
+    // Status lives in the workflow view, built from the index on every read.
+    let view = |s: &Store| {
+        s.workflow(&wf)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("workflow missing"))
+    };
+    assert_eq!(view(&store).status, WorkflowStatus::Running);
+    submit(
+        &store,
+        Intent::SetStatus {
+            workflow_id: wf,
+            status: WorkflowStatus::Completed,
+        },
+    )
+    .await;
+    assert_eq!(view(&store).status, WorkflowStatus::Completed);
+    let path = store
+        .path(&opts[1])
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_default();
+    assert_same_as_disk(&store, &path);
+    store.close().await;
+}
