@@ -639,6 +639,12 @@ async fn health_readiness_and_metrics() {
     assert_eq!(s, 200);
     assert_eq!(h["status"], "ok");
     assert_eq!(h["components"]["index"]["nodes"], 2);
+    // The root's path twice: loaded from disk once, then from the node cache.
+    for _ in 0..2 {
+        let (s, p) = srv.get(&format!("/v1/nodes/{root}/path")).await;
+        assert_eq!(s, 200);
+        assert_eq!(p["nodes"][0]["id"], root.to_string());
+    }
     let text = srv
         .client
         .get(srv.url("/metrics"))
@@ -654,6 +660,10 @@ async fn health_readiness_and_metrics() {
         "arbor_events_total 2",
         "arbor_index_nodes 2",
         "arbor_sse_subscribers 0",
+        "arbor_node_cache_hits_total 1",
+        "arbor_node_cache_misses_total 1",
+        "arbor_node_cache_entries 1",
+        "arbor_node_cache_capacity_bytes 268435456",
     ] {
         assert!(text.contains(name), "metrics lack {name}:\n{text}");
     }

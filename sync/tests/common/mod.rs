@@ -449,7 +449,13 @@ pub async fn synthetic(store: &Store, events: usize, seed: u64) -> Uuid {
 /// monitors (all and cross-branch).
 pub async fn assert_same_answers<R: Replica>(store: &Store, replica: &R, wf: Uuid, sample: usize) {
     for id in sample_nodes(store, wf, sample) {
-        let want = store.path(&id).expect("store path").expect("node");
+        let want: Vec<_> = store
+            .path(&id)
+            .expect("store path")
+            .expect("node")
+            .into_iter()
+            .map(std::sync::Arc::unwrap_or_clone)
+            .collect();
         same(&format!("path of {id}"), &replica.path(id).await, &want);
     }
     let want = store.decisions(&wf).expect("decisions").expect("wf");
