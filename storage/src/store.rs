@@ -4,7 +4,9 @@
 //! Write path of one group:
 //! 1. take every request waiting on the channel (up to `max_group`);
 //! 2. validate each against the index plus the group's overlay, assigning seqs;
-//! 3. chain the hashes and write all records in one multi-tree sled transaction;
+//! 3. chain the hashes and write the group: content, then the log records (the commit
+//!    point), then the `ids`/`wf` entries, one sled batch per tree (see [`crate::log`]
+//!    for why that is crash-safe and how open repairs an interrupted group);
 //! 4. make it durable once (`--durability fsync`), or not (`none`);
 //! 5. apply to the index, publish the new head, broadcast, and answer every request.
 //!
@@ -279,6 +281,7 @@ impl Store {
             options,
             last_hash,
             last_ts,
+            recent_content: RecentContent::default(),
         };
         std::thread::Builder::new()
             .name("arbor-writer".into())
@@ -811,6 +814,34 @@ struct Writer {
     options: StoreOptions,
     last_hash: Hash,
     last_ts: Timestamp,
+    recent_content: RecentContent,
+}
+
+/// Hashes of content this writer stored recently, so that content repeated across
+/// groups (system prompts, short replies) is not written again. Bounded FIFO.
+#[derive(Default)]
+struct RecentContent {
+    set: std::collections::HashSet<Hash>,
+    order: std::collections::VecDeque<Hash>,
+}
+
+impl RecentContent {
+    const CAPACITY: usize = 8192;
+
+    fn contains(&self, h: &Hash) -> bool {
+        self.set.contains(h)
+    }
+
+    fn insert(&mut self, h: Hash) {
+        if self.set.insert(h) {
+            self.order.push_back(h);
+            if self.order.len() > Self::CAPACITY {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
 }
 
 type Reply = oneshot::Sender<Result<Outcome, AppendError>>;
@@ -923,21 +954,19 @@ impl Writer {
                     }
                 }
                 let head = drafts.last().map_or(0, |d| d.record.seq);
+                let events = drafts.len();
                 self.shared.head.send_replace(head);
                 self.shared
                     .events_total
-                    .fetch_add(drafts.len() as u64, Ordering::Relaxed);
-                for d in drafts.iter() {
+                    .fetch_add(events as u64, Ordering::Relaxed);
+                for d in drafts {
                     // No receivers is fine.
-                    let _ = self
-                        .shared
-                        .events
-                        .send(Arc::new(Published::new(d.event.clone())));
+                    let _ = self.shared.events.send(Arc::new(Published::new(d.event)));
                 }
                 if let Some(observe) = &self.options.on_group {
                     observe(GroupStats {
                         requests,
-                        events: drafts.len(),
+                        events,
                         flush,
                     });
                 }
@@ -967,11 +996,10 @@ impl Writer {
         let mut prev = self.last_hash;
         for d in drafts.iter_mut() {
             d.record.prev_hash = prev;
-            d.record.hash = d.record.compute_hash()?;
+            let bytes = d.record.seal()?;
             prev = d.record.hash;
             d.event.prev_hash = crate::record::hex(&d.record.prev_hash);
             d.event.hash = crate::record::hex(&d.record.hash);
-            let bytes = d.record.encode()?;
             big |= Engine::is_blob_candidate(bytes.len());
             g.records.push((d.record.seq, bytes));
             g.ids.push((d.record.id, d.record.seq));
@@ -980,13 +1008,23 @@ impl Writer {
             }
             g.wf.push((d.record.workflow_id, d.record.seq));
             if let Some((h, text)) = d.content.take() {
-                if seen_content.insert(h) && !self.shared.engine.has_content(&h)? {
-                    big |= Engine::is_blob_candidate(text.len());
-                    g.content.push((h, text.into_bytes()));
+                // Content is keyed by its hash, so writing it again is harmless: small
+                // blobs are written without looking them up first (a tree lookup costs
+                // about as much as the write); only blob-sized ones, which sled would put
+                // in a new file each time, are looked up.
+                if seen_content.insert(h) && !self.recent_content.contains(&h) {
+                    let blob = Engine::is_blob_candidate(text.len());
+                    if !blob || !self.shared.engine.has_content(&h)? {
+                        big |= blob;
+                        g.content.push((h, text.into_bytes()));
+                    }
                 }
             }
         }
         self.shared.engine.write_group(&g)?;
+        for (h, _) in &g.content {
+            self.recent_content.insert(*h);
+        }
         let started = Instant::now();
         if self.options.durability == Durability::Fsync {
             self.shared.engine.make_durable(big)?;

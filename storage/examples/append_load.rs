@@ -1,0 +1,123 @@
+//! In-process append load on one `Store`, for profiling the writer:
+//!
+//! `cargo run --release -p arbor-storage --example append_load -- [fsync|none] APPENDERS BATCH SECONDS`
+//!
+//! Each appender appends `BATCH` nodes per request (distinct content, 256 B) under the
+//! root of its own workflow, for `SECONDS`; prints events/s.
+
+use std::time::{Duration, Instant};
+
+use arbor_storage::{Durability, Intent, Meta, NewNode, NewWorkflow, Outcome, Store, StoreOptions};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let durability = match args.get(1).map(String::as_str) {
+        Some("none") => Durability::None,
+        _ => Durability::Fsync,
+    };
+    let appenders: usize = args.get(2).map_or(Ok(4), |s| s.parse())?;
+    let batch: usize = args.get(3).map_or(Ok(100), |s| s.parse())?;
+    let secs: u64 = args.get(4).map_or(Ok(10), |s| s.parse())?;
+    let dir = tempfile::tempdir()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let store = Store::open(
+        dir.path(),
+        StoreOptions {
+            durability,
+            ..StoreOptions::default()
+        },
+    )?;
+    let filler = "x".repeat(240);
+    let events = rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut tasks = Vec::new();
+        for a in 0..appenders {
+            let store = store.clone();
+            let filler = filler.clone();
+            tasks.push(tokio::spawn(async move {
+                let created = store
+                    .submit(
+                        Intent::CreateWorkflow(NewWorkflow {
+                            system_prompt: "load".into(),
+                            ..NewWorkflow::default()
+                        }),
+                        Meta::default(),
+                    )
+                    .await?;
+                let Outcome::WorkflowCreated {
+                    workflow_id,
+                    root_id,
+                    ..
+                } = created
+                else {
+                    return Ok::<u64, arbor_storage::AppendError>(0);
+                };
+                let mut n = 0u64;
+                let mut i = 0u64;
+                while Instant::now() < deadline {
+                    let nodes = (0..batch)
+                        .map(|j| {
+                            i += 1;
+                            NewNode::new(root_id, "message", format!("{a}/{i}/{j} {filler}"))
+                        })
+                        .collect();
+                    store
+                        .submit(Intent::AppendNodes { workflow_id, nodes }, Meta::default())
+                        .await?;
+                    n += batch as u64;
+                }
+                Ok(n)
+            }));
+        }
+        let mut total = 0u64;
+        for t in tasks {
+            total += t
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+        }
+        let cpu = thread_cpu_ticks("arbor-writer");
+        store.close().await;
+        Ok::<(u64, u64), String>((total, cpu))
+    })?;
+    let (events, writer_ticks) = events;
+    // Linux clock ticks are 10 ms.
+    println!(
+        "{durability:?} appenders={appenders} batch={batch}: {events} events in {secs} s = {:.0} events/s; writer CPU {:.1} us/event",
+        events as f64 / secs as f64,
+        writer_ticks as f64 * 10_000.0 / events.max(1) as f64
+    );
+    Ok(())
+}
+
+/// utime + stime (clock ticks) of this process's threads named `name` (Linux only; 0
+/// elsewhere).
+fn thread_cpu_ticks(name: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    let mut ticks = 0;
+    for t in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        if &stat[open + 1..close] != name {
+            continue;
+        }
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        // Fields 14 and 15 of stat(5); `fields` starts at field 3.
+        for i in [11, 12] {
+            ticks += fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    ticks
+}
