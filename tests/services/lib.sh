@@ -341,9 +341,12 @@ svc_start() {
         postgres)
             local pgbin
             pgbin="$(cat "$d/pgbin")"
-            # A postmaster.pid left by a killed server would look like a dead server to
-            # svc_wait; nothing runs (checked above, children die with it), so drop it.
-            rm -f "$d/data/postmaster.pid"
+            # The lock files a killed server leaves (postmaster.pid, and the socket's
+            # .lock): nothing runs (checked above, children die with it), so drop them. A
+            # killed postmaster is nobody's child here and stays a zombie until PID 1 reaps
+            # it; PostgreSQL's own check, kill(pid, 0), takes a zombie for a live server
+            # and refuses to start ("lock file … already exists").
+            rm -f "$d/data/postmaster.pid" "$d/sock/.s.PGSQL.$port.lock"
             # -W: don't wait here, svc_wait does. pg_ctl puts the server in its own session.
             (cd / && svc_as_postgres "$pgbin/pg_ctl" -D "$d/data" -l "$d/postgres.log" -W -s start) \
                 </dev/null >>"$ARBOR_TEST_SERVICES_DIR/postgres-pg_ctl.log" 2>&1 ||
