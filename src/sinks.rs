@@ -43,6 +43,7 @@ pub fn state_name(s: SinkState) -> &'static str {
         SinkState::Ok => "ok",
         SinkState::Degraded => "degraded",
         SinkState::Stopped => "stopped",
+        SinkState::Starting => "starting",
     }
 }
 

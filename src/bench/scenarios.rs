@@ -1168,10 +1168,20 @@ async fn sync_lag(plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
         ));
         Ok(None)
     } else {
-        match http.create_workflow(PROMPT).await {
-            Ok((wf, root)) => sync_lag_series(plan, &http, &names, &schema, (wf, root), report)
-                .await
-                .map(|()| Some(wf)),
+        // The load starts once every sink has set up (schema, cursor): the rows measure
+        // replication, not a sink's start-up.
+        match http.wait_sinks_started(Duration::from_secs(120)).await {
+            Ok(took) => {
+                tracing::info!(?took, "sinks ready");
+                match http.create_workflow(PROMPT).await {
+                    Ok((wf, root)) => {
+                        sync_lag_series(plan, &http, &names, &schema, (wf, root), report)
+                            .await
+                            .map(|()| Some(wf))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
             Err(e) => Err(e),
         }
     };

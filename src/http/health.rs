@@ -15,7 +15,7 @@ use super::AppState;
 pub struct SinkHealth {
     /// Sink name (`redis`, `postgres`, `neo4j`).
     pub name: String,
-    /// `ok`, `degraded` or `stopped`.
+    /// `starting` (setting up, nothing written yet), `ok`, `degraded` or `stopped`.
     pub state: String,
     /// Events behind the log's head.
     pub lag_events: u64,

@@ -80,6 +80,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         dir.path(),
         StoreOptions {
             durability: Durability::None,
+            // ARBOR_CACHE_MB: sled's page cache, as `arbor serve --cache-mb`.
+            cache_mb: var("ARBOR_CACHE_MB")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(StoreOptions::default().cache_mb),
             ..StoreOptions::default()
         },
     )?;
@@ -148,7 +152,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let mut configs: Vec<(&str, SyncConfig)> = Vec::new();
     let base = SyncConfig {
-        batch_size: 5000,
+        // ARBOR_SYNC_BATCH: most events per sink batch (default 5 000).
+        batch_size: var("ARBOR_SYNC_BATCH")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5000),
         ..SyncConfig::default()
     };
     if let Some(url) = var("ARBOR_TEST_REDIS_URL") {

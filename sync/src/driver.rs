@@ -39,11 +39,14 @@ use crate::sink::{CursorHome, Item, Sink};
 #[serde(rename_all = "lowercase")]
 pub enum SinkState {
     /// The last write succeeded (or none was needed).
-    Ok,
+    Ok = 0,
     /// The last attempt failed with a retriable error; the worker is retrying.
-    Degraded,
+    Degraded = 1,
     /// The worker has ended (shutdown), or is not running (CLI status).
-    Stopped,
+    Stopped = 2,
+    /// The worker is setting up (connecting, creating the sink's schema, loading its
+    /// cursor) and has written nothing yet; a setup that fails makes it `Degraded`.
+    Starting = 3,
 }
 
 impl SinkState {
@@ -51,6 +54,7 @@ impl SinkState {
         match v {
             0 => SinkState::Ok,
             1 => SinkState::Degraded,
+            3 => SinkState::Starting,
             _ => SinkState::Stopped,
         }
     }
@@ -85,7 +89,7 @@ impl Stats {
     pub(crate) fn new(name: &'static str) -> Stats {
         Stats {
             name,
-            state: AtomicU8::new(0),
+            state: AtomicU8::new(SinkState::Starting as u8),
             cursor: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             events: AtomicU64::new(0),
@@ -461,5 +465,25 @@ impl<S: Sink> Worker<S> {
             }
         }
         self.commit(seq).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_worker_is_starting_until_set_up() {
+        let s = Stats::new("t");
+        assert_eq!(s.state(), SinkState::Starting);
+        for st in [
+            SinkState::Ok,
+            SinkState::Degraded,
+            SinkState::Stopped,
+            SinkState::Starting,
+        ] {
+            s.set_state(st);
+            assert_eq!(s.state(), st);
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! arbor over HTTP (the DESIGN §4 API), and the in-process server the harness starts
 //! when no `--url` is given.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
@@ -186,6 +186,33 @@ impl ArborHttp {
     pub async fn health(&self) -> anyhow::Result<Value> {
         let b = self.get("/v1/health").await?;
         Ok(serde_json::from_slice(&b)?)
+    }
+
+    /// Waits until every sink is `ok` (each has set up its schema and loaded its cursor:
+    /// no longer `starting`, nor `degraded` by a failing setup), polling `/v1/health`
+    /// every 50 ms; how long that took.
+    pub async fn wait_sinks_started(&self, limit: Duration) -> anyhow::Result<Duration> {
+        let t0 = Instant::now();
+        loop {
+            let h = self.health().await?;
+            let starting: Vec<&str> = h
+                .pointer("/components/sinks")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter(|s| s.get("state").and_then(Value::as_str) != Some("ok"))
+                        .filter_map(|s| s.get("name").and_then(Value::as_str))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if starting.is_empty() {
+                return Ok(t0.elapsed());
+            }
+            if t0.elapsed() > limit {
+                bail!("sinks not ready after {limit:?}: {}", starting.join(", "));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Names of the sinks the server reports in `/v1/health`.

@@ -1,7 +1,8 @@
 //! The Neo4j sink (neo4rs): the seeds' graph, built so that no event order loses data.
 //!
 //! - At start: a uniqueness constraint on `Node.id` and indexes on `Node.workflow_id`,
-//!   `Node.branch_id` and `Node.agent_id` (`IF NOT EXISTS`).
+//!   `Node.branch_id` and `Node.agent_id` (`IF NOT EXISTS`); then it waits until they
+//!   are online and plans the batch statements once with no rows.
 //! - Per batch, one transaction of `UNWIND $rows AS row MERGE …` statements: nodes are
 //!   `MERGE (n:Node {id})` then `SET n:WorkflowNode, n.… = row.…`; the parent is
 //!   `MERGE`d as a placeholder `(:Node {id})` (no `WorkflowNode` label, no properties)
@@ -57,6 +58,9 @@ pub const SCHEMA: [&str; 4] = [
     "CREATE INDEX arbor_node_branch IF NOT EXISTS FOR (n:Node) ON (n.branch_id)",
     "CREATE INDEX arbor_node_agent IF NOT EXISTS FOR (n:Node) ON (n.agent_id)",
 ];
+
+/// Run after [`SCHEMA`]: returns once every index is online (at most 300 s).
+const AWAIT_INDEXES: &str = "CALL db.awaitIndexes(300)";
 
 const MERGE_NODES: &str = "UNWIND $rows AS row \
      MERGE (n:Node {id: row.id}) \
@@ -271,8 +275,24 @@ impl Sink for Neo4jSink {
 
     async fn setup(&mut self) -> Result<(), SinkError> {
         let graph = self.graph().await?;
-        for stmt in SCHEMA {
-            if let Err(e) = graph.run(query(stmt)).await {
+        // Then wait until the indexes are online (a MERGE on an index still populating
+        // scans the label), and plan the batch statements once with no rows, so the first
+        // real batch does not pay for planning them: Neo4j caches plans by query text.
+        let warm = std::iter::once(MERGE_NODES.to_owned()).chain(
+            [
+                EdgeKind::Monitors,
+                EdgeKind::OptionOf,
+                EdgeKind::ChosenOption,
+            ]
+            .map(merge_edges),
+        );
+        let statements = SCHEMA
+            .iter()
+            .map(|s| query(s))
+            .chain(std::iter::once(query(AWAIT_INDEXES)))
+            .chain(warm.map(|q| query(&q).param("rows", list(Vec::new()))));
+        for stmt in statements {
+            if let Err(e) = graph.run(stmt).await {
                 // Schema problems are never an event's fault: retry.
                 return Err(
                     SinkError::retriable(format!("neo4j schema: {e}")).redacted(&self.redactor)
