@@ -322,3 +322,76 @@ async fn a_sink_that_is_unreachable_at_start_does_not_fail_start_or_appends() {
     assert!(!err.contains("secret-pw"), "{err}");
     set.shutdown().await;
 }
+
+/// Runs one statement of ours (schema names are `t_` and hex digits).
+async fn exec(pool: &PgPool, sql: String) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
+        .execute(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+async fn parent_of_rows(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM arbor_edges WHERE type = 'PARENT_OF'")
+        .fetch_one(pool)
+        .await
+        .expect("count PARENT_OF")
+}
+
+/// A replica written under migration 0001 alone — PARENT_OF a second time as edge rows,
+/// event bodies as jsonb, its cursor at the head — upgrades in place when the sink
+/// starts (0002 runs), answers the seeds' queries like the store, and goes on
+/// replicating without a gap or a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_of_migration_0001_upgrades_in_place() {
+    let _g = SERVER.read().await;
+    let (_dir, store) = store();
+    let wf = realistic(&store).await;
+    // Today's replica, in a schema of its own: the rows the 0001 sink wrote, but lean.
+    let new = pg_config();
+    let set = arbor_sync::start(store.clone(), new.clone()).expect("start");
+    caught_up(&set, &store, 60).await;
+    set.shutdown().await;
+    // The 0001 replica: schema at migration 1, the same rows, PARENT_OF in arbor_edges.
+    let old = pg_config();
+    let pool_old = pool(&old);
+    let (a, b) = (&old.postgres_schema, &new.postgres_schema);
+    exec(&pool_old, format!("CREATE SCHEMA \"{a}\"")).await;
+    postgres::MIGRATOR
+        .run_to(1, &pool_old)
+        .await
+        .expect("migration 0001");
+    for copy in [
+        format!(
+            "INSERT INTO \"{a}\".arbor_events SELECT seq, id, workflow_id, kind, \"timestamp\", \
+             actor, body::jsonb, prev_hash, hash FROM \"{b}\".arbor_events"
+        ),
+        format!("INSERT INTO \"{a}\".arbor_nodes SELECT * FROM \"{b}\".arbor_nodes"),
+        format!(
+            "INSERT INTO \"{a}\".arbor_edges SELECT type, from_id, to_id, workflow_id, seq \
+             FROM \"{b}\".arbor_all_edges"
+        ),
+        format!("INSERT INTO \"{a}\".arbor_workflows SELECT * FROM \"{b}\".arbor_workflows"),
+        format!("INSERT INTO \"{a}\".draft_content SELECT * FROM \"{b}\".draft_content"),
+        format!("INSERT INTO \"{a}\".arbor_sync_cursor SELECT * FROM \"{b}\".arbor_sync_cursor"),
+    ] {
+        exec(&pool_old, copy).await;
+    }
+    assert!(parent_of_rows(&pool_old).await > 0, "the 0001 shape");
+
+    let set = arbor_sync::start(store.clone(), old.clone()).expect("start on 0001");
+    let more = realistic(&store).await;
+    caught_up(&set, &store, 60).await;
+    assert_eq!(parent_of_rows(&pool_old).await, 0, "0002 ran");
+    for w in [wf, more] {
+        assert_same_answers(&store, &Pg(pool_old.clone()), w, 1000).await;
+    }
+    assert_exact(&pool_old, &store).await;
+    assert_eq!(
+        arbor_sync::verify_sinks(&store, &old)
+            .await
+            .expect("verify"),
+        vec![]
+    );
+    set.shutdown().await;
+}
