@@ -1168,22 +1168,16 @@ async fn sync_lag(plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
         ));
         Ok(None)
     } else {
-        // The load starts once every sink has set up (schema, cursor): the rows measure
-        // replication, not a sink's start-up.
-        match http.wait_sinks_started(Duration::from_secs(120)).await {
-            Ok(took) => {
-                tracing::info!(?took, "sinks ready");
-                match http.create_workflow(PROMPT).await {
-                    Ok((wf, root)) => {
-                        sync_lag_series(plan, &http, &names, &schema, (wf, root), report)
-                            .await
-                            .map(|()| Some(wf))
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-            Err(e) => Err(e),
+        async {
+            // The load starts once every sink has set up (schema, cursor): the rows
+            // measure replication, not a sink's start-up.
+            let took = http.wait_sinks_started(Duration::from_secs(120)).await?;
+            tracing::info!(?took, "sinks ready");
+            let (wf, root) = http.create_workflow(PROMPT).await?;
+            sync_lag_series(plan, &http, &names, &schema, (wf, root), report).await?;
+            Ok(Some(wf))
         }
+        .await
     };
     local.stop().await?;
     // Leave the services as they were: the sinks' rows of this run go.

@@ -195,16 +195,10 @@ impl ArborHttp {
         let t0 = Instant::now();
         loop {
             let h = self.health().await?;
-            let starting: Vec<&str> = h
-                .pointer("/components/sinks")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter(|s| s.get("state").and_then(Value::as_str) != Some("ok"))
-                        .filter_map(|s| s.get("name").and_then(Value::as_str))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let starting: Vec<&str> = sinks_of(&h)
+                .filter(|s| s.get("state").and_then(Value::as_str) != Some("ok"))
+                .filter_map(|s| s.get("name").and_then(Value::as_str))
+                .collect();
             if starting.is_empty() {
                 return Ok(t0.elapsed());
             }
@@ -218,15 +212,19 @@ impl ArborHttp {
     /// Names of the sinks the server reports in `/v1/health`.
     pub async fn sink_names(&self) -> anyhow::Result<Vec<String>> {
         let h = self.health().await?;
-        Ok(h.pointer("/components/sinks")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.get("name").and_then(Value::as_str).map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default())
+        Ok(sinks_of(&h)
+            .filter_map(|s| s.get("name").and_then(Value::as_str).map(str::to_owned))
+            .collect())
     }
+}
+
+/// The sinks of a `/v1/health` body (none if it has no sink list).
+fn sinks_of(health: &Value) -> impl Iterator<Item = &Value> {
+    health
+        .pointer("/components/sinks")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
 }
 
 /// A server the harness started in-process, with its temporary data directory.

@@ -275,9 +275,9 @@ impl Sink for Neo4jSink {
 
     async fn setup(&mut self) -> Result<(), SinkError> {
         let graph = self.graph().await?;
-        // Then wait until the indexes are online (a MERGE on an index still populating
-        // scans the label), and plan the batch statements once with no rows, so the first
-        // real batch does not pay for planning them: Neo4j caches plans by query text.
+        // The schema; then wait until its indexes are online (a MERGE on an index still
+        // populating scans the label), and plan the batch statements once with no rows, so
+        // the first real batch does not pay for planning them (Neo4j caches plans by text).
         let warm = std::iter::once(MERGE_NODES.to_owned()).chain(
             [
                 EdgeKind::Monitors,
