@@ -190,7 +190,7 @@ fn path_to_root(c: &mut Criterion) {
             },
         );
         g.bench_with_input(BenchmarkId::new("index", depth), &leaf, |b, leaf| {
-            b.iter(|| store.with_index(|ix| ix.path(leaf)))
+            b.iter(|| store.path_seqs(leaf))
         });
         if depth <= 1_000 {
             g.bench_with_input(BenchmarkId::new("with_nodes", depth), &leaf, |b, leaf| {

@@ -812,7 +812,7 @@ async fn path(plan: &Plan, sys: &Systems, report: &mut Report) -> anyhow::Result
                 );
                 report.results.push(
                     blocking_series(plan, "path", &case, INDEX, expect, move || {
-                        Ok(store.with_index(|ix| ix.path(&leaf)).map_or(0, |v| v.len()))
+                        Ok(store.path_seqs(&leaf).map_or(0, |v| v.len()))
                     })
                     .await,
                 );
@@ -900,9 +900,7 @@ async fn subtree(plan: &Plan, sys: &Systems, report: &mut Report) -> anyhow::Res
             );
             report.results.push(
                 blocking_series(plan, "subtree", &case, INDEX, expect, move || {
-                    Ok(store
-                        .with_index(|ix| ix.subtree(&root, None))
-                        .map_or(0, |v| v.len()))
+                    Ok(store.subtree_seqs(&root, None).map_or(0, |v| v.len()))
                 })
                 .await,
             );

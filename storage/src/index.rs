@@ -44,6 +44,12 @@ pub enum NodeKind {
 }
 
 impl NodeKind {
+    /// The domain rule, in its one place: a node of type `option` appended under a
+    /// `decision` also records `decision -[:OPTION_OF]-> option`.
+    pub fn implies_option_of(parent: NodeKind, child: NodeKind) -> bool {
+        parent == NodeKind::Decision && child == NodeKind::Option
+    }
+
     /// Classifies a type name.
     pub fn of(type_name: &str) -> NodeKind {
         match type_name {
@@ -406,7 +412,7 @@ impl Index {
                     has_child: false,
                 });
                 w.graph.add_edge(pi, ni, EdgeKind::ParentOf);
-                if kind == NodeKind::Option && parent.kind == NodeKind::Decision {
+                if NodeKind::implies_option_of(parent.kind, kind) {
                     w.graph.add_edge(pi, ni, EdgeKind::OptionOf);
                 }
                 if kind == NodeKind::Decision {

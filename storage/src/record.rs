@@ -14,8 +14,7 @@ use uuid::Uuid;
 use crate::error::StorageError;
 use crate::index::{IndexBody, IndexEvent, IndexNode, NodeKind};
 use crate::model::{
-    Edge, EdgeKind, Event, EventBody, Node, Role, Seq, StatusChanged, WorkflowCreated,
-    WorkflowStatus,
+    Edge, Event, EventBody, Node, Role, Seq, StatusChanged, WorkflowCreated, WorkflowStatus,
 };
 use crate::time::Timestamp;
 
@@ -319,23 +318,10 @@ pub fn hex(h: &Hash) -> String {
     s
 }
 
-/// The edge kind used for an automatic OPTION_OF edge (kept here so the writer and
-/// the index agree on the rule).
-pub fn implies_option_of(parent_type: &str, child_type: &str) -> bool {
-    parent_type == "decision" && child_type == "option"
-}
-
-/// Convenience for the rare places that need an `EdgeKind` check on a record.
-pub fn edge_of(record: &Record) -> Option<(EdgeKind, Uuid, Uuid)> {
-    match &record.body {
-        RecordBody::EdgeCreated(e) => Some((e.kind, e.from, e.to)),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::EdgeKind;
 
     fn sample() -> Record {
         Record {

@@ -29,7 +29,7 @@ use crate::error::{AppendError, StorageError};
 use crate::index::{BranchInfo, Index, IndexEvent, NodeRef};
 use crate::intent::{Intent, Meta, Outcome};
 use crate::log::{Engine, GroupWrite};
-use crate::model::{EdgeKind, Event, Node, Seq, WorkflowStatus};
+use crate::model::{EdgeKind, Event, EventBody, Node, Seq, WorkflowStatus};
 use crate::node_cache::{NodeCache, NodeCacheStats};
 use crate::record::{decode_index_event, Hash, Record, RecordBody, ZERO_HASH};
 use crate::time::Timestamp;
@@ -354,6 +354,38 @@ impl Store {
     /// Bytes on disk.
     pub fn size_on_disk(&self) -> Result<u64, StorageError> {
         self.shared.engine.size_on_disk()
+    }
+
+    /// Seqs of the nodes from the root to `id`, root first, from the index alone (no
+    /// node bodies are read): what the path-to-root benchmarks measure.
+    pub fn path_seqs(&self, id: &Uuid) -> Option<Vec<Seq>> {
+        self.shared.index.read().path(id)
+    }
+
+    /// Seqs of `id` and the nodes below it (breadth-first, children in seq order, down to
+    /// `max_depth` levels), from the index alone.
+    pub fn subtree_seqs(&self, id: &Uuid, max_depth: Option<u32>) -> Option<Vec<Seq>> {
+        self.shared.index.read().subtree(id, max_depth)
+    }
+
+    /// The log position of the event that created node `id`.
+    pub fn seq_of(&self, id: &Uuid) -> Option<Seq> {
+        let ix = self.shared.index.read();
+        ix.node_ref(id).map(|r| ix.meta(r).seq)
+    }
+
+    /// For an event that creates an `option` node under a `decision`: that decision. The
+    /// log records the implied `decision -[:OPTION_OF]-> option` edge nowhere else, so
+    /// replicas ask here (the node must be indexed, i.e. at or below the head).
+    pub fn implied_option_of(&self, event: &Event) -> Option<Uuid> {
+        let EventBody::NodeCreated(n) = &event.body else {
+            return None;
+        };
+        let parent = n.parent_id?;
+        let ix = self.shared.index.read();
+        let p = ix.meta(ix.node_ref(&parent)?).kind;
+        crate::index::NodeKind::implies_option_of(p, crate::index::NodeKind::of(&n.node_type))
+            .then_some(parent)
     }
 
     /// Runs `f` with the index read-locked (benchmarks and verify).

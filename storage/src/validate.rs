@@ -583,7 +583,7 @@ impl Ctx<'_> {
             depth: parent.depth + 1,
         };
         let node = node_of(wf, seq, ts, &record, n.content.clone());
-        if kind == NodeKind::Option && parent.kind == NodeKind::Decision {
+        if NodeKind::implies_option_of(parent.kind, kind) {
             scratch
                 .edges
                 .insert((EdgeKind::OptionOf, n.parent_id, id), seq);

@@ -24,11 +24,9 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arbor_storage::index::NodeKind;
-use arbor_storage::{EventBody, Seq, StorageError, Store};
+use arbor_storage::{Seq, StorageError, Store};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
-use uuid::Uuid;
 
 use crate::error::SinkError;
 use crate::retry::{Attempts, Backoff};
@@ -142,23 +140,11 @@ pub fn read_items(store: &Store, after: Seq, limit: usize) -> Result<Vec<Item>, 
     let events = store.read_events(after, limit)?;
     Ok(events
         .into_iter()
-        .map(|event| {
-            let option_of = match &event.body {
-                EventBody::NodeCreated(n) if n.node_type == "option" => {
-                    n.parent_id.filter(|p| is_decision(store, p))
-                }
-                _ => None,
-            };
-            Item { event, option_of }
+        .map(|event| Item {
+            option_of: store.implied_option_of(&event),
+            event,
         })
         .collect())
-}
-
-fn is_decision(store: &Store, id: &Uuid) -> bool {
-    store.with_index(|ix| {
-        ix.node_ref(id)
-            .is_some_and(|r| ix.meta(r).kind == NodeKind::Decision)
-    })
 }
 
 /// Runs a blocking store call on the blocking pool, as a retriable sink error on failure.

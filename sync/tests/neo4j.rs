@@ -266,10 +266,7 @@ async fn a_poison_event_is_dead_lettered_and_later_events_arrive() {
     caught_up(&set, &store, 120).await;
     let dead = store.dead_letters("neo4j").expect("dead");
     assert_eq!(dead.len(), 1, "{dead:?}");
-    let bad_seq = store
-        .node_ref(&bad_id)
-        .map(|r| store.with_index(|ix| ix.meta(r).seq))
-        .expect("seq");
+    let bad_seq = store.seq_of(&bad_id).expect("seq");
     assert_eq!(dead[0].0, bad_seq);
     let g = graph().await;
     let last = queries::nodes_by_id(&g, &after).await.expect("nodes");

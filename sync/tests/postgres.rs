@@ -184,10 +184,7 @@ async fn a_poison_event_is_dead_lettered_and_later_events_arrive() {
     let mut bad = spec(root, "draft", "a tweet");
     bad.payload = json!({"content_type": "tweet"});
     let bad_id = node(&store, wf, bad).await;
-    let bad_seq = store
-        .node_ref(&bad_id)
-        .map(|r| store.with_index(|ix| ix.meta(r).seq))
-        .expect("seq");
+    let bad_seq = store.seq_of(&bad_id).expect("seq");
     let mut after = Vec::new();
     for i in 0..20 {
         after.push(spec(root, "message", &format!("after {i}")));
