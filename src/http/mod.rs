@@ -4,8 +4,10 @@
 //! - [`sse`]: per-workflow and global event streams with loss-free resume.
 //! - [`health`]: liveness, readiness, component health, Prometheus metrics.
 //! - [`wire`]: request/response bodies and strict extractors.
+//! - [`guard`]: request guards that run before any handler (JSON bodies only).
 //! - [`problem`]: problem+json errors.
 
+pub mod guard;
 pub mod health;
 pub mod problem;
 pub mod routes;
@@ -115,6 +117,7 @@ pub fn router(state: AppState) -> Router {
                 "method not allowed on this route",
             )
         })
+        .layer(axum::middleware::from_fn(guard::json_bodies))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }

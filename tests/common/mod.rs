@@ -2,6 +2,8 @@
 //! temporary directory, a JSON client, and an SSE reader.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::time::Duration;
 
 use arbor::config::ServeConfig;
