@@ -66,8 +66,14 @@ async fn a_page_on_another_origin_cannot_write() {
 
     let seen = witness.seen();
     let types: Vec<_> = seen.iter().map(|s| s.content_type.clone()).collect();
-    assert_eq!(seen.len(), 3, "the witness got the three simple POSTs: {types:?}");
-    assert!(seen.iter().all(|s| s.method == "POST" && s.body.contains("injected")));
+    assert_eq!(
+        seen.len(),
+        3,
+        "the witness got the three simple POSTs: {types:?}"
+    );
+    assert!(seen
+        .iter()
+        .all(|s| s.method == "POST" && s.body.contains("injected")));
 
     assert_eq!(server.head().await, head, "arbor stored nothing");
     let (status, children) = server.get(&format!("/v1/nodes/{root}/children")).await;
