@@ -96,9 +96,12 @@ mod tests {
         h
     }
 
+    /// Request headers, and the status the guard answers (None: it lets the request on).
+    type Case = (&'static [(&'static str, &'static str)], Option<u16>);
+
     #[test]
     fn json_bodies_pass_and_everything_else_is_415() {
-        let cases: &[(&[(&str, &str)], Option<u16>)] = &[
+        let cases: &[Case] = &[
             (
                 &[
                     ("content-length", "2"),
