@@ -1,6 +1,7 @@
 //! arbor: a store for branching AI-agent workflows, as one binary.
 //!
 //! # Layout
+//! - [`auth`]: access-control primitives: token secrets, roles, rate limits.
 //! - [`bench`]: the `arbor bench` harness.
 //! - [`cli`]: the command line (`serve`, `import`, `export`, `verify`).
 //! - [`config`]: flags > `ARBOR_*` env > TOML file > defaults.
@@ -13,6 +14,7 @@
 //! The storage engine lives in `arbor-storage` (log, index, verify); replication
 //! in `arbor-sync`. Only this crate knows axum and HTTP.
 
+pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod config;
