@@ -7,6 +7,7 @@
 //! - [`config`]: flags > `ARBOR_*` env > TOML file > defaults.
 //! - [`server`]: starts the store, the sync workers and HTTP; graceful shutdown.
 //! - [`http`]: the DESIGN §4 API: routes, SSE, health, problem+json errors.
+//! - [`listen`]: the accept loop: connection cap, header timeout, TLS.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`portable`]: JSONL import/export of workflows.
 //! - [`sinks`]: the seam to the sync workers of `arbor-sync`.
@@ -19,6 +20,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod listen;
 pub mod metrics;
 pub mod portable;
 pub mod server;

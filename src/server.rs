@@ -171,14 +171,9 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
             .map(|s| Arc::new(s.reporter()) as Arc<dyn SinkReport>),
     };
     let app = http::router(state);
-    let mut stop = shutdown_rx;
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await
-    });
+    let stop = shutdown_rx;
+    let listen = crate::listen::ListenOptions::default();
+    let task = tokio::spawn(crate::listen::serve(listener, app, listen, stop));
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), durability = ?cfg.durability, "arbor listening");
     Ok(Running {
         addr,

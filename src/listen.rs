@@ -1,0 +1,197 @@
+//! The accept loop: TCP (optionally TLS) connections served by hyper with limits that
+//! keep slow or idle clients from holding the server.
+//!
+//! `axum::serve` offers no header-read timeout and no connection cap, so arbor runs its
+//! own small loop over hyper-util:
+//! - at most `max_connections` at once: the loop stops accepting while the cap is
+//!   reached (new clients wait in the kernel's backlog, they are not refused);
+//! - a client must finish its TLS handshake and each request head within
+//!   `header_timeout` (hyper's `header_read_timeout`), else the connection is closed —
+//!   slowloris clients cannot pin a connection slot for longer than that; a slow *body*
+//!   is bounded by the request timeout of the HTTP layer;
+//! - the peer address rides along as `ConnectInfo<SocketAddr>` (per-address limits);
+//! - shutdown: stop accepting, ask every connection to finish its in-flight requests
+//!   (hyper's graceful shutdown), wait for them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::connect_info::ConnectInfo;
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+/// Limits of the accept loop.
+#[derive(Clone)]
+pub struct ListenOptions {
+    /// Longest a client may take to send a request head (and to finish a TLS handshake).
+    pub header_timeout: Duration,
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// TLS, when configured.
+    pub tls: Option<TlsAcceptor>,
+}
+
+impl Default for ListenOptions {
+    /// 10 s for a request head, 4 096 connections, no TLS.
+    fn default() -> ListenOptions {
+        ListenOptions {
+            header_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+            tls: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for ListenOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenOptions")
+            .field("header_timeout", &self.header_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+/// Errors of loading a certificate and key.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The PEM had no certificate or no private key.
+    #[error("{0}")]
+    Pem(String),
+    /// rustls refused the pair.
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// A TLS acceptor from PEM files (a certificate chain and its private key).
+pub fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<TlsAcceptor, TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|source| TlsError::Read {
+            path: p.display().to_string(),
+            source,
+        })
+    };
+    let cert_pem = read(cert)?;
+    let key_pem = read(key)?;
+    let chain = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem(format!("{}: {e}", cert.display())))?;
+    if chain.is_empty() {
+        return Err(TlsError::Pem(format!("{}: no certificate", cert.display())));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| TlsError::Pem(format!("{}: no private key ({e})", key.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Resolves once `shutdown` is true (or its sender is gone).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+/// Serves `app` on `listener` until `shutdown` turns true, then drains connections.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    opts: ListenOptions,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let slots = Arc::new(Semaphore::new(opts.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = stopped(&mut shutdown) => break,
+        };
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut shutdown) => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let service = app
+            .clone()
+            .map_request(move |req: hyper::Request<hyper::body::Incoming>| {
+                let mut req = req.map(axum::body::Body::new);
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req
+            });
+        let service = TowerToHyperService::new(service);
+        let watcher = graceful.watcher();
+        let tls = opts.tls.clone();
+        let header_timeout = opts.header_timeout;
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut builder = Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout);
+            builder.http2().timer(TokioTimer::new());
+            let result = match tls {
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(tcp), service);
+                    watcher.watch(conn.into_owned()).await
+                }
+                Some(acceptor) => {
+                    let stream =
+                        match tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    watcher.watch(conn.into_owned()).await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
