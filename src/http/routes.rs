@@ -1,9 +1,9 @@
 //! Handlers of the DESIGN §4 table (everything but SSE and health).
 //!
 //! Reads that may touch sled (a node-cache miss, a record, a page of the log) run on
-//! tokio's blocking pool through [`read`], so a slow disk never holds a worker thread.
-//! Reads answered by the in-memory index alone (`has_workflow`, `branches`) stay
-//! inline. Responses are the views of [`super::views`].
+//! tokio's blocking pool through one helper, `read`, so a slow disk never holds a
+//! worker thread. Reads answered by the in-memory index alone (`has_workflow`,
+//! `branches`) stay inline. Responses are the views of [`super::views`].
 
 use std::time::Instant;
 

@@ -19,7 +19,7 @@
 //! together in one body chunk. A heartbeat comment goes out after `sse_heartbeat` (15 s
 //! by default) without any write.
 //!
-//! Catch-up pages are read from sled on tokio's blocking pool ([`super::routes::read`]).
+//! Catch-up pages are read from sled on tokio's blocking pool (`routes::read`).
 
 use std::convert::Infallible;
 use std::pin::Pin;

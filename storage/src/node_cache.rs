@@ -40,7 +40,7 @@ pub const SHARDS: usize = 16;
 /// slot, the map entry and slack for allocator rounding.
 pub const ENTRY_OVERHEAD: usize = 96;
 
-/// Counters of a [`NodeCache`], for metrics.
+/// Counters of the decoded-node cache, for metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NodeCacheStats {
     /// Lookups answered from the cache.

@@ -68,7 +68,7 @@ pub struct StoreOptions {
     pub durability: Durability,
     /// sled page cache size in MiB.
     pub cache_mb: u64,
-    /// Budget of the decoded-node cache in MiB (0 disables it); see [`NodeCache`].
+    /// Budget of the decoded-node cache in MiB (0 disables it).
     pub node_cache_mb: u64,
     /// Most requests in one group.
     pub max_group: usize,
