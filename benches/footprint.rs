@@ -10,7 +10,6 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use arbor_storage::index::Index;
 use arbor_storage::{Durability, Intent, Meta, NewNode, NewWorkflow, Outcome, Store, StoreOptions};
 use uuid::Uuid;
 
@@ -106,11 +105,8 @@ fn main() {
     let disk = store.size_on_disk().unwrap();
     // Logical bytes: every encoded record plus each distinct content once.
     let mut seen = std::collections::HashSet::new();
-    let before = LIVE.load(Ordering::Relaxed);
-    let mut index = Index::new();
     let mut after = 0;
     let mut records_bytes = 0u64;
-    let mut index_live = 0usize;
     loop {
         let page = store.read_records(after, 10_000).unwrap();
         let Some(last) = page.last() else { break };
@@ -122,19 +118,14 @@ fn main() {
                     logical += store.content_by_hash(&n.content_hash).unwrap().len() as u64;
                 }
             }
-            // Measure only the index's own growth, not the pages or the seen-set.
-            let l0 = LIVE.load(Ordering::Relaxed);
-            index.apply(r).unwrap();
-            index_live += LIVE.load(Ordering::Relaxed) - l0;
         }
     }
-    let l0 = LIVE.load(Ordering::Relaxed);
-    index.shrink_to_fit();
-    let shrunk = l0 - LIVE.load(Ordering::Relaxed);
-    let index_bytes = index_live - shrunk;
-    let _ = before;
     logical += records_bytes;
-    let n = index.node_count();
+    // A fresh index of the whole log; only its own growth is counted (each apply and
+    // the final shrink), not the pages read to build it.
+    let (n, index_bytes) = store
+        .measure_index_heap(&|| LIVE.load(Ordering::Relaxed))
+        .unwrap();
     println!("| figure | value | target | ratio to target |");
     println!("|---|---|---|---|");
     println!(

@@ -346,7 +346,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             sinks,
             conn,
         } => {
-            let report = arbor_storage::verify::verify_dir(&data_dir)
+            let report = arbor_storage::verify_dir(&data_dir)
                 .with_context(|| format!("verify {}", data_dir.display()))?;
             println!("{}", serde_json::to_string(&report)?);
             if sinks {

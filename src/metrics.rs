@@ -94,7 +94,7 @@ impl NodeCacheGauges {
     }
 
     /// Sets every gauge from the store's figures.
-    pub fn set(&self, s: arbor_storage::node_cache::NodeCacheStats) {
+    pub fn set(&self, s: arbor_storage::NodeCacheStats) {
         let v = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
         self.hits.set(v(s.hits));
         self.misses.set(v(s.misses));
@@ -191,7 +191,7 @@ impl Metrics {
     }
 
     /// Records one committed group.
-    pub fn observe_group(&self, g: arbor_storage::store::GroupStats) {
+    pub fn observe_group(&self, g: arbor_storage::GroupStats) {
         self.group_size.observe(g.events as f64);
         self.group_flush.observe(g.flush.as_secs_f64());
         self.events_total.inc_by(g.events as u64);

@@ -163,6 +163,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
     let state = AppState {
         tasks: task_tx,
         store: store.clone(),
+        live: http::sse::Live::start(&store, cfg.broadcast_capacity),
         limits: cfg.limits.clone(),
         metrics,
         shutdown: shutdown_rx.clone(),

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use arbor_storage::record::Record;
+use arbor_storage::Record;
 
 const BIN: &str = env!("CARGO_BIN_EXE_arbor");
 const SAMPLE: &str = concat!(

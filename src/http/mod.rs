@@ -3,7 +3,8 @@
 //! - [`routes`]: workflows, nodes, edges, queries, replay.
 //! - [`sse`]: per-workflow and global event streams with loss-free resume.
 //! - [`health`]: liveness, readiness, component health, Prometheus metrics.
-//! - [`wire`]: request/response bodies and strict extractors.
+//! - [`wire`]: request bodies, write responses and strict extractors.
+//! - [`views`]: response bodies of the reads, mapped from the store's results.
 //! - [`guard`]: request guards that run before any handler (JSON bodies only).
 //! - [`problem`]: problem+json errors.
 
@@ -12,6 +13,7 @@ pub mod health;
 pub mod problem;
 pub mod routes;
 pub mod sse;
+pub mod views;
 pub mod wire;
 
 use std::sync::Arc;
@@ -62,6 +64,8 @@ pub trait SinkReport: Send + Sync {
 pub struct AppState {
     /// The store.
     pub store: Store,
+    /// The store's events, re-broadcast for the SSE streams ([`sse::Live::start`]).
+    pub live: sse::Live,
     /// Request limits.
     pub limits: Limits,
     /// Prometheus metrics.

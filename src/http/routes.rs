@@ -1,4 +1,9 @@
 //! Handlers of the DESIGN §4 table (everything but SSE and health).
+//!
+//! Reads that may touch sled (a node-cache miss, a record, a page of the log) run on
+//! tokio's blocking pool through one helper, `read`, so a slow disk never holds a
+//! worker thread. Reads answered by the in-memory index alone (`has_workflow`,
+//! `branches`) stay inline. Responses are the views of [`super::views`].
 
 use std::time::Instant;
 
@@ -6,15 +11,18 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
 
 use arbor_storage::{
-    Edge, EdgeKind, Intent, ListFilter, Meta, NewWorkflow, Outcome, WorkflowStatus,
+    Edge, EdgeKind, Intent, ListFilter, Meta, NewWorkflow, Outcome, StorageError, Store,
+    WorkflowStatus,
 };
 
 use super::problem::Problem;
+use super::views::{
+    BranchView, Branches, Decisions, Events, Messages, Monitors, NodeView, Nodes, WorkflowView,
+};
 use super::wire::{
     Choose, CreateBatch, CreateEdge, CreateNode, CreateWorkflow, EdgeCreated, EventsQuery,
     JsonBody, ListQuery, MonitorsQuery, PatchWorkflow, PathParam, PathQuery, QueryParams,
@@ -24,52 +32,25 @@ use super::AppState;
 
 type ApiResult = Result<Response, Problem>;
 
-// Typed response wrappers: lists are objects with a named array (DESIGN §4), and
-// typed serialization keeps each node's fields in their documented order.
-
-#[derive(Serialize)]
-struct Named<'a, T> {
-    nodes: &'a [T],
-}
-
-#[derive(Serialize)]
-struct Decisions<'a> {
-    decisions: &'a [arbor_storage::store::DecisionView],
-}
-
-#[derive(Serialize)]
-struct Monitors<'a> {
-    monitors: &'a [arbor_storage::store::MonitorView],
-}
-
-#[derive(Serialize)]
-struct Events<'a> {
-    events: &'a [arbor_storage::Event],
-    next_after: u64,
-}
-
-#[derive(Serialize)]
-struct Message<'a> {
-    role: &'static str,
-    content: &'a str,
-}
-
-#[derive(Serialize)]
-struct Messages<'a> {
-    messages: &'a [Message<'a>],
-}
-
-#[derive(Serialize)]
-struct Branch {
-    branch_id: Uuid,
-    fork_node_id: Option<Uuid>,
-    head_id: Uuid,
-    length: u32,
-}
-
-#[derive(Serialize)]
-struct Branches {
-    branches: Vec<Branch>,
+/// Runs the store read `f` on tokio's blocking pool and waits for it.
+///
+/// `spawn_blocking` rather than `block_in_place`: it works on every runtime flavour
+/// (`block_in_place` panics on a current-thread runtime, which tests use) and costs one
+/// handoff of a few µs per request.
+pub(super) async fn read<T, F>(store: &Store, f: F) -> Result<T, Problem>
+where
+    T: Send + 'static,
+    F: FnOnce(&Store) -> Result<T, StorageError> + Send + 'static,
+{
+    let store = store.clone();
+    match tokio::task::spawn_blocking(move || f(&store)).await {
+        Ok(res) => Ok(res?),
+        Err(e) => Err(Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("store read task failed: {e}"),
+        )),
+    }
 }
 
 /// 201 for a new write, 200 for an identical replay.
@@ -175,7 +156,12 @@ pub async fn list_workflows(
         status: q.status.as_deref().map(parse_status).transpose()?,
         user_id: q.user_id,
     };
-    let (workflows, next) = app.store.list_workflows(&filter, before, limit)?;
+    let (workflows, next) = read(&app.store, move |s| {
+        s.list_workflows(&filter, before, limit)
+    })
+    .await?;
+    let workflows: Vec<WorkflowView> = workflows.iter().map(WorkflowView::from).collect();
+    // Through `json!`, as ever: the keys of this listing come out sorted.
     Ok(Json(json!({
         "workflows": workflows,
         "next_cursor": next.map(|s| s.to_string()),
@@ -188,9 +174,9 @@ pub async fn get_workflow(
     State(app): State<AppState>,
     PathParam(wf): PathParam<Uuid>,
 ) -> ApiResult {
-    match app.store.workflow(&wf)? {
-        Some(view) => Ok(Json(view).into_response()),
-        None => Err(Problem::not_found(format!("workflow {wf} not found"))),
+    match read(&app.store, move |s| s.workflow(&wf)).await? {
+        Some(w) => Ok(Json(WorkflowView::from(&w)).into_response()),
+        None => Err(workflow_missing(&wf)),
     }
 }
 
@@ -258,7 +244,7 @@ pub async fn create_batch(
     };
     match app.submit(intent).await? {
         Outcome::Nodes { nodes, replayed } => {
-            Ok((created(replayed), Json(Named { nodes: &nodes })).into_response())
+            Ok((created(replayed), Json(Nodes { nodes: &nodes })).into_response())
         }
         other => Err(unexpected(&other)),
     }
@@ -332,8 +318,10 @@ fn workflow_missing(wf: &Uuid) -> Problem {
 
 /// `GET /v1/nodes/{id}`.
 pub async fn get_node(State(app): State<AppState>, PathParam(id): PathParam<Uuid>) -> ApiResult {
-    let node = app.store.node(&id)?.ok_or_else(|| node_missing(&id))?;
-    Ok(Json(node).into_response())
+    let node = read(&app.store, move |s| s.node(&id))
+        .await?
+        .ok_or_else(|| node_missing(&id))?;
+    Ok(Json(NodeView::from(&node)).into_response())
 }
 
 /// `GET /v1/nodes/{id}/path`.
@@ -342,24 +330,12 @@ pub async fn get_path(
     PathParam(id): PathParam<Uuid>,
     QueryParams(q): QueryParams<PathQuery>,
 ) -> ApiResult {
-    let nodes = app.store.path(&id)?.ok_or_else(|| node_missing(&id))?;
+    let nodes = read(&app.store, move |s| s.path(&id))
+        .await?
+        .ok_or_else(|| node_missing(&id))?;
     match q.format.as_deref().unwrap_or("nodes") {
-        "nodes" => Ok(Json(Named { nodes: &nodes }).into_response()),
-        "messages" => {
-            let messages: Vec<_> = nodes
-                .iter()
-                .filter_map(|n| {
-                    n.role.map(|r| Message {
-                        role: r.as_str(),
-                        content: &n.content,
-                    })
-                })
-                .collect();
-            Ok(Json(Messages {
-                messages: &messages,
-            })
-            .into_response())
-        }
+        "nodes" => Ok(Json(Nodes { nodes: &nodes }).into_response()),
+        "messages" => Ok(Json(Messages::from(&nodes[..])).into_response()),
         other => Err(Problem::bad_request(format!(
             "format {other:?} is not one of nodes, messages"
         ))),
@@ -371,8 +347,10 @@ pub async fn get_children(
     State(app): State<AppState>,
     PathParam(id): PathParam<Uuid>,
 ) -> ApiResult {
-    let nodes = app.store.children(&id)?.ok_or_else(|| node_missing(&id))?;
-    Ok(Json(Named { nodes: &nodes }).into_response())
+    let nodes = read(&app.store, move |s| s.children(&id))
+        .await?
+        .ok_or_else(|| node_missing(&id))?;
+    Ok(Json(Nodes { nodes: &nodes }).into_response())
 }
 
 /// `GET /v1/nodes/{id}/subtree`.
@@ -381,11 +359,10 @@ pub async fn get_subtree(
     PathParam(id): PathParam<Uuid>,
     QueryParams(q): QueryParams<SubtreeQuery>,
 ) -> ApiResult {
-    let nodes = app
-        .store
-        .subtree(&id, q.max_depth)?
+    let nodes = read(&app.store, move |s| s.subtree(&id, q.max_depth))
+        .await?
         .ok_or_else(|| node_missing(&id))?;
-    Ok(Json(Named { nodes: &nodes }).into_response())
+    Ok(Json(Nodes { nodes: &nodes }).into_response())
 }
 
 /// `GET /v1/workflows/{wf}/decisions`.
@@ -393,17 +370,13 @@ pub async fn get_decisions(
     State(app): State<AppState>,
     PathParam(wf): PathParam<Uuid>,
 ) -> ApiResult {
-    let decisions = app
-        .store
-        .decisions(&wf)?
+    let decisions = read(&app.store, move |s| s.decisions(&wf))
+        .await?
         .ok_or_else(|| workflow_missing(&wf))?;
-    Ok(Json(Decisions {
-        decisions: &decisions,
-    })
-    .into_response())
+    Ok(Json(Decisions::from(&decisions[..])).into_response())
 }
 
-/// `GET /v1/workflows/{wf}/branches`.
+/// `GET /v1/workflows/{wf}/branches` (from the index alone).
 pub async fn get_branches(
     State(app): State<AppState>,
     PathParam(wf): PathParam<Uuid>,
@@ -412,16 +385,7 @@ pub async fn get_branches(
         .store
         .branches(&wf)
         .ok_or_else(|| workflow_missing(&wf))?;
-    let branches: Vec<Branch> = branches
-        .into_iter()
-        .map(|b| Branch {
-            branch_id: b.branch_id,
-            fork_node_id: b.fork_node_id,
-            head_id: b.head_id,
-            length: b.length,
-        })
-        .collect();
-    Ok(Json(Branches { branches }).into_response())
+    Ok(Json(Branches::from(branches)).into_response())
 }
 
 /// `GET /v1/workflows/{wf}/branches/{branch_id}`.
@@ -432,11 +396,10 @@ pub async fn get_branch(
     if !app.store.has_workflow(&wf) {
         return Err(workflow_missing(&wf));
     }
-    let view = app
-        .store
-        .branch(&wf, &branch)?
+    let nodes = read(&app.store, move |s| s.branch(&wf, &branch))
+        .await?
         .ok_or_else(|| Problem::not_found(format!("branch {branch} not found in workflow {wf}")))?;
-    Ok(Json(view).into_response())
+    Ok(Json(BranchView::from(&nodes)).into_response())
 }
 
 /// `GET /v1/workflows/{wf}/monitors`.
@@ -445,14 +408,10 @@ pub async fn get_monitors(
     PathParam(wf): PathParam<Uuid>,
     QueryParams(q): QueryParams<MonitorsQuery>,
 ) -> ApiResult {
-    let monitors = app
-        .store
-        .monitors(&wf, q.cross_branch)?
+    let monitors = read(&app.store, move |s| s.monitors(&wf, q.cross_branch))
+        .await?
         .ok_or_else(|| workflow_missing(&wf))?;
-    Ok(Json(Monitors {
-        monitors: &monitors,
-    })
-    .into_response())
+    Ok(Json(Monitors::from(&monitors[..])).into_response())
 }
 
 /// `GET /v1/workflows/{wf}/events`.
@@ -466,10 +425,11 @@ pub async fn get_events(
         return Err(Problem::bad_request("limit must be between 1 and 10000"));
     }
     let after = q.after.unwrap_or(0);
-    let events = app
-        .store
-        .read_workflow_events(&wf, after, limit)?
-        .ok_or_else(|| workflow_missing(&wf))?;
+    let events = read(&app.store, move |s| {
+        s.read_workflow_events(&wf, after, limit)
+    })
+    .await?
+    .ok_or_else(|| workflow_missing(&wf))?;
     let next_after = events.last().map_or(after, |e| e.seq);
     Ok(Json(Events {
         events: &events,

@@ -8,15 +8,22 @@
 //! 3. when the receiver lags (the client is slower than the broadcast buffer), it
 //!    goes back to 1. So a client gets every event, in order, none twice.
 //!
-//! Events are `id: <seq>`, `event: <kind>`, `data: <event JSON>`. A live event's frame
-//! is rendered once, by the first stream that sends it, and kept in the broadcast item
-//! ([`Published::rendered`]): every other stream writes the same bytes. Events already
-//! waiting in the broadcast are sent together in one body chunk. A heartbeat comment
-//! goes out after `sse_heartbeat` (15 s by default) without any write.
+//! Events are `id: <seq>`, `event: <kind>`, `data: <event JSON>`. Streams do not read
+//! the store's broadcast themselves: [`Live`] is a small fan-out task that wraps each
+//! store event once, with an empty slot for its frame, and re-broadcasts it. The first
+//! stream that sends an event renders the frame into that slot; every other stream
+//! writes the same bytes (one rendering per event, not one per subscriber, and none for
+//! events no stream wants). When the fan-out itself falls behind the store's broadcast
+//! it says so ([`Item::Missed`]) and every stream catches up from the log, as it does
+//! when its own receiver lags. Events already waiting in the broadcast are sent
+//! together in one body chunk. A heartbeat comment goes out after `sse_heartbeat` (15 s
+//! by default) without any write.
+//!
+//! Catch-up pages are read from sled on tokio's blocking pool (`routes::read`).
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -29,9 +36,10 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::{Instant, Sleep};
 use uuid::Uuid;
 
-use arbor_storage::{Event, Published, Seq, Store};
+use arbor_storage::{Event, Seq, Store};
 
 use super::problem::Problem;
+use super::routes::read;
 use super::wire::{PathParam, QueryParams, StreamQuery};
 use super::AppState;
 
@@ -43,6 +51,64 @@ const CHUNK: usize = 64 * 1024;
 
 /// The heartbeat: an empty comment (what axum's `KeepAlive` sends by default).
 const HEARTBEAT: &[u8] = b":\n\n";
+
+/// What [`Live`] broadcasts to the streams.
+pub enum Item {
+    /// A durable event, with the slot its SSE frame is rendered into once.
+    Event {
+        /// The event.
+        event: Arc<Event>,
+        /// Its frame, rendered by the first stream that sends it.
+        frame: OnceLock<Bytes>,
+    },
+    /// The fan-out lagged behind the store's broadcast and lost events: every stream
+    /// must catch up from the log.
+    Missed,
+}
+
+/// The store's event broadcast, re-broadcast for the SSE streams by one fan-out task
+/// (see the module docs). Cheap to clone.
+#[derive(Clone)]
+pub struct Live {
+    tx: broadcast::Sender<Arc<Item>>,
+}
+
+impl Live {
+    /// Starts the fan-out from `store`'s broadcast, buffering `capacity` items per
+    /// stream (a slower stream catches up from the log). Needs a tokio runtime. The task
+    /// ends when the store closes its broadcast or once every `Live` handle is gone.
+    pub fn start(store: &Store, capacity: usize) -> Live {
+        let (tx, _) = broadcast::channel(capacity.max(1));
+        tokio::spawn(fan_out(store.subscribe(), tx.downgrade()));
+        Live { tx }
+    }
+
+    /// A receiver of every item broadcast from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Item>> {
+        self.tx.subscribe()
+    }
+}
+
+/// Wraps each store event once and re-broadcasts it; reports its own lag as
+/// [`Item::Missed`].
+async fn fan_out(
+    mut events: broadcast::Receiver<Arc<Event>>,
+    streams: broadcast::WeakSender<Arc<Item>>,
+) {
+    loop {
+        let item = match events.recv().await {
+            Ok(event) => Item::Event {
+                event,
+                frame: OnceLock::new(),
+            },
+            Err(RecvError::Lagged(_)) => Item::Missed,
+            Err(RecvError::Closed) => return,
+        };
+        let Some(tx) = streams.upgrade() else { return };
+        // No stream listening is fine.
+        let _ = tx.send(Arc::new(item));
+    }
+}
 
 /// `GET /v1/workflows/{wf}/stream`.
 pub async fn workflow_stream(
@@ -90,8 +156,9 @@ fn open(
     after: Option<Seq>,
 ) -> Result<Response, Problem> {
     let requested = resume_position(headers, after)?;
-    // Subscribe before reading the head: every event above it reaches `rx`.
-    let rx = app.store.subscribe();
+    // Subscribe before reading the head: every event above it reaches `rx` (the
+    // fan-out forwards it after the store moved its head past it, so after this).
+    let rx = app.live.subscribe();
     let head = app.store.head();
     let last = match requested {
         Some(p) if p > head => {
@@ -147,16 +214,16 @@ pub fn render_frame(e: &Event, out: &mut Vec<u8>) -> Result<(), serde_json::Erro
 }
 
 /// The frame of a broadcast event, rendered by the first stream that asks.
-fn shared_frame(p: &Published) -> Option<Bytes> {
-    if let Some(b) = p.rendered.get() {
+fn shared_frame(event: &Event, frame: &OnceLock<Bytes>) -> Option<Bytes> {
+    if let Some(b) = frame.get() {
         return Some(b.clone());
     }
     let mut out = Vec::with_capacity(512);
-    if let Err(e) = render_frame(&p.event, &mut out) {
-        tracing::error!(error = %e, seq = p.event.seq, "SSE frame rendering failed");
+    if let Err(e) = render_frame(event, &mut out) {
+        tracing::error!(error = %e, seq = event.seq, "SSE frame rendering failed");
         return None;
     }
-    Some(p.rendered.get_or_init(|| Bytes::from(out)).clone())
+    Some(frame.get_or_init(|| Bytes::from(out)).clone())
 }
 
 /// Where a stream is.
@@ -173,7 +240,7 @@ struct Pump {
     store: Store,
     workflow: Option<Uuid>,
     last: Seq,
-    rx: broadcast::Receiver<Arc<Published>>,
+    rx: broadcast::Receiver<Arc<Item>>,
     mode: Mode,
     shutdown: watch::Receiver<bool>,
     interval: Duration,
@@ -208,7 +275,7 @@ impl Pump {
         loop {
             let chunk = match self.mode {
                 Mode::Done => return None,
-                Mode::CatchUp => self.catch_up_page(),
+                Mode::CatchUp => self.catch_up_page().await,
                 Mode::Live => self.live().await,
             };
             if let Some(c) = chunk {
@@ -219,22 +286,23 @@ impl Pump {
     }
 
     /// One page of the log after `last` (ends catch-up once a page is short).
-    fn catch_up_page(&mut self) -> Option<Bytes> {
+    async fn catch_up_page(&mut self) -> Option<Bytes> {
         if self.shutting_down() {
             self.mode = Mode::Done;
             return None;
         }
-        let page = match self.workflow {
-            Some(wf) => self
-                .store
-                .read_workflow_events(&wf, self.last, PAGE)
+        let (workflow, last) = (self.workflow, self.last);
+        let page = read(&self.store, move |s| match workflow {
+            Some(wf) => s
+                .read_workflow_events(&wf, last, PAGE)
                 .map(Option::unwrap_or_default),
-            None => self.store.read_events(self.last, PAGE),
-        };
+            None => s.read_events(last, PAGE),
+        })
+        .await;
         let page = match page {
             Ok(p) => p,
             Err(e) => {
-                tracing::error!(error = %e, "SSE catch-up read failed");
+                tracing::error!(error = %e.detail, "SSE catch-up read failed");
                 self.mode = Mode::Done;
                 return None;
             }
@@ -262,7 +330,7 @@ impl Pump {
             self.mode = Mode::Done;
             return None;
         }
-        let first = loop {
+        let (seq, frame) = loop {
             // Biased, the broadcast first: when an event is waiting, neither the
             // shutdown watch nor the timer is touched.
             let received = tokio::select! {
@@ -283,8 +351,20 @@ impl Pump {
                 }
             };
             match received {
-                Ok(p) if self.wants(&p.event) => break p,
-                Ok(_) => continue,
+                Ok(item) => match &*item {
+                    Item::Event { event, frame } if self.wants(event) => {
+                        let Some(frame) = shared_frame(event, frame) else {
+                            self.mode = Mode::Done;
+                            return None;
+                        };
+                        break (event.seq, frame);
+                    }
+                    Item::Event { .. } => continue,
+                    Item::Missed => {
+                        self.lagged();
+                        return None;
+                    }
+                },
                 Err(RecvError::Lagged(_)) => {
                     self.lagged();
                     return None;
@@ -295,16 +375,12 @@ impl Pump {
                 }
             }
         };
-        let Some(frame) = shared_frame(&first) else {
-            self.mode = Mode::Done;
-            return None;
-        };
-        self.last = first.event.seq;
+        self.last = seq;
         // Take what is already waiting into the same chunk: one write, one read.
         let mut more: Option<BytesMut> = None;
         while more.as_ref().map_or(frame.len(), BytesMut::len) < CHUNK {
-            let p = match self.rx.try_recv() {
-                Ok(p) => p,
+            let item = match self.rx.try_recv() {
+                Ok(item) => item,
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Lagged(_)) => {
                     self.lagged();
@@ -315,10 +391,17 @@ impl Pump {
                     break;
                 }
             };
-            if !self.wants(&p.event) {
+            let (event, slot) = match &*item {
+                Item::Event { event, frame } => (event, frame),
+                Item::Missed => {
+                    self.lagged();
+                    break;
+                }
+            };
+            if !self.wants(event) {
                 continue;
             }
-            let Some(next) = shared_frame(&p) else {
+            let Some(next) = shared_frame(event, slot) else {
                 self.mode = Mode::Done;
                 break;
             };
@@ -328,7 +411,7 @@ impl Pump {
                 b
             });
             buf.extend_from_slice(&next);
-            self.last = p.event.seq;
+            self.last = event.seq;
         }
         Some(more.map_or(frame, BytesMut::freeze))
     }
@@ -359,6 +442,80 @@ mod tests {
             "hash": "00ff",
         }))
         .expect("a valid event")
+    }
+
+    /// Runs the fan-out over a store broadcast of `capacity` into which `seqs` were sent
+    /// before it started, until that broadcast closes; returns what `streams` receivers
+    /// subscribed to its output got.
+    async fn fan(
+        capacity: usize,
+        seqs: std::ops::RangeInclusive<Seq>,
+        streams: usize,
+    ) -> Vec<broadcast::Receiver<Arc<Item>>> {
+        let (store_tx, store_rx) = broadcast::channel(capacity);
+        let (tx, _) = broadcast::channel(16);
+        let rxs = (0..streams).map(|_| tx.subscribe()).collect();
+        for seq in seqs {
+            store_tx
+                .send(Arc::new(event(seq, "x")))
+                .expect("a receiver");
+        }
+        drop(store_tx);
+        fan_out(store_rx, tx.downgrade()).await;
+        rxs
+    }
+
+    fn items(rx: &mut broadcast::Receiver<Arc<Item>>) -> Vec<Option<Seq>> {
+        let mut out = Vec::new();
+        while let Ok(item) = rx.try_recv() {
+            out.push(match &*item {
+                Item::Event { event, .. } => Some(event.seq),
+                Item::Missed => None,
+            });
+        }
+        out
+    }
+
+    /// The fan-out forwards every event once, in order, and says so when it lost some
+    /// to its own lag instead of leaving a silent hole.
+    #[tokio::test]
+    async fn fan_out_forwards_in_order_and_reports_its_lag() {
+        let mut rx = fan(8, 6..=8, 1).await;
+        assert_eq!(items(&mut rx[0]), [Some(6), Some(7), Some(8)]);
+        let mut rx = fan(2, 1..=5, 1).await;
+        assert_eq!(items(&mut rx[0]), [None, Some(4), Some(5)]);
+    }
+
+    /// Every stream gets the same item, and the frame is rendered once: the second
+    /// stream writes the very bytes the first one rendered.
+    #[tokio::test]
+    async fn a_frame_is_rendered_once_for_all_streams() {
+        let mut rx = fan(8, 1..=1, 2).await;
+        let [a, b] = &mut rx[..] else {
+            panic!("two streams")
+        };
+        let (ia, ib) = (
+            a.try_recv().expect("an item"),
+            b.try_recv().expect("an item"),
+        );
+        assert!(Arc::ptr_eq(&ia, &ib), "one item for every stream");
+        let Item::Event { event, frame } = &*ia else {
+            panic!("not an event")
+        };
+        assert!(
+            frame.get().is_none(),
+            "nothing rendered before a stream asks"
+        );
+        let first = shared_frame(event, frame).expect("rendered");
+        let second = shared_frame(event, frame).expect("rendered");
+        assert_eq!(
+            first.as_ptr(),
+            second.as_ptr(),
+            "the same bytes, not a re-render"
+        );
+        let mut fresh = Vec::new();
+        render_frame(event, &mut fresh).expect("render");
+        assert_eq!(first.to_vec(), fresh);
     }
 
     /// The frames are byte for byte what axum's `Sse` wrote for the same events.

@@ -44,8 +44,10 @@ pub enum NodeKind {
 }
 
 impl NodeKind {
-    /// The domain rule, in its one place: a node of type `option` appended under a
-    /// `decision` also records `decision -[:OPTION_OF]-> option`.
+    /// The OPTION_OF rule, in its one place: OPTION_OF joins a `decision` to an
+    /// `option`. A node of type `option` appended under a `decision` implies
+    /// `decision -[:OPTION_OF]-> option` (recorded nowhere else in the log), and an
+    /// explicit OPTION_OF edge is accepted only between such a pair.
     pub fn implies_option_of(parent: NodeKind, child: NodeKind) -> bool {
         parent == NodeKind::Decision && child == NodeKind::Option
     }
@@ -429,9 +431,10 @@ impl Index {
                     EdgeKind::ParentOf => return Err(err(r.seq, "explicit PARENT_OF edge")),
                     EdgeKind::Monitors => w.monitors.push((from, to)),
                     EdgeKind::OptionOf => {
-                        if w.graph[NodeIndex::new(from as usize)].kind != NodeKind::Decision
-                            || w.graph[NodeIndex::new(to as usize)].kind != NodeKind::Option
-                        {
+                        if !NodeKind::implies_option_of(
+                            w.graph[NodeIndex::new(from as usize)].kind,
+                            w.graph[NodeIndex::new(to as usize)].kind,
+                        ) {
                             return Err(err(r.seq, "OPTION_OF must go decision → option"));
                         }
                     }

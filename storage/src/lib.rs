@@ -1,18 +1,27 @@
 //! arbor-storage: the durable event log, content store and in-memory workflow index.
 //!
+//! # API
+//! Everything a caller uses is re-exported here; the modules are private. [`Store`] is
+//! the handle: [`Store::submit`] an [`Intent`], read queries that return plain domain
+//! results ([`WorkflowSummary`], [`NodeWithEdges`], [`Decision`], [`Monitor`],
+//! [`BranchNodes`], [`BranchInfo`], nodes), the log ([`Store::read_events`],
+//! [`Store::read_records`]), the broadcast ([`Store::subscribe`]) and head watch, sink
+//! cursors and dead letters. [`verify_dir`] and [`verify_store`] re-check a store from
+//! disk. The model types are the JSON form of DESIGN §2.
+//!
 //! # Layout
-//! - [`model`]: nodes, edges, statuses and events (DESIGN §2), in their JSON form.
-//! - [`time`]: microsecond timestamps, RFC 3339 on the wire.
-//! - [`record`]: the on-disk event record and the BLAKE3 hash chain.
-//! - [`log`]: the sled layer (the only module that knows sled): trees, group writes,
+//! - `model`: nodes, edges, statuses and events (DESIGN §2), in their JSON form.
+//! - `time`: microsecond timestamps, RFC 3339 on the wire.
+//! - `record`: the on-disk event record and the BLAKE3 hash chain.
+//! - `log`: the sled layer (the only module that knows sled): trees, group writes,
 //!   the durable-flush protocol, cursors, dead letters.
-//! - [`index`]: the petgraph index per workflow, derived from the log.
-//! - [`node_cache`]: the bounded cache of decoded nodes that reads go through.
-//! - [`intent`]: what callers ask for and what they get back.
-//! - [`validate`]: turns intents into records against the index plus the group overlay.
-//! - [`store`]: [`Store`], the handle: writer thread with group commit, reads, broadcast.
-//! - [`verify`]: re-checks the chain, the secondary trees and the graph from disk.
-//! - [`error`]: [`StorageError`] (I/O, integrity) and [`AppendError`] (refused requests).
+//! - `index`: the petgraph index per workflow, derived from the log.
+//! - `node_cache`: the bounded cache of decoded nodes that reads go through.
+//! - `intent`: what callers ask for and what they get back.
+//! - `validate`: turns intents into records against the index plus the group overlay.
+//! - `store`: [`Store`], the handle: writer thread with group commit, reads, broadcast.
+//! - `verify`: re-checks the chain, the secondary trees and the graph from disk.
+//! - `error`: [`StorageError`] (I/O, integrity) and [`AppendError`] (refused requests).
 //!
 //! # Invariants
 //! - The log is the source of truth: seqs are gap-free from 1 and each record's hash
@@ -24,21 +33,33 @@
 //! - A refused request stores nothing; an atomic batch is stored whole or not at all.
 //! - This crate knows nothing of HTTP or of sinks.
 
-pub mod error;
+mod error;
+// Test fixtures on their way out to tests/support (issue 9 item 1): until then the
+// one public module.
 pub mod generate;
-pub mod index;
-pub mod intent;
-pub mod log;
-pub mod model;
-pub mod node_cache;
-pub mod record;
-pub mod store;
-pub mod time;
-pub mod validate;
-pub mod verify;
+mod index;
+mod intent;
+mod log;
+mod model;
+mod node_cache;
+mod record;
+mod store;
+mod time;
+mod validate;
+mod verify;
 
 pub use error::{AppendError, StorageError};
-pub use intent::{Intent, Meta, NewNode, NewWorkflow, Outcome};
-pub use model::{Edge, EdgeKind, Event, EventBody, Node, PortableEvent, Role, Seq, WorkflowStatus};
-pub use store::{Durability, ListFilter, Published, Store, StoreOptions};
+pub use index::BranchInfo;
+pub use intent::{edge_event_id, Intent, Meta, NewNode, NewWorkflow, Outcome};
+pub use model::{
+    valid_node_type, Edge, EdgeKind, Event, EventBody, Node, PortableEvent, Role, Seq,
+    StatusChanged, WorkflowCreated, WorkflowStatus,
+};
+pub use node_cache::NodeCacheStats;
+pub use record::{NodeRecord, Record, RecordBody};
+pub use store::{
+    BranchNodes, Decision, Durability, GroupObserver, GroupStats, ListFilter, Monitor,
+    NodeWithEdges, RebuildProgress, Store, StoreOptions, WorkflowSummary,
+};
 pub use time::Timestamp;
+pub use verify::{verify_dir, verify_store, VerifyError, VerifyReport};

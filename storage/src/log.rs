@@ -311,15 +311,6 @@ impl Engine {
         self.ids.len()
     }
 
-    /// Iterates the ids tree: (id, seq).
-    pub fn scan_ids(&self) -> impl Iterator<Item = Result<(Uuid, Seq), StorageError>> + '_ {
-        self.ids.iter().map(|kv| {
-            let (k, v) = kv?;
-            let id = Uuid::from_slice(&k).map_err(|e| StorageError::Corrupt(e.to_string()))?;
-            Ok((id, seq_of(&v)?))
-        })
-    }
-
     /// The content with hash `h`.
     pub fn content(&self, h: &Hash) -> Result<Option<sled::IVec>, StorageError> {
         Ok(self.content.get(h)?)
@@ -345,7 +336,9 @@ impl Engine {
             .transpose()
     }
 
-    /// Sets a sink cursor and makes it durable.
+    /// Sets a sink cursor, then flushes sled (`Tree::flush` writes out every tree): the
+    /// cursor survives a process crash. No fdatasync follows, so it may not survive an
+    /// OS crash or power loss (see [`crate::store::Store::set_cursor`]).
     pub fn set_cursor(&self, name: &str, seq: Seq) -> Result<(), StorageError> {
         self.cursors.insert(name.as_bytes(), &seq.to_be_bytes())?;
         self.cursors.flush()?;

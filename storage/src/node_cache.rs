@@ -10,8 +10,8 @@
 //! A [`Node`] is immutable once its event is in the log: every field of it (content,
 //! payload, metadata, branch, depth, seq, time) is fixed at append. What changes later
 //! (workflow status, chosen options, edges, children) is not part of [`Node`]; the
-//! views that show it (`WorkflowView`, `DecisionView::chosen`, `NodeWithEdges::edges`)
-//! build it from the index on every read. A seq is never reused, so a key always
+//! reads that return it (`WorkflowSummary`, `Decision::chosen`, `NodeWithEdges`'s
+//! edges) build it from the index on every read. A seq is never reused, so a key always
 //! names the same node. The store only inserts nodes at or below the durable head.
 //!
 //! # Eviction
@@ -40,7 +40,7 @@ pub const SHARDS: usize = 16;
 /// slot, the map entry and slack for allocator rounding.
 pub const ENTRY_OVERHEAD: usize = 96;
 
-/// Counters of a [`NodeCache`], for metrics.
+/// Counters of the decoded-node cache, for metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NodeCacheStats {
     /// Lookups answered from the cache.

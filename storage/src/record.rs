@@ -99,7 +99,7 @@ pub struct NodeRecord {
 
 impl Record {
     /// Computes the chain hash of this record from its fields and `prev_hash`.
-    pub fn compute_hash(&self) -> Result<Hash, StorageError> {
+    pub(crate) fn compute_hash(&self) -> Result<Hash, StorageError> {
         let hashed = (
             self.seq,
             self.id,
@@ -121,7 +121,7 @@ impl Record {
     /// tuple is a MessagePack array of the record's first six fields and the record an
     /// array of all eight, so the record is the hashed bytes with the array header
     /// changed, followed by the two hashes.
-    pub fn seal(&mut self) -> Result<Vec<u8>, StorageError> {
+    pub(crate) fn seal(&mut self) -> Result<Vec<u8>, StorageError> {
         const HASHED_HEADER: u8 = 0x90 | 6;
         const RECORD_HEADER: u8 = 0x90 | 8;
         let hashed = (
@@ -161,6 +161,11 @@ impl Record {
             .map_err(|e| StorageError::Corrupt(format!("undecodable log record: {e}")))
     }
 
+    /// Lowercase hex of [`Record::hash`], as events show it.
+    pub fn hash_hex(&self) -> String {
+        hex(&self.hash)
+    }
+
     /// The node this record creates, if any.
     pub fn created_node(&self) -> Option<&NodeRecord> {
         match &self.body {
@@ -171,7 +176,7 @@ impl Record {
     }
 
     /// Turns the record into the public event, fetching content with `content`.
-    pub fn to_event(
+    pub(crate) fn to_event(
         &self,
         content: impl Fn(&Hash) -> Result<String, StorageError>,
     ) -> Result<Event, StorageError> {
@@ -205,7 +210,7 @@ impl Record {
     }
 
     /// The public node for `n`, a node of this record.
-    pub fn node(
+    pub(crate) fn node(
         &self,
         n: &NodeRecord,
         content: impl Fn(&Hash) -> Result<String, StorageError>,

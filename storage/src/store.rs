@@ -12,24 +12,27 @@
 //!
 //! A failed write or flush poisons the store: every later write is refused with
 //! [`StorageError::Poisoned`] until a restart rebuilds the index from what is on disk.
+//!
+//! Reads answer from the index, then fetch nodes through the node cache; they return
+//! plain domain results ([`WorkflowSummary`], [`NodeWithEdges`], [`Decision`],
+//! [`Monitor`], [`BranchNodes`], `Arc<Node>` lists). How they look on the wire is the
+//! HTTP layer's business, and so is the SSE framing of what [`Store::subscribe`] sends.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
-use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::error::{AppendError, StorageError};
-use crate::index::{BranchInfo, Index, IndexEvent, NodeRef};
+use crate::index::{BranchInfo, Index, IndexEvent, NodeKind};
 use crate::intent::{Intent, Meta, Outcome};
 use crate::log::{Engine, GroupWrite};
-use crate::model::{EdgeKind, Event, EventBody, Node, Seq, WorkflowStatus};
+use crate::model::{Edge, Event, EventBody, Node, Seq, WorkflowStatus};
 use crate::node_cache::{NodeCache, NodeCacheStats};
 use crate::record::{decode_index_event, Hash, Record, RecordBody, ZERO_HASH};
 use crate::time::Timestamp;
@@ -65,7 +68,7 @@ pub struct StoreOptions {
     pub durability: Durability,
     /// sled page cache size in MiB.
     pub cache_mb: u64,
-    /// Budget of the decoded-node cache in MiB (0 disables it); see [`NodeCache`].
+    /// Budget of the decoded-node cache in MiB (0 disables it).
     pub node_cache_mb: u64,
     /// Most requests in one group.
     pub max_group: usize,
@@ -88,9 +91,9 @@ impl Default for StoreOptions {
     }
 }
 
-/// A workflow as `GET /v1/workflows/{wf}` shows it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct WorkflowView {
+/// A workflow's summary, as [`Store::workflow`] and [`Store::list_workflows`] return it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkflowSummary {
     /// Workflow id.
     pub workflow_id: Uuid,
     /// Status.
@@ -115,77 +118,46 @@ pub struct WorkflowView {
     pub metadata: Map<String, Value>,
 }
 
-/// One side of a typed edge as `GET /v1/nodes/{id}` shows it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct EdgeRef {
-    /// Edge type.
-    #[serde(rename = "type")]
-    pub kind: EdgeKind,
-    /// The other end (serialized as `to` or `from` by the caller's wrapper).
-    #[serde(flatten)]
-    pub other: EdgeEnd,
-}
-
-/// The far end of an edge.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub enum EdgeEnd {
-    /// Outgoing: the target.
-    #[serde(rename = "to")]
-    To(Uuid),
-    /// Incoming: the source.
-    #[serde(rename = "from")]
-    From(Uuid),
-}
-
-/// A node with its edges.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// A node with its typed edges, PARENT_OF included, as [`Store::node`] returns it.
+#[derive(Clone, Debug, PartialEq)]
 pub struct NodeWithEdges {
     /// The node.
-    #[serde(flatten)]
-    pub node: Node,
-    /// Edges.
-    pub edges: NodeEdges,
-}
-
-/// Outgoing and incoming edges of a node, PARENT_OF included.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct NodeEdges {
-    /// Outgoing.
-    pub out: Vec<EdgeRef>,
-    /// Incoming.
-    #[serde(rename = "in")]
-    pub inc: Vec<EdgeRef>,
+    pub node: Arc<Node>,
+    /// Edges from this node (`from` is the node), in the order they were recorded.
+    pub outgoing: Vec<Edge>,
+    /// Edges to this node (`to` is the node), in the order they were recorded.
+    pub incoming: Vec<Edge>,
 }
 
 /// A decision point with its options and the chosen one.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct DecisionView {
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
     /// The decision node.
-    pub decision: Node,
-    /// Its options, in seq order.
-    pub options: Vec<Node>,
-    /// The chosen option, if any.
-    pub chosen: Option<Node>,
+    pub decision: Arc<Node>,
+    /// Its options (the OPTION_OF targets), in seq order.
+    pub options: Vec<Arc<Node>>,
+    /// The chosen option (always one of `options`), if any.
+    pub chosen: Option<Arc<Node>>,
 }
 
-/// A monitor and what it watches.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct MonitorView {
+/// A MONITORS edge with the nodes at both ends.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Monitor {
     /// The monitor node.
-    pub monitor: Node,
+    pub monitor: Arc<Node>,
     /// The watched node.
-    pub target: Node,
+    pub target: Arc<Node>,
 }
 
 /// A branch with its nodes.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct BranchView {
+#[derive(Clone, Debug, PartialEq)]
+pub struct BranchNodes {
     /// Branch id.
     pub branch_id: Uuid,
     /// Fork node (None for the root's branch).
     pub fork_node_id: Option<Uuid>,
     /// Nodes in seq order.
-    pub nodes: Vec<Node>,
+    pub nodes: Vec<Arc<Node>>,
 }
 
 /// Filters of [`Store::list_workflows`].
@@ -211,31 +183,10 @@ struct Shared {
     engine: Engine,
     index: RwLock<Index>,
     head: watch::Sender<Seq>,
-    events: broadcast::Sender<Arc<Published>>,
+    events: broadcast::Sender<Arc<Event>>,
     poisoned: Mutex<Option<String>>,
     events_total: AtomicU64,
     nodes: NodeCache,
-}
-
-/// An event as the store broadcasts it to [`Store::subscribe`]rs.
-#[derive(Debug)]
-pub struct Published {
-    /// The event.
-    pub event: Event,
-    /// A rendering of the event that every subscriber can share instead of making its
-    /// own (the HTTP layer keeps the event's SSE frame here, rendered by the first
-    /// stream that sends it). Empty when broadcast.
-    pub rendered: OnceLock<Bytes>,
-}
-
-impl Published {
-    /// `event`, not rendered yet.
-    pub fn new(event: Event) -> Published {
-        Published {
-            event,
-            rendered: OnceLock::new(),
-        }
-    }
 }
 
 /// The store: log, content, index. Cheap to clone.
@@ -331,7 +282,7 @@ impl Store {
 
     /// Subscribes to every durable event, in seq order. A receiver that lags is told
     /// so and must catch up from [`Store::read_events`].
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.shared.events.subscribe()
     }
 
@@ -378,19 +329,59 @@ impl Store {
     /// log records the implied `decision -[:OPTION_OF]-> option` edge nowhere else, so
     /// replicas ask here (the node must be indexed, i.e. at or below the head).
     pub fn implied_option_of(&self, event: &Event) -> Option<Uuid> {
-        let EventBody::NodeCreated(n) = &event.body else {
-            return None;
-        };
-        let parent = n.parent_id?;
-        let ix = self.shared.index.read();
-        let p = ix.meta(ix.node_ref(&parent)?).kind;
-        crate::index::NodeKind::implies_option_of(p, crate::index::NodeKind::of(&n.node_type))
-            .then_some(parent)
+        match &event.body {
+            EventBody::NodeCreated(n) => self.option_parent(n.parent_id, &n.node_type),
+            _ => None,
+        }
     }
 
-    /// Runs `f` with the index read-locked (benchmarks and verify).
-    pub fn with_index<T>(&self, f: impl FnOnce(&Index) -> T) -> T {
-        f(&self.shared.index.read())
+    /// [`Store::implied_option_of`] for a record of [`Store::read_records`].
+    pub fn implied_option_of_record(&self, record: &Record) -> Option<Uuid> {
+        match &record.body {
+            RecordBody::NodeCreated(n) => self.option_parent(n.parent_id, &n.node_type),
+            _ => None,
+        }
+    }
+
+    /// The parent, if a node of type `node_type` under it implies OPTION_OF.
+    fn option_parent(&self, parent: Option<Uuid>, node_type: &str) -> Option<Uuid> {
+        let parent = parent?;
+        let ix = self.shared.index.read();
+        let p = ix.meta(ix.node_ref(&parent)?).kind;
+        NodeKind::implies_option_of(p, NodeKind::of(node_type)).then_some(parent)
+    }
+
+    /// Nodes, workflows and head of the live index, read under one lock (verify).
+    pub(crate) fn index_counts(&self) -> (usize, usize, Seq) {
+        let ix = self.shared.index.read();
+        (ix.node_count(), ix.workflow_count(), ix.head())
+    }
+
+    /// What the footprint bench measures: the heap an index of this store's log holds.
+    /// Builds a fresh index from the log, record by record, and sums the change of
+    /// `live_heap` (the caller's count of live heap bytes, e.g. from a counting global
+    /// allocator) across each apply, then across the final `shrink_to_fit`. Returns
+    /// (nodes, heap bytes).
+    #[doc(hidden)]
+    pub fn measure_index_heap(
+        &self,
+        live_heap: &dyn Fn() -> usize,
+    ) -> Result<(usize, usize), StorageError> {
+        let mut index = Index::new();
+        let mut grown = 0isize;
+        for kv in self.shared.engine.scan(0) {
+            let (_, bytes) = kv?;
+            let r = Record::decode(&bytes)?;
+            let before = live_heap();
+            index
+                .apply(&r)
+                .map_err(|e| StorageError::Corrupt(format!("index rebuild: {e}")))?;
+            grown += live_heap() as isize - before as isize;
+        }
+        let before = live_heap();
+        index.shrink_to_fit();
+        grown += live_heap() as isize - before as isize;
+        Ok((index.node_count(), grown.max(0) as usize))
     }
 
     fn record(&self, seq: Seq) -> Result<Record, StorageError> {
@@ -441,15 +432,6 @@ impl Store {
         seqs.iter().map(|s| self.node_at(*s)).collect()
     }
 
-    /// [`Store::node_at`], owned (for the views that hold plain nodes).
-    fn owned_node_at(&self, seq: Seq) -> Result<Node, StorageError> {
-        self.node_at(seq).map(Arc::unwrap_or_clone)
-    }
-
-    fn owned_nodes_at(&self, seqs: &[Seq]) -> Result<Vec<Node>, StorageError> {
-        seqs.iter().map(|s| self.owned_node_at(*s)).collect()
-    }
-
     /// Up to `limit` events after `after`, never beyond the durable head.
     pub fn read_events(&self, after: Seq, limit: usize) -> Result<Vec<Event>, StorageError> {
         let head = self.head();
@@ -479,7 +461,7 @@ impl Store {
         Ok(out)
     }
 
-    /// Content by hash (sync workers).
+    /// Content by hash (what a record's nodes reference).
     pub fn content_by_hash(&self, h: &Hash) -> Result<String, StorageError> {
         self.content(h)
     }
@@ -510,8 +492,8 @@ impl Store {
         self.shared.index.read().workflow(wf).is_some()
     }
 
-    /// The workflow view.
-    pub fn workflow(&self, wf: &Uuid) -> Result<Option<WorkflowView>, StorageError> {
+    /// The summary of workflow `wf`.
+    pub fn workflow(&self, wf: &Uuid) -> Result<Option<WorkflowSummary>, StorageError> {
         let found = {
             let ix = self.shared.index.read();
             ix.workflow(wf).map(|w| (summarize(w), w.created_seq))
@@ -532,7 +514,7 @@ impl Store {
         filter: &ListFilter,
         before: Option<Seq>,
         limit: usize,
-    ) -> Result<(Vec<WorkflowView>, Option<Seq>), StorageError> {
+    ) -> Result<(Vec<WorkflowSummary>, Option<Seq>), StorageError> {
         let (mut page, more) = {
             let ix = self.shared.index.read();
             let mut it = ix.list(before, |w| {
@@ -542,7 +524,7 @@ impl Store {
                         .as_deref()
                         .is_none_or(|u| w.user_id.as_deref() == Some(u))
             });
-            let page: Vec<(WorkflowView, Seq)> = it
+            let page: Vec<(WorkflowSummary, Seq)> = it
                 .by_ref()
                 .take(limit)
                 .map(|w| (summarize(w), w.created_seq))
@@ -573,29 +555,24 @@ impl Store {
             return Ok(None);
         };
         Ok(Some(NodeWithEdges {
-            node: self.owned_node_at(seq)?,
-            edges: NodeEdges {
-                out: out
-                    .into_iter()
-                    .map(|(kind, to)| EdgeRef {
-                        kind,
-                        other: EdgeEnd::To(to),
-                    })
-                    .collect(),
-                inc: inc
-                    .into_iter()
-                    .map(|(kind, from)| EdgeRef {
-                        kind,
-                        other: EdgeEnd::From(from),
-                    })
-                    .collect(),
-            },
+            node: self.node_at(seq)?,
+            outgoing: out
+                .into_iter()
+                .map(|(kind, to)| Edge {
+                    kind,
+                    from: *id,
+                    to,
+                })
+                .collect(),
+            incoming: inc
+                .into_iter()
+                .map(|(kind, from)| Edge {
+                    kind,
+                    from,
+                    to: *id,
+                })
+                .collect(),
         }))
-    }
-
-    /// Where node `id` is in the index.
-    pub fn node_ref(&self, id: &Uuid) -> Option<NodeRef> {
-        self.shared.index.read().node_ref(id)
     }
 
     /// The path root … `id`.
@@ -621,7 +598,7 @@ impl Store {
     }
 
     /// Decision points of `wf`, with options and the chosen one.
-    pub fn decisions(&self, wf: &Uuid) -> Result<Option<Vec<DecisionView>>, StorageError> {
+    pub fn decisions(&self, wf: &Uuid) -> Result<Option<Vec<Decision>>, StorageError> {
         let found = {
             let ix = self.shared.index.read();
             ix.workflow(wf).map(|w| {
@@ -638,10 +615,10 @@ impl Store {
         let Some(list) = found else { return Ok(None) };
         list.into_iter()
             .map(|(d, opts, chosen)| {
-                Ok(DecisionView {
-                    decision: self.owned_node_at(d)?,
-                    options: self.owned_nodes_at(&opts)?,
-                    chosen: chosen.map(|c| self.owned_node_at(c)).transpose()?,
+                Ok(Decision {
+                    decision: self.node_at(d)?,
+                    options: self.nodes_at(&opts)?,
+                    chosen: chosen.map(|c| self.node_at(c)).transpose()?,
                 })
             })
             .collect::<Result<_, _>>()
@@ -656,7 +633,7 @@ impl Store {
     }
 
     /// One branch with its nodes in seq order.
-    pub fn branch(&self, wf: &Uuid, branch_id: &Uuid) -> Result<Option<BranchView>, StorageError> {
+    pub fn branch(&self, wf: &Uuid, branch_id: &Uuid) -> Result<Option<BranchNodes>, StorageError> {
         let found = {
             let ix = self.shared.index.read();
             ix.workflow(wf).and_then(|w| {
@@ -669,10 +646,10 @@ impl Store {
         let Some((info, seqs)) = found else {
             return Ok(None);
         };
-        Ok(Some(BranchView {
+        Ok(Some(BranchNodes {
             branch_id: info.branch_id,
             fork_node_id: info.fork_node_id,
-            nodes: self.owned_nodes_at(&seqs)?,
+            nodes: self.nodes_at(&seqs)?,
         }))
     }
 
@@ -682,7 +659,7 @@ impl Store {
         &self,
         wf: &Uuid,
         cross_branch: bool,
-    ) -> Result<Option<Vec<MonitorView>>, StorageError> {
+    ) -> Result<Option<Vec<Monitor>>, StorageError> {
         let found = {
             let ix = self.shared.index.read();
             ix.workflow(wf).map(|w| {
@@ -696,9 +673,9 @@ impl Store {
         let Some(list) = found else { return Ok(None) };
         list.into_iter()
             .map(|(m, t)| {
-                Ok(MonitorView {
-                    monitor: self.owned_node_at(m)?,
-                    target: self.owned_node_at(t)?,
+                Ok(Monitor {
+                    monitor: self.node_at(m)?,
+                    target: self.node_at(t)?,
                 })
             })
             .collect::<Result<_, _>>()
@@ -710,7 +687,11 @@ impl Store {
         self.shared.engine.cursor(name)
     }
 
-    /// Sets a sink cursor durably.
+    /// Sets a sink cursor and flushes sled before returning: the cursor survives a
+    /// process crash (`kill -9`). It is not fdatasync'd, so an OS crash or power loss
+    /// may bring back an older cursor (sled's flush is only `sync_file_range`, sled
+    /// #1452); the sink then re-applies events it already has, which every sink's
+    /// idempotent apply makes harmless.
     pub fn set_cursor(&self, name: &str, seq: Seq) -> Result<(), StorageError> {
         self.shared.engine.set_cursor(name, seq)
     }
@@ -736,8 +717,8 @@ impl Store {
     }
 }
 
-fn summarize(w: &crate::index::WorkflowIndex) -> WorkflowView {
-    WorkflowView {
+fn summarize(w: &crate::index::WorkflowIndex) -> WorkflowSummary {
+    WorkflowSummary {
         workflow_id: w.id,
         status: w.status,
         root_id: w.node(0).id,
@@ -993,7 +974,7 @@ impl Writer {
                     .fetch_add(events as u64, Ordering::Relaxed);
                 for d in drafts {
                     // No receivers is fine.
-                    let _ = self.shared.events.send(Arc::new(Published::new(d.event)));
+                    let _ = self.shared.events.send(Arc::new(d.event));
                 }
                 if let Some(observe) = &self.options.on_group {
                     observe(GroupStats {

@@ -655,7 +655,7 @@ impl Ctx<'_> {
                 }
             }
             EdgeKind::OptionOf => {
-                if from.kind != NodeKind::Decision || to.kind != NodeKind::Option {
+                if !NodeKind::implies_option_of(from.kind, to.kind) {
                     return Err(unprocessable("OPTION_OF goes from a decision to an option"));
                 }
             }

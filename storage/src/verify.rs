@@ -60,8 +60,7 @@ pub fn verify_dir(dir: &Path) -> Result<VerifyReport, VerifyError> {
 
 /// Verifies an open store, comparing the rebuilt index with its live one.
 pub fn verify_store(store: &Store) -> Result<VerifyReport, VerifyError> {
-    let live = store.with_index(|ix| (ix.node_count(), ix.workflow_count(), ix.head()));
-    verify_engine(store.engine(), Some(live))
+    verify_engine(store.engine(), Some(store.index_counts()))
 }
 
 fn verify_engine(

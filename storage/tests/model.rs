@@ -5,12 +5,9 @@
 
 use std::collections::HashMap;
 
-use arbor_storage::index::BranchInfo;
-use arbor_storage::intent::NewNode;
-use arbor_storage::verify::{verify_dir, verify_store};
 use arbor_storage::{
-    AppendError, Durability, Edge, EdgeKind, Intent, Meta, NewWorkflow, Outcome, Store,
-    StoreOptions, WorkflowStatus,
+    verify_dir, verify_store, AppendError, BranchInfo, Durability, Edge, EdgeKind, Intent, Meta,
+    NewNode, NewWorkflow, Outcome, Store, StoreOptions, WorkflowStatus,
 };
 use proptest::prelude::*;
 use proptest::sample::Index as Pick;
@@ -542,7 +539,7 @@ fn compare(store: &Store, m: &Model) -> Result<(), TestCaseError> {
         );
         for d in &decisions {
             prop_assert_eq!(
-                ids(&d.options.iter().collect::<Vec<_>>()),
+                ids(&d.options),
                 w.options.get(&d.decision.id).cloned().unwrap_or_default()
             );
             prop_assert_eq!(

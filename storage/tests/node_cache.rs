@@ -4,10 +4,9 @@
 
 use std::sync::Arc;
 
-use arbor_storage::store::EdgeEnd;
 use arbor_storage::{
-    Durability, EdgeKind, Intent, Meta, NewNode, NewWorkflow, Node, Outcome, Store, StoreOptions,
-    WorkflowStatus,
+    Durability, Edge, EdgeKind, Intent, Meta, NewNode, NewWorkflow, Node, Outcome, Store,
+    StoreOptions, WorkflowStatus,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -203,8 +202,7 @@ async fn choices_edges_and_status_are_never_stale() {
         .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_else(|| panic!("decision missing"));
     assert!(!before
-        .edges
-        .out
+        .outgoing
         .iter()
         .any(|e| e.kind == EdgeKind::ChosenOption));
     let hits = store.node_cache_stats().hits;
@@ -230,21 +228,18 @@ async fn choices_edges_and_status_are_never_stale() {
         .node(&decision)
         .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_else(|| panic!("decision missing"));
-    assert!(after
-        .edges
-        .out
-        .iter()
-        .any(|e| e.kind == EdgeKind::ChosenOption && e.other == EdgeEnd::To(opts[1])));
+    let chosen = Edge {
+        kind: EdgeKind::ChosenOption,
+        from: decision,
+        to: opts[1],
+    };
+    assert!(after.outgoing.contains(&chosen));
     assert_eq!(after.node, before.node, "the node itself is immutable");
     let option = store
         .node(&opts[1])
         .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_else(|| panic!("option missing"));
-    assert!(option
-        .edges
-        .inc
-        .iter()
-        .any(|e| e.kind == EdgeKind::ChosenOption && e.other == EdgeEnd::From(decision)));
+    assert!(option.incoming.contains(&chosen));
 
     // Status lives in the workflow view, built from the index on every read.
     let view = |s: &Store| {

@@ -16,9 +16,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use arbor_storage::model::WorkflowStatus;
-use arbor_storage::record::{hex, RecordBody};
-use arbor_storage::{EventBody, Seq, Store};
+use arbor_storage::{EventBody, RecordBody, Seq, Store, WorkflowStatus};
 use futures_util::TryStreamExt;
 use serde::Serialize;
 use sqlx::Row;
@@ -102,7 +100,6 @@ fn expected(store: &Store, sinks: &[&'static str]) -> Result<(Seq, Vec<Expected>
         .map(|s| Ok(store.dead_letters(s)?.into_iter().map(|(q, _)| q).collect()))
         .collect::<Result<_, SyncError>>()?;
     let mut maps: Vec<HashMap<Uuid, Expect>> = vec![HashMap::new(); sinks.len()];
-    let mut decisions: HashSet<Uuid> = HashSet::new();
     let mut after = 0;
     while after < head {
         let records = store.read_records(after, 10_000)?;
@@ -120,19 +117,14 @@ fn expected(store: &Store, sinks: &[&'static str]) -> Result<(Seq, Vec<Expected>
                 RecordBody::NodeCreated(n) => {
                     node = Some(n.id);
                     edges += 1; // PARENT_OF
-                    if n.node_type == "decision" {
-                        decisions.insert(n.id);
-                    }
-                    if n.node_type == "option"
-                        && n.parent_id.is_some_and(|p| decisions.contains(&p))
-                    {
-                        edges += 1; // implied OPTION_OF
+                    if store.implied_option_of_record(r).is_some() {
+                        edges += 1;
                     }
                 }
                 RecordBody::EdgeCreated(_) => edges += 1,
                 RecordBody::StatusChanged { to, .. } => status = Some(*to),
             }
-            let hash = hex(&r.hash);
+            let hash = r.hash_hex();
             for (i, map) in maps.iter_mut().enumerate() {
                 let e = map.entry(r.workflow_id).or_default();
                 if dead[i].contains(&r.seq) {

@@ -4,8 +4,7 @@
 
 mod common;
 
-use arbor_storage::store::{BranchView, DecisionView, MonitorView};
-use arbor_storage::{Node, Store};
+use arbor_storage::{BranchNodes, Decision, Monitor, Node, Store};
 use arbor_sync::neo4j::{self, queries, Neo4jSink};
 use arbor_sync::{SinkState, SyncConfig};
 use common::*;
@@ -23,15 +22,15 @@ impl Replica for Neo {
     async fn path(&self, id: Uuid) -> Vec<Node> {
         queries::path(&self.0, id).await.expect("neo4j path")
     }
-    async fn decisions(&self, wf: Uuid) -> Vec<DecisionView> {
+    async fn decisions(&self, wf: Uuid) -> Vec<Decision> {
         queries::decisions(&self.0, wf)
             .await
             .expect("neo4j decisions")
     }
-    async fn branch(&self, wf: Uuid, b: Uuid) -> Option<BranchView> {
+    async fn branch(&self, wf: Uuid, b: Uuid) -> Option<BranchNodes> {
         queries::branch(&self.0, wf, b).await.expect("neo4j branch")
     }
-    async fn monitors(&self, wf: Uuid, cross: bool) -> Vec<MonitorView> {
+    async fn monitors(&self, wf: Uuid, cross: bool) -> Vec<Monitor> {
         queries::monitors(&self.0, wf, cross)
             .await
             .expect("neo4j monitors")

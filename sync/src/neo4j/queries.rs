@@ -9,9 +9,9 @@
 //!   by `r.seq`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use arbor_storage::store::{BranchView, DecisionView, MonitorView};
-use arbor_storage::{Node, Timestamp};
+use arbor_storage::{BranchNodes, Decision, Monitor, Node, Timestamp};
 use neo4rs::{query, Graph, Query, Row};
 use uuid::Uuid;
 
@@ -106,14 +106,15 @@ pub async fn nodes_by_id(graph: &Graph, ids: &[Uuid]) -> Result<HashMap<Uuid, No
     Ok(ns.into_iter().map(|n| (n.id, n)).collect())
 }
 
-fn take(all: &HashMap<Uuid, Node>, id: &Uuid) -> Result<Node, ReadError> {
+fn take(all: &HashMap<Uuid, Node>, id: &Uuid) -> Result<Arc<Node>, ReadError> {
     all.get(id)
         .cloned()
+        .map(Arc::new)
         .ok_or_else(|| ReadError::Decode(format!("node {id} missing or a placeholder")))
 }
 
 /// Decision points of `wf`.
-pub async fn decisions(graph: &Graph, wf: Uuid) -> Result<Vec<DecisionView>, ReadError> {
+pub async fn decisions(graph: &Graph, wf: Uuid) -> Result<Vec<Decision>, ReadError> {
     let q = query(
         "MATCH (d:WorkflowNode {workflow_id: $wf, type: 'decision'}) \
          OPTIONAL MATCH (d)-[:OPTION_OF]->(o:WorkflowNode) \
@@ -144,7 +145,7 @@ pub async fn decisions(graph: &Graph, wf: Uuid) -> Result<Vec<DecisionView>, Rea
     found
         .iter()
         .map(|(d, o, c)| {
-            Ok(DecisionView {
+            Ok(Decision {
                 decision: take(&all, d)?,
                 options: o.iter().map(|i| take(&all, i)).collect::<Result<_, _>>()?,
                 chosen: c.as_ref().map(|i| take(&all, i)).transpose()?,
@@ -158,7 +159,7 @@ pub async fn branch(
     graph: &Graph,
     wf: Uuid,
     branch_id: Uuid,
-) -> Result<Option<BranchView>, ReadError> {
+) -> Result<Option<BranchNodes>, ReadError> {
     let q = format!(
         "MATCH (n:WorkflowNode {{workflow_id: $wf, branch_id: $b}}) RETURN {NODE_RETURN} ORDER BY n.seq"
     );
@@ -173,10 +174,10 @@ pub async fn branch(
     let Some(first) = ns.first() else {
         return Ok(None);
     };
-    Ok(Some(BranchView {
+    Ok(Some(BranchNodes {
         branch_id,
         fork_node_id: first.parent_id,
-        nodes: ns,
+        nodes: ns.into_iter().map(Arc::new).collect(),
     }))
 }
 
@@ -185,7 +186,7 @@ pub async fn monitors(
     graph: &Graph,
     wf: Uuid,
     cross_branch: bool,
-) -> Result<Vec<MonitorView>, ReadError> {
+) -> Result<Vec<Monitor>, ReadError> {
     let q = query(
         "MATCH (m:WorkflowNode {workflow_id: $wf})-[r:MONITORS]->(t:WorkflowNode) \
          WHERE NOT $cross OR m.branch_id <> t.branch_id \
@@ -204,7 +205,7 @@ pub async fn monitors(
     pairs
         .iter()
         .map(|(m, t)| {
-            Ok(MonitorView {
+            Ok(Monitor {
                 monitor: take(&all, m)?,
                 target: take(&all, t)?,
             })

@@ -6,8 +6,9 @@
 //! - branch summary: the nodes with that `branch_id` by seq, fork = parent of the first;
 //! - monitors: MONITORS edges by seq, optionally only across branches.
 
-use arbor_storage::store::{BranchView, DecisionView, MonitorView};
-use arbor_storage::{Node, Timestamp};
+use std::sync::Arc;
+
+use arbor_storage::{BranchNodes, Decision, Monitor, Node, Timestamp};
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::Row;
 use uuid::Uuid;
@@ -118,7 +119,7 @@ pub async fn node(pool: &PgPool, id: Uuid) -> Result<Option<Node>, sqlx::Error> 
 }
 
 /// Decision points of `wf` with their options and chosen option.
-pub async fn decisions(pool: &PgPool, wf: Uuid) -> Result<Vec<DecisionView>, sqlx::Error> {
+pub async fn decisions(pool: &PgPool, wf: Uuid) -> Result<Vec<Decision>, sqlx::Error> {
     let ds = sqlx::query(concat!(
         "SELECT ",
         node_cols!("n"),
@@ -142,10 +143,10 @@ pub async fn decisions(pool: &PgPool, wf: Uuid) -> Result<Vec<DecisionView>, sql
         };
         let options = nodes(&targets("OPTION_OF").await?)?;
         let chosen = nodes(&targets("CHOSEN_OPTION").await?)?.into_iter().next();
-        out.push(DecisionView {
-            decision: d,
-            options,
-            chosen,
+        out.push(Decision {
+            decision: Arc::new(d),
+            options: options.into_iter().map(Arc::new).collect(),
+            chosen: chosen.map(Arc::new),
         });
     }
     Ok(out)
@@ -156,7 +157,7 @@ pub async fn branch(
     pool: &PgPool,
     wf: Uuid,
     branch_id: Uuid,
-) -> Result<Option<BranchView>, sqlx::Error> {
+) -> Result<Option<BranchNodes>, sqlx::Error> {
     let rows = sqlx::query(concat!(
         "SELECT ",
         node_cols!("n"),
@@ -170,10 +171,10 @@ pub async fn branch(
     let Some(first) = ns.first() else {
         return Ok(None);
     };
-    Ok(Some(BranchView {
+    Ok(Some(BranchNodes {
         branch_id,
         fork_node_id: first.parent_id,
-        nodes: ns,
+        nodes: ns.into_iter().map(Arc::new).collect(),
     }))
 }
 
@@ -182,7 +183,7 @@ pub async fn monitors(
     pool: &PgPool,
     wf: Uuid,
     cross_branch: bool,
-) -> Result<Vec<MonitorView>, sqlx::Error> {
+) -> Result<Vec<Monitor>, sqlx::Error> {
     let rows = sqlx::query(concat!(
         "SELECT ",
         node_cols!("m"),
@@ -198,9 +199,9 @@ pub async fn monitors(
     .await?;
     rows.iter()
         .map(|r| {
-            Ok(MonitorView {
-                monitor: node_at(r, 0)?,
-                target: node_at(r, NODE_COLS)?,
+            Ok(Monitor {
+                monitor: Arc::new(node_at(r, 0)?),
+                target: Arc::new(node_at(r, NODE_COLS)?),
             })
         })
         .collect()

@@ -504,17 +504,10 @@ pub fn same<T: PartialEq + std::fmt::Debug>(what: &str, got: &[T], want: &[T]) {
 /// A replica that can answer the seeds' queries.
 pub trait Replica {
     fn path(&self, id: Uuid) -> impl Future<Output = Vec<arbor_storage::Node>>;
-    fn decisions(&self, wf: Uuid) -> impl Future<Output = Vec<arbor_storage::store::DecisionView>>;
-    fn branch(
-        &self,
-        wf: Uuid,
-        b: Uuid,
-    ) -> impl Future<Output = Option<arbor_storage::store::BranchView>>;
-    fn monitors(
-        &self,
-        wf: Uuid,
-        cross: bool,
-    ) -> impl Future<Output = Vec<arbor_storage::store::MonitorView>>;
+    fn decisions(&self, wf: Uuid) -> impl Future<Output = Vec<arbor_storage::Decision>>;
+    fn branch(&self, wf: Uuid, b: Uuid)
+        -> impl Future<Output = Option<arbor_storage::BranchNodes>>;
+    fn monitors(&self, wf: Uuid, cross: bool) -> impl Future<Output = Vec<arbor_storage::Monitor>>;
 }
 
 /// Node ids to check paths for: every node of a small workflow, a spread of a big one.

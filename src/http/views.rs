@@ -1,0 +1,365 @@
+//! Response bodies of the read routes: the JSON shapes of DESIGN §4, mapped from the
+//! plain results the store returns.
+//!
+//! Each view borrows the store's result and is serialized by type, so a node's fields
+//! and every object's keys come out in their documented order. Lists are objects with
+//! a named array, never a bare array.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use arbor_storage::{
+    BranchInfo, BranchNodes, Decision, Edge, EdgeKind, Event, Monitor, Node, NodeWithEdges, Seq,
+    Timestamp, WorkflowStatus, WorkflowSummary,
+};
+
+/// `GET /v1/workflows/{wf}` (and each item of `GET /v1/workflows`).
+#[derive(Serialize)]
+pub struct WorkflowView<'a> {
+    workflow_id: Uuid,
+    status: WorkflowStatus,
+    root_id: Uuid,
+    node_count: usize,
+    branch_count: usize,
+    heads: &'a [Uuid],
+    created_at: Timestamp,
+    updated_at: Timestamp,
+    last_seq: Seq,
+    user_id: Option<&'a str>,
+    metadata: &'a Map<String, Value>,
+}
+
+impl<'a> From<&'a WorkflowSummary> for WorkflowView<'a> {
+    fn from(w: &'a WorkflowSummary) -> WorkflowView<'a> {
+        WorkflowView {
+            workflow_id: w.workflow_id,
+            status: w.status,
+            root_id: w.root_id,
+            node_count: w.node_count,
+            branch_count: w.branch_count,
+            heads: &w.heads,
+            created_at: w.created_at,
+            updated_at: w.updated_at,
+            last_seq: w.last_seq,
+            user_id: w.user_id.as_deref(),
+            metadata: &w.metadata,
+        }
+    }
+}
+
+/// `GET /v1/nodes/{id}`: the node's own fields, then `edges: {out, in}`.
+#[derive(Serialize)]
+pub struct NodeView<'a> {
+    #[serde(flatten)]
+    node: &'a Node,
+    edges: EdgesView,
+}
+
+#[derive(Serialize)]
+struct EdgesView {
+    out: Vec<OutEdge>,
+    #[serde(rename = "in")]
+    incoming: Vec<InEdge>,
+}
+
+#[derive(Serialize)]
+struct OutEdge {
+    #[serde(rename = "type")]
+    kind: EdgeKind,
+    to: Uuid,
+}
+
+#[derive(Serialize)]
+struct InEdge {
+    #[serde(rename = "type")]
+    kind: EdgeKind,
+    from: Uuid,
+}
+
+impl<'a> From<&'a NodeWithEdges> for NodeView<'a> {
+    fn from(n: &'a NodeWithEdges) -> NodeView<'a> {
+        let out = |e: &Edge| OutEdge {
+            kind: e.kind,
+            to: e.to,
+        };
+        let inc = |e: &Edge| InEdge {
+            kind: e.kind,
+            from: e.from,
+        };
+        NodeView {
+            node: &n.node,
+            edges: EdgesView {
+                out: n.outgoing.iter().map(out).collect(),
+                incoming: n.incoming.iter().map(inc).collect(),
+            },
+        }
+    }
+}
+
+/// `{nodes:[…]}`.
+#[derive(Serialize)]
+pub struct Nodes<'a, T> {
+    /// The nodes.
+    pub nodes: &'a [T],
+}
+
+/// `GET /v1/workflows/{wf}/decisions`.
+#[derive(Serialize)]
+pub struct Decisions<'a> {
+    decisions: Vec<DecisionView<'a>>,
+}
+
+#[derive(Serialize)]
+struct DecisionView<'a> {
+    decision: &'a Node,
+    options: &'a [Arc<Node>],
+    chosen: Option<&'a Node>,
+}
+
+impl<'a> From<&'a [Decision]> for Decisions<'a> {
+    fn from(ds: &'a [Decision]) -> Decisions<'a> {
+        let view = |d: &'a Decision| DecisionView {
+            decision: &d.decision,
+            options: &d.options,
+            chosen: d.chosen.as_deref(),
+        };
+        Decisions {
+            decisions: ds.iter().map(view).collect(),
+        }
+    }
+}
+
+/// `GET /v1/workflows/{wf}/monitors`.
+#[derive(Serialize)]
+pub struct Monitors<'a> {
+    monitors: Vec<MonitorView<'a>>,
+}
+
+#[derive(Serialize)]
+struct MonitorView<'a> {
+    monitor: &'a Node,
+    target: &'a Node,
+}
+
+impl<'a> From<&'a [Monitor]> for Monitors<'a> {
+    fn from(ms: &'a [Monitor]) -> Monitors<'a> {
+        let view = |m: &'a Monitor| MonitorView {
+            monitor: &m.monitor,
+            target: &m.target,
+        };
+        Monitors {
+            monitors: ms.iter().map(view).collect(),
+        }
+    }
+}
+
+/// `GET /v1/workflows/{wf}/branches`.
+#[derive(Serialize)]
+pub struct Branches {
+    branches: Vec<BranchSummary>,
+}
+
+#[derive(Serialize)]
+struct BranchSummary {
+    branch_id: Uuid,
+    fork_node_id: Option<Uuid>,
+    head_id: Uuid,
+    length: u32,
+}
+
+impl From<Vec<BranchInfo>> for Branches {
+    fn from(bs: Vec<BranchInfo>) -> Branches {
+        let view = |b: BranchInfo| BranchSummary {
+            branch_id: b.branch_id,
+            fork_node_id: b.fork_node_id,
+            head_id: b.head_id,
+            length: b.length,
+        };
+        Branches {
+            branches: bs.into_iter().map(view).collect(),
+        }
+    }
+}
+
+/// `GET /v1/workflows/{wf}/branches/{branch_id}`.
+#[derive(Serialize)]
+pub struct BranchView<'a> {
+    branch_id: Uuid,
+    fork_node_id: Option<Uuid>,
+    nodes: &'a [Arc<Node>],
+}
+
+impl<'a> From<&'a BranchNodes> for BranchView<'a> {
+    fn from(b: &'a BranchNodes) -> BranchView<'a> {
+        BranchView {
+            branch_id: b.branch_id,
+            fork_node_id: b.fork_node_id,
+            nodes: &b.nodes,
+        }
+    }
+}
+
+/// `GET /v1/workflows/{wf}/events`.
+#[derive(Serialize)]
+pub struct Events<'a> {
+    /// The page of events.
+    pub events: &'a [Event],
+    /// Where the next page starts.
+    pub next_after: Seq,
+}
+
+/// `GET /v1/nodes/{id}/path?format=messages`: the path's nodes that have a role.
+#[derive(Serialize)]
+pub struct Messages<'a> {
+    messages: Vec<Message<'a>>,
+}
+
+#[derive(Serialize)]
+struct Message<'a> {
+    role: &'static str,
+    content: &'a str,
+}
+
+impl<'a> From<&'a [Arc<Node>]> for Messages<'a> {
+    fn from(path: &'a [Arc<Node>]) -> Messages<'a> {
+        let message = |n: &'a Arc<Node>| {
+            n.role.map(|r| Message {
+                role: r.as_str(),
+                content: &n.content,
+            })
+        };
+        Messages {
+            messages: path.iter().filter_map(message).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(n: u64, node_type: &str) -> Arc<Node> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "id": Uuid::from_u64_pair(0, n),
+                "workflow_id": Uuid::from_u64_pair(1, 0),
+                "parent_id": null,
+                "type": node_type,
+                "role": null,
+                "content": "c",
+                "payload": null,
+                "metadata": {},
+                "agent_id": null,
+                "user_id": null,
+                "branch_id": Uuid::from_u64_pair(0, 1),
+                "depth": 0,
+                "seq": n,
+                "timestamp": "2026-11-23T18:00:00.123456Z",
+            }))
+            .expect("a valid node"),
+        )
+    }
+
+    fn keys(v: &impl Serialize) -> String {
+        // The key order of the serialized text, without the values' details.
+        let text = serde_json::to_string(v).expect("json");
+        let mut out = Vec::new();
+        for (i, _) in text.match_indices("\":") {
+            let start = text[..i].rfind('"').map_or(0, |s| s + 1);
+            out.push(&text[start..i]);
+        }
+        out.join(",")
+    }
+
+    const NODE_KEYS: &str = "id,workflow_id,parent_id,type,role,content,payload,metadata,\
+                             agent_id,user_id,branch_id,depth,seq,timestamp";
+
+    /// The documented shapes, key by key and in order (DESIGN §4).
+    #[test]
+    fn views_keep_the_documented_key_order() {
+        let d = node(1, "decision");
+        let o = node(2, "option");
+        let with_edges = NodeWithEdges {
+            node: d.clone(),
+            outgoing: vec![Edge {
+                kind: EdgeKind::OptionOf,
+                from: d.id,
+                to: o.id,
+            }],
+            incoming: vec![Edge {
+                kind: EdgeKind::ParentOf,
+                from: o.id,
+                to: d.id,
+            }],
+        };
+        assert_eq!(
+            keys(&NodeView::from(&with_edges)),
+            format!("{NODE_KEYS},edges,out,type,to,in,type,from")
+        );
+        let decisions = [Decision {
+            decision: d.clone(),
+            options: vec![o.clone()],
+            chosen: Some(o.clone()),
+        }];
+        assert_eq!(
+            keys(&Decisions::from(&decisions[..])),
+            format!("decisions,decision,{NODE_KEYS},options,{NODE_KEYS},chosen,{NODE_KEYS}")
+        );
+        let text = serde_json::to_string(&Decisions::from(
+            &[Decision {
+                chosen: None,
+                ..decisions[0].clone()
+            }][..],
+        ))
+        .expect("json");
+        assert!(text.ends_with(",\"chosen\":null}]}"), "{text}");
+        let monitors = [Monitor {
+            monitor: d.clone(),
+            target: o.clone(),
+        }];
+        assert_eq!(
+            keys(&Monitors::from(&monitors[..])),
+            format!("monitors,monitor,{NODE_KEYS},target,{NODE_KEYS}")
+        );
+        let branch = BranchNodes {
+            branch_id: d.branch_id,
+            fork_node_id: None,
+            nodes: vec![d.clone()],
+        };
+        assert_eq!(
+            keys(&BranchView::from(&branch)),
+            format!("branch_id,fork_node_id,nodes,{NODE_KEYS}")
+        );
+        let branches = Branches::from(vec![BranchInfo {
+            branch_id: d.branch_id,
+            fork_node_id: None,
+            head_id: d.id,
+            length: 1,
+        }]);
+        assert_eq!(
+            keys(&branches),
+            "branches,branch_id,fork_node_id,head_id,length"
+        );
+        let summary = WorkflowSummary {
+            workflow_id: d.workflow_id,
+            status: WorkflowStatus::Running,
+            root_id: d.id,
+            node_count: 1,
+            branch_count: 1,
+            heads: vec![d.id],
+            created_at: d.timestamp,
+            updated_at: d.timestamp,
+            last_seq: 1,
+            user_id: None,
+            metadata: Map::new(),
+        };
+        assert_eq!(
+            keys(&WorkflowView::from(&summary)),
+            "workflow_id,status,root_id,node_count,branch_count,heads,created_at,\
+             updated_at,last_seq,user_id,metadata"
+        );
+    }
+}
