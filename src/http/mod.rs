@@ -53,8 +53,8 @@ impl Default for Limits {
 
 /// Status of the sync workers, as health and metrics report it.
 pub trait SinkReport: Send + Sync {
-    /// One entry per sink.
-    fn sinks(&self) -> Vec<health::SinkHealth>;
+    /// One entry per sink, from the workers' running figures (no store scan).
+    fn sinks(&self) -> Vec<arbor_sync::SinkStatus>;
 }
 
 /// What every handler shares.
