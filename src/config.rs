@@ -283,6 +283,7 @@ impl ServeConfig {
                     .or(file.sse_heartbeat_secs)
                     .map(Duration::from_secs)
                     .unwrap_or(d.sse_heartbeat),
+                request_timeout: d.request_timeout,
             },
             broadcast_capacity: args
                 .broadcast_capacity

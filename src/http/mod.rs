@@ -3,12 +3,14 @@
 //! - [`routes`]: workflows, nodes, edges, queries, replay.
 //! - [`sse`]: per-workflow and global event streams with loss-free resume.
 //! - [`health`]: liveness, readiness, component health, Prometheus metrics.
+//! - [`layers`]: what wraps every route: request spans, the request timeout.
 //! - [`wire`]: request/response bodies and strict extractors.
 //! - [`guard`]: request guards that run before any handler (JSON bodies only).
 //! - [`problem`]: problem+json errors.
 
 pub mod guard;
 pub mod health;
+pub mod layers;
 pub mod problem;
 pub mod routes;
 pub mod sse;
@@ -27,7 +29,8 @@ use arbor_storage::Store;
 use crate::metrics::Metrics;
 use problem::Problem;
 
-/// Request limits (DESIGN §4: content 1 MiB, body 16 MiB, batch 10 000 nodes).
+/// Request limits (DESIGN §4: content 1 MiB, body 16 MiB, batch 10 000 nodes) and the
+/// request timeout.
 #[derive(Clone, Debug)]
 pub struct Limits {
     /// Largest node content in bytes.
@@ -38,6 +41,9 @@ pub struct Limits {
     pub max_batch_nodes: usize,
     /// SSE heartbeat interval.
     pub sse_heartbeat: Duration,
+    /// Longest a request may take to send its body and get its response head (a
+    /// streaming body is not limited).
+    pub request_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -47,6 +53,7 @@ impl Default for Limits {
             max_body_bytes: 16 * 1024 * 1024,
             max_batch_nodes: 10_000,
             sse_heartbeat: Duration::from_secs(15),
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -75,9 +82,10 @@ pub struct AppState {
     pub tasks: tokio::sync::mpsc::Sender<()>,
 }
 
-/// The full router.
+/// The full router: the routes, the body limit, the request timeout, request spans.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.limits.max_body_bytes;
+    let timeout = state.limits.request_timeout;
     Router::new()
         .route(
             "/v1/workflows",
@@ -119,5 +127,10 @@ pub fn router(state: AppState) -> Router {
         })
         .layer(axum::middleware::from_fn(guard::json_bodies))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            timeout,
+            layers::request_timeout,
+        ))
+        .layer(layers::trace())
         .with_state(state)
 }
