@@ -174,6 +174,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
     let stop = shutdown_rx;
     let listen = crate::listen::ListenOptions::default();
     let task = tokio::spawn(crate::listen::serve(listener, app, listen, stop));
+    tracing::info!(config = %cfg, "configuration (passwords masked)");
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), durability = ?cfg.durability, "arbor listening");
     Ok(Running {
         addr,
