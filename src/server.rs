@@ -51,7 +51,7 @@ pub struct Running {
     store: Store,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<Result<(), std::io::Error>>,
-    /// Closed when every request task (SSE pump) has ended.
+    /// Closed when every SSE stream (a response body holding a sender) has ended.
     tasks: mpsc::Receiver<()>,
     sinks: Option<crate::sinks::Sinks>,
 }

@@ -77,8 +77,8 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// Sync workers, when any sink is configured.
     pub sinks: Option<Arc<dyn SinkReport>>,
-    /// Held by every background task of a request (SSE pumps); shutdown waits until
-    /// all clones are gone.
+    /// Held by every SSE stream (the response body itself, not a task); shutdown waits
+    /// until all clones are gone.
     pub tasks: tokio::sync::mpsc::Sender<()>,
 }
 
