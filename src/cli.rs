@@ -1,4 +1,6 @@
-//! The command line (clap): `serve`, `import`, `export`, `verify`.
+//! The command line (clap): `serve`, `import`, `export`, `generate`, `bench`, `verify`,
+//! `sync`. Every subcommand that opens the store takes `--config` and `--data-dir`, and
+//! resolves them, with its other flags, through [`crate::config`].
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, IsTerminal, Write};
@@ -11,7 +13,7 @@ use uuid::Uuid;
 
 use arbor_storage::{Store, StoreOptions};
 
-use crate::config::{LogFormat, ServeArgs, ServeConfig, DEFAULT_DATA_DIR};
+use crate::config::{BaseArgs, LogFormat, ServeArgs, ServeConfig, SinkArgs};
 
 /// arbor: a store for branching AI-agent workflows.
 #[derive(Parser, Debug)]
@@ -31,9 +33,9 @@ pub enum Command {
     Import {
         /// The JSONL file (`-` for stdin).
         file: PathBuf,
-        /// Data directory.
-        #[arg(long, env = "ARBOR_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
+        /// `--config`, `--data-dir`.
+        #[command(flatten)]
+        base: BaseArgs,
     },
     /// Export one workflow as JSONL of portable events (server must be stopped).
     Export {
@@ -43,9 +45,9 @@ pub enum Command {
         /// Output file (stdout when absent).
         #[arg(long, short)]
         output: Option<PathBuf>,
-        /// Data directory.
-        #[arg(long, env = "ARBOR_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
+        /// `--config`, `--data-dir`.
+        #[command(flatten)]
+        base: BaseArgs,
     },
     /// Write generated workflows as JSONL of portable events (for `arbor import`).
     Generate {
@@ -60,9 +62,9 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Check the hash chain, the secondary trees and the graph; exit 1 on any problem.
     Verify {
-        /// Data directory.
-        #[arg(long, env = "ARBOR_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
+        /// `--config`, `--data-dir`.
+        #[command(flatten)]
+        base: BaseArgs,
         /// Also compare counts and per-workflow digests with every configured sink.
         #[arg(long)]
         sinks: bool,
@@ -78,59 +80,15 @@ pub enum Command {
     },
 }
 
-/// Sink connection flags shared by `sync` and `verify --sinks`.
-#[derive(clap::Args, Debug, Clone)]
-pub struct SinkArgs {
-    /// Redis URL.
-    #[arg(long, env = "ARBOR_REDIS_URL")]
-    pub redis_url: Option<String>,
-    /// PostgreSQL URL.
-    #[arg(long, env = "ARBOR_POSTGRES_URL")]
-    pub postgres_url: Option<String>,
-    /// PostgreSQL schema of the replica tables.
-    #[arg(long, env = "ARBOR_POSTGRES_SCHEMA", default_value = "public")]
-    pub postgres_schema: String,
-    /// Neo4j Bolt URL.
-    #[arg(long, env = "ARBOR_NEO4J_URL")]
-    pub neo4j_url: Option<String>,
-    /// Neo4j user.
-    #[arg(long, env = "ARBOR_NEO4J_USER", default_value = "neo4j")]
-    pub neo4j_user: String,
-    /// Neo4j password.
-    #[arg(
-        long,
-        env = "ARBOR_NEO4J_PASSWORD",
-        default_value = "",
-        hide_env_values = true
-    )]
-    pub neo4j_password: String,
-}
-
-impl SinkArgs {
-    fn sync_config(&self) -> arbor_sync::SyncConfig {
-        arbor_sync::SyncConfig {
-            redis_url: self.redis_url.clone(),
-            postgres_url: self.postgres_url.clone(),
-            postgres_schema: self.postgres_schema.clone(),
-            neo4j: self.neo4j_url.as_ref().map(|url| arbor_sync::Neo4jConfig {
-                url: url.clone(),
-                user: self.neo4j_user.clone(),
-                password: self.neo4j_password.clone(),
-            }),
-            ..arbor_sync::SyncConfig::default()
-        }
-    }
-}
-
 /// `arbor sync …`.
 #[derive(Subcommand, Debug)]
 pub enum SyncAction {
     /// Each configured sink's cursor, lag and dead letters. With --url, asks a running
     /// server instead of opening the data directory.
     Status {
-        /// Data directory.
-        #[arg(long, env = "ARBOR_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
+        /// `--config`, `--data-dir`.
+        #[command(flatten)]
+        base: BaseArgs,
         /// Base URL of a running server (e.g. http://127.0.0.1:7700).
         #[arg(long)]
         url: Option<String>,
@@ -145,9 +103,9 @@ pub enum SyncAction {
         /// Re-replicate every event after this seq (0 = everything).
         #[arg(long)]
         from: u64,
-        /// Data directory.
-        #[arg(long, env = "ARBOR_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
+        /// `--config`, `--data-dir`.
+        #[command(flatten)]
+        base: BaseArgs,
         /// Sink connections.
         #[command(flatten)]
         conn: SinkArgs,
@@ -249,7 +207,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             running.run_until_signal().await?;
             Ok(())
         }
-        Command::Import { file, data_dir } => {
+        Command::Import { file, base } => {
+            let data_dir = base.resolve(None)?.data_dir;
             init_tracing(LogFormat::Text);
             std::fs::create_dir_all(&data_dir)?;
             let store = Store::open(&data_dir, StoreOptions::default()).with_context(|| {
@@ -278,9 +237,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export {
             workflow,
             output,
-            data_dir,
+            base,
         } => {
-            let store = open_store(&data_dir)?;
+            let store = open_store(&base.resolve(None)?.data_dir)?;
             let res = match output {
                 Some(path) => {
                     let mut w = BufWriter::new(File::create(&path)?);
@@ -341,18 +300,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             init_tracing(LogFormat::Text);
             crate::bench::run(args).await
         }
-        Command::Verify {
-            data_dir,
-            sinks,
-            conn,
-        } => {
+        Command::Verify { base, sinks, conn } => {
+            let cfg = base.resolve(Some(&conn))?;
+            let data_dir = cfg.data_dir;
             let report = arbor_storage::verify_dir(&data_dir)
                 .with_context(|| format!("verify {}", data_dir.display()))?;
             println!("{}", serde_json::to_string(&report)?);
             if sinks {
-                let config = conn.sync_config();
+                let config = cfg.sync;
                 if config.sink_names().is_empty() {
-                    bail!("--sinks needs at least one of --redis-url, --postgres-url, --neo4j-url");
+                    bail!(
+                        "--sinks needs at least one of --redis-url, --postgres-url, \
+                         --neo4j-url (as a flag, an ARBOR_* variable or in --config)"
+                    );
                 }
                 let store = open_store(&data_dir)?;
                 let diffs = arbor_sync::verify_sinks(&store, &config).await;
@@ -375,11 +335,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sync { action } => match action {
-            SyncAction::Status {
-                data_dir,
-                url,
-                conn,
-            } => {
+            SyncAction::Status { base, url, conn } => {
                 if let Some(url) = url {
                     let health: serde_json::Value =
                         reqwest::get(format!("{}/v1/health", url.trim_end_matches('/')))
@@ -392,8 +348,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     );
                     return Ok(());
                 }
-                let store = open_store(&data_dir)?;
-                let status = arbor_sync::status(&store, &conn.sync_config()).await;
+                let cfg = base.resolve(Some(&conn))?;
+                let store = open_store(&cfg.data_dir)?;
+                let status = arbor_sync::status(&store, &cfg.sync).await;
                 store.close().await;
                 println!("{}", serde_json::to_string_pretty(&status)?);
                 Ok(())
@@ -401,11 +358,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             SyncAction::Reset {
                 sink,
                 from,
-                data_dir,
+                base,
                 conn,
             } => {
-                let store = open_store(&data_dir)?;
-                let res = arbor_sync::reset(&store, &conn.sync_config(), &sink, from).await;
+                let cfg = base.resolve(Some(&conn))?;
+                let store = open_store(&cfg.data_dir)?;
+                let res = arbor_sync::reset(&store, &cfg.sync, &sink, from).await;
                 store.close().await;
                 res?;
                 println!("{}", serde_json::json!({ "sink": sink, "cursor": from }));

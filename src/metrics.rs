@@ -1,11 +1,29 @@
 //! Prometheus metrics of the server.
+//!
+//! Two kinds of series, every `_total` one a real counter:
+//! - Recorded here as things happen, in the registry: append latency, group size and
+//!   flush time, events appended, open SSE streams and their catch-ups.
+//! - Read at scrape time from their owners, which keep the running totals and levels:
+//!   the index size and head (the store), the decoded-node cache (the store), each
+//!   sink's lag and counters (the sync workers' stats). [`Metrics::render`] builds these
+//!   families from the owners' figures — a custom collector, in effect — instead of
+//!   copying them into registered metrics. A copied total exported as a gauge is typed
+//!   wrong (`rate()` does not treat its resets as resets); `IntCounter::inc_by(delta)`
+//!   would type it right but needs a last-seen value per series, a lock so two scrapes
+//!   do not both add the same delta, and a rule for a source that restarted from zero.
+//!   Reading the owner's value at scrape time has none of that: it is the exact value,
+//!   monotonic because the owner's is, and a restart is an ordinary counter reset.
+//!
+//! Neither `/metrics` nor `/v1/health` scans anything per request: every figure read at
+//! scrape time is a running value kept by its owner.
 
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
-};
+use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntGauge, Registry, TextEncoder};
 
-/// Every metric the server exports.
+use arbor_storage::Store;
+use arbor_sync::SinkStatus;
+
+/// The metrics recorded as things happen (the rest is read at scrape time).
 pub struct Metrics {
     registry: Registry,
     /// Seconds from submit to durable acknowledgement, per API append.
@@ -16,93 +34,10 @@ pub struct Metrics {
     pub group_flush: Histogram,
     /// Events appended since start.
     pub events_total: IntCounter,
-    /// Nodes in the index (set at scrape).
-    pub index_nodes: IntGauge,
-    /// Workflows in the index (set at scrape).
-    pub index_workflows: IntGauge,
-    /// Durable head seq (set at scrape).
-    pub head_seq: IntGauge,
     /// Open SSE streams.
     pub sse_subscribers: IntGauge,
     /// Times an SSE stream fell behind the broadcast and caught up from the log.
     pub sse_lagged: IntCounter,
-    /// Per-sink gauges (set at scrape): lag in events.
-    pub sink_lag_events: IntGaugeVec,
-    /// Per-sink lag in seconds (age of the oldest unreplicated event).
-    pub sink_lag_seconds: prometheus::GaugeVec,
-    /// Per-sink counters, exported as gauges of the worker's running totals.
-    pub sink_batches: IntGaugeVec,
-    /// Per-sink retries.
-    pub sink_retries: IntGaugeVec,
-    /// Per-sink errors.
-    pub sink_errors: IntGaugeVec,
-    /// Per-sink dead letters.
-    pub sink_dead_letters: IntGaugeVec,
-    /// Node-cache figures (set at scrape from the store's running totals).
-    pub node_cache: NodeCacheGauges,
-}
-
-/// Gauges of the store's decoded-node cache, set at scrape.
-pub struct NodeCacheGauges {
-    /// Lookups answered from the cache.
-    pub hits: IntGauge,
-    /// Lookups that went to disk.
-    pub misses: IntGauge,
-    /// Nodes evicted to stay within the budget.
-    pub evictions: IntGauge,
-    /// Approximate bytes held.
-    pub bytes: IntGauge,
-    /// Nodes held.
-    pub entries: IntGauge,
-    /// The byte budget (0: disabled).
-    pub capacity_bytes: IntGauge,
-}
-
-impl NodeCacheGauges {
-    fn new(registry: &Registry) -> Result<NodeCacheGauges, prometheus::Error> {
-        let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
-            let g = IntGauge::new(name, help)?;
-            registry.register(Box::new(g.clone()))?;
-            Ok(g)
-        };
-        Ok(NodeCacheGauges {
-            hits: gauge(
-                "arbor_node_cache_hits_total",
-                "Node reads answered from the decoded-node cache",
-            )?,
-            misses: gauge(
-                "arbor_node_cache_misses_total",
-                "Node reads that loaded the node from disk",
-            )?,
-            evictions: gauge(
-                "arbor_node_cache_evictions_total",
-                "Nodes evicted from the decoded-node cache",
-            )?,
-            bytes: gauge(
-                "arbor_node_cache_bytes",
-                "Approximate bytes held by the decoded-node cache",
-            )?,
-            entries: gauge(
-                "arbor_node_cache_entries",
-                "Nodes held by the decoded-node cache",
-            )?,
-            capacity_bytes: gauge(
-                "arbor_node_cache_capacity_bytes",
-                "Byte budget of the decoded-node cache (0: disabled)",
-            )?,
-        })
-    }
-
-    /// Sets every gauge from the store's figures.
-    pub fn set(&self, s: arbor_storage::NodeCacheStats) {
-        let v = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
-        self.hits.set(v(s.hits));
-        self.misses.set(v(s.misses));
-        self.evictions.set(v(s.evictions));
-        self.bytes.set(v(s.bytes));
-        self.entries.set(v(s.entries));
-        self.capacity_bytes.set(v(s.capacity));
-    }
 }
 
 fn buckets(start: f64, factor: f64, n: usize) -> Vec<f64> {
@@ -110,7 +45,7 @@ fn buckets(start: f64, factor: f64, n: usize) -> Vec<f64> {
 }
 
 impl Metrics {
-    /// Creates and registers every metric.
+    /// Creates and registers every recorded metric.
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
         let append_latency = Histogram::with_opts(
@@ -132,61 +67,25 @@ impl Metrics {
             .buckets(buckets(0.000_05, 2.0, 18)),
         )?;
         let events_total = IntCounter::new("arbor_events_total", "Events appended since start")?;
-        let index_nodes = IntGauge::new("arbor_index_nodes", "Nodes in the in-memory index")?;
-        let index_workflows = IntGauge::new("arbor_index_workflows", "Workflows in the index")?;
-        let head_seq = IntGauge::new("arbor_head_seq", "Durable head of the log")?;
         let sse_subscribers = IntGauge::new("arbor_sse_subscribers", "Open SSE streams")?;
         let sse_lagged = IntCounter::new(
             "arbor_sse_catchups_total",
             "Times an SSE stream fell behind the broadcast and caught up from the log",
         )?;
-        let sink = |name: &str, help: &str| IntGaugeVec::new(Opts::new(name, help), &["sink"]);
-        let sink_lag_events = sink("arbor_sink_lag_events", "Events not yet replicated")?;
-        let sink_lag_seconds = prometheus::GaugeVec::new(
-            Opts::new(
-                "arbor_sink_lag_seconds",
-                "Age of the oldest unreplicated event",
-            ),
-            &["sink"],
-        )?;
-        let sink_batches = sink("arbor_sink_batches_total", "Batches written")?;
-        let sink_retries = sink("arbor_sink_retries_total", "Retried writes")?;
-        let sink_errors = sink("arbor_sink_errors_total", "Failed writes")?;
-        let sink_dead_letters = sink("arbor_sink_dead_letters_total", "Dead-lettered events")?;
         registry.register(Box::new(append_latency.clone()))?;
         registry.register(Box::new(group_size.clone()))?;
         registry.register(Box::new(group_flush.clone()))?;
         registry.register(Box::new(events_total.clone()))?;
-        registry.register(Box::new(index_nodes.clone()))?;
-        registry.register(Box::new(index_workflows.clone()))?;
-        registry.register(Box::new(head_seq.clone()))?;
         registry.register(Box::new(sse_subscribers.clone()))?;
         registry.register(Box::new(sse_lagged.clone()))?;
-        registry.register(Box::new(sink_lag_events.clone()))?;
-        registry.register(Box::new(sink_lag_seconds.clone()))?;
-        registry.register(Box::new(sink_batches.clone()))?;
-        registry.register(Box::new(sink_retries.clone()))?;
-        registry.register(Box::new(sink_errors.clone()))?;
-        registry.register(Box::new(sink_dead_letters.clone()))?;
-        let node_cache = NodeCacheGauges::new(&registry)?;
         Ok(Metrics {
             registry,
             append_latency,
             group_size,
             group_flush,
             events_total,
-            index_nodes,
-            index_workflows,
-            head_seq,
             sse_subscribers,
             sse_lagged,
-            sink_lag_events,
-            sink_lag_seconds,
-            sink_batches,
-            sink_retries,
-            sink_errors,
-            sink_dead_letters,
-            node_cache,
         })
     }
 
@@ -197,10 +96,247 @@ impl Metrics {
         self.events_total.inc_by(g.events as u64);
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(&self) -> Result<String, prometheus::Error> {
+    /// The Prometheus text exposition: the recorded metrics, and the figures of `store`
+    /// and of the sinks in `sinks` as they are now.
+    pub fn render(&self, store: &Store, sinks: &[SinkStatus]) -> Result<String, prometheus::Error> {
+        let mut families = self.registry.gather();
+        families.extend(store_families(store));
+        families.extend(sink_families(sinks));
+        families.sort_by(|a, b| a.name().cmp(b.name()));
         let mut buf = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
+        TextEncoder::new().encode(&families, &mut buf)?;
         String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}
+
+/// A family read at scrape time: name, help, type.
+struct Family(&'static str, &'static str, MetricType);
+
+impl Family {
+    /// The family with one sample per `(sink label, value)`; None when there is none
+    /// (the text format has no empty family).
+    fn with<'a>(
+        &self,
+        samples: impl IntoIterator<Item = (Option<&'a str>, f64)>,
+    ) -> Option<MetricFamily> {
+        let metrics: Vec<Metric> = samples
+            .into_iter()
+            .map(|(sink, value)| {
+                let mut m = Metric::default();
+                if let Some(sink) = sink {
+                    let mut label = LabelPair::default();
+                    label.set_name("sink".to_owned());
+                    label.set_value(sink.to_owned());
+                    m.set_label(vec![label]);
+                }
+                match self.2 {
+                    MetricType::COUNTER => {
+                        let mut c = Counter::default();
+                        c.set_value(value);
+                        m.set_counter(c);
+                    }
+                    _ => {
+                        let mut g = Gauge::default();
+                        g.set_value(value);
+                        m.set_gauge(g);
+                    }
+                }
+                m
+            })
+            .collect();
+        if metrics.is_empty() {
+            return None;
+        }
+        let mut f = MetricFamily::default();
+        f.set_name(self.0.to_owned());
+        f.set_help(self.1.to_owned());
+        f.set_field_type(self.2);
+        f.set_metric(metrics);
+        Some(f)
+    }
+
+    /// The family with one unlabelled sample.
+    fn one(&self, value: u64) -> Option<MetricFamily> {
+        self.with([(None, value as f64)])
+    }
+}
+
+use MetricType::{COUNTER, GAUGE};
+
+/// The store's figures: index size, head, decoded-node cache.
+fn store_families(store: &Store) -> Vec<MetricFamily> {
+    let (nodes, workflows) = store.index_size();
+    let c = store.node_cache_stats();
+    [
+        Family("arbor_index_nodes", "Nodes in the in-memory index", GAUGE).one(nodes as u64),
+        Family("arbor_index_workflows", "Workflows in the index", GAUGE).one(workflows as u64),
+        Family("arbor_head_seq", "Durable head of the log", GAUGE).one(store.head()),
+        Family(
+            "arbor_node_cache_hits_total",
+            "Node reads answered from the decoded-node cache",
+            COUNTER,
+        )
+        .one(c.hits),
+        Family(
+            "arbor_node_cache_misses_total",
+            "Node reads that loaded the node from disk",
+            COUNTER,
+        )
+        .one(c.misses),
+        Family(
+            "arbor_node_cache_evictions_total",
+            "Nodes evicted from the decoded-node cache",
+            COUNTER,
+        )
+        .one(c.evictions),
+        Family(
+            "arbor_node_cache_bytes",
+            "Approximate bytes held by the decoded-node cache",
+            GAUGE,
+        )
+        .one(c.bytes),
+        Family(
+            "arbor_node_cache_entries",
+            "Nodes held by the decoded-node cache",
+            GAUGE,
+        )
+        .one(c.entries),
+        Family(
+            "arbor_node_cache_capacity_bytes",
+            "Byte budget of the decoded-node cache (0: disabled)",
+            GAUGE,
+        )
+        .one(c.capacity),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// A family of per-sink figures and how to read its value from a sink's status.
+type SinkSeries = (Family, fn(&SinkStatus) -> f64);
+
+/// Each sink's figures, labelled `sink`.
+fn sink_families(sinks: &[SinkStatus]) -> Vec<MetricFamily> {
+    let series: [SinkSeries; 7] = [
+        (
+            Family("arbor_sink_lag_events", "Events not yet replicated", GAUGE),
+            |s| s.lag_events as f64,
+        ),
+        (
+            Family(
+                "arbor_sink_lag_seconds",
+                "Age of the oldest unreplicated event",
+                GAUGE,
+            ),
+            |s| s.lag_seconds,
+        ),
+        (
+            Family("arbor_sink_batches_total", "Batches written", COUNTER),
+            |s| s.batches as f64,
+        ),
+        (
+            Family("arbor_sink_events_total", "Events written", COUNTER),
+            |s| s.events as f64,
+        ),
+        (
+            Family("arbor_sink_retries_total", "Retried writes", COUNTER),
+            |s| s.retries as f64,
+        ),
+        (
+            Family("arbor_sink_errors_total", "Failed writes", COUNTER),
+            |s| s.errors as f64,
+        ),
+        (
+            Family(
+                "arbor_sink_dead_letters_total",
+                "Dead-lettered events",
+                COUNTER,
+            ),
+            |s| s.dead_letters as f64,
+        ),
+    ];
+    series
+        .iter()
+        .filter_map(|(family, value)| {
+            family.with(sinks.iter().map(|s| (Some(s.name.as_str()), value(s))))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arbor_storage::StoreOptions;
+    use arbor_sync::SinkState;
+
+    fn status(name: &str, batches: u64) -> SinkStatus {
+        SinkStatus {
+            name: name.to_owned(),
+            state: SinkState::Ok,
+            cursor: 7,
+            lag_events: 2,
+            lag_seconds: 0.5,
+            last_error: None,
+            batches,
+            events: 11,
+            retries: 3,
+            errors: 4,
+            dead_letters: 1,
+        }
+    }
+
+    /// The `# TYPE` of every family, by name.
+    fn types(text: &str) -> std::collections::BTreeMap<&str, &str> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_once(' '))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn totals_are_counters_with_the_owners_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let m = Metrics::new().unwrap();
+        let text = m
+            .render(&store, &[status("redis", 5), status("postgres", 9)])
+            .unwrap();
+        store.close().await;
+        let types = types(&text);
+        let sink_counters = types
+            .iter()
+            .filter(|(n, k)| n.starts_with("arbor_sink_") && **k == "counter")
+            .count();
+        assert_eq!(
+            sink_counters, 5,
+            "batches, events, retries, errors, dead letters"
+        );
+        for (name, kind) in &types {
+            assert_eq!(
+                name.ends_with("_total"),
+                *kind == "counter",
+                "{name}: {kind}"
+            );
+        }
+        assert_eq!(types.get("arbor_sink_lag_events"), Some(&"gauge"));
+        assert_eq!(types.get("arbor_head_seq"), Some(&"gauge"));
+        assert!(
+            text.contains("arbor_sink_batches_total{sink=\"redis\"} 5\n"),
+            "{text}"
+        );
+        assert!(text.contains("arbor_sink_batches_total{sink=\"postgres\"} 9\n"));
+        assert!(text.contains("arbor_sink_lag_seconds{sink=\"redis\"} 0.5\n"));
+        assert!(text.contains("arbor_head_seq 0\n"));
+    }
+
+    #[tokio::test]
+    async fn no_sink_no_sink_families() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let text = Metrics::new().unwrap().render(&store, &[]).unwrap();
+        store.close().await;
+        assert!(!text.contains("arbor_sink_"), "{text}");
+        assert!(text.contains("# TYPE arbor_node_cache_hits_total counter\n"));
     }
 }

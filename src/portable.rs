@@ -11,6 +11,7 @@ use std::io::{BufRead, Write};
 
 use arbor_storage::{
     AppendError, EventBody, Intent, Meta, NewNode, NewWorkflow, Outcome, PortableEvent, Store,
+    Timestamp,
 };
 use uuid::Uuid;
 
@@ -85,12 +86,39 @@ pub fn export(store: &Store, wf: &Uuid, out: &mut dyn Write) -> Result<usize, Po
 struct NodeBatch {
     workflow_id: Uuid,
     actor: String,
-    nodes: Vec<NewNode>,
-    /// (line, expected node) per item, to check what the store derived.
-    expected: Vec<(usize, arbor_storage::Node)>,
+    /// (line, node as the file says it) per item: what to submit, and what to check
+    /// the store derived.
+    nodes: Vec<(usize, arbor_storage::Node)>,
+}
+
+/// The node of a `node.created` line (event `id` in `workflow_id` at `timestamp`),
+/// checked: it has a parent and the event's id.
+fn checked_node(
+    mut node: arbor_storage::Node,
+    (id, workflow_id, timestamp): (Uuid, Uuid, Timestamp),
+    line: usize,
+) -> Result<arbor_storage::Node, PortableError> {
+    if node.parent_id.is_none() {
+        return Err(PortableError::Line {
+            line,
+            message: "node.created without parent_id".into(),
+        });
+    }
+    if id != node.id {
+        return Err(PortableError::Line {
+            line,
+            message: "node.created event id must equal the node id".into(),
+        });
+    }
+    node.workflow_id = workflow_id;
+    node.timestamp = timestamp;
+    Ok(node)
 }
 
 /// Imports JSONL from `input`; `progress` gets the bytes consumed so far.
+///
+/// On a bad line (unparseable, invalid, or refused by the store) every line before it
+/// is stored, the bad one and those after it are not, and the error names its line.
 pub async fn import(
     store: &Store,
     input: &mut dyn BufRead,
@@ -116,7 +144,6 @@ pub async fn import(
         let ev: PortableEvent = match serde_json::from_str(&line) {
             Ok(ev) => ev,
             Err(e) => {
-                // Keep everything before the bad line, as for a refused event.
                 flush(store, batch.take(), &mut report).await?;
                 return Err(PortableError::Line {
                     line: line_no,
@@ -126,7 +153,7 @@ pub async fn import(
         };
         report.events += 1;
         workflows.insert(ev.workflow_id);
-        if let EventBody::NodeCreated(node) = &ev.body {
+        if let EventBody::NodeCreated(node) = ev.body {
             let fits = batch.as_ref().is_some_and(|b| {
                 b.workflow_id == ev.workflow_id
                     && b.actor == ev.actor
@@ -135,39 +162,21 @@ pub async fn import(
             if !fits {
                 flush(store, batch.take(), &mut report).await?;
             }
-            let parent_id = node.parent_id.ok_or_else(|| PortableError::Line {
-                line: line_no,
-                message: "node.created without parent_id".into(),
-            })?;
-            if ev.id != node.id {
-                return Err(PortableError::Line {
-                    line: line_no,
-                    message: "node.created event id must equal the node id".into(),
-                });
-            }
-            let b = batch.get_or_insert_with(|| NodeBatch {
-                workflow_id: ev.workflow_id,
-                actor: ev.actor.clone(),
-                nodes: Vec::new(),
-                expected: Vec::new(),
-            });
-            b.nodes.push(NewNode {
-                id: Some(node.id),
-                parent_id,
-                node_type: node.node_type.clone(),
-                role: node.role,
-                content: node.content.clone(),
-                payload: node.payload.clone(),
-                metadata: node.metadata.clone(),
-                agent_id: node.agent_id.clone(),
-                user_id: node.user_id.clone(),
-                expect_leaf: false,
-                timestamp: Some(ev.timestamp),
-            });
-            let mut expected = node.clone();
-            expected.workflow_id = ev.workflow_id;
-            expected.timestamp = ev.timestamp;
-            b.expected.push((line_no, expected));
+            let node = match checked_node(node, (ev.id, ev.workflow_id, ev.timestamp), line_no) {
+                Ok(node) => node,
+                Err(e) => {
+                    flush(store, batch.take(), &mut report).await?;
+                    return Err(e);
+                }
+            };
+            batch
+                .get_or_insert_with(|| NodeBatch {
+                    workflow_id: ev.workflow_id,
+                    actor: ev.actor,
+                    nodes: Vec::new(),
+                })
+                .nodes
+                .push((line_no, node));
             progress(consumed);
             continue;
         }
@@ -255,21 +264,63 @@ fn count(outcome: &Outcome, report: &mut ImportReport) {
     }
 }
 
+/// Stores a batch. A batch is all or nothing, so when the store refuses one of several
+/// nodes the batch goes again node by node: the lines before the refused one are stored
+/// and the error names the refused line itself.
 async fn flush(
     store: &Store,
     batch: Option<NodeBatch>,
     report: &mut ImportReport,
 ) -> Result<(), PortableError> {
     let Some(b) = batch else { return Ok(()) };
-    let first_line = b.expected.first().map_or(0, |e| e.0);
+    match append(store, &b, &b.nodes).await {
+        Err(PortableError::Refused { .. }) if b.nodes.len() > 1 => {
+            for one in b.nodes.chunks(1) {
+                let outcome = append(store, &b, one).await?;
+                count(&outcome, report);
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+        Ok(outcome) => {
+            count(&outcome, report);
+            Ok(())
+        }
+    }
+}
+
+/// Submits `nodes` of batch `b` as one append and checks that what the store derived
+/// (branch, depth) is what the file says.
+async fn append(
+    store: &Store,
+    b: &NodeBatch,
+    nodes: &[(usize, arbor_storage::Node)],
+) -> Result<Outcome, PortableError> {
+    let first_line = nodes.first().map_or(0, |n| n.0);
+    let new_nodes = nodes
+        .iter()
+        .map(|(_, node)| NewNode {
+            id: Some(node.id),
+            parent_id: node.parent_id.unwrap_or_default(),
+            node_type: node.node_type.clone(),
+            role: node.role,
+            content: node.content.clone(),
+            payload: node.payload.clone(),
+            metadata: node.metadata.clone(),
+            agent_id: node.agent_id.clone(),
+            user_id: node.user_id.clone(),
+            expect_leaf: false,
+            timestamp: Some(node.timestamp),
+        })
+        .collect();
     let outcome = store
         .submit(
             Intent::AppendNodes {
                 workflow_id: b.workflow_id,
-                nodes: b.nodes,
+                nodes: new_nodes,
             },
             Meta {
-                actor: b.actor,
+                actor: b.actor.clone(),
                 event_id: None,
                 timestamp: None,
             },
@@ -279,8 +330,8 @@ async fn flush(
             line: first_line,
             source,
         })?;
-    if let Outcome::Nodes { nodes, .. } = &outcome {
-        for ((line, expected), got) in b.expected.iter().zip(nodes) {
+    if let Outcome::Nodes { nodes: stored, .. } = &outcome {
+        for ((line, expected), got) in nodes.iter().zip(stored) {
             let mut got = got.clone();
             got.seq = 0;
             if got != *expected {
@@ -295,6 +346,129 @@ async fn flush(
             }
         }
     }
-    count(&outcome, report);
-    Ok(())
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arbor_storage::{Durability, StoreOptions};
+    use serde_json::Value;
+
+    fn open(dir: &std::path::Path) -> Store {
+        let options = StoreOptions {
+            durability: Durability::None,
+            ..StoreOptions::default()
+        };
+        Store::open(dir, options).expect("open store")
+    }
+
+    /// The JSONL lines of a workflow: its creation and a chain of three nodes.
+    async fn chain_lines() -> (Uuid, Vec<Value>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let created = store
+            .submit(
+                Intent::CreateWorkflow(NewWorkflow {
+                    id: None,
+                    root_id: None,
+                    system_prompt: "be brief".into(),
+                    metadata: Default::default(),
+                    user_id: None,
+                }),
+                Meta::default(),
+            )
+            .await
+            .expect("create");
+        let Outcome::WorkflowCreated {
+            workflow_id,
+            mut root_id,
+            ..
+        } = created
+        else {
+            panic!("{created:?}")
+        };
+        for i in 0..3 {
+            let n = NewNode::new(root_id, "message", format!("step {i}"));
+            let out = store
+                .submit(
+                    Intent::AppendNodes {
+                        workflow_id,
+                        nodes: vec![n],
+                    },
+                    Meta::default(),
+                )
+                .await
+                .expect("append");
+            let Outcome::Nodes { nodes, .. } = out else {
+                panic!("{out:?}")
+            };
+            root_id = nodes[0].id;
+        }
+        let mut out = Vec::new();
+        export(&store, &workflow_id, &mut out).expect("export");
+        store.close().await;
+        let lines = String::from_utf8(out)
+            .expect("utf-8")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
+        (workflow_id, lines)
+    }
+
+    /// Imports `lines` into a fresh store; returns the error and how many lines of the
+    /// workflow the store then holds.
+    async fn import_lines(wf: Uuid, lines: &[Value]) -> (PortableError, usize) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        let err = import(&store, &mut text.as_bytes(), &mut |_| {})
+            .await
+            .expect_err("a bad line fails the import");
+        let mut out = Vec::new();
+        let kept = export(&store, &wf, &mut out).unwrap_or(0);
+        store.close().await;
+        (err, kept)
+    }
+
+    /// Regression: `import` returned on a bad `node.created` line (no `parent_id`, or an
+    /// event id other than the node's) without flushing the nodes it had batched, so
+    /// the good lines before the bad one were lost — the CLI promises to keep them.
+    #[tokio::test]
+    async fn lines_before_an_invalid_node_line_are_stored() {
+        let (wf, lines) = chain_lines().await;
+        assert_eq!(lines.len(), 4, "workflow.created and three nodes");
+        type Breakage = (&'static str, fn(&mut Value));
+        let breakages: [Breakage; 2] = [
+            ("no parent_id", |l| l["body"]["parent_id"] = Value::Null),
+            ("another event id", |l| {
+                l["id"] = Value::String(Uuid::now_v7().to_string())
+            }),
+        ];
+        for (what, break_it) in breakages {
+            let mut bad = lines.clone();
+            break_it(&mut bad[3]);
+            let (err, kept) = import_lines(wf, &bad).await;
+            assert!(
+                matches!(err, PortableError::Line { line: 4, .. }),
+                "{what}: {err:?}"
+            );
+            assert_eq!(kept, 3, "{what}: the three lines before the bad one");
+        }
+    }
+
+    /// A node the store refuses in the middle of a batch (the batch is all or nothing):
+    /// the lines before it are stored all the same, and the error names its line, not
+    /// the batch's first.
+    #[tokio::test]
+    async fn lines_before_a_refused_node_are_stored() {
+        let (wf, mut lines) = chain_lines().await;
+        lines[3]["body"]["parent_id"] = Value::String(Uuid::now_v7().to_string());
+        let (err, kept) = import_lines(wf, &lines).await;
+        assert!(
+            matches!(err, PortableError::Refused { line: 4, .. }),
+            "{err:?}"
+        );
+        assert_eq!(kept, 3);
+    }
 }

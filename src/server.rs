@@ -51,7 +51,7 @@ pub struct Running {
     store: Store,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<Result<(), std::io::Error>>,
-    /// Closed when every request task (SSE pump) has ended.
+    /// Closed when every SSE stream (a response body holding a sender) has ended.
     tasks: mpsc::Receiver<()>,
     sinks: Option<crate::sinks::Sinks>,
 }
@@ -175,6 +175,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
     let stop = shutdown_rx;
     let listen = crate::listen::ListenOptions::default();
     let task = tokio::spawn(crate::listen::serve(listener, app, listen, stop));
+    tracing::info!(config = %cfg, "configuration (passwords masked)");
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), durability = ?cfg.durability, "arbor listening");
     Ok(Running {
         addr,

@@ -1,31 +1,14 @@
-//! The seam between the server and the sync workers of `arbor-sync`: builds the
-//! sync configuration from the server's, starts one worker per configured sink, and
-//! reports their state to `/v1/health` and `/metrics`. With no sink configured
-//! nothing runs.
+//! The seam between the server and the sync workers of `arbor-sync`: starts one worker
+//! per sink of the server's configuration, and reports their state to `/v1/health` and
+//! `/metrics`. With no sink configured nothing runs.
 
 use std::sync::Arc;
 
 use arbor_storage::Store;
-use arbor_sync::{Neo4jConfig, SinkState, SyncConfig, SyncSet};
+use arbor_sync::{SinkStatus, SyncSet};
 
 use crate::config::ServeConfig;
-use crate::http::health::SinkHealth;
 use crate::http::SinkReport;
-
-/// The sync configuration for a server configuration.
-pub fn sync_config(cfg: &ServeConfig) -> SyncConfig {
-    SyncConfig {
-        redis_url: cfg.redis_url.clone(),
-        postgres_url: cfg.postgres_url.clone(),
-        postgres_schema: cfg.postgres_schema.clone(),
-        neo4j: cfg.neo4j.as_ref().map(|n| Neo4jConfig {
-            url: n.url.clone(),
-            user: n.user.clone(),
-            password: n.password.clone(),
-        }),
-        ..SyncConfig::default()
-    }
-}
 
 /// The running sync workers.
 pub struct Sinks {
@@ -37,33 +20,9 @@ pub struct Reporter {
     set: Arc<SyncSet>,
 }
 
-/// A sink's state as health reports it.
-pub fn state_name(s: SinkState) -> &'static str {
-    match s {
-        SinkState::Ok => "ok",
-        SinkState::Degraded => "degraded",
-        SinkState::Stopped => "stopped",
-        SinkState::Starting => "starting",
-    }
-}
-
 impl SinkReport for Reporter {
-    fn sinks(&self) -> Vec<SinkHealth> {
-        self.set
-            .status()
-            .into_iter()
-            .map(|s| SinkHealth {
-                name: s.name,
-                state: state_name(s.state).to_owned(),
-                lag_events: s.lag_events,
-                lag_seconds: s.lag_seconds,
-                last_error: s.last_error,
-                batches: s.batches,
-                retries: s.retries,
-                errors: s.errors,
-                dead_letters: s.dead_letters,
-            })
-            .collect()
+    fn sinks(&self) -> Vec<SinkStatus> {
+        self.set.status()
     }
 }
 
@@ -71,11 +30,10 @@ impl Sinks {
     /// Starts a worker per configured sink; `None` when no sink is configured. A sink
     /// that cannot be reached at start is not an error: it shows as degraded and retries.
     pub fn start(store: &Store, cfg: &ServeConfig) -> Result<Option<Sinks>, arbor_sync::SyncError> {
-        let config = sync_config(cfg);
-        if config.sink_names().is_empty() {
+        if cfg.sync.sink_names().is_empty() {
             return Ok(None);
         }
-        let set = arbor_sync::start(store.clone(), config)?;
+        let set = arbor_sync::start(store.clone(), cfg.sync.clone())?;
         Ok(Some(Sinks { set: Arc::new(set) }))
     }
 

@@ -1,37 +1,16 @@
-//! Liveness, readiness, component health and Prometheus metrics.
+//! Liveness, readiness, component health and Prometheus metrics. Both `/v1/health` and
+//! `/metrics` read running figures only (the store's, the sync workers' stats): no scan.
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
 use serde_json::json;
+
+use arbor_sync::SinkState;
 
 use super::problem::Problem;
 use super::AppState;
-
-/// One sink as `/v1/health` and `/metrics` report it.
-#[derive(Clone, Debug, Serialize)]
-pub struct SinkHealth {
-    /// Sink name (`redis`, `postgres`, `neo4j`).
-    pub name: String,
-    /// `starting` (setting up, nothing written yet), `ok`, `degraded` or `stopped`.
-    pub state: String,
-    /// Events behind the log's head.
-    pub lag_events: u64,
-    /// Age of the oldest unreplicated event.
-    pub lag_seconds: f64,
-    /// Last write error (credentials stripped).
-    pub last_error: Option<String>,
-    /// Batches written.
-    pub batches: u64,
-    /// Retries.
-    pub retries: u64,
-    /// Errors.
-    pub errors: u64,
-    /// Dead-lettered events.
-    pub dead_letters: u64,
-}
 
 /// `GET /healthz`: the process answers.
 pub async fn healthz() -> Response {
@@ -55,7 +34,7 @@ pub async fn health(State(app): State<AppState>) -> Response {
     let sinks = app.sinks.as_ref().map(|s| s.sinks()).unwrap_or_default();
     let status = if poisoned.is_some() {
         "failing"
-    } else if sinks.iter().any(|s| s.state != "ok") {
+    } else if sinks.iter().any(|s| s.state != SinkState::Ok) {
         "degraded"
     } else {
         "ok"
@@ -82,30 +61,8 @@ pub async fn health(State(app): State<AppState>) -> Response {
 
 /// `GET /metrics`: Prometheus text exposition.
 pub async fn metrics(State(app): State<AppState>) -> Response {
-    let m = &app.metrics;
-    let (nodes, workflows) = app.store.index_size();
-    m.index_nodes.set(i64::try_from(nodes).unwrap_or(i64::MAX));
-    m.index_workflows
-        .set(i64::try_from(workflows).unwrap_or(i64::MAX));
-    m.head_seq
-        .set(i64::try_from(app.store.head()).unwrap_or(i64::MAX));
-    m.node_cache.set(app.store.node_cache_stats());
-    if let Some(report) = &app.sinks {
-        for s in report.sinks() {
-            let n = [s.name.as_str()];
-            let set = |g: &prometheus::IntGaugeVec, v: u64| {
-                g.with_label_values(&n)
-                    .set(i64::try_from(v).unwrap_or(i64::MAX))
-            };
-            set(&m.sink_lag_events, s.lag_events);
-            set(&m.sink_batches, s.batches);
-            set(&m.sink_retries, s.retries);
-            set(&m.sink_errors, s.errors);
-            set(&m.sink_dead_letters, s.dead_letters);
-            m.sink_lag_seconds.with_label_values(&n).set(s.lag_seconds);
-        }
-    }
-    match m.render() {
+    let sinks = app.sinks.as_ref().map(|s| s.sinks()).unwrap_or_default();
+    match app.metrics.render(&app.store, &sinks) {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
         Err(e) => Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
             .into_response(),

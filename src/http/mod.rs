@@ -3,6 +3,7 @@
 //! - [`routes`]: workflows, nodes, edges, queries, replay.
 //! - [`sse`]: per-workflow and global event streams with loss-free resume.
 //! - [`health`]: liveness, readiness, component health, Prometheus metrics.
+//! - [`layers`]: what wraps every route: request spans, the request timeout.
 //! - [`wire`]: request bodies, write responses and strict extractors.
 //! - [`views`]: response bodies of the reads, mapped from the store's results.
 //! - [`guard`]: request guards that run before any handler (JSON bodies only).
@@ -10,6 +11,7 @@
 
 pub mod guard;
 pub mod health;
+pub mod layers;
 pub mod problem;
 pub mod routes;
 pub mod sse;
@@ -29,7 +31,8 @@ use arbor_storage::Store;
 use crate::metrics::Metrics;
 use problem::Problem;
 
-/// Request limits (DESIGN §4: content 1 MiB, body 16 MiB, batch 10 000 nodes).
+/// Request limits (DESIGN §4: content 1 MiB, body 16 MiB, batch 10 000 nodes) and the
+/// request timeout.
 #[derive(Clone, Debug)]
 pub struct Limits {
     /// Largest node content in bytes.
@@ -40,6 +43,9 @@ pub struct Limits {
     pub max_batch_nodes: usize,
     /// SSE heartbeat interval.
     pub sse_heartbeat: Duration,
+    /// Longest a request may take to send its body and get its response head (a
+    /// streaming body is not limited).
+    pub request_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -49,14 +55,15 @@ impl Default for Limits {
             max_body_bytes: 16 * 1024 * 1024,
             max_batch_nodes: 10_000,
             sse_heartbeat: Duration::from_secs(15),
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
 
 /// Status of the sync workers, as health and metrics report it.
 pub trait SinkReport: Send + Sync {
-    /// One entry per sink.
-    fn sinks(&self) -> Vec<health::SinkHealth>;
+    /// One entry per sink, from the workers' running figures (no store scan).
+    fn sinks(&self) -> Vec<arbor_sync::SinkStatus>;
 }
 
 /// What every handler shares.
@@ -74,14 +81,15 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// Sync workers, when any sink is configured.
     pub sinks: Option<Arc<dyn SinkReport>>,
-    /// Held by every background task of a request (SSE pumps); shutdown waits until
-    /// all clones are gone.
+    /// Held by every SSE stream (the response body itself, not a task); shutdown waits
+    /// until all clones are gone.
     pub tasks: tokio::sync::mpsc::Sender<()>,
 }
 
-/// The full router.
+/// The full router: the routes, the body limit, the request timeout, request spans.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.limits.max_body_bytes;
+    let timeout = state.limits.request_timeout;
     Router::new()
         .route(
             "/v1/workflows",
@@ -123,5 +131,10 @@ pub fn router(state: AppState) -> Router {
         })
         .layer(axum::middleware::from_fn(guard::json_bodies))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            timeout,
+            layers::request_timeout,
+        ))
+        .layer(layers::trace())
         .with_state(state)
 }

@@ -261,14 +261,14 @@ impl LocalArbor {
         // SSE fan-out: a thousand subscribers on one workflow at a thousand events a
         // second; a bigger broadcast buffer keeps them on the fast path.
         cfg.broadcast_capacity = 16_384;
-        cfg.redis_url = sinks.redis_url;
-        cfg.postgres_url = sinks.postgres_url;
+        cfg.sync.redis_url = sinks.redis_url;
+        cfg.sync.postgres_url = sinks.postgres_url;
         if let Some(schema) = sinks.postgres_schema {
-            cfg.postgres_schema = schema;
+            cfg.sync.postgres_schema = schema;
         }
-        cfg.neo4j = sinks
+        cfg.sync.neo4j = sinks
             .neo4j
-            .map(|(url, user, password)| crate::config::Neo4jSettings {
+            .map(|(url, user, password)| arbor_sync::Neo4jConfig {
                 url,
                 user,
                 password,
