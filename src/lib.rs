@@ -1,7 +1,6 @@
 //! arbor: a store for branching AI-agent workflows, as one binary.
 //!
 //! # Layout
-//! - [`bench`]: the `arbor bench` harness.
 //! - [`cli`]: the command line (`serve`, `import`, `export`, `verify`).
 //! - [`config`]: flags > `ARBOR_*` env > TOML file > defaults.
 //! - [`server`]: starts the store, the sync workers and HTTP; graceful shutdown.
@@ -13,7 +12,6 @@
 //! The storage engine lives in `arbor-storage` (log, index, verify); replication
 //! in `arbor-sync`. Only this crate knows axum and HTTP.
 
-pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod http;

@@ -10,9 +10,9 @@ use uuid::Uuid;
 
 use arbor_storage::{Durability, Node};
 
-use crate::bench::workload::{NodeOp, Op};
-use crate::config::ServeConfig;
-use crate::server::Running;
+use crate::workload::{NodeOp, Op};
+use ::arbor::config::ServeConfig;
+use ::arbor::server::Running;
 
 /// A client of one arbor server.
 #[derive(Clone)]
@@ -268,12 +268,12 @@ impl LocalArbor {
         }
         cfg.neo4j = sinks
             .neo4j
-            .map(|(url, user, password)| crate::config::Neo4jSettings {
+            .map(|(url, user, password)| ::arbor::config::Neo4jSettings {
                 url,
                 user,
                 password,
             });
-        let running = crate::server::start(cfg)
+        let running = ::arbor::server::start(cfg)
             .await
             .context("starting the in-process arbor server")?;
         let base = format!("http://{}", running.addr());
