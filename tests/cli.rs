@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use arbor_storage::generate;
 use arbor_storage::record::Record;
+use arbor_testkit as testkit;
 
 const BIN: &str = env!("CARGO_BIN_EXE_arbor");
 const SAMPLE: &str = concat!(
@@ -126,15 +126,15 @@ fn generated_synthetic_workflows_import_and_verify() {
     let file = dir.path().join("synthetic.jsonl");
     // What `arbor-bench generate synthetic --workflows 3 --nodes 300 --seed 7 -o FILE`
     // writes (its defaults: `SyntheticSpec`'s, but 10 000 levels deep at most).
-    let spec = generate::SyntheticSpec {
+    let spec = testkit::SyntheticSpec {
         seed: 7,
         workflows: 3,
         nodes_per_workflow: 300,
         max_depth: 10_000,
-        ..generate::SyntheticSpec::default()
+        ..testkit::SyntheticSpec::default()
     };
     let out = std::fs::File::create(&file).unwrap();
-    let written = generate::write_jsonl(std::io::BufWriter::new(out), generate::synthetic(&spec));
+    let written = testkit::write_jsonl(std::io::BufWriter::new(out), testkit::synthetic(&spec));
     assert!(written.is_ok(), "{written:?}");
     let lines = std::fs::read_to_string(&file).unwrap().lines().count() as u64;
     assert!(lines >= 900, "{lines}");

@@ -25,7 +25,6 @@
 //! - This crate knows nothing of HTTP or of sinks.
 
 pub mod error;
-pub mod generate;
 pub mod index;
 pub mod intent;
 pub mod log;
@@ -38,7 +37,10 @@ pub mod validate;
 pub mod verify;
 
 pub use error::{AppendError, StorageError};
-pub use intent::{Intent, Meta, NewNode, NewWorkflow, Outcome};
-pub use model::{Edge, EdgeKind, Event, EventBody, Node, PortableEvent, Role, Seq, WorkflowStatus};
+pub use intent::{edge_event_id, Intent, Meta, NewNode, NewWorkflow, Outcome};
+pub use model::{
+    valid_node_type, Edge, EdgeKind, Event, EventBody, Node, PortableEvent, Role, Seq,
+    StatusChanged, WorkflowCreated, WorkflowStatus,
+};
 pub use store::{Durability, ListFilter, Published, Store, StoreOptions};
 pub use time::Timestamp;

@@ -1,12 +1,12 @@
 //! `arbor-bench generate`: deterministic workflows as JSONL of portable events, the
-//! format `arbor import` reads (see `arbor_storage::generate`).
+//! format `arbor import` reads (the generators of `arbor_testkit`).
 
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::PathBuf;
 
-use arbor_storage::generate;
 use arbor_storage::PortableEvent;
+use arbor_testkit as testkit;
 use clap::{Args, Subcommand};
 
 /// Flags of `arbor-bench generate`.
@@ -25,7 +25,7 @@ pub struct GenerateArgs {
 pub enum GenerateWhat {
     /// The coding-agent sample shipped in data/.
     Sample,
-    /// Synthetic workflows (see `arbor_storage::generate::SyntheticSpec`).
+    /// Synthetic workflows (see `arbor_testkit::SyntheticSpec`).
     Synthetic {
         /// Seed (same seed, same bytes).
         #[arg(long, default_value_t = 1)]
@@ -69,7 +69,7 @@ pub enum GenerateWhat {
 /// Writes the events `args` ask for to the output file or stdout.
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let events: Box<dyn Iterator<Item = PortableEvent>> = match args.what {
-        GenerateWhat::Sample => Box::new(generate::coding_agent_sample().into_iter()),
+        GenerateWhat::Sample => Box::new(testkit::coding_agent_sample().into_iter()),
         GenerateWhat::Synthetic {
             seed,
             workflows,
@@ -80,26 +80,26 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             content_max,
             decision_ratio,
             monitor_ratio,
-        } => Box::new(generate::synthetic(&generate::SyntheticSpec {
+        } => Box::new(testkit::synthetic(&testkit::SyntheticSpec {
             seed,
             workflows,
             nodes_per_workflow: nodes,
             max_depth,
             fanout,
-            content: generate::ContentSize::LogNormal {
+            content: testkit::ContentSize::LogNormal {
                 median: content_median,
                 sigma: 1.0,
                 max: content_max,
             },
             decision_ratio,
             monitor_ratio,
-            ..generate::SyntheticSpec::default()
+            ..testkit::SyntheticSpec::default()
         })),
-        GenerateWhat::Chain { seed, depth } => Box::new(generate::deep_chain(seed, depth)),
+        GenerateWhat::Chain { seed, depth } => Box::new(testkit::deep_chain(seed, depth)),
     };
     let n = match args.output {
-        Some(path) => generate::write_jsonl(BufWriter::new(File::create(&path)?), events)?,
-        None => generate::write_jsonl(BufWriter::new(std::io::stdout().lock()), events)?,
+        Some(path) => testkit::write_jsonl(BufWriter::new(File::create(&path)?), events)?,
+        None => testkit::write_jsonl(BufWriter::new(std::io::stdout().lock()), events)?,
     };
     eprintln!("arbor-bench: wrote {n} events");
     Ok(())

@@ -10,7 +10,7 @@
 //! - `arbor-bench generate sample|synthetic|chain`: workflows as JSONL for `arbor import`.
 //!
 //! # Layout
-//! - [`workload`]: the agents' ops, from the storage crate's synthetic generator.
+//! - [`workload`]: the agents' ops, from the test kit's synthetic generator (`arbor-testkit`).
 //! - [`load`]: open- and closed-loop drivers, bounded in count and time.
 //! - [`stats`]: HdrHistogram recording and the percentile summary.
 //! - [`fanout`]: SSE and Redis pub/sub subscribers, append → receipt latency.

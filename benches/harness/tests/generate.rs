@@ -3,7 +3,7 @@
 
 use std::process::{Command, Output};
 
-use arbor_storage::generate;
+use arbor_testkit as testkit;
 
 const BIN: &str = env!("CARGO_BIN_EXE_arbor-bench");
 const SAMPLE: &str = concat!(
@@ -55,20 +55,20 @@ fn synthetic_and_chain_to_a_file_follow_their_flags() {
         "-o",
         path,
     ]);
-    let spec = generate::SyntheticSpec {
+    let spec = testkit::SyntheticSpec {
         seed: 9,
         workflows: 2,
         nodes_per_workflow: 150,
         max_depth: 10_000,
         decision_ratio: 0.1,
-        ..generate::SyntheticSpec::default()
+        ..testkit::SyntheticSpec::default()
     };
     let want =
-        generate::to_jsonl(&generate::synthetic(&spec).collect::<Vec<_>>()).expect("serialize");
+        testkit::to_jsonl(&testkit::synthetic(&spec).collect::<Vec<_>>()).expect("serialize");
     assert_eq!(std::fs::read_to_string(&file).expect("read"), want);
 
     let out = generate(&["chain", "--depth", "40", "--seed", "3"]);
     let want =
-        generate::to_jsonl(&generate::deep_chain(3, 40).collect::<Vec<_>>()).expect("serialize");
+        testkit::to_jsonl(&testkit::deep_chain(3, 40).collect::<Vec<_>>()).expect("serialize");
     assert_eq!(String::from_utf8_lossy(&out.stdout), want);
 }
