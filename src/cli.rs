@@ -49,17 +49,6 @@ pub enum Command {
         #[command(flatten)]
         base: BaseArgs,
     },
-    /// Write generated workflows as JSONL of portable events (for `arbor import`).
-    Generate {
-        /// What to generate.
-        #[command(subcommand)]
-        what: GenerateWhat,
-        /// Output file (stdout when absent).
-        #[arg(long, short, global = true)]
-        output: Option<PathBuf>,
-    },
-    /// Benchmark harness: arbor against the seeds' design, PostgreSQL and Redis.
-    Bench(crate::bench::BenchArgs),
     /// Check the hash chain, the secondary trees and the graph; exit 1 on any problem.
     Verify {
         /// `--config`, `--data-dir`.
@@ -109,52 +98,6 @@ pub enum SyncAction {
         /// Sink connections.
         #[command(flatten)]
         conn: SinkArgs,
-    },
-}
-
-/// Generators of `arbor generate`.
-#[derive(Subcommand, Debug)]
-pub enum GenerateWhat {
-    /// The coding-agent sample shipped in data/.
-    Sample,
-    /// Synthetic workflows (see `arbor_storage::generate::SyntheticSpec`).
-    Synthetic {
-        /// Seed (same seed, same bytes).
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Number of workflows.
-        #[arg(long, default_value_t = 10)]
-        workflows: usize,
-        /// Nodes per workflow, root included.
-        #[arg(long, default_value_t = 200)]
-        nodes: usize,
-        /// Deepest node.
-        #[arg(long, default_value_t = 10_000)]
-        max_depth: usize,
-        /// Probability that a node forks a new branch.
-        #[arg(long, default_value_t = 0.05)]
-        fanout: f64,
-        /// Median content size in bytes (log-normal, sigma 1).
-        #[arg(long, default_value_t = 400)]
-        content_median: usize,
-        /// Largest content size in bytes.
-        #[arg(long, default_value_t = 16 * 1024)]
-        content_max: usize,
-        /// Probability that a node is a decision (followed by 2–4 options).
-        #[arg(long, default_value_t = 0.03)]
-        decision_ratio: f64,
-        /// Probability that a node is a monitor (with a MONITORS edge).
-        #[arg(long, default_value_t = 0.02)]
-        monitor_ratio: f64,
-    },
-    /// One workflow that is a single chain of the given depth.
-    Chain {
-        /// Seed.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Depth of the chain.
-        #[arg(long, default_value_t = 1000)]
-        depth: usize,
     },
 }
 
@@ -257,48 +200,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             store.close().await;
             res?;
             Ok(())
-        }
-        Command::Generate { what, output } => {
-            use arbor_storage::generate;
-            let events: Box<dyn Iterator<Item = arbor_storage::PortableEvent>> = match what {
-                GenerateWhat::Sample => Box::new(generate::coding_agent_sample().into_iter()),
-                GenerateWhat::Synthetic {
-                    seed,
-                    workflows,
-                    nodes,
-                    max_depth,
-                    fanout,
-                    content_median,
-                    content_max,
-                    decision_ratio,
-                    monitor_ratio,
-                } => Box::new(generate::synthetic(&generate::SyntheticSpec {
-                    seed,
-                    workflows,
-                    nodes_per_workflow: nodes,
-                    max_depth,
-                    fanout,
-                    content: generate::ContentSize::LogNormal {
-                        median: content_median,
-                        sigma: 1.0,
-                        max: content_max,
-                    },
-                    decision_ratio,
-                    monitor_ratio,
-                    ..generate::SyntheticSpec::default()
-                })),
-                GenerateWhat::Chain { seed, depth } => Box::new(generate::deep_chain(seed, depth)),
-            };
-            let n = match output {
-                Some(path) => generate::write_jsonl(BufWriter::new(File::create(&path)?), events)?,
-                None => generate::write_jsonl(BufWriter::new(std::io::stdout().lock()), events)?,
-            };
-            eprintln!("arbor: wrote {n} events");
-            Ok(())
-        }
-        Command::Bench(args) => {
-            init_tracing(LogFormat::Text);
-            crate::bench::run(args).await
         }
         Command::Verify { base, sinks, conn } => {
             let cfg = base.resolve(Some(&conn))?;

@@ -2,7 +2,6 @@
 //!
 //! # Layout
 //! - [`auth`]: access-control primitives: token secrets, roles, rate limits.
-//! - [`bench`]: the `arbor bench` harness.
 //! - [`cli`]: the command line (`serve`, `import`, `export`, `verify`, `sync`, …).
 //! - [`config`]: every setting declared once; flags > `ARBOR_*` env > TOML file >
 //!   defaults, the same for every subcommand; secrets masked wherever shown.
@@ -19,7 +18,6 @@
 //! in `arbor-sync`. Only this crate knows axum and HTTP.
 
 pub mod auth;
-pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod http;

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use arbor_storage::Record;
+use arbor_testkit as testkit;
 
 const BIN: &str = env!("CARGO_BIN_EXE_arbor");
 const SAMPLE: &str = concat!(
@@ -123,22 +124,18 @@ fn bad_input_is_refused_without_storing_anything() {
 fn generated_synthetic_workflows_import_and_verify() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("synthetic.jsonl");
-    let out = Command::new(BIN)
-        .args([
-            "generate",
-            "synthetic",
-            "--workflows",
-            "3",
-            "--nodes",
-            "300",
-            "--seed",
-            "7",
-            "-o",
-        ])
-        .arg(&file)
-        .output()
-        .unwrap();
-    ok(&out);
+    // What `arbor-bench generate synthetic --workflows 3 --nodes 300 --seed 7 -o FILE`
+    // writes (its defaults: `SyntheticSpec`'s, but 10 000 levels deep at most).
+    let spec = testkit::SyntheticSpec {
+        seed: 7,
+        workflows: 3,
+        nodes_per_workflow: 300,
+        max_depth: 10_000,
+        ..testkit::SyntheticSpec::default()
+    };
+    let out = std::fs::File::create(&file).unwrap();
+    let written = testkit::write_jsonl(std::io::BufWriter::new(out), testkit::synthetic(&spec));
+    assert!(written.is_ok(), "{written:?}");
     let lines = std::fs::read_to_string(&file).unwrap().lines().count() as u64;
     assert!(lines >= 900, "{lines}");
     let store = dir.path().join("db");

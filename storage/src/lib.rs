@@ -34,9 +34,6 @@
 //! - This crate knows nothing of HTTP or of sinks.
 
 mod error;
-// Test fixtures on their way out to tests/support (issue 9 item 1): until then the
-// one public module.
-pub mod generate;
 mod index;
 mod intent;
 mod log;

@@ -426,7 +426,7 @@ mod tests {
     fn sample() -> Report {
         let mut r = Report {
             schema: SCHEMA,
-            command: "arbor bench compare --quick".into(),
+            command: "arbor-bench compare --quick".into(),
             quick: true,
             ..Report::default()
         };

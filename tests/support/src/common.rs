@@ -6,12 +6,10 @@ use rand::{Rng, RngCore};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::intent::edge_event_id;
-use crate::model::{
-    Edge, EdgeKind, EventBody, Node, PortableEvent, Role, StatusChanged, WorkflowCreated,
-    WorkflowStatus,
+use arbor_storage::{
+    edge_event_id, Edge, EdgeKind, EventBody, Node, PortableEvent, Role, StatusChanged, Timestamp,
+    WorkflowCreated, WorkflowStatus,
 };
-use crate::time::Timestamp;
 
 /// xoshiro256** seeded through SplitMix64.
 ///

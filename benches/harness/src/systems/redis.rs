@@ -7,7 +7,7 @@ use anyhow::Context;
 use redis::aio::MultiplexedConnection;
 use uuid::Uuid;
 
-use crate::bench::workload::{NodeOp, Op};
+use crate::workload::{NodeOp, Op};
 
 /// One multiplexed connection (commands of all agents share it, pipelined).
 #[derive(Clone)]

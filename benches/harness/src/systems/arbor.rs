@@ -10,9 +10,9 @@ use uuid::Uuid;
 
 use arbor_storage::{Durability, Node};
 
-use crate::bench::workload::{NodeOp, Op};
-use crate::config::ServeConfig;
-use crate::server::Running;
+use crate::workload::{NodeOp, Op};
+use ::arbor::config::ServeConfig;
+use ::arbor::server::Running;
 
 /// A client of one arbor server.
 #[derive(Clone)]
@@ -273,7 +273,7 @@ impl LocalArbor {
                 user,
                 password,
             });
-        let running = crate::server::start(cfg)
+        let running = ::arbor::server::start(cfg)
             .await
             .context("starting the in-process arbor server")?;
         let base = format!("http://{}", running.addr());

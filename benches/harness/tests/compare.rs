@@ -1,15 +1,16 @@
-//! `arbor bench compare --quick` against the real services, so the harness cannot rot:
-//! the real binary runs every scenario on arbor and on every baseline, and its JSON and
+//! `arbor-bench compare --quick` against the real services, so the harness cannot rot:
+//! the real binary runs every scenario on arbor (started in-process through the `arbor`
+//! library, so no `arbor` binary is needed) and on every baseline, and its JSON and
 //! markdown reports must be complete and well-formed. No speed is asserted.
 //!
-//! Needs the services: `bash tests/services/with-services.sh cargo test --test
-//! bench_harness`. Without their variables it fails (loudly) rather than skip.
+//! Needs the services: `bash tests/services/with-services.sh cargo test -p arbor-bench
+//! --release`. Without their variables it fails (loudly) rather than skip.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use arbor::bench::report::Report;
+use arbor_bench::report::{Report, SCHEMA};
 
 const SERVICES: [&str; 5] = [
     "ARBOR_TEST_REDIS_URL",
@@ -28,15 +29,15 @@ fn require_services() {
     assert!(
         missing.is_empty(),
         "{} not set: run this test under the service script, e.g.\n  \
-         bash tests/services/with-services.sh cargo test --test bench_harness",
+         bash tests/services/with-services.sh cargo test -p arbor-bench --release",
         missing.join(", ")
     );
 }
 
 /// Runs the binary with a hard time limit; returns (status, stdout, stderr).
 fn run_bench(dir: &Path, limit: Duration) -> (std::process::ExitStatus, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_arbor"))
-        .args(["bench", "compare", "--quick", "--json"])
+    let mut child = Command::new(env!("CARGO_BIN_EXE_arbor-bench"))
+        .args(["compare", "--quick", "--json"])
         .arg(dir.join("report.json"))
         .arg("--markdown")
         .arg(dir.join("report.md"))
@@ -45,7 +46,7 @@ fn run_bench(dir: &Path, limit: Duration) -> (std::process::ExitStatus, String, 
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start arbor bench");
+        .expect("start arbor-bench");
     let out = std::thread::spawn({
         let mut stdout = child.stdout.take().expect("stdout");
         move || {
@@ -70,7 +71,7 @@ fn run_bench(dir: &Path, limit: Duration) -> (std::process::ExitStatus, String, 
         if start.elapsed() > limit {
             child.kill().ok();
             child.wait().ok();
-            panic!("arbor bench compare --quick did not finish within {limit:?}");
+            panic!("arbor-bench compare --quick did not finish within {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(200));
     };
@@ -104,12 +105,12 @@ fn quick_compare_runs_every_scenario_on_every_system() {
     let (status, stdout, stderr) = run_bench(dir.path(), Duration::from_secs(600));
     assert!(
         status.success(),
-        "arbor bench compare --quick failed ({status}):\n{stderr}\n{stdout}"
+        "arbor-bench compare --quick failed ({status}):\n{stderr}\n{stdout}"
     );
 
     let json = std::fs::read_to_string(dir.path().join("report.json")).expect("report.json");
     let report: Report = serde_json::from_str(&json).expect("the JSON report parses");
-    assert_eq!(report.schema, arbor::bench::report::SCHEMA);
+    assert_eq!(report.schema, SCHEMA);
     assert!(report.quick);
     assert!(report.machine.nproc >= 1);
     let fsync = report.fsync.as_ref().expect("fsync probe");

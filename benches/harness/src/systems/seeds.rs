@@ -17,7 +17,7 @@ use redis::aio::MultiplexedConnection;
 use uuid::Uuid;
 
 use super::redis::event_json;
-use crate::bench::workload::{NodeOp, Op};
+use crate::workload::{NodeOp, Op};
 
 /// The seeds' event emitter: Neo4j plus Redis pub/sub.
 #[derive(Clone)]

@@ -7,12 +7,12 @@ use rand::Rng;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
+use arbor_storage::{EdgeKind, PortableEvent, Role, Timestamp, WorkflowStatus};
+
 use super::common::{
     created_event, edge_event, node_event, obj, status_event, v7_id, Clock, Draft, GenRng, Kind,
     Tree, N,
 };
-use crate::model::{EdgeKind, PortableEvent, Role, WorkflowStatus};
-use crate::time::Timestamp;
 
 /// How many bytes of content a node gets.
 #[derive(Clone, Debug, PartialEq)]
@@ -827,7 +827,7 @@ impl Iterator for DeepChain {
             ),
         };
         let user = kind == Kind::User;
-        let node = crate::model::Node {
+        let node = arbor_storage::Node {
             id,
             workflow_id: self.wf,
             parent_id: Some(self.prev),
@@ -849,7 +849,7 @@ impl Iterator for DeepChain {
             workflow_id: self.wf,
             timestamp: at,
             actor: if user { "anonymous" } else { "agent-000" }.to_owned(),
-            body: crate::model::EventBody::NodeCreated(node),
+            body: arbor_storage::EventBody::NodeCreated(node),
         })
     }
 

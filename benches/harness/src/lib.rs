@@ -1,14 +1,16 @@
-//! `arbor bench`: the benchmark harness (issue 4). It drives arbor over HTTP (and the
+//! `arbor-bench`: the benchmark harness (issue 4). It drives arbor over HTTP (and the
 //! storage crate in-process where a scenario says so) and, in the same run, the
 //! baselines of the issue against real services: the seeds' design (Neo4j + Redis
-//! PUBLISH), a PostgreSQL events table, and Redis alone.
+//! PUBLISH), a PostgreSQL events table, and Redis alone. It starts arbor in-process
+//! through the `arbor` library, so the server crate carries none of this.
 //!
-//! - `arbor bench compare [--quick]`: every scenario, every system, ratios and goals.
-//! - `arbor bench run --scenario S [--systems …] [--pace open --rate R] …`: one scenario.
-//! - `arbor bench fsync`: this disk's fdatasync latency.
+//! - `arbor-bench compare [--quick]`: every scenario, every system, ratios and goals.
+//! - `arbor-bench run --scenario S [--systems …] [--pace open --rate R] …`: one scenario.
+//! - `arbor-bench fsync`: this disk's fdatasync latency.
+//! - `arbor-bench generate sample|synthetic|chain`: workflows as JSONL for `arbor import`.
 //!
 //! # Layout
-//! - [`workload`]: the agents' ops, from the storage crate's synthetic generator.
+//! - [`workload`]: the agents' ops, from the test kit's synthetic generator (`arbor-testkit`).
 //! - [`load`]: open- and closed-loop drivers, bounded in count and time.
 //! - [`stats`]: HdrHistogram recording and the percentile summary.
 //! - [`fanout`]: SSE and Redis pub/sub subscribers, append → receipt latency.
@@ -17,10 +19,12 @@
 //! - [`scenarios`]: each scenario against each system.
 //! - [`report`]: the JSON report and its markdown rendering.
 //! - [`machine`]: the machine description and the fsync probe.
+//! - [`generate`]: `arbor-bench generate`.
 //!
 //! Only loopback addresses may be targeted: every URL is checked before use.
 
 pub mod fanout;
+pub mod generate;
 pub mod load;
 pub mod machine;
 pub mod plan;
@@ -36,19 +40,20 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use plan::{Plan, Scenario, System};
 
-/// Flags of `arbor bench`.
-#[derive(Args, Debug)]
-pub struct BenchArgs {
+/// arbor-bench: arbor against the seeds' design, PostgreSQL and Redis.
+#[derive(Parser, Debug)]
+#[command(name = "arbor-bench", version, about)]
+pub struct Cli {
     /// What to run.
     #[command(subcommand)]
     pub command: BenchCommand,
 }
 
-/// Subcommands of `arbor bench`.
+/// Subcommands of `arbor-bench`.
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// Every scenario against arbor and the baselines, in one run, with ratios.
@@ -57,9 +62,11 @@ pub enum BenchCommand {
     Run(RunArgs),
     /// This disk's fsync latency (write + fdatasync of 4 KiB, in a loop).
     Fsync(FsyncArgs),
+    /// Write generated workflows as JSONL of portable events (for `arbor import`).
+    Generate(generate::GenerateArgs),
 }
 
-/// Flags of `arbor bench compare`.
+/// Flags of `arbor-bench compare`.
 #[derive(Args, Debug)]
 pub struct CompareArgs {
     /// Everything that `run` and `compare` share.
@@ -67,7 +74,7 @@ pub struct CompareArgs {
     pub common: CommonArgs,
 }
 
-/// Flags of `arbor bench run`.
+/// Flags of `arbor-bench run`.
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// The scenario.
@@ -114,7 +121,7 @@ pub enum PaceArg {
     Open,
 }
 
-/// Flags of `arbor bench fsync`.
+/// Flags of `arbor-bench fsync`.
 #[derive(Args, Debug)]
 pub struct FsyncArgs {
     /// Directory of the probe file [default: the temp dir].
@@ -221,8 +228,8 @@ pub fn check_loopback(what: &str, url: &str) -> anyhow::Result<()> {
 }
 
 /// Runs the harness.
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    match args.command {
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
         BenchCommand::Fsync(f) => {
             let dir = f.dir.unwrap_or_else(std::env::temp_dir);
             let s = machine::fsync_probe(
@@ -242,13 +249,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let plan = Plan::single(&r)?;
             finish(&r.common, scenarios::execute(plan, command_line()).await?)
         }
+        BenchCommand::Generate(g) => generate::run(g),
     }
 }
 
 fn command_line() -> String {
     let mut args = std::env::args();
     let _ = args.next();
-    let mut s = String::from("arbor");
+    let mut s = String::from("arbor-bench");
     for a in args {
         s.push(' ');
         s.push_str(&a);

@@ -1,12 +1,15 @@
+//! Tests of the generators: the sample is valid, seeded output repeats, and the checker catches each broken rule.
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use uuid::Uuid;
 
+use arbor_storage::{
+    edge_event_id, Durability, Edge, EdgeKind, EventBody, Intent, Meta, NewNode, NewWorkflow, Node,
+    PortableEvent, Store, StoreOptions, WorkflowStatus,
+};
+
 use super::*;
-use crate::intent::{edge_event_id, Intent, Meta, NewNode, NewWorkflow};
-use crate::model::{Edge, EdgeKind, EventBody, Node, PortableEvent, WorkflowStatus};
-use crate::store::{Durability, Store, StoreOptions};
 
 fn small_spec(seed: u64) -> SyntheticSpec {
     SyntheticSpec {
@@ -344,7 +347,7 @@ fn generate_checker_refuses_broken_streams() {
         (
             "time",
             tamper(&good, first_node, |e| {
-                e.timestamp = crate::time::Timestamp(0);
+                e.timestamp = arbor_storage::Timestamp(0);
                 if let EventBody::NodeCreated(n) = &mut e.body {
                     n.timestamp = e.timestamp;
                 }
@@ -375,7 +378,7 @@ fn generate_checker_refuses_broken_streams() {
     let mut late = good.clone();
     let mut extra = good[first_node].clone();
     extra.id = Uuid::from_u128(1);
-    extra.timestamp = crate::time::Timestamp(i64::MAX / 2);
+    extra.timestamp = arbor_storage::Timestamp(i64::MAX / 2);
     if let EventBody::NodeCreated(n) = &mut extra.body {
         n.id = extra.id;
         n.timestamp = extra.timestamp;
@@ -471,7 +474,7 @@ fn generate_sample_has_the_required_features() {
 
 fn sample_file() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
+        .join("../..")
         .join(SAMPLE_PATH)
 }
 
@@ -487,13 +490,13 @@ fn generate_sample_file_is_up_to_date() {
     }
     let actual = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
-            "{}: {e}; run `ARBOR_UPDATE_SAMPLES=1 cargo test -p arbor-storage generate` to create it",
+            "{}: {e}; run `ARBOR_UPDATE_SAMPLES=1 cargo test -p arbor-testkit sample_file` to create it",
             path.display()
         )
     });
     assert!(
         actual == expected,
-        "{} is stale; run `ARBOR_UPDATE_SAMPLES=1 cargo test -p arbor-storage generate` to update it",
+        "{} is stale; run `ARBOR_UPDATE_SAMPLES=1 cargo test -p arbor-testkit sample_file` to update it",
         path.display()
     );
     // And it parses back.

@@ -246,12 +246,12 @@ impl Plan {
         })
     }
 
-    /// `arbor bench compare`.
+    /// `arbor-bench compare`.
     pub fn compare(common: &CommonArgs) -> anyhow::Result<Plan> {
         Plan::base(common)
     }
 
-    /// `arbor bench run`.
+    /// `arbor-bench run`.
     pub fn single(r: &RunArgs) -> anyhow::Result<Plan> {
         let mut p = Plan::base(&r.common)?;
         p.scenarios = vec![r.scenario];

@@ -8,13 +8,13 @@ use rand::Rng;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
+use arbor_storage::{EdgeKind, PortableEvent, Role, Timestamp, WorkflowStatus};
+
 use super::common::{
     created_event, edge_event, node_event, obj, status_event, v7_id, Clock, Draft, GenRng, Kind,
     Tree, N,
 };
 use super::sample_text as text;
-use crate::model::{EdgeKind, PortableEvent, Role, WorkflowStatus};
-use crate::time::Timestamp;
 
 const SEED: u64 = 0x00A2_B0C0_DE48_2001;
 /// 2026-03-12T14:03:27.118204Z

@@ -9,9 +9,10 @@ use std::fmt;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::intent::edge_event_id;
-use crate::model::{valid_node_type, EdgeKind, EventBody, PortableEvent, Role, WorkflowStatus};
-use crate::time::Timestamp;
+use arbor_storage::{
+    edge_event_id, valid_node_type, EdgeKind, EventBody, PortableEvent, Role, Timestamp,
+    WorkflowStatus,
+};
 
 /// Figures of a checked stream.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

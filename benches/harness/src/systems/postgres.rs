@@ -14,7 +14,7 @@ use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, QueryBuilder, Row};
 use uuid::Uuid;
 
-use crate::bench::workload::{NodeOp, Op};
+use crate::workload::{NodeOp, Op};
 
 /// The events table and its queries.
 #[derive(Clone)]

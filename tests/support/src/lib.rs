@@ -1,11 +1,13 @@
-//! Deterministic workflows in portable form ([`PortableEvent`], what `arbor export`
-//! writes and `arbor import` reads): demo data, test fixtures and bench loads.
+//! arbor-testkit: deterministic workflows in portable form ([`PortableEvent`], what
+//! `arbor export` writes and `arbor import` reads): demo data, test fixtures and bench
+//! loads. Test support, not product code: no crate of the server depends on it except
+//! as a dev-dependency (DESIGN §6 Layout), and it is never published.
 //!
 //! - [`coding_agent_sample`]: one realistic workflow (269 nodes) of a coding agent fixing
 //!   a bug, with decisions, forks and cross-branch monitors. Committed as
 //!   `data/sample-coding-agent.jsonl` ([`SAMPLE_PATH`]); a unit test keeps the file equal
-//!   to the function's output (`ARBOR_UPDATE_SAMPLES=1 cargo test -p arbor-storage
-//!   generate` rewrites it).
+//!   to the function's output (`ARBOR_UPDATE_SAMPLES=1 cargo test -p arbor-testkit
+//!   sample_file` rewrites it).
 //! - [`synthetic`]: any number of workflows shaped by a [`SyntheticSpec`], streamed:
 //!   memory is bounded by one workflow (32 bytes per node), so 10⁶+ events are fine.
 //! - [`deep_chain`]: one single-branch workflow of a given depth (path-to-root benches).
@@ -19,12 +21,12 @@
 //! bits). The events follow the store's own rules exactly: roots built as the store
 //! builds them, `branch_id` and `depth` as the tree implies, no OPTION_OF events for
 //! options appended under their decision, edge event ids from
-//! [`crate::intent::edge_event_id`]. Importing them and exporting again gives back the
+//! [`arbor_storage::edge_event_id`]. Importing them and exporting again gives back the
 //! same events.
 
 use std::io::{self, Write};
 
-use crate::model::PortableEvent;
+use arbor_storage::PortableEvent;
 
 pub mod check;
 mod common;

@@ -1,5 +1,5 @@
-//! Workloads: what the simulated agents append, built from the storage crate's
-//! synthetic generator ([`arbor_storage::generate`]).
+//! Workloads: what the simulated agents append, built from the test kit's
+//! synthetic generator ([`arbor_testkit`]).
 //!
 //! Agent `a` replays synthetic workflow `a` (its own seed): messages, tool actions,
 //! forks, decisions with their options and choices, and monitors, with content sizes
@@ -17,8 +17,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use arbor_storage::generate::{synthetic, ContentSize, Synthetic, SyntheticSpec};
 use arbor_storage::{EdgeKind, EventBody, PortableEvent, Role};
+use arbor_testkit::{synthetic, ContentSize, Synthetic, SyntheticSpec};
 
 /// The knobs of the agents' workload.
 #[derive(Clone, Debug, PartialEq, Serialize)]

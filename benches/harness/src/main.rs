@@ -1,0 +1,17 @@
+//! The `arbor-bench` binary: parses the command line and runs the harness (see
+//! `arbor_bench`).
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = arbor_bench::Cli::parse();
+    arbor::cli::init_tracing(arbor::config::LogFormat::Text);
+    match arbor_bench::run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("arbor-bench: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
