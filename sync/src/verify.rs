@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 
 use arbor_storage::model::WorkflowStatus;
 use arbor_storage::record::{hex, RecordBody};
-use arbor_storage::{EventBody, Seq, Store};
+use arbor_storage::{Seq, Store};
 use futures_util::TryStreamExt;
 use serde::Serialize;
 use sqlx::Row;
@@ -334,6 +334,20 @@ async fn verify_postgres_on(
     Ok(())
 }
 
+/// Runs `q` on `graph` and decodes each row with `f`.
+async fn neo4j_rows<T>(
+    graph: &neo4rs::Graph,
+    q: neo4rs::Query,
+    mut f: impl FnMut(&neo4rs::Row) -> Result<T, neo4rs::DeError>,
+) -> Result<Vec<T>, SinkError> {
+    let mut stream = graph.execute(q).await.map_err(|e| neo4j::classify(&e))?;
+    let mut out = Vec::new();
+    while let Some(row) = stream.next().await.map_err(|e| neo4j::classify(&e))? {
+        out.push(f(&row).map_err(|e| SinkError::retriable(format!("neo4j row: {e}")))?);
+    }
+    Ok(out)
+}
+
 async fn verify_neo4j(
     store: &Store,
     config: &SyncConfig,
@@ -350,7 +364,6 @@ async fn verify_neo4j(
         .unwrap_or(0);
     d.check(None, "cursor", head, cursor);
     let graph = neo4j::connect(cfg).await?;
-    let rd = |e: neo4j::queries::ReadError| SinkError::retriable(e.to_string());
     let ids = wf_ids(exp);
     let mut got: HashMap<Uuid, Got> = HashMap::new();
     let mut rels: HashMap<Uuid, i64> = HashMap::new();
@@ -361,20 +374,14 @@ async fn verify_neo4j(
              RETURN wf, n.seq AS seq, n.id AS id ORDER BY seq",
         )
         .param("wfs", wfs.clone());
-        let rows = neo4j::queries::rows(&graph, q, |r| {
-            let wf: String = r
-                .get("wf")
-                .map_err(|e| neo4j::queries::ReadError::Decode(e.to_string()))?;
-            let seq: i64 = r
-                .get("seq")
-                .map_err(|e| neo4j::queries::ReadError::Decode(e.to_string()))?;
-            let id: String = r
-                .get("id")
-                .map_err(|e| neo4j::queries::ReadError::Decode(e.to_string()))?;
-            Ok((wf, seq, id))
+        let rows = neo4j_rows(&graph, q, |r| {
+            Ok((
+                r.get::<String>("wf")?,
+                r.get::<i64>("seq")?,
+                r.get::<String>("id")?,
+            ))
         })
-        .await
-        .map_err(rd)?;
+        .await?;
         for (wf, seq, id) in rows {
             let (Ok(wf), Ok(id)) = (Uuid::parse_str(&wf), Uuid::parse_str(&id)) else {
                 continue;
@@ -388,17 +395,10 @@ async fn verify_neo4j(
              RETURN wf, count(r) AS c",
         )
         .param("wfs", wfs);
-        let counts = neo4j::queries::rows(&graph, q, |r| {
-            let wf: String = r
-                .get("wf")
-                .map_err(|e| neo4j::queries::ReadError::Decode(e.to_string()))?;
-            let c: i64 = r
-                .get("c")
-                .map_err(|e| neo4j::queries::ReadError::Decode(e.to_string()))?;
-            Ok((wf, c))
+        let counts = neo4j_rows(&graph, q, |r| {
+            Ok((r.get::<String>("wf")?, r.get::<i64>("c")?))
         })
-        .await
-        .map_err(rd)?;
+        .await?;
         for (wf, c) in counts {
             if let Ok(wf) = Uuid::parse_str(&wf) {
                 rels.insert(wf, c);
@@ -503,12 +503,4 @@ async fn verify_redis(
         }
     }
     Ok(())
-}
-
-/// Whether an event body creates a node (used by tests building expectations).
-pub fn creates_node(body: &EventBody) -> bool {
-    matches!(
-        body,
-        EventBody::WorkflowCreated(_) | EventBody::NodeCreated(_)
-    )
 }
