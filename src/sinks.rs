@@ -1,15 +1,14 @@
 //! The seam between the server and the sync workers of `arbor-sync`: builds the
 //! sync configuration from the server's, starts one worker per configured sink, and
-//! reports their state to `/v1/health` and `/metrics`. With no sink configured
-//! nothing runs.
+//! hands their status ([`arbor_sync::SinkStatus`], as it is) to `/v1/health` and
+//! `/metrics`. With no sink configured nothing runs.
 
 use std::sync::Arc;
 
 use arbor_storage::Store;
-use arbor_sync::{Neo4jConfig, SinkState, SyncConfig, SyncSet};
+use arbor_sync::{Neo4jConfig, SinkStatus, SyncConfig, SyncSet};
 
 use crate::config::ServeConfig;
-use crate::http::health::SinkHealth;
 use crate::http::SinkReport;
 
 /// The sync configuration for a server configuration.
@@ -37,33 +36,9 @@ pub struct Reporter {
     set: Arc<SyncSet>,
 }
 
-/// A sink's state as health reports it.
-pub fn state_name(s: SinkState) -> &'static str {
-    match s {
-        SinkState::Ok => "ok",
-        SinkState::Degraded => "degraded",
-        SinkState::Stopped => "stopped",
-        SinkState::Starting => "starting",
-    }
-}
-
 impl SinkReport for Reporter {
-    fn sinks(&self) -> Vec<SinkHealth> {
-        self.set
-            .status()
-            .into_iter()
-            .map(|s| SinkHealth {
-                name: s.name,
-                state: state_name(s.state).to_owned(),
-                lag_events: s.lag_events,
-                lag_seconds: s.lag_seconds,
-                last_error: s.last_error,
-                batches: s.batches,
-                retries: s.retries,
-                errors: s.errors,
-                dead_letters: s.dead_letters,
-            })
-            .collect()
+    fn sinks(&self) -> Vec<SinkStatus> {
+        self.set.status()
     }
 }
 

@@ -4,34 +4,10 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
 use serde_json::json;
 
 use super::problem::Problem;
 use super::AppState;
-
-/// One sink as `/v1/health` and `/metrics` report it.
-#[derive(Clone, Debug, Serialize)]
-pub struct SinkHealth {
-    /// Sink name (`redis`, `postgres`, `neo4j`).
-    pub name: String,
-    /// `starting` (setting up, nothing written yet), `ok`, `degraded` or `stopped`.
-    pub state: String,
-    /// Events behind the log's head.
-    pub lag_events: u64,
-    /// Age of the oldest unreplicated event.
-    pub lag_seconds: f64,
-    /// Last write error (credentials stripped).
-    pub last_error: Option<String>,
-    /// Batches written.
-    pub batches: u64,
-    /// Retries.
-    pub retries: u64,
-    /// Errors.
-    pub errors: u64,
-    /// Dead-lettered events.
-    pub dead_letters: u64,
-}
 
 /// `GET /healthz`: the process answers.
 pub async fn healthz() -> Response {
@@ -55,7 +31,7 @@ pub async fn health(State(app): State<AppState>) -> Response {
     let sinks = app.sinks.as_ref().map(|s| s.sinks()).unwrap_or_default();
     let status = if poisoned.is_some() {
         "failing"
-    } else if sinks.iter().any(|s| s.state != "ok") {
+    } else if sinks.iter().any(|s| s.state != arbor_sync::SinkState::Ok) {
         "degraded"
     } else {
         "ok"

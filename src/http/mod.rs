@@ -52,7 +52,7 @@ impl Default for Limits {
 /// Status of the sync workers, as health and metrics report it.
 pub trait SinkReport: Send + Sync {
     /// One entry per sink.
-    fn sinks(&self) -> Vec<health::SinkHealth>;
+    fn sinks(&self) -> Vec<arbor_sync::SinkStatus>;
 }
 
 /// What every handler shares.
