@@ -247,13 +247,23 @@ impl Neo4jSink {
         if statements.is_empty() {
             return Ok(());
         }
-        let fail = |e: neo4rs::Error| classify(&e);
-        let mut txn = graph.start_txn().await.map_err(fail)?;
-        for q in statements {
-            txn.run(q).await.map_err(fail)?;
-        }
-        txn.commit().await.map_err(fail)
+        in_txn(&graph, statements).await.map_err(|e| classify(&e))
     }
+}
+
+/// Runs `statements` in one explicit transaction. Never through `Graph::run`/`execute`:
+/// neo4rs 0.8 retries those for up to a minute when it cannot get a connection (it
+/// turns every pool error into a transient one), so a dead server would look like a
+/// slow one; here it fails at once, and the driver's own backoff and timeouts apply.
+async fn in_txn(
+    graph: &Graph,
+    statements: impl IntoIterator<Item = neo4rs::Query>,
+) -> Result<(), neo4rs::Error> {
+    let mut txn = graph.start_txn().await?;
+    for q in statements {
+        txn.run(q).await?;
+    }
+    txn.commit().await
 }
 
 impl Sink for Neo4jSink {
@@ -285,8 +295,9 @@ impl Sink for Neo4jSink {
             .map(|s| query(s))
             .chain(std::iter::once(query(AWAIT_INDEXES)))
             .chain(warm.map(|q| query(&q).param("rows", list(Vec::new()))));
+        // One transaction each: a schema change cannot share one with anything else.
         for stmt in statements {
-            if let Err(e) = graph.run(stmt).await {
+            if let Err(e) = in_txn(&graph, [stmt]).await {
                 // Schema problems are never an event's fault: retry.
                 return Err(
                     SinkError::retriable(format!("neo4j schema: {e}")).redacted(&self.redactor)
@@ -298,8 +309,7 @@ impl Sink for Neo4jSink {
 
     async fn probe(&mut self) -> Result<(), SinkError> {
         let graph = self.graph().await?;
-        graph
-            .run(query("RETURN 1"))
+        in_txn(&graph, [query("RETURN 1")])
             .await
             .map_err(|e| classify(&e).redacted(&self.redactor))
     }

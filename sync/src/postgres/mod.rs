@@ -185,11 +185,12 @@ pub fn connect_options(url: &str, schema: &str) -> Result<PgConnectOptions, Sink
         .application_name("arbor-sync"))
 }
 
-/// A lazily connecting pool for `url` in `schema`.
+/// A lazily connecting pool for `url` in `schema`. sqlx keeps trying to connect until
+/// the acquire timeout, so a short one is what makes a dead server show within seconds.
 pub fn pool(url: &str, schema: &str, max_connections: u32) -> Result<PgPool, SinkError> {
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(2))
         .connect_lazy_with(connect_options(url, schema)?))
 }
 

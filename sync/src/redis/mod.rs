@@ -207,7 +207,7 @@ impl RedisSink {
             return Ok(c.clone());
         }
         let cfg = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(30)));
         let c = self
             .client
