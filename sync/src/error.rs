@@ -1,10 +1,12 @@
 //! Error types of the sync crate.
 //!
 //! - [`SinkError`]: what a sink's write or setup returns. It carries an
-//!   [`ErrorClass`]: *retriable* errors (the service is down, slow, out of resources,
-//!   misconfigured) are retried with backoff forever; *permanent* errors (the service
-//!   rejected this data: a constraint, a type, a value too large) make the driver
-//!   bisect the batch down to the poison event and dead-letter it.
+//!   [`ErrorClass`]: *retriable* errors (the service is slow, out of resources,
+//!   misconfigured) are retried with backoff forever; *lost* errors (the connection or
+//!   the destination's schema is gone) make the driver run the sink's `setup` again and
+//!   reload its cursor before the next write; *permanent* errors (the service rejected
+//!   this data: a constraint, a type, a value too large) make the driver bisect the
+//!   batch down to the poison event and dead-letter it.
 //! - [`SyncError`]: what the public functions ([`crate::start`], [`crate::reset`], …)
 //!   return.
 //!
@@ -14,11 +16,15 @@
 
 use std::fmt;
 
-/// Whether retrying the same write can succeed.
+/// Whether retrying the same write can succeed, and what must happen first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorClass {
-    /// The service is unavailable or overloaded, or the sink is misconfigured: retry later.
+    /// The service is overloaded or answers with an error that may pass, or the sink is
+    /// misconfigured: retry the same call later.
     Retriable,
+    /// The connection or what `setup` created (a schema, tables) is gone: run `setup`
+    /// again, reload the cursor, then retry.
+    Lost,
     /// The service rejects this data: retrying the same batch cannot succeed.
     Permanent,
 }
@@ -42,6 +48,14 @@ impl SinkError {
         }
     }
 
+    /// A lost connection or schema (message redacted of URL passwords).
+    pub fn lost(message: impl fmt::Display) -> SinkError {
+        SinkError {
+            class: ErrorClass::Lost,
+            message: redact_urls(&message.to_string()),
+        }
+    }
+
     /// A permanent error (message redacted of URL passwords).
     pub fn permanent(message: impl fmt::Display) -> SinkError {
         SinkError {
@@ -50,9 +64,22 @@ impl SinkError {
         }
     }
 
-    /// Whether a retry can succeed.
-    pub fn is_retriable(&self) -> bool {
-        self.class == ErrorClass::Retriable
+    /// Whether the service refused the data (no retry can succeed).
+    pub fn is_permanent(&self) -> bool {
+        self.class == ErrorClass::Permanent
+    }
+
+    /// Whether the connection or the destination's schema is gone (`setup` must run again).
+    pub fn is_lost(&self) -> bool {
+        self.class == ErrorClass::Lost
+    }
+
+    /// The same error as retriable (for calls whose failure is never the data's fault).
+    pub fn into_retriable(self) -> SinkError {
+        SinkError {
+            class: ErrorClass::Retriable,
+            ..self
+        }
     }
 
     /// The same error with `redactor` applied (for secrets that are not in URLs).

@@ -1,27 +1,30 @@
 //! arbor-sync: replicates arbor's event log to Redis, PostgreSQL and Neo4j.
 //!
 //! # Layout
-//! - [`sink`]: the [`Sink`] trait (name, idempotent `apply`, where the cursor lives) and
-//!   [`Item`], the unit of a batch (an event plus the OPTION_OF edge it implies).
+//! - [`sink`]: the [`Sink`] trait (name, where the cursor lives, `setup`, `probe`,
+//!   idempotent `apply`, the in-destination cursor) and [`Item`], the unit of a batch (an
+//!   event plus the OPTION_OF edge it implies); [`sink::DynSink`], the trait as an object.
 //! - [`driver`]: the one generic worker: read from the cursor in batches, apply, advance
-//!   the cursor only after success, wait on the head watch when caught up, retry
-//!   retriable errors, bisect permanent ones down to a poison event and dead-letter it.
+//!   the cursor only after success, wait on the head watch when caught up (probing the
+//!   sink meanwhile), retry retriable errors, set up again after a lost connection or
+//!   schema, bisect permanent ones down to a poison event and dead-letter it.
 //! - [`retry`]: retriable-vs-permanent classification ([`retry::Retriable`]) apart from
-//!   timing ([`retry::Backoff`]: capped exponential backoff with full jitter).
+//!   timing ([`retry::Backoff`]: capped exponential backoff with full jitter), and
+//!   [`retry::retry`], the one retry loop.
 //! - [`error`]: [`SinkError`] (with its class), [`SyncError`], credential redaction.
 //! - [`redis`]: streams (`XADD … {seq}-0`), pub/sub, status hashes (a plain pipeline above
 //!   the high-water mark, a Lua script for possible replays); cursor in arbor.
 //! - [`postgres`]: migrations, bulk `UNNEST` inserts (one statement per batch above the
-//!   highest seq present), cursor in the same transaction;
-//!   [`postgres::queries`] answers the seeds' queries from the tables.
+//!   highest seq present), cursor in the same transaction.
 //! - [`neo4j`]: `UNWIND … MERGE` graph projection with placeholder parents; cursor in
-//!   arbor; [`neo4j::queries`] answers the seeds' queries (with the corrected
-//!   path-to-root Cypher).
+//!   arbor.
 //! - [`verify`]: compares counts and per-workflow digests between the log and each sink.
 //!
 //! # Entry points
 //! [`start`] spawns one worker per configured sink and returns a [`SyncSet`]
 //! (`status`, `shutdown`); [`status`], [`reset`] and [`verify_sinks`] serve the CLI.
+//! [`SinkStatus`] is the one status type: the workers', the CLI's, `/v1/health`'s and
+//! `/metrics`'.
 //!
 //! # Invariants
 //! - The log is the source of truth; every sink is derived from it and can be rebuilt
@@ -55,6 +58,7 @@ pub use sink::{CursorHome, Item, Sink};
 pub use verify::{verify_sinks, SinkDiff};
 
 use driver::{DriverOptions, Stats, Worker};
+use sink::DynSink;
 
 /// What to replicate where.
 #[derive(Clone)]
@@ -75,7 +79,15 @@ pub struct SyncConfig {
     pub backoff: Backoff,
     /// How long an in-flight write may finish after shutdown was asked.
     pub shutdown_grace: Duration,
+    /// Longest a write or a setup may take before it counts as a lost connection.
+    pub write_timeout: Duration,
+    /// How often an idle worker asks its sink whether it answers (so that a dead
+    /// server shows as degraded within about this long, plus [`PROBE_TIMEOUT`]).
+    pub probe_interval: Duration,
 }
+
+/// Longest a probe may take before the sink counts as lost.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Default for SyncConfig {
     fn default() -> SyncConfig {
@@ -88,6 +100,8 @@ impl Default for SyncConfig {
             postgres_schema: "public".to_owned(),
             backoff: Backoff::default(),
             shutdown_grace: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(120),
+            probe_interval: Duration::from_secs(1),
         }
     }
 }
@@ -104,6 +118,8 @@ impl std::fmt::Debug for SyncConfig {
             .field("postgres_schema", &self.postgres_schema)
             .field("backoff", &self.backoff)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("write_timeout", &self.write_timeout)
+            .field("probe_interval", &self.probe_interval)
             .finish()
     }
 }
@@ -129,16 +145,45 @@ impl SyncConfig {
             batch_size: self.batch_size.max(1),
             backoff: self.backoff,
             shutdown_grace: self.shutdown_grace,
+            write_timeout: self.write_timeout,
+            probe_interval: self.probe_interval,
+            probe_timeout: PROBE_TIMEOUT,
         }
     }
+
+    /// The configured sinks (not connected yet), in start order: the one place that
+    /// knows every kind of sink. An invalid setting (a URL that does not parse) is an
+    /// error of that sink alone.
+    fn sinks(&self, store: &Store) -> Vec<NamedSink> {
+        fn boxed<S: Sink>(s: Result<S, SinkError>) -> Result<Box<dyn DynSink>, SinkError> {
+            s.map(|s| Box::new(s) as Box<dyn DynSink>)
+        }
+        let mut out = Vec::new();
+        if let Some(url) = &self.redis_url {
+            let first = store.event(1).ok().map(|e| e.id);
+            let sink = redis::RedisSink::new(url, self.redis_maxlen).map(|s| s.for_log(first));
+            out.push((redis::NAME, boxed(sink)));
+        }
+        if let Some(url) = &self.postgres_url {
+            let sink = postgres::PostgresSink::new(url, &self.postgres_schema);
+            out.push((postgres::NAME, boxed(sink)));
+        }
+        if let Some(cfg) = &self.neo4j {
+            out.push((neo4j::NAME, boxed(Ok(neo4j::Neo4jSink::new(cfg.clone())))));
+        }
+        out
+    }
 }
+
+/// A configured sink by name, or why it could not be made.
+pub(crate) type NamedSink = (&'static str, Result<Box<dyn DynSink>, SinkError>);
 
 /// One sink's status, as `/v1/health`, `/metrics` and `arbor sync status` show it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SinkStatus {
     /// Sink name: `redis`, `postgres`, `neo4j`.
     pub name: String,
-    /// ok, degraded or stopped.
+    /// starting, ok, degraded or stopped.
     pub state: SinkState,
     /// Last seq the sink has.
     pub cursor: Seq,
@@ -160,6 +205,32 @@ pub struct SinkStatus {
     pub dead_letters: u64,
 }
 
+impl SinkStatus {
+    /// The status of a sink that no worker runs (`arbor sync status`): counters are zero.
+    fn idle(
+        store: &Store,
+        name: &str,
+        state: SinkState,
+        cursor: Seq,
+        last_error: Option<String>,
+    ) -> SinkStatus {
+        let (lag_events, lag_seconds) = lag(store, cursor);
+        SinkStatus {
+            name: name.to_owned(),
+            state,
+            cursor,
+            lag_events,
+            lag_seconds,
+            last_error,
+            batches: 0,
+            events: 0,
+            retries: 0,
+            errors: 0,
+            dead_letters: store.dead_letters(name).map_or(0, |d| d.len() as u64),
+        }
+    }
+}
+
 /// Computes lag figures of a sink at `cursor`.
 fn lag(store: &Store, cursor: Seq) -> (u64, f64) {
     let head = store.head();
@@ -178,10 +249,6 @@ fn lag(store: &Store, cursor: Seq) -> (u64, f64) {
     (head - cursor, seconds)
 }
 
-fn dead_count(store: &Store, name: &str) -> u64 {
-    store.dead_letters(name).map_or(0, |d| d.len() as u64)
-}
-
 struct Running {
     stats: Arc<Stats>,
     task: JoinHandle<()>,
@@ -196,7 +263,38 @@ pub struct SyncSet {
 }
 
 impl SyncSet {
-    /// Status of every worker.
+    /// Starts one worker per sink of `sinks`. Must be called inside a tokio runtime.
+    pub(crate) fn spawn(
+        store: Store,
+        sinks: Vec<Box<dyn DynSink>>,
+        opts: DriverOptions,
+    ) -> SyncSet {
+        let (shutdown, _) = watch::channel(false);
+        let workers = sinks
+            .into_iter()
+            .map(|sink| {
+                let stats = Arc::new(Stats::new(sink.name()));
+                let worker = Worker::new(
+                    store.clone(),
+                    sink,
+                    stats.clone(),
+                    opts,
+                    shutdown.subscribe(),
+                );
+                Running {
+                    stats,
+                    task: tokio::spawn(worker.run()),
+                }
+            })
+            .collect();
+        SyncSet {
+            store,
+            workers,
+            shutdown,
+        }
+    }
+
+    /// Status of every worker (no I/O but one log record per lagging sink).
     pub fn status(&self) -> Vec<SinkStatus> {
         self.workers
             .iter()
@@ -215,7 +313,7 @@ impl SyncSet {
                     events,
                     retries,
                     errors,
-                    dead_letters: dead_count(&self.store, w.stats.name),
+                    dead_letters: w.stats.dead_letters(),
                 }
             })
             .collect()
@@ -238,62 +336,16 @@ impl Drop for SyncSet {
     }
 }
 
-fn spawn<S: Sink>(
-    store: &Store,
-    sink: S,
-    opts: DriverOptions,
-    shutdown: &watch::Sender<bool>,
-) -> Running {
-    let stats = Arc::new(Stats::new(sink.name()));
-    let worker = Worker {
-        store: store.clone(),
-        sink,
-        stats: stats.clone(),
-        opts,
-        shutdown: shutdown.subscribe(),
-    };
-    Running {
-        stats,
-        task: tokio::spawn(worker.run()),
-    }
-}
-
-fn config_error(sink: &str, e: SinkError) -> SyncError {
-    SyncError::Config(format!("{sink}: {}", e.message))
-}
-
 /// Starts one worker per configured sink. Never waits for a sink: one that is down
 /// shows as degraded and is retried. Fails only on an invalid configuration. Must be
 /// called inside a tokio runtime.
 pub fn start(store: Store, config: SyncConfig) -> Result<SyncSet, SyncError> {
-    let opts = config.driver_options();
-    let (shutdown, _) = watch::channel(false);
-    let mut workers = Vec::new();
-    if let Some(url) = &config.redis_url {
-        let first = store.event(1).ok().map(|e| e.id);
-        let sink = redis::RedisSink::new(url, config.redis_maxlen)
-            .map_err(|e| config_error(redis::NAME, e))?
-            .for_log(first);
-        workers.push(spawn(&store, sink, opts, &shutdown));
-    }
-    if let Some(url) = &config.postgres_url {
-        let sink = postgres::PostgresSink::new(url, &config.postgres_schema)
-            .map_err(|e| config_error(postgres::NAME, e))?;
-        workers.push(spawn(&store, sink, opts, &shutdown));
-    }
-    if let Some(cfg) = &config.neo4j {
-        workers.push(spawn(
-            &store,
-            neo4j::Neo4jSink::new(cfg.clone()),
-            opts,
-            &shutdown,
-        ));
-    }
-    Ok(SyncSet {
-        store,
-        workers,
-        shutdown,
-    })
+    let sinks = config
+        .sinks(&store)
+        .into_iter()
+        .map(|(name, sink)| sink.map_err(|e| SyncError::Config(format!("{name}: {}", e.message))))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(SyncSet::spawn(store, sinks, config.driver_options()))
 }
 
 /// How long the CLI waits for a sink to answer.
@@ -311,81 +363,49 @@ async fn within<T>(
     }
 }
 
-/// Where a sink is and whether it answers: `(cursor, error)`.
-async fn probe(store: &Store, config: &SyncConfig, name: &str) -> Result<Seq, SinkError> {
-    match name {
-        redis::NAME => {
-            let url = config.redis_url.as_deref().unwrap_or_default();
-            let mut sink = redis::RedisSink::new(url, config.redis_maxlen)?;
-            let mut conn = within("redis", sink.connection()).await?;
-            within("redis", async {
-                ::redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .map_err(|e| SinkError::retriable(format!("redis: {e}")))
-            })
-            .await?;
-            Ok(store.cursor(name).unwrap_or_default().unwrap_or(0))
-        }
-        postgres::NAME => {
-            let url = config.postgres_url.as_deref().unwrap_or_default();
-            let pool = postgres::pool(url, &config.postgres_schema, 1)?;
-            let r = within("postgres", async {
-                postgres::migrate(&pool, &config.postgres_schema).await?;
-                postgres::read_cursor(&pool, postgres::NAME).await
-            })
-            .await;
-            pool.close().await;
-            Ok(r?.unwrap_or(0))
-        }
-        _ => {
-            let Some(cfg) = &config.neo4j else {
-                return Ok(0);
-            };
-            let graph = within("neo4j", neo4j::connect(cfg)).await?;
-            within("neo4j", async {
-                graph
-                    .run(neo4rs::query("RETURN 1"))
-                    .await
-                    .map_err(|e| neo4j::classify(&e))
-            })
-            .await?;
-            Ok(store.cursor(name).unwrap_or_default().unwrap_or(0))
-        }
-    }
+/// The cursor of `sink`, wherever it lives.
+async fn cursor_of<S: Sink>(store: &Store, sink: &mut S) -> Result<Seq, SinkError> {
+    let cursor = match sink.cursor_home() {
+        CursorHome::Sink => within(sink.name(), sink.load_cursor()).await?,
+        CursorHome::Arbor => store
+            .cursor(sink.name())
+            .map_err(|e| SinkError::retriable(format!("arbor store: {e}")))?,
+    };
+    Ok(cursor.unwrap_or(0))
+}
+
+/// Whether `sink` answers, and where it is.
+async fn probe<S: Sink>(store: &Store, sink: &mut S) -> Result<Seq, SinkError> {
+    within(sink.name(), sink.probe()).await?;
+    cursor_of(store, sink).await
 }
 
 /// Status of every configured sink without running workers (for `arbor sync status`):
-/// the cursor (read from PostgreSQL for the postgres sink), the lag, and whether the
-/// sink answers (`ok`) or not (`degraded`, with the error). Counters are zero.
+/// the cursor (read from the sink when it keeps it), the lag, and whether the sink
+/// answers (`ok`) or not (`degraded`, with the error). Counters are zero.
 pub async fn status(store: &Store, config: &SyncConfig) -> Vec<SinkStatus> {
+    statuses(store, config.sinks(store)).await
+}
+
+/// [`status`] of these sinks.
+pub(crate) async fn statuses(store: &Store, sinks: Vec<NamedSink>) -> Vec<SinkStatus> {
     let mut out = Vec::new();
-    for name in config.sink_names() {
-        let (state, cursor, last_error) = match probe(store, config, name).await {
-            Ok(c) => (SinkState::Ok, c, None),
-            Err(e) => {
-                let c = if name == postgres::NAME {
-                    0
-                } else {
-                    store.cursor(name).ok().flatten().unwrap_or(0)
-                };
-                (SinkState::Degraded, c, Some(e.message))
-            }
+    for (name, sink) in sinks {
+        let status = match sink {
+            Ok(mut sink) => match probe(store, &mut sink).await {
+                Ok(cursor) => SinkStatus::idle(store, name, SinkState::Ok, cursor, None),
+                Err(e) => {
+                    // A sink-kept cursor cannot be read from a sink that does not answer.
+                    let cursor = match sink.cursor_home() {
+                        CursorHome::Arbor => cursor_of(store, &mut sink).await.unwrap_or(0),
+                        CursorHome::Sink => 0,
+                    };
+                    SinkStatus::idle(store, name, SinkState::Degraded, cursor, Some(e.message))
+                }
+            },
+            Err(e) => SinkStatus::idle(store, name, SinkState::Degraded, 0, Some(e.message)),
         };
-        let (lag_events, lag_seconds) = lag(store, cursor);
-        out.push(SinkStatus {
-            name: name.to_owned(),
-            state,
-            cursor,
-            lag_events,
-            lag_seconds,
-            last_error,
-            batches: 0,
-            events: 0,
-            retries: 0,
-            errors: 0,
-            dead_letters: dead_count(store, name),
-        });
+        out.push(status);
     }
     out
 }
@@ -399,13 +419,25 @@ pub async fn reset(
     sink_name: &str,
     from_seq: Seq,
 ) -> Result<(), SyncError> {
-    let names = config.sink_names();
-    let Some(name) = names.iter().copied().find(|n| *n == sink_name) else {
+    let mut sinks = config.sinks(store);
+    let Some(at) = sinks.iter().position(|(n, _)| *n == sink_name) else {
         return Err(SyncError::UnknownSink {
             name: sink_name.to_owned(),
-            configured: names.join(", "),
+            configured: config.sink_names().join(", "),
         });
     };
+    let (name, sink) = sinks.swap_remove(at);
+    let mut sink = sink.map_err(|e| SyncError::Config(format!("{name}: {}", e.message)))?;
+    reset_sink(store, &mut sink, from_seq).await
+}
+
+/// [`reset`] of one sink.
+pub(crate) async fn reset_sink<S: Sink>(
+    store: &Store,
+    sink: &mut S,
+    from_seq: Seq,
+) -> Result<(), SyncError> {
+    let name = sink.name();
     let head = store.head();
     if from_seq > head {
         return Err(SyncError::BeyondHead {
@@ -414,19 +446,14 @@ pub async fn reset(
             head,
         });
     }
-    if name == postgres::NAME {
-        let url = config.postgres_url.as_deref().unwrap_or_default();
-        let pool =
-            postgres::pool(url, &config.postgres_schema, 1).map_err(|e| config_error(name, e))?;
-        let r = within("postgres", async {
-            postgres::migrate(&pool, &config.postgres_schema).await?;
-            postgres::write_cursor(&pool, postgres::NAME, from_seq).await
+    match sink.cursor_home() {
+        CursorHome::Sink => within(name, async {
+            sink.setup().await?;
+            sink.store_cursor(from_seq).await
         })
-        .await;
-        pool.close().await;
-        r.map_err(|e| SyncError::sink(name, e))?;
-    } else {
-        store.set_cursor(name, from_seq)?;
+        .await
+        .map_err(|e| SyncError::sink(name, e))?,
+        CursorHome::Arbor => store.set_cursor(name, from_seq)?,
     }
     tracing::info!(sink = name, from_seq, "sync cursor reset");
     Ok(())

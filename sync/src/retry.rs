@@ -2,26 +2,33 @@
 //! the [`Backoff`]'s — capped exponential backoff with full jitter: attempt `n` (from 0)
 //! waits a uniformly random time in `[0, min(cap, base · 2ⁿ)]`.
 //!
-//! [`retry`] runs an operation under a policy until it succeeds, fails permanently or the
-//! shutdown signal fires; the driver uses it for every call to a sink.
+//! [`retry`] runs an operation under a policy until it succeeds, fails with an error that
+//! is not retriable, or the shutdown signal fires. It is the driver's only retry loop:
+//! setup, reads of the log, writes, cursor commits and dead letters all go through it.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use rand::Rng;
 use tokio::sync::watch;
 
-use crate::error::SinkError;
+use crate::error::{ErrorClass, SinkError};
 
-/// Classifies an error as worth retrying or not.
+/// A boxed future borrowing for `'a` (what an operation under [`retry`] returns).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Classifies an error as worth retrying as it is, or not.
 pub trait Retriable {
-    /// True when the same operation may succeed later.
+    /// True when the same operation, called again unchanged, may succeed.
     fn is_retriable(&self) -> bool;
 }
 
+/// Only [`ErrorClass::Retriable`]: a lost connection needs `setup` first, and a
+/// permanent error never passes.
 impl Retriable for SinkError {
     fn is_retriable(&self) -> bool {
-        SinkError::is_retriable(self)
+        self.class == ErrorClass::Retriable
     }
 }
 
@@ -99,25 +106,26 @@ impl Attempts {
     }
 }
 
-/// Runs `op` until it succeeds or fails with a non-retriable error, waiting
-/// `policy.delay(n)` after the `n`-th retriable failure and calling `on_retry` with it.
-/// Returns `None` if `shutdown` fires while waiting (the operation is never cancelled
-/// mid-flight by this function). The driver spells the same loop out with
-/// [`Attempts`] because its operations borrow the sink mutably.
-pub async fn retry<T, E, F, Fut>(
+/// Runs `op` on `ctx` until it succeeds or fails with an error that is not retriable,
+/// waiting `policy.delay(n)` after the `n`-th retriable failure and calling `on_retry`
+/// with it first. Returns `None` if `shutdown` fires while waiting (the first attempt
+/// always runs, and an attempt in flight is never cancelled by this function). `ctx` is what the
+/// operation borrows mutably on each attempt (a sink, a batch), so `op` can be a plain
+/// closure returning a boxed future: `|sink| Box::pin(sink.setup())`.
+pub async fn retry<C, T, E>(
     policy: &Backoff,
     shutdown: &mut watch::Receiver<bool>,
+    ctx: &mut C,
     mut on_retry: impl FnMut(&E, u32),
-    mut op: F,
+    mut op: impl for<'c> FnMut(&'c mut C) -> BoxFuture<'c, Result<T, E>>,
 ) -> Option<Result<T, E>>
 where
+    C: ?Sized,
     E: Retriable,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
 {
     let mut attempts = Attempts::new(*policy);
     loop {
-        match op().await {
+        match op(ctx).await {
             Ok(v) => return Some(Ok(v)),
             Err(e) if e.is_retriable() => {
                 on_retry(&e, attempts.failed());
@@ -168,23 +176,24 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn retries_retriable_errors_within_the_backoff_budget() {
         let (_tx, mut rx) = watch::channel(false);
-        let calls = Cell::new(0u32);
+        let mut calls = 0u32;
         let retried = Cell::new(0u32);
         let started = Instant::now();
         let out = retry(
             &policy(),
             &mut rx,
+            &mut calls,
             |_e: &SinkError, _| retried.set(retried.get() + 1),
-            || {
-                calls.set(calls.get() + 1);
-                let n = calls.get();
-                async move {
+            |calls| {
+                *calls += 1;
+                let n = *calls;
+                Box::pin(async move {
                     if n <= 4 {
                         Err(SinkError::retriable("down"))
                     } else {
                         Ok(n)
                     }
-                }
+                })
             },
         )
         .await;
@@ -199,18 +208,27 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn permanent_errors_are_returned_at_once() {
+    async fn lost_and_permanent_errors_are_returned_at_once() {
         let (_tx, mut rx) = watch::channel(false);
-        let started = Instant::now();
-        let out: Option<Result<(), SinkError>> = retry(
-            &policy(),
-            &mut rx,
-            |_, _| panic!("no retry"),
-            || async { Err(SinkError::permanent("CHECK violated")) },
-        )
-        .await;
-        assert_eq!(out, Some(Err(SinkError::permanent("CHECK violated"))));
-        assert_eq!(started.elapsed(), Duration::ZERO);
+        for e in [
+            SinkError::permanent("CHECK violated"),
+            SinkError::lost("schema gone"),
+        ] {
+            let started = Instant::now();
+            let out: Option<Result<(), SinkError>> = retry(
+                &policy(),
+                &mut rx,
+                &mut (),
+                |_, _| panic!("no retry"),
+                |()| {
+                    let e = e.clone();
+                    Box::pin(async move { Err(e) })
+                },
+            )
+            .await;
+            assert_eq!(out, Some(Err(e)));
+            assert_eq!(started.elapsed(), Duration::ZERO);
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -224,8 +242,9 @@ mod tests {
             retry(
                 &p,
                 &mut rx,
+                &mut (),
                 |_, _| {},
-                || async { Err::<(), _>(SinkError::retriable("down")) },
+                |()| Box::pin(async { Err::<(), _>(SinkError::retriable("down")) }),
             )
             .await
         });

@@ -9,7 +9,15 @@
 //! - [`CursorHome::Arbor`]: the driver stores it in the arbor store after each
 //!   successful `apply` (Redis, Neo4j: their writes are idempotent by construction);
 //! - [`CursorHome::Sink`]: `apply` commits it in the same transaction as the rows
-//!   (PostgreSQL: exactly once), and `load_cursor` / `skip` read and move it.
+//!   (PostgreSQL: exactly once), and `load_cursor` / `store_cursor` read and move it.
+//!
+//! `probe` is a cheap "do you answer?" (PING, `SELECT 1`, `RETURN 1`): the driver calls it
+//! while the sink is idle, so a server that died shows as degraded within seconds, and
+//! `arbor sync status` calls it for each configured sink.
+//!
+//! [`DynSink`] is the trait as an object, so that sinks of different types can sit in one
+//! list (the configured sinks); every [`Sink`] is one, and a `Box<dyn DynSink>` is a
+//! [`Sink`] again.
 
 use std::future::Future;
 
@@ -17,6 +25,7 @@ use arbor_storage::{Edge, EdgeKind, Event, EventBody, Node, Seq};
 use uuid::Uuid;
 
 use crate::error::SinkError;
+use crate::retry::BoxFuture;
 
 /// Where a sink keeps its position in the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,23 +118,98 @@ pub trait Sink: Send + 'static {
     fn cursor_home(&self) -> CursorHome;
 
     /// Connects and prepares the destination (migrations, constraints). Called before
-    /// the first batch and again after a retriable failure dropped the connection.
+    /// the first batch, and again whenever a call failed with a *lost* error
+    /// ([`crate::error::ErrorClass::Lost`]: the connection or the schema is gone), before
+    /// anything else is sent. Idempotent.
     fn setup(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send;
 
-    /// The cursor kept in the destination ([`CursorHome::Sink`] only).
+    /// Whether the destination answers, as cheaply as possible. A dead server fails
+    /// with a retriable or lost error.
+    fn probe(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// The cursor kept in the destination ([`CursorHome::Sink`] only; None: nothing
+    /// written yet, or the tables do not exist).
     fn load_cursor(&mut self) -> impl Future<Output = Result<Option<Seq>, SinkError>> + Send {
         async { Ok(None) }
+    }
+
+    /// Moves the in-destination cursor to `seq` ([`CursorHome::Sink`] only): past a
+    /// dead-lettered event, or where `sync reset` puts it (after `setup`). The driver and
+    /// `reset` move arbor-kept cursors themselves.
+    fn store_cursor(&mut self, seq: Seq) -> impl Future<Output = Result<(), SinkError>> + Send {
+        let _ = seq;
+        async { Ok(()) }
     }
 
     /// Writes `batch` (non-empty, seq-ordered, contiguous except for dead-lettered
     /// events). Idempotent. A [`CursorHome::Sink`] sink also commits its cursor to the
     /// last seq of the batch, atomically with the data.
     fn apply(&mut self, batch: &[Item]) -> impl Future<Output = Result<(), SinkError>> + Send;
+}
 
-    /// Moves the in-destination cursor past a dead-lettered event ([`CursorHome::Sink`]
-    /// only; the driver moves arbor-kept cursors itself).
-    fn skip(&mut self, seq: Seq) -> impl Future<Output = Result<(), SinkError>> + Send {
-        let _ = seq;
-        async { Ok(()) }
+/// [`Sink`] as a trait object (boxed futures). Implemented by every [`Sink`]; use it
+/// through `Box<dyn DynSink>`, which is a [`Sink`].
+pub trait DynSink: Send + 'static {
+    /// [`Sink::name`].
+    fn dyn_name(&self) -> &'static str;
+    /// [`Sink::cursor_home`].
+    fn dyn_cursor_home(&self) -> CursorHome;
+    /// [`Sink::setup`].
+    fn dyn_setup(&mut self) -> BoxFuture<'_, Result<(), SinkError>>;
+    /// [`Sink::probe`].
+    fn dyn_probe(&mut self) -> BoxFuture<'_, Result<(), SinkError>>;
+    /// [`Sink::load_cursor`].
+    fn dyn_load_cursor(&mut self) -> BoxFuture<'_, Result<Option<Seq>, SinkError>>;
+    /// [`Sink::store_cursor`].
+    fn dyn_store_cursor(&mut self, seq: Seq) -> BoxFuture<'_, Result<(), SinkError>>;
+    /// [`Sink::apply`].
+    fn dyn_apply<'a>(&'a mut self, batch: &'a [Item]) -> BoxFuture<'a, Result<(), SinkError>>;
+}
+
+impl<S: Sink> DynSink for S {
+    fn dyn_name(&self) -> &'static str {
+        self.name()
+    }
+    fn dyn_cursor_home(&self) -> CursorHome {
+        self.cursor_home()
+    }
+    fn dyn_setup(&mut self) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(self.setup())
+    }
+    fn dyn_probe(&mut self) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(self.probe())
+    }
+    fn dyn_load_cursor(&mut self) -> BoxFuture<'_, Result<Option<Seq>, SinkError>> {
+        Box::pin(self.load_cursor())
+    }
+    fn dyn_store_cursor(&mut self, seq: Seq) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(self.store_cursor(seq))
+    }
+    fn dyn_apply<'a>(&'a mut self, batch: &'a [Item]) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(self.apply(batch))
+    }
+}
+
+impl Sink for Box<dyn DynSink> {
+    fn name(&self) -> &'static str {
+        (**self).dyn_name()
+    }
+    fn cursor_home(&self) -> CursorHome {
+        (**self).dyn_cursor_home()
+    }
+    async fn setup(&mut self) -> Result<(), SinkError> {
+        (**self).dyn_setup().await
+    }
+    async fn probe(&mut self) -> Result<(), SinkError> {
+        (**self).dyn_probe().await
+    }
+    async fn load_cursor(&mut self) -> Result<Option<Seq>, SinkError> {
+        (**self).dyn_load_cursor().await
+    }
+    async fn store_cursor(&mut self, seq: Seq) -> Result<(), SinkError> {
+        (**self).dyn_store_cursor(seq).await
+    }
+    async fn apply(&mut self, batch: &[Item]) -> Result<(), SinkError> {
+        (**self).dyn_apply(batch).await
     }
 }

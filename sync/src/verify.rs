@@ -16,7 +16,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use arbor_storage::{EventBody, RecordBody, Seq, Store, WorkflowStatus};
+use arbor_storage::{RecordBody, Seq, Store, WorkflowStatus};
 use futures_util::TryStreamExt;
 use serde::Serialize;
 use sqlx::Row;
@@ -326,6 +326,20 @@ async fn verify_postgres_on(
     Ok(())
 }
 
+/// Runs `q` on `graph` and decodes each row with `f`.
+async fn neo4j_rows<T>(
+    graph: &neo4rs::Graph,
+    q: neo4rs::Query,
+    mut f: impl FnMut(&neo4rs::Row) -> Result<T, neo4rs::DeError>,
+) -> Result<Vec<T>, SinkError> {
+    let mut stream = graph.execute(q).await.map_err(|e| neo4j::classify(&e))?;
+    let mut out = Vec::new();
+    while let Some(row) = stream.next().await.map_err(|e| neo4j::classify(&e))? {
+        out.push(f(&row).map_err(|e| SinkError::retriable(format!("neo4j row: {e}")))?);
+    }
+    Ok(out)
+}
+
 async fn verify_neo4j(
     store: &Store,
     config: &SyncConfig,
@@ -342,7 +356,6 @@ async fn verify_neo4j(
         .unwrap_or(0);
     d.check(None, "cursor", head, cursor);
     let graph = neo4j::connect(cfg).await?;
-    let rd = |e: neo4j::queries::ReadError| SinkError::retriable(e.to_string());
     let ids = wf_ids(exp);
     let mut got: HashMap<Uuid, Got> = HashMap::new();
     let mut rels: HashMap<Uuid, i64> = HashMap::new();
@@ -353,20 +366,14 @@ async fn verify_neo4j(
              RETURN wf, n.seq AS seq, n.id AS id ORDER BY seq",
         )
         .param("wfs", wfs.clone());
-        let rows = neo4j::queries::rows(&graph, q, |r| {
-            let wf: String = r
-                .get("wf")
-                .map_err(|e| neo4j::queries::ReadError::Decode(e.to_string()))?;
-            let seq: i64 = r
-                .get("seq")
-                .map_err(|e| neo4j::queries::ReadError::Decode(e.to_string()))?;
-            let id: String = r
-                .get("id")
-                .map_err(|e| neo4j::queries::ReadError::Decode(e.to_string()))?;
-            Ok((wf, seq, id))
+        let rows = neo4j_rows(&graph, q, |r| {
+            Ok((
+                r.get::<String>("wf")?,
+                r.get::<i64>("seq")?,
+                r.get::<String>("id")?,
+            ))
         })
-        .await
-        .map_err(rd)?;
+        .await?;
         for (wf, seq, id) in rows {
             let (Ok(wf), Ok(id)) = (Uuid::parse_str(&wf), Uuid::parse_str(&id)) else {
                 continue;
@@ -380,17 +387,10 @@ async fn verify_neo4j(
              RETURN wf, count(r) AS c",
         )
         .param("wfs", wfs);
-        let counts = neo4j::queries::rows(&graph, q, |r| {
-            let wf: String = r
-                .get("wf")
-                .map_err(|e| neo4j::queries::ReadError::Decode(e.to_string()))?;
-            let c: i64 = r
-                .get("c")
-                .map_err(|e| neo4j::queries::ReadError::Decode(e.to_string()))?;
-            Ok((wf, c))
+        let counts = neo4j_rows(&graph, q, |r| {
+            Ok((r.get::<String>("wf")?, r.get::<i64>("c")?))
         })
-        .await
-        .map_err(rd)?;
+        .await?;
         for (wf, c) in counts {
             if let Ok(wf) = Uuid::parse_str(&wf) {
                 rels.insert(wf, c);
@@ -495,12 +495,4 @@ async fn verify_redis(
         }
     }
     Ok(())
-}
-
-/// Whether an event body creates a node (used by tests building expectations).
-pub fn creates_node(body: &EventBody) -> bool {
-    matches!(
-        body,
-        EventBody::WorkflowCreated(_) | EventBody::NodeCreated(_)
-    )
 }

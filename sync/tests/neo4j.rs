@@ -1,61 +1,37 @@
 //! The Neo4j sink against a real server: the seeds' queries (with the corrected
 //! path-to-root Cypher) answered like the store, a 100 000-event workflow,
-//! out-of-order batches, outage and restart, replay from 0, and a poison event.
+//! out-of-order batches, outage and restart and a killed server noticed within seconds
+//! (on a server of the test's own, [`Instance`]), replay from 0, and a poison event.
 
 mod common;
 
-use arbor_storage::{BranchNodes, Decision, Monitor, Node, Store};
-use arbor_sync::neo4j::{self, queries, Neo4jSink};
-use arbor_sync::{SinkState, SyncConfig};
+use arbor_storage::Store;
+use arbor_sync::neo4j::{self, Neo4jSink};
+use arbor_sync::{Neo4jConfig, SyncConfig};
+use common::neo4j_queries::{self as queries, count, NeoReplica, PATH_TO_ROOT};
 use common::*;
 use neo4rs::Graph;
 use serde_json::json;
-use tokio::sync::RwLock;
 use uuid::Uuid;
 
-/// Outage tests stop the shared server: they run alone.
-static SERVER: RwLock<()> = RwLock::const_new(());
-
-struct Neo(Graph);
-
-impl Replica for Neo {
-    async fn path(&self, id: Uuid) -> Vec<Node> {
-        queries::path(&self.0, id).await.expect("neo4j path")
-    }
-    async fn decisions(&self, wf: Uuid) -> Vec<Decision> {
-        queries::decisions(&self.0, wf)
-            .await
-            .expect("neo4j decisions")
-    }
-    async fn branch(&self, wf: Uuid, b: Uuid) -> Option<BranchNodes> {
-        queries::branch(&self.0, wf, b).await.expect("neo4j branch")
-    }
-    async fn monitors(&self, wf: Uuid, cross: bool) -> Vec<Monitor> {
-        queries::monitors(&self.0, wf, cross)
-            .await
-            .expect("neo4j monitors")
-    }
-}
-
-fn neo_config() -> SyncConfig {
+/// A sink of the shared server, or of `at`.
+fn neo_config_at(at: Neo4jConfig) -> SyncConfig {
     SyncConfig {
-        neo4j: Some(neo4j()),
+        neo4j: Some(at),
         ..config()
     }
 }
 
-async fn graph() -> Graph {
-    neo4j::connect(&neo4j()).await.expect("connect")
+fn neo_config() -> SyncConfig {
+    neo_config_at(neo4j())
 }
 
-async fn count(g: &Graph, q: &str, wf: Uuid) -> i64 {
-    let rows = queries::rows(g, neo4rs::query(q).param("wf", wf.to_string()), |r| {
-        r.get::<i64>("c")
-            .map_err(|e| queries::ReadError::Decode(e.to_string()))
-    })
-    .await
-    .expect("count");
-    rows.first().copied().unwrap_or(0)
+async fn graph_at(at: &Neo4jConfig) -> Graph {
+    neo4j::connect(at).await.expect("connect")
+}
+
+async fn graph() -> Graph {
+    graph_at(&neo4j()).await
 }
 
 /// Every node once, no placeholder left, every edge once.
@@ -92,27 +68,17 @@ async fn assert_exact(g: &Graph, store: &Store, wf: Uuid) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicates_a_realistic_workflow_and_answers_the_seed_queries() {
-    let _g = SERVER.read().await;
-    let (_dir, store) = store();
     let cfg = neo_config();
-    let set = arbor_sync::start(store.clone(), cfg.clone()).expect("start");
-    let wf = realistic(&store).await;
-    caught_up(&set, &store, 120).await;
+    let (_dir, store, set, wf) = replicated(&cfg).await;
     let g = graph().await;
-    assert_same_answers(&store, &Neo(g.clone()), wf, 1000).await;
+    assert_same_answers(&store, &NeoReplica(g.clone()), wf, 1000).await;
     assert_exact(&g, &store, wf).await;
-    assert_eq!(
-        arbor_sync::verify_sinks(&store, &cfg)
-            .await
-            .expect("verify"),
-        vec![]
-    );
+    assert_in_sync(&store, &cfg).await;
     set.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seeds_path_query_walks_the_wrong_way_and_the_documented_one_does_not() {
-    let _g = SERVER.read().await;
     let (_dir, store) = store();
     let cfg = neo_config();
     let set = arbor_sync::start(store.clone(), cfg).expect("start");
@@ -139,16 +105,14 @@ async fn the_seeds_path_query_walks_the_wrong_way_and_the_documented_one_does_no
         "the seeds' query walks down, not up: {found:?}"
     );
     // The documented one returns root … b.
+    let path = format!("{PATH_TO_ROOT} AS p RETURN [x IN nodes(p) | x.id] AS ids").replacen(
+        "RETURN path AS p",
+        "WITH path AS p",
+        1,
+    );
     let ids = queries::rows(
         &g,
-        neo4rs::query(
-            &format!(
-                "{} AS p RETURN [x IN nodes(p) | x.id] AS ids",
-                neo4j::PATH_TO_ROOT
-            )
-            .replacen("RETURN path AS p", "WITH path AS p", 1),
-        )
-        .param("nodeId", b.to_string()),
+        neo4rs::query(&path).param("nodeId", b.to_string()),
         |r| {
             r.get::<Vec<String>>("ids")
                 .map_err(|e| queries::ReadError::Decode(e.to_string()))
@@ -166,7 +130,6 @@ async fn the_seeds_path_query_walks_the_wrong_way_and_the_documented_one_does_no
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_order_and_replayed_batches_lose_no_edge() {
     use arbor_sync::Sink;
-    let _g = SERVER.read().await;
     let (_dir, store) = store();
     let wf = realistic(&store).await;
     let items = arbor_sync::driver::read_items(&store, 0, 10_000).expect("items");
@@ -179,12 +142,11 @@ async fn out_of_order_and_replayed_batches_lose_no_edge() {
     sink.apply(&items).await.expect("replay");
     let g = graph().await;
     assert_exact(&g, &store, wf).await;
-    assert_same_answers(&store, &Neo(g), wf, 1000).await;
+    assert_same_answers(&store, &NeoReplica(g), wf, 1000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicates_a_100k_event_workflow() {
-    let _g = SERVER.read().await;
     let (_dir, store) = store();
     let wf = synthetic(&store, 100_000, 11).await;
     let cfg = neo_config();
@@ -198,46 +160,27 @@ async fn replicates_a_100k_event_workflow() {
     );
     let g = graph().await;
     assert_exact(&g, &store, wf).await;
-    assert_same_answers(&store, &Neo(g), wf, 30).await;
-    assert_eq!(
-        arbor_sync::verify_sinks(&store, &cfg)
-            .await
-            .expect("verify"),
-        vec![]
-    );
+    assert_same_answers(&store, &NeoReplica(g), wf, 30).await;
+    assert_in_sync(&store, &cfg).await;
     set.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_from_zero_leaves_no_duplicates() {
-    let _g = SERVER.read().await;
     let (_dir, store) = store();
     let cfg = neo_config();
     let wf = realistic(&store).await;
-    let set = arbor_sync::start(store.clone(), cfg.clone()).expect("start");
-    caught_up(&set, &store, 60).await;
-    set.shutdown().await;
-    arbor_sync::reset(&store, &cfg, "neo4j", 0)
-        .await
-        .expect("reset");
-    assert_eq!(store.cursor("neo4j").expect("cursor"), Some(0));
-    let set = arbor_sync::start(store.clone(), cfg.clone()).expect("start again");
-    caught_up(&set, &store, 60).await;
+    let (set, _) = replay_from_zero(&store, &cfg).await;
+    assert_eq!(store.cursor("neo4j").expect("cursor"), Some(store.head()));
     let g = graph().await;
     assert_exact(&g, &store, wf).await;
-    assert_same_answers(&store, &Neo(g), wf, 1000).await;
-    assert_eq!(
-        arbor_sync::verify_sinks(&store, &cfg)
-            .await
-            .expect("verify"),
-        vec![]
-    );
+    assert_same_answers(&store, &NeoReplica(g), wf, 1000).await;
+    assert_in_sync(&store, &cfg).await;
     set.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_event_is_dead_lettered_and_later_events_arrive() {
-    let _g = SERVER.read().await;
     let (_dir, store) = store();
     let cfg = neo_config();
     let set = arbor_sync::start(store.clone(), cfg.clone()).expect("start");
@@ -279,62 +222,25 @@ async fn a_poison_event_is_dead_lettered_and_later_events_arrive() {
         .expect("nodes")
         .is_empty());
     assert_eq!(set.status()[0].dead_letters, 1);
-    assert_eq!(
-        arbor_sync::verify_sinks(&store, &cfg)
-            .await
-            .expect("verify"),
-        vec![]
-    );
+    assert_in_sync(&store, &cfg).await;
     set.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outage_kill_and_restart_catch_up_with_no_gap_and_no_duplicate() {
-    let _g = SERVER.write().await;
-    let (dir, store) = store();
-    let cfg = neo_config();
-    let set = arbor_sync::start(store.clone(), cfg.clone()).expect("start");
-    let wf = realistic(&store).await;
-    caught_up(&set, &store, 120).await;
-    let writer = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            let (wf2, root) = create(&store, "during outage", json!({})).await;
-            let mut parent = root;
-            for i in 0..300 {
-                parent = node(&store, wf2, spec(parent, "message", &format!("m{i}"))).await;
-            }
-            (wf2, parent)
-        })
-    };
-    services_ctl("kill", "neo4j");
-    let (wf2, mut parent) = writer
-        .await
-        .expect("appends never fail while a sink is down");
-    wait_until(60, "neo4j sink to show degraded", || {
-        let st = set.status();
-        async move { st[0].state == SinkState::Degraded || st[0].cursor < 10 }
-    })
-    .await;
-    set.shutdown().await;
-    store.close().await;
-    drop(store);
-    let store = open(&dir);
-    let set = arbor_sync::start(store.clone(), cfg.clone()).expect("start during outage");
-    for i in 0..50 {
-        parent = node(&store, wf2, spec(parent, "message", &format!("late {i}"))).await;
-    }
-    services_ctl("start", "neo4j");
-    caught_up(&set, &store, 180).await;
-    let g = graph().await;
-    assert_exact(&g, &store, wf).await;
-    assert_exact(&g, &store, wf2).await;
-    assert_same_answers(&store, &Neo(g), wf, 1000).await;
-    assert_eq!(
-        arbor_sync::verify_sinks(&store, &cfg)
-            .await
-            .expect("verify"),
-        vec![]
-    );
-    set.shutdown().await;
+    let server = Instance::start("neo4j").await;
+    let cfg = neo_config_at(server.neo4j());
+    let after = outage(&server, &cfg, |_| {}).await;
+    let g = graph_at(&server.neo4j()).await;
+    assert_exact(&g, &after.store, after.before).await;
+    assert_exact(&g, &after.store, after.during).await;
+    assert_same_answers(&after.store, &NeoReplica(g), after.before, 1000).await;
+    assert_in_sync(&after.store, &cfg).await;
+    after.set.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_shows_as_degraded_within_seconds() {
+    let server = Instance::start("neo4j").await;
+    a_killed_server_shows_as_degraded(&server, neo_config_at(server.neo4j())).await;
 }

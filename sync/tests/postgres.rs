@@ -1,50 +1,36 @@
 //! The PostgreSQL sink against a real server: replication of a realistic and a
 //! 100 000-event workflow answering the seeds' queries like the store, outage and
-//! restart, replay from 0, and a poison event.
+//! restart, a killed server noticed within seconds, a schema dropped while the sink runs,
+//! replay from 0, and a poison event. The tests that kill their server or drop their
+//! schema use a server of their own ([`Instance`]) or a schema of their own, so every
+//! test runs beside the others.
 
 mod common;
 
-use arbor_storage::{BranchNodes, Decision, Monitor, Node, Store};
-use arbor_sync::postgres::{self, queries};
+use arbor_storage::{Node, Store};
+use arbor_sync::postgres;
 use arbor_sync::{SinkState, SyncConfig};
+use common::pg_queries::{self as queries, PgReplica};
 use common::*;
 use serde_json::json;
 use sqlx::PgPool;
-use tokio::sync::RwLock;
-use uuid::Uuid;
 
-/// Outage tests stop the shared server: they run alone.
-static SERVER: RwLock<()> = RwLock::const_new(());
-
-struct Pg(PgPool);
-
-impl Replica for Pg {
-    async fn path(&self, id: Uuid) -> Vec<Node> {
-        queries::path(&self.0, id).await.expect("pg path")
-    }
-    async fn decisions(&self, wf: Uuid) -> Vec<Decision> {
-        queries::decisions(&self.0, wf).await.expect("pg decisions")
-    }
-    async fn branch(&self, wf: Uuid, b: Uuid) -> Option<BranchNodes> {
-        queries::branch(&self.0, wf, b).await.expect("pg branch")
-    }
-    async fn monitors(&self, wf: Uuid, cross: bool) -> Vec<Monitor> {
-        queries::monitors(&self.0, wf, cross)
-            .await
-            .expect("pg monitors")
-    }
-}
-
-fn pg_config() -> SyncConfig {
+/// A sink of the shared server (or of `url`) in a schema of the test's own.
+fn pg_config_at(url: &str) -> SyncConfig {
     SyncConfig {
-        postgres_url: Some(postgres_url()),
+        postgres_url: Some(url.to_owned()),
         postgres_schema: schema(),
         ..config()
     }
 }
 
+fn pg_config() -> SyncConfig {
+    pg_config_at(&postgres_url())
+}
+
 fn pool(cfg: &SyncConfig) -> PgPool {
-    postgres::pool(&postgres_url(), &cfg.postgres_schema, 2).expect("pool")
+    let url = cfg.postgres_url.as_deref().expect("postgres url");
+    postgres::pool(url, &cfg.postgres_schema, 2).expect("pool")
 }
 
 /// No row twice, nothing missing: counts equal distinct keys and the log.
@@ -62,14 +48,10 @@ async fn assert_exact(pool: &PgPool, store: &Store) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicates_a_realistic_workflow_and_answers_the_seed_queries() {
-    let _g = SERVER.read().await;
-    let (_dir, store) = store();
     let cfg = pg_config();
-    let set = arbor_sync::start(store.clone(), cfg.clone()).expect("start");
-    let wf = realistic(&store).await;
-    caught_up(&set, &store, 60).await;
+    let (_dir, store, set, wf) = replicated(&cfg).await;
     let pool = pool(&cfg);
-    assert_same_answers(&store, &Pg(pool.clone()), wf, 1000).await;
+    assert_same_answers(&store, &PgReplica(pool.clone()), wf, 1000).await;
     assert_exact(&pool, &store).await;
     // draft_content follows the seed's DraftContent shape.
     let drafts: Vec<(String, String, serde_json::Value)> = sqlx::query_as(
@@ -93,12 +75,7 @@ async fn replicates_a_realistic_workflow_and_answers_the_seed_queries() {
             .await
             .expect("status");
     assert_eq!(status, "completed");
-    assert_eq!(
-        arbor_sync::verify_sinks(&store, &cfg)
-            .await
-            .expect("verify"),
-        vec![]
-    );
+    assert_in_sync(&store, &cfg).await;
     let st = set.status();
     assert_eq!(st[0].state, SinkState::Ok);
     assert_eq!(st[0].lag_events, 0);
@@ -107,7 +84,6 @@ async fn replicates_a_realistic_workflow_and_answers_the_seed_queries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicates_a_100k_event_workflow() {
-    let _g = SERVER.read().await;
     let (_dir, store) = store();
     let t = std::time::Instant::now();
     let wf = synthetic(&store, 100_000, 7).await;
@@ -119,42 +95,22 @@ async fn replicates_a_100k_event_workflow() {
     caught_up(&set, &store, 300).await;
     eprintln!("postgres caught up in {:?}", t.elapsed());
     let pool = pool(&cfg);
-    assert_same_answers(&store, &Pg(pool.clone()), wf, 40).await;
+    assert_same_answers(&store, &PgReplica(pool.clone()), wf, 40).await;
     assert_exact(&pool, &store).await;
-    assert_eq!(
-        arbor_sync::verify_sinks(&store, &cfg)
-            .await
-            .expect("verify"),
-        vec![]
-    );
+    assert_in_sync(&store, &cfg).await;
     set.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_from_zero_leaves_no_duplicates() {
-    let _g = SERVER.read().await;
     let (_dir, store) = store();
     let cfg = pg_config();
     let wf = realistic(&store).await;
-    let set = arbor_sync::start(store.clone(), cfg.clone()).expect("start");
-    caught_up(&set, &store, 60).await;
-    set.shutdown().await;
-    arbor_sync::reset(&store, &cfg, "postgres", 0)
-        .await
-        .expect("reset");
-    let st = arbor_sync::status(&store, &cfg).await;
-    assert_eq!((st[0].cursor, st[0].lag_events), (0, store.head()));
-    let set = arbor_sync::start(store.clone(), cfg.clone()).expect("start again");
-    caught_up(&set, &store, 60).await;
+    let (set, _) = replay_from_zero(&store, &cfg).await;
     let pool = pool(&cfg);
     assert_exact(&pool, &store).await;
-    assert_same_answers(&store, &Pg(pool.clone()), wf, 1000).await;
-    assert_eq!(
-        arbor_sync::verify_sinks(&store, &cfg)
-            .await
-            .expect("verify"),
-        vec![]
-    );
+    assert_same_answers(&store, &PgReplica(pool.clone()), wf, 1000).await;
+    assert_in_sync(&store, &cfg).await;
     assert!(matches!(
         arbor_sync::reset(&store, &cfg, "postgres", store.head() + 1).await,
         Err(arbor_sync::SyncError::BeyondHead { .. })
@@ -168,7 +124,6 @@ async fn replay_from_zero_leaves_no_duplicates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_event_is_dead_lettered_and_later_events_arrive() {
-    let _g = SERVER.read().await;
     let (_dir, store) = store();
     let cfg = pg_config();
     let set = arbor_sync::start(store.clone(), cfg.clone()).expect("start");
@@ -209,91 +164,74 @@ async fn a_poison_event_is_dead_lettered_and_later_events_arrive() {
     assert!(st[0].errors >= 1);
     assert_eq!(st[0].state, SinkState::Ok);
     assert_exact(&pool, &store).await;
-    assert_eq!(
-        arbor_sync::verify_sinks(&store, &cfg)
-            .await
-            .expect("verify"),
-        vec![]
-    );
+    assert_in_sync(&store, &cfg).await;
     set.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outage_kill_and_restart_catch_up_with_no_gap_and_no_duplicate() {
-    let _g = SERVER.write().await;
-    let (dir, store) = store();
-    let cfg = pg_config();
-    let set = arbor_sync::start(store.clone(), cfg.clone()).expect("start");
-    let wf = realistic(&store).await;
-    caught_up(&set, &store, 60).await;
-    // Appends keep going while the server is killed.
-    let writer = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            let (wf2, root) = create(&store, "during outage", json!({})).await;
-            let mut parent = root;
-            for i in 0..300 {
-                parent = node(&store, wf2, spec(parent, "message", &format!("m{i}"))).await;
-            }
-            wf2
-        })
-    };
-    services_ctl("kill", "postgres");
-    let wf2 = writer
-        .await
-        .expect("appends never fail while a sink is down");
-    wait_until(30, "postgres sink to show degraded", || {
-        let st = set.status();
-        async move { st[0].state == SinkState::Degraded && st[0].last_error.is_some() }
+    let server = Instance::start("postgres").await;
+    let cfg = pg_config_at(&server.url);
+    let after = outage(&server, &cfg, |st| {
+        assert!(st.lag_events > 0);
+        let err = st.last_error.clone().unwrap_or_default();
+        assert!(!err.contains("postgres://"), "{st:?}");
     })
     .await;
-    let st = set.status();
-    assert!(st[0].lag_events > 0);
+    let pool = pool(&cfg);
+    assert_exact(&pool, &after.store).await;
+    assert_same_answers(&after.store, &PgReplica(pool.clone()), after.before, 1000).await;
+    assert_in_sync(&after.store, &cfg).await;
+    assert!(only(&after.set).retries > 0);
+    after.set.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_shows_as_degraded_within_seconds() {
+    let server = Instance::start("postgres").await;
+    a_killed_server_shows_as_degraded(&server, pg_config_at(&server.url)).await;
+}
+
+/// Someone drops the replica's schema while the sink runs: the next write (or probe)
+/// finds its tables gone, the sink runs its setup again, which recreates them, reloads
+/// its cursor from them (none: 0) and replicates the whole log again, with no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_dropped_while_running_is_recreated_and_caught_up_with_no_gap() {
+    let cfg = pg_config();
+    let (_dir, store, set, wf) = replicated(&cfg).await;
+    let pool = pool(&cfg);
+    exec(
+        &pool,
+        format!("DROP SCHEMA \"{}\" CASCADE", cfg.postgres_schema),
+    )
+    .await;
+    let more = realistic(&store).await;
+    wait_until(60, "the schema recreated and every event back", || {
+        let pool = pool.clone();
+        let head = store.head() as i64;
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM arbor_events")
+                .fetch_one(&pool)
+                .await
+                .is_ok_and(|n| n == head)
+        }
+    })
+    .await;
+    caught_up(&set, &store, 60).await;
+    assert_exact(&pool, &store).await;
+    for w in [wf, more] {
+        assert_same_answers(&store, &PgReplica(pool.clone()), w, 1000).await;
+    }
+    assert_in_sync(&store, &cfg).await;
+    let st = only(&set);
+    assert!(st.retries > 0, "{st:?}");
     assert!(
-        !st[0]
-            .last_error
-            .clone()
-            .unwrap_or_default()
-            .contains("postgres://"),
+        st.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("42P01")),
         "{st:?}"
     );
-    // arbor itself restarts during the outage.
-    set.shutdown().await;
-    store.close().await;
-    drop(store);
-    let store = open(&dir);
-    let set = arbor_sync::start(store.clone(), cfg.clone()).expect("start during outage");
-    for i in 0..50 {
-        node(
-            &store,
-            wf2,
-            spec(
-                store.workflow(&wf2).unwrap().unwrap().heads[0],
-                "message",
-                &format!("late {i}"),
-            ),
-        )
-        .await;
-    }
-    // The new worker sees the outage too (its first connection attempt may take the
-    // pool's acquire timeout to give up) before the server comes back.
-    wait_until(30, "the restarted postgres sink to show degraded", || {
-        let st = set.status();
-        async move { st[0].state == SinkState::Degraded && st[0].retries > 0 }
-    })
-    .await;
-    services_ctl("start", "postgres");
-    caught_up(&set, &store, 120).await;
-    let pool = pool(&cfg);
-    assert_exact(&pool, &store).await;
-    assert_same_answers(&store, &Pg(pool.clone()), wf, 1000).await;
-    assert_eq!(
-        arbor_sync::verify_sinks(&store, &cfg)
-            .await
-            .expect("verify"),
-        vec![]
-    );
-    assert!(set.status()[0].retries > 0);
+    assert_eq!(st.state, SinkState::Ok);
     set.shutdown().await;
 }
 
@@ -340,7 +278,6 @@ async fn parent_of_rows(pool: &PgPool) -> i64 {
 /// replicating without a gap or a duplicate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_of_migration_0001_upgrades_in_place() {
-    let _g = SERVER.read().await;
     let (_dir, store) = store();
     let wf = realistic(&store).await;
     // Today's replica, in a schema of its own: the rows the 0001 sink wrote, but lean.
@@ -380,14 +317,9 @@ async fn a_replica_of_migration_0001_upgrades_in_place() {
     caught_up(&set, &store, 60).await;
     assert_eq!(parent_of_rows(&pool_old).await, 0, "0002 ran");
     for w in [wf, more] {
-        assert_same_answers(&store, &Pg(pool_old.clone()), w, 1000).await;
+        assert_same_answers(&store, &PgReplica(pool_old.clone()), w, 1000).await;
     }
     assert_exact(&pool_old, &store).await;
-    assert_eq!(
-        arbor_sync::verify_sinks(&store, &old)
-            .await
-            .expect("verify"),
-        vec![]
-    );
+    assert_in_sync(&store, &old).await;
     set.shutdown().await;
 }

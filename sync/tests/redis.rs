@@ -1,6 +1,7 @@
 //! The Redis sink against a real server: streams hold exactly the log's events (same
 //! JSON as the API), status hashes follow the workflow, pub/sub publishes each new
-//! event once; a 100 000-event workflow; outage and restart; replay from 0; poison.
+//! event once; a 100 000-event workflow; outage and restart, and a killed server noticed
+//! within seconds (on a server of the test's own, [`Instance`]); replay from 0; poison.
 
 mod common;
 
@@ -11,22 +12,23 @@ use common::*;
 use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
 use serde_json::json;
-use tokio::sync::RwLock;
 use uuid::Uuid;
 
-/// Outage tests stop the shared server: they run alone.
-static SERVER: RwLock<()> = RwLock::const_new(());
-
-fn redis_config() -> SyncConfig {
+/// A sink of the shared server, or of `url`.
+fn redis_config_at(url: &str) -> SyncConfig {
     SyncConfig {
-        redis_url: Some(redis_url()),
+        redis_url: Some(url.to_owned()),
         redis_maxlen: 1_000_000,
         ..config()
     }
 }
 
-async fn conn() -> MultiplexedConnection {
-    redis::Client::open(redis_url())
+fn redis_config() -> SyncConfig {
+    redis_config_at(&redis_url())
+}
+
+async fn conn_at(url: &str) -> MultiplexedConnection {
+    redis::Client::open(url)
         .expect("url")
         .get_multiplexed_async_connection()
         .await
@@ -40,16 +42,28 @@ fn all_events(store: &Store, wf: Uuid) -> Vec<Event> {
         .expect("wf")
 }
 
-async fn state(wf: Uuid) -> StreamState {
-    read_workflow(&mut conn().await, &wf)
+async fn conn() -> MultiplexedConnection {
+    conn_at(&redis_url()).await
+}
+
+async fn state_at(url: &str, wf: Uuid) -> StreamState {
+    read_workflow(&mut conn_at(url).await, &wf)
         .await
         .expect("read redis")
 }
 
+async fn state(wf: Uuid) -> StreamState {
+    state_at(&redis_url(), wf).await
+}
+
 /// The stream holds every event of `wf` once, in order, as the API's JSON.
 async fn assert_exact(store: &Store, wf: Uuid) {
+    assert_exact_at(&redis_url(), store, wf).await
+}
+
+async fn assert_exact_at(url: &str, store: &Store, wf: Uuid) {
     let want = all_events(store, wf);
-    let got = state(wf).await;
+    let got = state_at(url, wf).await;
     let seqs: Vec<Seq> = got.entries.iter().map(|e| e.0).collect();
     let want_seqs: Vec<Seq> = want.iter().map(|e| e.seq).collect();
     assert_eq!(
@@ -72,7 +86,6 @@ async fn assert_exact(store: &Store, wf: Uuid) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicates_a_realistic_workflow_streams_status_and_pubsub() {
-    let _g = SERVER.read().await;
     let (_dir, store) = store();
     let cfg = redis_config();
     // Subscribe before anything happens: the workflow id is chosen up front.
@@ -105,19 +118,13 @@ async fn replicates_a_realistic_workflow_streams_status_and_pubsub() {
     };
     assert_exact(&store, wf).await;
     assert_exact(&store, wf0).await;
-    assert_eq!(
-        arbor_sync::verify_sinks(&store, &cfg)
-            .await
-            .expect("verify"),
-        vec![]
-    );
+    assert_in_sync(&store, &cfg).await;
     assert_eq!(set.status()[0].state, SinkState::Ok);
     set.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicates_a_100k_event_workflow_with_a_capped_stream() {
-    let _g = SERVER.read().await;
     let (_dir, store) = store();
     let wf = synthetic(&store, 100_000, 5).await;
     let cfg = SyncConfig {
@@ -139,44 +146,24 @@ async fn replicates_a_100k_event_workflow_with_a_capped_stream() {
         got.entries.len()
     );
     assert_eq!(got.entries.last().map(|e| e.0), Some(store.head()));
-    assert_eq!(
-        arbor_sync::verify_sinks(&store, &cfg)
-            .await
-            .expect("verify"),
-        vec![]
-    );
+    assert_in_sync(&store, &cfg).await;
     set.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_from_zero_leaves_no_duplicates() {
-    let _g = SERVER.read().await;
     let (_dir, store) = store();
     let cfg = redis_config();
     let wf = realistic(&store).await;
-    let set = arbor_sync::start(store.clone(), cfg.clone()).expect("start");
-    caught_up(&set, &store, 60).await;
-    set.shutdown().await;
-    arbor_sync::reset(&store, &cfg, "redis", 0)
-        .await
-        .expect("reset");
-    let st = arbor_sync::status(&store, &cfg).await;
-    assert_eq!((st[0].state, st[0].cursor), (SinkState::Ok, 0));
-    let set = arbor_sync::start(store.clone(), cfg.clone()).expect("start again");
-    caught_up(&set, &store, 60).await;
+    let (set, after_reset) = replay_from_zero(&store, &cfg).await;
+    assert_eq!(after_reset.state, SinkState::Ok);
     assert_exact(&store, wf).await;
-    assert_eq!(
-        arbor_sync::verify_sinks(&store, &cfg)
-            .await
-            .expect("verify"),
-        vec![]
-    );
+    assert_in_sync(&store, &cfg).await;
     set.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_event_is_dead_lettered_and_later_events_arrive() {
-    let _g = SERVER.read().await;
     let (_dir, store) = store();
     let cfg = redis_config();
     // Something else owns the stream key of this workflow: Redis answers WRONGTYPE.
@@ -209,48 +196,25 @@ async fn a_poison_event_is_dead_lettered_and_later_events_arrive() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outage_kill_and_restart_catch_up_with_no_gap_and_no_duplicate() {
-    let _g = SERVER.write().await;
-    let (dir, store) = store();
-    let cfg = redis_config();
-    let set = arbor_sync::start(store.clone(), cfg.clone()).expect("start");
-    let wf = realistic(&store).await;
-    caught_up(&set, &store, 60).await;
-    let writer = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            let (wf2, root) = create(&store, "during outage", json!({})).await;
-            let mut parent = root;
-            for i in 0..300 {
-                parent = node(&store, wf2, spec(parent, "message", &format!("m{i}"))).await;
-            }
-            (wf2, parent)
-        })
-    };
-    services_ctl("kill", "redis");
-    let (wf2, mut parent) = writer
-        .await
-        .expect("appends never fail while a sink is down");
-    wait_until(30, "redis sink to show degraded", || {
-        let st = set.status();
-        async move { st[0].state == SinkState::Degraded }
-    })
-    .await;
-    // arbor restarts during the outage.
-    set.shutdown().await;
-    store.close().await;
-    drop(store);
-    let store = open(&dir);
-    let set = arbor_sync::start(store.clone(), cfg.clone()).expect("start during outage");
-    for i in 0..50 {
-        parent = node(&store, wf2, spec(parent, "message", &format!("late {i}"))).await;
-    }
-    services_ctl("start", "redis");
-    caught_up(&set, &store, 120).await;
+    let server = Instance::start("redis").await;
+    let cfg = redis_config_at(&server.url);
+    let AfterOutage {
+        store,
+        set,
+        before: wf,
+        during: wf2,
+        ..
+    } = outage(&server, &cfg, |_| {}).await;
     // The test Redis keeps nothing across a kill (no RDB/AOF): what was sent before the
     // kill is gone with it. Everything after is there exactly once, with no gap: the
     // stream is an unbroken suffix of wf2's events, ending at its last one.
     let want: Vec<Seq> = all_events(&store, wf2).iter().map(|e| e.seq).collect();
-    let got: Vec<Seq> = state(wf2).await.entries.iter().map(|e| e.0).collect();
+    let got: Vec<Seq> = state_at(&server.url, wf2)
+        .await
+        .entries
+        .iter()
+        .map(|e| e.0)
+        .collect();
     assert!(got.len() >= 50, "{}", got.len());
     assert_eq!(
         got[..],
@@ -266,7 +230,7 @@ async fn outage_kill_and_restart_catch_up_with_no_gap_and_no_duplicate() {
     // The documented rebuild: a replay cannot insert below a stream's top, so the
     // streams verify flagged go first (wf2's too, if the kill took some of its first
     // events: the worker may have sent them just before).
-    let mut c = conn().await;
+    let mut c = conn_at(&server.url).await;
     for d in &diffs {
         if let Some(w) = d.workflow_id {
             let _: () = redis::cmd("DEL")
@@ -281,13 +245,14 @@ async fn outage_kill_and_restart_catch_up_with_no_gap_and_no_duplicate() {
         .expect("reset");
     let set = arbor_sync::start(store.clone(), cfg.clone()).expect("start");
     caught_up(&set, &store, 60).await;
-    assert_exact(&store, wf).await;
-    assert_exact(&store, wf2).await;
-    assert_eq!(
-        arbor_sync::verify_sinks(&store, &cfg)
-            .await
-            .expect("verify"),
-        vec![]
-    );
+    assert_exact_at(&server.url, &store, wf).await;
+    assert_exact_at(&server.url, &store, wf2).await;
+    assert_in_sync(&store, &cfg).await;
     set.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_shows_as_degraded_within_seconds() {
+    let server = Instance::start("redis").await;
+    a_killed_server_shows_as_degraded(&server, redis_config_at(&server.url)).await;
 }

@@ -8,7 +8,8 @@
 #
 #   redis/     port  redis.pid  redis.log  data/
 #   postgres/  port  pgbin  data/ (PGDATA, owned by user postgres)  sock/  postgres.log
-#              (+ postgres-initdb.log, postgres-pg_ctl.log beside it: files root writes)
+#              (+ postgres-initdb.log, postgres-pg_ctl.log beside it: files root writes;
+#              an extra instance KIND@NAME has the same layout in KIND@NAME/)
 #   neo4j/     port  password  classpath  pid  ready  neo4j.log  home/ (Neo4j home: data, logs)
 #
 # Services only ever listen on 127.0.0.1.
@@ -38,15 +39,24 @@ svc_state() {
     printf '%s/%s' "$ARBOR_TEST_SERVICES_DIR" "$1"
 }
 
+# A service instance is named KIND (the one with-services.sh starts, shared by every test)
+# or KIND@NAME (an extra instance a test starts for itself with `ctl.sh new`, e.g.
+# postgres@a1b2c3d4, so that killing it disturbs no other test). NAME: [a-z0-9_-]{1,16}.
 svc_valid() {
-    case "$1" in
-        redis | postgres | neo4j) return 0 ;;
+    local name="${1#*@}"
+    case "$(svc_kind "$1")" in
+        redis | postgres | neo4j) ;;
         *) return 1 ;;
     esac
+    [ "$name" = "$1" ] && return 0
+    [ -n "$name" ] && [ "${#name}" -le 16 ] && [ -z "${name//[a-z0-9_-]/}" ]
 }
 
+# The kind of instance $1: redis, postgres or neo4j.
+svc_kind() { printf '%s' "${1%%@*}"; }
+
 svc_timeout() {
-    case "$1" in
+    case "$(svc_kind "$1")" in
         neo4j) echo "${ARBOR_NEO4J_TIMEOUT:-120}" ;;
         *) echo "${ARBOR_SERVICE_TIMEOUT:-30}" ;;
     esac
@@ -239,7 +249,7 @@ svc_init() {
     d="$(svc_state "$s")"
     mkdir -p "$d"
     printf '%s\n' "$port" >"$d/port"
-    case "$s" in
+    case "$(svc_kind "$s")" in
         redis)
             mkdir -p "$d/data"
             ;;
@@ -254,8 +264,8 @@ svc_init() {
                 chown -R postgres:postgres "$d"
             fi
             if ! (cd / && svc_as_postgres "$pgbin/initdb" -D "$d/data" -A trust -U postgres \
-                -E UTF8 --locale=C --no-sync) >"$ARBOR_TEST_SERVICES_DIR/postgres-initdb.log" 2>&1; then
-                svc_tail_logs "$ARBOR_TEST_SERVICES_DIR/postgres-initdb.log"
+                -E UTF8 --locale=C --no-sync) >"$ARBOR_TEST_SERVICES_DIR/$s-initdb.log" 2>&1; then
+                svc_tail_logs "$ARBOR_TEST_SERVICES_DIR/$s-initdb.log"
                 svc_die "initdb failed"
             fi
             cat >>"$d/data/postgresql.conf" <<EOF
@@ -297,7 +307,7 @@ svc_port() { cat "$(svc_state "$1")/port"; }
 svc_pid() {
     local d
     d="$(svc_state "$1")"
-    case "$1" in
+    case "$(svc_kind "$1")" in
         redis) [ -f "$d/redis.pid" ] && head -n 1 "$d/redis.pid" ;;
         postgres) [ -f "$d/data/postmaster.pid" ] && head -n 1 "$d/data/postmaster.pid" ;;
         neo4j) [ -f "$d/pid" ] && head -n 1 "$d/pid" ;;
@@ -310,9 +320,9 @@ svc_running() { svc_pid_alive "$(svc_pid "$1")"; }
 svc_logs() {
     local d
     d="$(svc_state "$1")"
-    case "$1" in
+    case "$(svc_kind "$1")" in
         redis) echo "$d/redis.log" ;;
-        postgres) printf '%s\n' "$ARBOR_TEST_SERVICES_DIR/postgres-pg_ctl.log" "$d/postgres.log" ;;
+        postgres) printf '%s\n' "$ARBOR_TEST_SERVICES_DIR/$1-pg_ctl.log" "$d/postgres.log" ;;
         neo4j) printf '%s\n' "$d/neo4j.log" "$d/home/logs/debug.log" ;;
     esac
 }
@@ -328,7 +338,7 @@ svc_start() {
         return 0
     fi
     svc_log "starting $s on 127.0.0.1:$port"
-    case "$s" in
+    case "$(svc_kind "$s")" in
         redis)
             rm -f "$d/redis.pid"
             redis-server --bind 127.0.0.1 --port "$port" --dir "$d/data" --save '' --appendonly no \
@@ -349,9 +359,9 @@ svc_start() {
             rm -f "$d/data/postmaster.pid" "$d/sock/.s.PGSQL.$port.lock"
             # -W: don't wait here, svc_wait does. pg_ctl puts the server in its own session.
             (cd / && svc_as_postgres "$pgbin/pg_ctl" -D "$d/data" -l "$d/postgres.log" -W -s start) \
-                </dev/null >>"$ARBOR_TEST_SERVICES_DIR/postgres-pg_ctl.log" 2>&1 ||
+                </dev/null >>"$ARBOR_TEST_SERVICES_DIR/$s-pg_ctl.log" 2>&1 ||
                 {
-                    svc_tail_logs "$ARBOR_TEST_SERVICES_DIR/postgres-pg_ctl.log" "$d/postgres.log"
+                    svc_tail_logs "$ARBOR_TEST_SERVICES_DIR/$s-pg_ctl.log" "$d/postgres.log"
                     svc_die "pg_ctl start failed"
                 }
             ;;
@@ -386,7 +396,7 @@ svc_ready() {
     local s="$1" d port
     d="$(svc_state "$s")"
     port="$(svc_port "$s")"
-    case "$s" in
+    case "$(svc_kind "$s")" in
         redis)
             [ "$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" = "PONG" ]
             ;;
@@ -446,7 +456,7 @@ svc_stop() {
         return 0
     fi
     svc_log "stopping $s (pid $pid)"
-    case "$s" in
+    case "$(svc_kind "$s")" in
         postgres)
             (cd / && svc_as_postgres "$(cat "$d/pgbin")/pg_ctl" -D "$d/data" -m fast -w -t 60 -s stop) \
                 </dev/null >/dev/null 2>&1 || true
@@ -470,15 +480,51 @@ svc_kill() {
         return 0
     fi
     pids="$pid"
-    if [ "$s" = postgres ]; then
+    if [ "$(svc_kind "$s")" = postgres ]; then
         pids="$pid $(ps -o pid= --ppid "$pid" | tr '\n' ' ')"
     fi
     svc_log "killing $s (kill -9 $pids)"
     # shellcheck disable=SC2086
     kill -9 $pids 2>/dev/null || true
     svc_wait_exit "$pid" 10 || svc_die "$s (pid $pid) survived kill -9"
-    if [ "$s" = postgres ]; then
+    if [ "$(svc_kind "$s")" = postgres ]; then
         local p
         for p in $pids; do svc_wait_exit "$p" 10 || true; done
     fi
+}
+
+# After the first start of instance $1: creates what the tests expect in it (postgres: the
+# database $ARBOR_POSTGRES_DB).
+svc_prepare() {
+    local s="$1" d
+    d="$(svc_state "$s")"
+    case "$(svc_kind "$s")" in
+        postgres)
+            "$(cat "$d/pgbin")/psql" -X -q -v ON_ERROR_STOP=1 \
+                -h 127.0.0.1 -p "$(svc_port "$s")" -U postgres -d postgres \
+                -c "CREATE DATABASE $ARBOR_POSTGRES_DB" >/dev/null ||
+                svc_die "could not create database $ARBOR_POSTGRES_DB in $s"
+            ;;
+    esac
+}
+
+# Prints the URL the tests connect to for instance $1 (Neo4j: user neo4j, password
+# $ARBOR_NEO4J_PASSWORD).
+svc_url() {
+    local port
+    port="$(svc_port "$1")"
+    case "$(svc_kind "$1")" in
+        redis) printf 'redis://127.0.0.1:%s/\n' "$port" ;;
+        postgres) printf 'postgres://postgres@127.0.0.1:%s/%s\n' "$port" "$ARBOR_POSTGRES_DB" ;;
+        neo4j) printf 'bolt://127.0.0.1:%s\n' "$port" ;;
+    esac
+}
+
+# The extra instances (KIND@NAME) set up in $ARBOR_TEST_SERVICES_DIR, one a line.
+svc_instances() {
+    local f
+    for f in "$ARBOR_TEST_SERVICES_DIR"/*@*/port; do
+        [ -f "$f" ] || continue
+        basename "$(dirname "$f")"
+    done
 }

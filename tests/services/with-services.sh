@@ -13,7 +13,8 @@
 #   ARBOR_TEST_NEO4J_USER       neo4j
 #   ARBOR_TEST_NEO4J_PASSWORD   arbor-test-password
 #   ARBOR_TEST_SERVICES_DIR     the temp state dir
-#   ARBOR_TEST_SERVICES_CTL     absolute path of ctl.sh (stop|start|kill|status SERVICE)
+#   ARBOR_TEST_SERVICES_CTL     absolute path of ctl.sh (stop|start|kill|status SERVICE, and
+#                               new|remove SERVICE@NAME: an extra instance for one test)
 #
 # then stops every service, removes the temp dir and exits with CMD's exit code.
 #
@@ -54,12 +55,6 @@ has() {
 
 started=()
 state_dir=""
-# Set only for the services started; declared here so that no path (an earlier version
-# reported "neo4j_port: unbound variable" when ARBOR_SERVICES left neo4j out) can expand
-# an unset one under `set -u`.
-redis_port=""
-pg_port=""
-neo4j_port=""
 # shellcheck disable=SC2317 # invoked by the trap below
 cleanup() {
     local rc=$? s
@@ -68,7 +63,9 @@ cleanup() {
     trap - EXIT
     trap '' INT TERM HUP
     if [ -n "$state_dir" ]; then
-        for s in "${started[@]}"; do
+        # Extra instances a test started (ctl.sh new) and did not remove, e.g. because
+        # its process died: they go too.
+        for s in "${started[@]}" $(svc_instances); do
             (svc_stop "$s")
         done
         if [ "${ARBOR_SERVICES_KEEP_DIR:-0}" = 1 ]; then
@@ -110,20 +107,17 @@ if [ "${#services[@]}" -gt 0 ]; then
     done
 
     if has redis; then
-        redis_port="$(svc_port redis)"
-        export ARBOR_TEST_REDIS_URL="redis://127.0.0.1:$redis_port/"
+        ARBOR_TEST_REDIS_URL="$(svc_url redis)"
+        export ARBOR_TEST_REDIS_URL
     fi
     if has postgres; then
-        pg_port="$(svc_port postgres)"
-        "$(cat "$state_dir/postgres/pgbin")/psql" -X -q -v ON_ERROR_STOP=1 \
-            -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres \
-            -c "CREATE DATABASE $ARBOR_POSTGRES_DB" >/dev/null ||
-            svc_die "could not create database $ARBOR_POSTGRES_DB"
-        export ARBOR_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$pg_port/$ARBOR_POSTGRES_DB"
+        svc_prepare postgres
+        ARBOR_TEST_POSTGRES_URL="$(svc_url postgres)"
+        export ARBOR_TEST_POSTGRES_URL
     fi
     if has neo4j; then
-        neo4j_port="$(svc_port neo4j)"
-        export ARBOR_TEST_NEO4J_URL="bolt://127.0.0.1:$neo4j_port"
+        ARBOR_TEST_NEO4J_URL="$(svc_url neo4j)"
+        export ARBOR_TEST_NEO4J_URL
         export ARBOR_TEST_NEO4J_USER="neo4j"
         export ARBOR_TEST_NEO4J_PASSWORD="$ARBOR_NEO4J_PASSWORD"
     fi

@@ -20,7 +20,8 @@
 //! Edges point parent → child, so the path from a node up to the root follows
 //! *incoming* `PARENT_OF` edges. The seeds' `(n)-[:PARENT_OF*]->(root)` walks outgoing
 //! edges, i.e. *down* into the subtree, and finds nothing useful. The correct query
-//! ([`PATH_TO_ROOT`], tested against the store's own `path`):
+//! (`sync/tests/neo4j.rs` runs both, and compares this one's answers with the store's
+//! own `path`):
 //!
 //! ```cypher
 //! MATCH path = (root:Node)-[:PARENT_OF*0..]->(n:Node {id: $nodeId})
@@ -30,12 +31,8 @@
 //!
 //! Errors: `Neo.ClientError.Statement.*` / `Neo.ClientError.Schema.*` (the data is
 //! refused: a type, an argument, a value too large to index) and values too large for
-//! Bolt are permanent; connection, security, transient and database errors are
-//! retriable.
-
-pub mod queries;
-
-use std::time::Duration;
+//! Bolt are permanent; security, transient and database errors are retriable; anything
+//! else (the connection) is lost: the driver runs `setup` again, on a new pool.
 
 use arbor_storage::EdgeKind;
 use neo4rs::{query, BoltList, BoltMap, BoltNull, BoltString, BoltType, ConfigBuilder, Graph};
@@ -47,10 +44,6 @@ use crate::sink::{CursorHome, Item, Sink};
 /// Sink name (cursor and dead-letter key).
 pub const NAME: &str = "neo4j";
 
-/// The correct path-to-root query (see the module docs); `$nodeId` is the node id.
-pub const PATH_TO_ROOT: &str = "MATCH path = (root:Node)-[:PARENT_OF*0..]->(n:Node {id: $nodeId}) \
-     WHERE NOT ()-[:PARENT_OF]->(root) RETURN path";
-
 /// Schema statements run at start.
 pub const SCHEMA: [&str; 4] = [
     "CREATE CONSTRAINT arbor_node_id IF NOT EXISTS FOR (n:Node) REQUIRE n.id IS UNIQUE",
@@ -59,8 +52,9 @@ pub const SCHEMA: [&str; 4] = [
     "CREATE INDEX arbor_node_agent IF NOT EXISTS FOR (n:Node) ON (n.agent_id)",
 ];
 
-/// Run after [`SCHEMA`]: returns once every index is online (at most 300 s).
-const AWAIT_INDEXES: &str = "CALL db.awaitIndexes(300)";
+/// Run after [`SCHEMA`]: returns once every index is online (at most 100 s, within the
+/// driver's write timeout; a setup that gives up is run again).
+const AWAIT_INDEXES: &str = "CALL db.awaitIndexes(100)";
 
 const MERGE_NODES: &str = "UNWIND $rows AS row \
      MERGE (n:Node {id: row.id}) \
@@ -122,7 +116,8 @@ pub async fn connect(cfg: &Neo4jConfig) -> Result<Graph, SinkError> {
         .map_err(|e| classify(&e).redacted(&redactor))
 }
 
-/// Permanent when Neo4j refuses the data, retriable otherwise.
+/// Permanent when Neo4j refuses the data, retriable when it answers with another
+/// error, lost when it does not answer.
 pub fn classify(e: &neo4rs::Error) -> SinkError {
     use neo4rs::Error as E;
     match e {
@@ -140,7 +135,7 @@ pub fn classify(e: &neo4rs::Error) -> SinkError {
         E::StringTooLong | E::MapTooBig | E::BytesTooBig | E::ListTooLong => {
             SinkError::permanent(format!("neo4j: value too large for bolt: {e}"))
         }
-        _ => SinkError::retriable(format!("neo4j unavailable: {e}")),
+        _ => SinkError::lost(format!("neo4j unavailable: {e}")),
     }
 }
 
@@ -177,8 +172,6 @@ pub struct Neo4jSink {
     graph: Option<Graph>,
     /// Masks the password.
     redactor: Redactor,
-    /// Longest a batch transaction may take before it counts as failed.
-    timeout: Duration,
 }
 
 impl Neo4jSink {
@@ -189,7 +182,6 @@ impl Neo4jSink {
             config,
             graph: None,
             redactor,
-            timeout: Duration::from_secs(120),
         }
     }
 
@@ -255,13 +247,23 @@ impl Neo4jSink {
         if statements.is_empty() {
             return Ok(());
         }
-        let fail = |e: neo4rs::Error| classify(&e);
-        let mut txn = graph.start_txn().await.map_err(fail)?;
-        for q in statements {
-            txn.run(q).await.map_err(fail)?;
-        }
-        txn.commit().await.map_err(fail)
+        in_txn(&graph, statements).await.map_err(|e| classify(&e))
     }
+}
+
+/// Runs `statements` in one explicit transaction. Never through `Graph::run`/`execute`:
+/// neo4rs 0.8 retries those for up to a minute when it cannot get a connection (it
+/// turns every pool error into a transient one), so a dead server would look like a
+/// slow one; here it fails at once, and the driver's own backoff and timeouts apply.
+async fn in_txn(
+    graph: &Graph,
+    statements: impl IntoIterator<Item = neo4rs::Query>,
+) -> Result<(), neo4rs::Error> {
+    let mut txn = graph.start_txn().await?;
+    for q in statements {
+        txn.run(q).await?;
+    }
+    txn.commit().await
 }
 
 impl Sink for Neo4jSink {
@@ -273,7 +275,9 @@ impl Sink for Neo4jSink {
         CursorHome::Arbor
     }
 
+    /// Connects on a new pool, then the schema.
     async fn setup(&mut self) -> Result<(), SinkError> {
+        self.graph = None;
         let graph = self.graph().await?;
         // The schema; then wait until its indexes are online (a MERGE on an index still
         // populating scans the label), and plan the batch statements once with no rows, so
@@ -291,8 +295,9 @@ impl Sink for Neo4jSink {
             .map(|s| query(s))
             .chain(std::iter::once(query(AWAIT_INDEXES)))
             .chain(warm.map(|q| query(&q).param("rows", list(Vec::new()))));
+        // One transaction each: a schema change cannot share one with anything else.
         for stmt in statements {
-            if let Err(e) = graph.run(stmt).await {
+            if let Err(e) = in_txn(&graph, [stmt]).await {
                 // Schema problems are never an event's fault: retry.
                 return Err(
                     SinkError::retriable(format!("neo4j schema: {e}")).redacted(&self.redactor)
@@ -302,14 +307,16 @@ impl Sink for Neo4jSink {
         Ok(())
     }
 
+    async fn probe(&mut self) -> Result<(), SinkError> {
+        let graph = self.graph().await?;
+        in_txn(&graph, [query("RETURN 1")])
+            .await
+            .map_err(|e| classify(&e).redacted(&self.redactor))
+    }
+
     async fn apply(&mut self, batch: &[Item]) -> Result<(), SinkError> {
-        let res = match tokio::time::timeout(self.timeout, self.write(batch)).await {
-            Ok(r) => r,
-            Err(_) => Err(SinkError::retriable(format!(
-                "neo4j: batch not committed within {:?}",
-                self.timeout
-            ))),
-        };
-        res.map_err(|e| e.redacted(&self.redactor))
+        self.write(batch)
+            .await
+            .map_err(|e| e.redacted(&self.redactor))
     }
 }

@@ -28,10 +28,11 @@
 //! event for this sink and is dead-lettered.
 //!
 //! Errors: SQLSTATE classes 22 (data exception), 23 (integrity) and 54 (limit exceeded)
-//! are permanent (the data is refused); everything else (connection, resources, missing
-//! schema, admin shutdown) is retriable.
-
-pub mod queries;
+//! are permanent (the data is refused). A lost connection, a server shutting down, and
+//! tables or a schema that are gone (`42P01`, `3F000`: someone dropped them while the
+//! sink ran) are *lost*: the driver runs `setup` again, which recreates them, and reloads
+//! the cursor (kept in those tables, so a dropped schema is replayed from 0). Everything
+//! else (resources, locks, serialization) is retriable.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -184,11 +185,12 @@ pub fn connect_options(url: &str, schema: &str) -> Result<PgConnectOptions, Sink
         .application_name("arbor-sync"))
 }
 
-/// A lazily connecting pool for `url` in `schema`.
+/// A lazily connecting pool for `url` in `schema`. sqlx keeps trying to connect until
+/// the acquire timeout, so a short one is what makes a dead server show within seconds.
 pub fn pool(url: &str, schema: &str, max_connections: u32) -> Result<PgPool, SinkError> {
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(2))
         .connect_lazy_with(connect_options(url, schema)?))
 }
 
@@ -231,19 +233,37 @@ pub async fn write_cursor(pool: &PgPool, sink: &str, seq: Seq) -> Result<(), Sin
     Ok(())
 }
 
-/// Permanent for data errors (SQLSTATE 22, 23, 54), retriable otherwise.
+/// SQLSTATEs saying that what `setup` created is gone: undefined table, invalid schema.
+const GONE: [&str; 2] = ["42P01", "3F000"];
+
+/// SQLSTATE of `e`, if the server answered with one.
+fn sqlstate(e: &sqlx::Error) -> Option<String> {
+    match e {
+        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+        _ => None,
+    }
+}
+
+/// Permanent for data errors (SQLSTATE 22, 23, 54); lost for a lost connection, a server
+/// shutting down (08, 57P) and dropped tables or schema; retriable otherwise.
 pub fn classify(e: &sqlx::Error) -> SinkError {
     match e {
-        sqlx::Error::Database(db) => {
-            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+        sqlx::Error::Database(_) => {
+            let code = sqlstate(e).unwrap_or_default();
             if code.starts_with("22") || code.starts_with("23") || code.starts_with("54") {
                 SinkError::permanent(format!("postgres refused the data ({code}): {e}"))
+            } else if GONE.contains(&code.as_str()) {
+                SinkError::lost(format!(
+                    "postgres: the replica's tables are gone ({code}): {e}"
+                ))
+            } else if code.starts_with("08") || code.starts_with("57P") {
+                SinkError::lost(format!("postgres ({code}): {e}"))
             } else {
                 SinkError::retriable(format!("postgres ({code}): {e}"))
             }
         }
         sqlx::Error::Encode(_) => SinkError::permanent(format!("postgres encode: {e}")),
-        _ => SinkError::retriable(format!("postgres unavailable: {e}")),
+        _ => SinkError::lost(format!("postgres unavailable: {e}")),
     }
 }
 
@@ -424,22 +444,42 @@ impl Sink for PostgresSink {
         CursorHome::Sink
     }
 
+    /// Creates the schema and applies the migrations; after a loss, this is what
+    /// recreates dropped tables.
     async fn setup(&mut self) -> Result<(), SinkError> {
+        self.present = None;
         migrate(&self.pool, &self.schema)
             .await
             .map_err(|e| e.redacted(&self.redactor))
     }
 
-    async fn load_cursor(&mut self) -> Result<Option<Seq>, SinkError> {
-        read_cursor(&self.pool, NAME)
+    async fn probe(&mut self) -> Result<(), SinkError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
             .await
-            .map_err(|e| e.redacted(&self.redactor))
+            .map(drop)
+            .map_err(|e| classify(&e).redacted(&self.redactor))
     }
 
-    /// A batch above everything present goes through the binary COPY path; any other
-    /// (a replay after `sync reset`, a retry) through the `ON CONFLICT DO NOTHING`
-    /// inserts. Should the COPY path be refused, the batch is written again the
-    /// conflict-tolerant way, whose answer is the one that counts.
+    /// None also when the cursor table does not exist (nothing was ever written).
+    async fn load_cursor(&mut self) -> Result<Option<Seq>, SinkError> {
+        let row: Result<Option<(i64,)>, sqlx::Error> =
+            sqlx::query_as("SELECT seq FROM arbor_sync_cursor WHERE sink = $1")
+                .bind(NAME)
+                .fetch_optional(&self.pool)
+                .await;
+        match row {
+            Ok(row) => Ok(row.map(|(s,)| u64::try_from(s).unwrap_or(0))),
+            Err(e) if sqlstate(&e).is_some_and(|c| GONE.contains(&c.as_str())) => Ok(None),
+            Err(e) => Err(classify(&e).redacted(&self.redactor)),
+        }
+    }
+
+    /// A batch above everything present goes through [`FRESH_BATCH`], one statement
+    /// without `ON CONFLICT`; any other (a replay after `sync reset`, a retry) through
+    /// the `ON CONFLICT DO NOTHING` inserts. Should the fresh statement be refused, the
+    /// batch is written again the conflict-tolerant way, whose answer is the one that
+    /// counts.
     async fn apply(&mut self, batch: &[Item]) -> Result<(), SinkError> {
         let fresh = match self.is_fresh(batch).await {
             Ok(f) => f,
@@ -455,9 +495,9 @@ impl Sink for PostgresSink {
         };
         if fresh {
             if let Err(e) = &res {
-                if !classify(e).is_retriable() {
+                if classify(e).is_permanent() {
                     tracing::warn!(sink = NAME, error = %classify(e).redacted(&self.redactor),
-                        "COPY refused a batch; writing it again with ON CONFLICT");
+                        "the fresh-batch statement was refused; writing the batch again with ON CONFLICT");
                     res = self.write(batch).await;
                 }
             }
@@ -476,7 +516,7 @@ impl Sink for PostgresSink {
         }
     }
 
-    async fn skip(&mut self, seq: Seq) -> Result<(), SinkError> {
+    async fn store_cursor(&mut self, seq: Seq) -> Result<(), SinkError> {
         self.present = None;
         write_cursor(&self.pool, NAME, seq)
             .await

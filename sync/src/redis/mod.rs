@@ -207,7 +207,7 @@ impl RedisSink {
             return Ok(c.clone());
         }
         let cfg = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(30)));
         let c = self
             .client
@@ -220,7 +220,7 @@ impl RedisSink {
 
     fn fail(&mut self, e: &RedisError) -> SinkError {
         let err = classify(e).redacted(&self.redactor);
-        if err.is_retriable() {
+        if !err.is_permanent() {
             self.conn = None;
         }
         self.hwm = None;
@@ -330,10 +330,11 @@ impl RedisSink {
     }
 }
 
-/// Retriable unless Redis refused the data itself.
+/// Lost when the connection is, permanent when Redis refused the data itself,
+/// retriable otherwise.
 fn classify(e: &RedisError) -> SinkError {
     if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
-        return SinkError::retriable(format!("redis unavailable: {e}"));
+        return SinkError::lost(format!("redis unavailable: {e}"));
     }
     match e.code() {
         // Something else owns the key, or the value is refused: this event cannot go in.
@@ -354,7 +355,14 @@ impl Sink for RedisSink {
         CursorHome::Arbor
     }
 
+    /// Connects (again) and pings.
     async fn setup(&mut self) -> Result<(), SinkError> {
+        self.conn = None;
+        self.hwm = None;
+        self.probe().await
+    }
+
+    async fn probe(&mut self) -> Result<(), SinkError> {
         let mut conn = self.connection().await?;
         match redis::cmd("PING").query_async::<String>(&mut conn).await {
             Ok(_) => Ok(()),

@@ -1,17 +1,23 @@
 //! Shared helpers of the sync integration tests: real services from the environment
-//! (`tests/services/with-services.sh` sets them; a missing one fails loudly), stores in
-//! temp dirs, workflow builders, waiting on conditions with deadlines, and comparisons
-//! of a replica's answers with the store's own.
+//! (`tests/services/with-services.sh` sets them; a missing one fails loudly), servers of
+//! a test's own for the tests that kill theirs ([`Instance`]), stores in temp dirs,
+//! workflow builders, waiting on conditions with deadlines, the scenarios every sink
+//! runs (outage, replay from 0), and comparisons of a replica's answers with the store's
+//! own ([`Replica`], answered by [`pg_queries`] and [`neo4j_queries`]).
 #![allow(dead_code)]
 
+pub mod neo4j_queries;
+pub mod pg_queries;
+
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use arbor_storage::{
-    Durability, Edge, EdgeKind, Intent, Meta, NewNode, NewWorkflow, Outcome, Role, Store,
+    Durability, Edge, EdgeKind, Intent, Meta, NewNode, NewWorkflow, Node, Outcome, Role, Store,
     StoreOptions, WorkflowStatus,
 };
-use arbor_sync::{Backoff, Neo4jConfig, SyncConfig, SyncSet};
+use arbor_sync::{Backoff, Neo4jConfig, SinkState, SinkStatus, SyncConfig, SyncSet};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Map, Value};
@@ -45,19 +51,100 @@ pub fn neo4j() -> Neo4jConfig {
     }
 }
 
-/// Runs the services control script (`kill|stop|start SERVICE`).
-pub fn services_ctl(action: &str, service: &str) {
-    let ctl = env("ARBOR_TEST_SERVICES_CTL");
-    let status = std::process::Command::new("bash")
-        .arg(&ctl)
+/// Runs the services control script: `ctl.sh ACTION SERVICE`; its stdout.
+fn ctl(action: &str, service: &str) -> Result<String, String> {
+    let script = PathBuf::from(env("ARBOR_TEST_SERVICES_CTL"));
+    let out = std::process::Command::new("bash")
+        .arg(&script)
         .arg(action)
         .arg(service)
-        .status()
-        .expect("run services ctl");
-    assert!(
-        status.success(),
-        "{ctl} {action} {service} failed: {status}"
-    );
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("run {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} {action} {service} failed: {}",
+            script.display(),
+            out.status
+        ));
+    }
+    String::from_utf8(out.stdout).map_err(|e| e.to_string())
+}
+
+/// A server of one test's own (`ctl.sh new KIND@NAME`), for a test that kills it: the
+/// shared servers stay up for the tests running beside it. Removed when dropped,
+/// whatever happened.
+pub struct Instance {
+    /// `KIND@NAME`.
+    name: String,
+    /// Its URL (Neo4j: the user and password are the shared server's).
+    pub url: String,
+}
+
+impl Instance {
+    /// Starts a server of `kind` (`redis`, `postgres`, `neo4j`) and waits until it answers.
+    pub async fn start(kind: &str) -> Instance {
+        let name = format!("{kind}@{}", &Uuid::new_v4().simple().to_string()[..8]);
+        let started = {
+            let name = name.clone();
+            tokio::task::spawn_blocking(move || ctl("new", &name))
+                .await
+                .expect("ctl task")
+        };
+        let url = started.unwrap_or_else(|e| panic!("{e}")).trim().to_owned();
+        assert!(!url.is_empty(), "ctl.sh new {name} printed no URL");
+        Instance { name, url }
+    }
+
+    /// The Neo4j settings of this instance.
+    pub fn neo4j(&self) -> Neo4jConfig {
+        Neo4jConfig {
+            url: self.url.clone(),
+            ..neo4j()
+        }
+    }
+
+    /// `kill -9` of the server. It comes back when [`Down::restart`] is called or the
+    /// returned guard is dropped (a failed assertion included).
+    pub fn kill(&self) -> Down<'_> {
+        ctl("kill", &self.name).unwrap_or_else(|e| panic!("{e}"));
+        Down {
+            instance: self,
+            up: false,
+        }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Err(e) = ctl("remove", &self.name) {
+            eprintln!("could not remove {}: {e}", self.name);
+        }
+    }
+}
+
+/// A killed [`Instance`]; restarts it when dropped.
+pub struct Down<'a> {
+    instance: &'a Instance,
+    up: bool,
+}
+
+impl Down<'_> {
+    /// Starts the server again (same port, same data) and waits until it answers.
+    pub fn restart(mut self) {
+        self.up = true;
+        ctl("start", &self.instance.name).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        if !self.up {
+            if let Err(e) = ctl("start", &self.instance.name) {
+                eprintln!("could not restart {}: {e}", self.instance.name);
+            }
+        }
+    }
 }
 
 /// A fresh PostgreSQL schema name for one test.
@@ -65,7 +152,7 @@ pub fn schema() -> String {
     format!("t_{}", Uuid::new_v4().simple())
 }
 
-/// Sync settings for tests: quick backoff, small grace.
+/// Sync settings for tests: quick backoff, small grace (the default probe interval).
 pub fn config() -> SyncConfig {
     SyncConfig {
         batch_size: 1000,
@@ -77,6 +164,9 @@ pub fn config() -> SyncConfig {
         ..SyncConfig::default()
     }
 }
+
+/// How long a sink may take to show a killed server as degraded.
+pub const DEGRADED_WITHIN: Duration = Duration::from_secs(5);
 
 /// A store in a temp dir (no fsync: tests are throwaway).
 pub fn store() -> (TempDir, Store) {
@@ -444,40 +534,95 @@ pub async fn synthetic(store: &Store, events: usize, seed: u64) -> Uuid {
     wf
 }
 
+/// A decision point as ids: the decision, its options in seq order, the chosen one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub decision: Uuid,
+    pub options: Vec<Uuid>,
+    pub chosen: Option<Uuid>,
+}
+
+/// A branch as ids: its fork node and its nodes in seq order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Branch {
+    pub fork: Option<Uuid>,
+    pub nodes: Vec<Uuid>,
+}
+
+/// A replica that can answer the seeds' queries. Paths are whole nodes (every field of
+/// every node is compared); the rest are ids in order, so that these tests do not depend
+/// on the store's result types beyond the few field names read below.
+pub trait Replica {
+    fn path(&self, id: Uuid) -> impl Future<Output = Vec<Node>>;
+    fn decisions(&self, wf: Uuid) -> impl Future<Output = Vec<Decision>>;
+    fn branch(&self, wf: Uuid, b: Uuid) -> impl Future<Output = Option<Branch>>;
+    fn monitors(&self, wf: Uuid, cross: bool) -> impl Future<Output = Vec<(Uuid, Uuid)>>;
+}
+
+/// The store's answers, in the shapes of [`Replica`].
+mod want {
+    use super::*;
+
+    pub fn path(store: &Store, id: Uuid) -> Vec<Node> {
+        let path = store.path(&id).expect("store path").expect("node");
+        path.iter().map(|n| Node::clone(n)).collect()
+    }
+
+    pub fn decisions(store: &Store, wf: Uuid) -> Vec<Decision> {
+        let all = store.decisions(&wf).expect("decisions").expect("wf");
+        all.iter()
+            .map(|d| Decision {
+                decision: d.decision.id,
+                options: d.options.iter().map(|o| o.id).collect(),
+                chosen: d.chosen.as_ref().map(|c| c.id),
+            })
+            .collect()
+    }
+
+    pub fn branch(store: &Store, wf: Uuid, b: Uuid) -> Option<Branch> {
+        let branch = store.branch(&wf, &b).expect("branch")?;
+        Some(Branch {
+            fork: branch.fork_node_id,
+            nodes: branch.nodes.iter().map(|n| n.id).collect(),
+        })
+    }
+
+    pub fn monitors(store: &Store, wf: Uuid, cross: bool) -> Vec<(Uuid, Uuid)> {
+        let all = store.monitors(&wf, cross).expect("monitors").expect("wf");
+        all.iter().map(|m| (m.monitor.id, m.target.id)).collect()
+    }
+}
+
 /// Asserts that `replica` answers the seeds' queries about `wf` exactly like the store:
 /// path to root (for a sample of nodes), decision points, branch summaries (a sample),
 /// monitors (all and cross-branch).
 pub async fn assert_same_answers<R: Replica>(store: &Store, replica: &R, wf: Uuid, sample: usize) {
     for id in sample_nodes(store, wf, sample) {
-        let want: Vec<_> = store
-            .path(&id)
-            .expect("store path")
-            .expect("node")
-            .into_iter()
-            .map(std::sync::Arc::unwrap_or_clone)
-            .collect();
-        same(&format!("path of {id}"), &replica.path(id).await, &want);
+        same(
+            &format!("path of {id}"),
+            &replica.path(id).await,
+            &want::path(store, id),
+        );
     }
-    let want = store.decisions(&wf).expect("decisions").expect("wf");
-    assert!(!want.is_empty(), "the workflow has decisions");
-    same("decisions", &replica.decisions(wf).await, &want);
+    let decisions = want::decisions(store, wf);
+    assert!(!decisions.is_empty(), "the workflow has decisions");
+    same("decisions", &replica.decisions(wf).await, &decisions);
     let branches = store.branches(&wf).expect("wf");
     assert!(branches.len() > 1, "the workflow has forks");
     let step = (branches.len() / sample.max(1)).max(1);
     for b in branches.iter().step_by(step) {
-        let want = store.branch(&wf, &b.branch_id).expect("branch");
-        let got = replica.branch(wf, b.branch_id).await;
+        let (got, want) = (
+            replica.branch(wf, b.branch_id).await,
+            want::branch(store, wf, b.branch_id),
+        );
         let (Some(got), Some(want)) = (got, want) else {
             panic!("branch {} missing", b.branch_id)
         };
-        assert_eq!(
-            (got.branch_id, got.fork_node_id),
-            (want.branch_id, want.fork_node_id)
-        );
+        assert_eq!(got.fork, want.fork, "fork of branch {}", b.branch_id);
         same(&format!("branch {}", b.branch_id), &got.nodes, &want.nodes);
     }
     for cross in [false, true] {
-        let want = store.monitors(&wf, cross).expect("monitors").expect("wf");
+        let want = want::monitors(store, wf, cross);
         assert!(
             !want.is_empty(),
             "the workflow has monitors (cross_branch={cross})"
@@ -501,13 +646,157 @@ pub fn same<T: PartialEq + std::fmt::Debug>(what: &str, got: &[T], want: &[T]) {
     assert_eq!(got.len(), want.len(), "{what}: lengths differ");
 }
 
-/// A replica that can answer the seeds' queries.
-pub trait Replica {
-    fn path(&self, id: Uuid) -> impl Future<Output = Vec<arbor_storage::Node>>;
-    fn decisions(&self, wf: Uuid) -> impl Future<Output = Vec<arbor_storage::Decision>>;
-    fn branch(&self, wf: Uuid, b: Uuid)
-        -> impl Future<Output = Option<arbor_storage::BranchNodes>>;
-    fn monitors(&self, wf: Uuid, cross: bool) -> impl Future<Output = Vec<arbor_storage::Monitor>>;
+/// Asserts that `arbor verify --sinks` finds no difference between the log and the sinks
+/// of `cfg`.
+pub async fn assert_in_sync(store: &Store, cfg: &SyncConfig) {
+    let diffs = arbor_sync::verify_sinks(store, cfg).await.expect("verify");
+    assert_eq!(diffs, vec![], "verify --sinks");
+}
+
+/// The status of the only sink of `set`.
+pub fn only(set: &SyncSet) -> SinkStatus {
+    let mut all = set.status();
+    assert_eq!(all.len(), 1, "{all:?}");
+    all.remove(0)
+}
+
+/// Waits until the only sink of `set` shows as degraded, failing past [`DEGRADED_WITHIN`];
+/// returns how long it took.
+pub async fn degraded_within(set: &SyncSet) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        let st = only(set);
+        if st.state == SinkState::Degraded && st.last_error.is_some() {
+            return t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < DEGRADED_WITHIN,
+            "not degraded within {DEGRADED_WITHIN:?}: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Kills `instance` while the only sink of `cfg` is idle and caught up, and asserts that
+/// it shows as degraded within [`DEGRADED_WITHIN`] (printing how long it took), then ok
+/// again once the server is back.
+pub async fn a_killed_server_shows_as_degraded(instance: &Instance, cfg: SyncConfig) {
+    let (_dir, store) = store();
+    let set = arbor_sync::start(store.clone(), cfg).expect("start");
+    let (wf, root) = create(&store, "idle", json!({})).await;
+    node(&store, wf, spec(root, "message", "m")).await;
+    caught_up(&set, &store, 120).await;
+    assert_eq!(only(&set).state, SinkState::Ok);
+    let down = instance.kill();
+    let took = degraded_within(&set).await;
+    eprintln!("{}: degraded {took:?} after the kill", only(&set).name);
+    down.restart();
+    node(&store, wf, spec(root, "message", "after")).await;
+    caught_up(&set, &store, 120).await;
+    wait_until(60, "ok again", || {
+        let ok = only(&set).state == SinkState::Ok;
+        async move { ok }
+    })
+    .await;
+    set.shutdown().await;
+}
+
+/// A store holding a realistic workflow, replicated (caught up) by a running set of
+/// `cfg`'s sinks.
+pub async fn replicated(cfg: &SyncConfig) -> (TempDir, Store, SyncSet, Uuid) {
+    let (dir, store) = store();
+    let set = arbor_sync::start(store.clone(), cfg.clone()).expect("start");
+    let wf = realistic(&store).await;
+    caught_up(&set, &store, 120).await;
+    (dir, store, set, wf)
+}
+
+/// What [`outage`] leaves: the store (reopened), its running sink, the workflow written
+/// before the outage and the one written during it.
+pub struct AfterOutage {
+    pub dir: TempDir,
+    pub store: Store,
+    pub set: SyncSet,
+    pub before: Uuid,
+    pub during: Uuid,
+}
+
+/// The outage every sink goes through: a realistic workflow replicated; then the server
+/// is killed while appends go on (they never fail); the sink shows as degraded
+/// (`check_down` looks at its status then); arbor itself restarts during the outage and
+/// appends more; the restarted worker sees the outage too; the server comes back and the
+/// sink catches up.
+pub async fn outage(
+    instance: &Instance,
+    cfg: &SyncConfig,
+    check_down: impl FnOnce(&SinkStatus),
+) -> AfterOutage {
+    let (dir, store, set, before) = replicated(cfg).await;
+    // Appends keep going while the server is killed.
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let (wf, root) = create(&store, "during outage", json!({})).await;
+            let mut parent = root;
+            for i in 0..300 {
+                parent = node(&store, wf, spec(parent, "message", &format!("m{i}"))).await;
+            }
+            (wf, parent)
+        })
+    };
+    let down = instance.kill();
+    let (during, mut parent) = writer
+        .await
+        .expect("appends never fail while a sink is down");
+    degraded_within(&set).await;
+    check_down(&only(&set));
+    // arbor itself restarts during the outage.
+    set.shutdown().await;
+    store.close().await;
+    drop(store);
+    let store = open(&dir);
+    let set = arbor_sync::start(store.clone(), cfg.clone()).expect("start during outage");
+    for i in 0..50 {
+        parent = node(
+            &store,
+            during,
+            spec(parent, "message", &format!("late {i}")),
+        )
+        .await;
+    }
+    // The new worker sees the outage too before the server comes back.
+    degraded_within(&set).await;
+    assert!(only(&set).retries > 0);
+    down.restart();
+    caught_up(&set, &store, 180).await;
+    AfterOutage {
+        dir,
+        store,
+        set,
+        before,
+        during,
+    }
+}
+
+/// Replicates, stops, resets the only sink of `cfg` to 0 and starts again: the sink gets
+/// every event a second time. Returns the running set, caught up, and the status
+/// `arbor sync status` showed right after the reset.
+pub async fn replay_from_zero(store: &Store, cfg: &SyncConfig) -> (SyncSet, SinkStatus) {
+    let set = arbor_sync::start(store.clone(), cfg.clone()).expect("start");
+    caught_up(&set, store, 60).await;
+    let name = only(&set).name;
+    set.shutdown().await;
+    arbor_sync::reset(store, cfg, &name, 0)
+        .await
+        .expect("reset");
+    let after_reset = arbor_sync::status(store, cfg).await.remove(0);
+    assert_eq!(
+        (after_reset.cursor, after_reset.lag_events),
+        (0, store.head())
+    );
+    let set = arbor_sync::start(store.clone(), cfg.clone()).expect("start again");
+    caught_up(&set, store, 60).await;
+    (set, after_reset)
 }
 
 /// Node ids to check paths for: every node of a small workflow, a spread of a big one.

@@ -1,7 +1,7 @@
-//! The seeds' queries against the Neo4j replica, corrected, returning what the arbor
-//! store's own queries return (same types, same order):
+//! The seeds' queries against the Neo4j replica, corrected, answered in the shapes of
+//! [`super::Replica`] so that tests compare them with the store's own answers:
 //!
-//! - path to root: [`super::PATH_TO_ROOT`] (incoming `PARENT_OF`), root first;
+//! - path to root: [`PATH_TO_ROOT`] (incoming `PARENT_OF`), root first (whole nodes);
 //! - decision points: decisions by seq, OPTION_OF targets by seq, CHOSEN_OPTION;
 //! - branch summary: `MATCH (n:WorkflowNode {workflow_id, branch_id}) … ORDER BY n.seq`
 //!   (the seeds order by timestamp, which can tie; seq cannot), fork = first's parent;
@@ -9,13 +9,18 @@
 //!   by `r.seq`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use arbor_storage::{BranchNodes, Decision, Monitor, Node, Timestamp};
+use arbor_storage::{Node, Timestamp};
 use neo4rs::{query, Graph, Query, Row};
 use uuid::Uuid;
 
-use super::PATH_TO_ROOT;
+use super::{Branch, Decision, Replica};
+
+/// The correct path-to-root query (see the `arbor_sync::neo4j` module docs): edges point
+/// parent → child, so the path from a node up to the root follows *incoming*
+/// `PARENT_OF` edges. `$nodeId` is the node id; `nodes(path)` runs root … n.
+pub const PATH_TO_ROOT: &str = "MATCH path = (root:Node)-[:PARENT_OF*0..]->(n:Node {id: $nodeId}) \
+     WHERE NOT ()-[:PARENT_OF]->(root) RETURN path";
 
 /// Projection of node `n` in the column names [`node_of`] reads.
 pub const NODE_RETURN: &str =
@@ -106,13 +111,6 @@ pub async fn nodes_by_id(graph: &Graph, ids: &[Uuid]) -> Result<HashMap<Uuid, No
     Ok(ns.into_iter().map(|n| (n.id, n)).collect())
 }
 
-fn take(all: &HashMap<Uuid, Node>, id: &Uuid) -> Result<Arc<Node>, ReadError> {
-    all.get(id)
-        .cloned()
-        .map(Arc::new)
-        .ok_or_else(|| ReadError::Decode(format!("node {id} missing or a placeholder")))
-}
-
 /// Decision points of `wf`.
 pub async fn decisions(graph: &Graph, wf: Uuid) -> Result<Vec<Decision>, ReadError> {
     let q = query(
@@ -124,69 +122,46 @@ pub async fn decisions(graph: &Graph, wf: Uuid) -> Result<Vec<Decision>, ReadErr
          RETURN d.id AS decision, options, c.id AS chosen ORDER BY d.seq",
     )
     .param("wf", wf.to_string());
-    let found = rows(graph, q, |r| {
+    rows(graph, q, |r| {
         let d: String = de(r.get("decision"), "decision")?;
         let o: Vec<String> = de(r.get("options"), "options")?;
         let c: Option<String> = de(r.get("chosen"), "chosen")?;
-        Ok((
-            uuid(&d)?,
-            o.iter().map(|s| uuid(s)).collect::<Result<Vec<_>, _>>()?,
-            c.as_deref().map(uuid).transpose()?,
-        ))
-    })
-    .await?;
-    let mut ids = Vec::new();
-    for (d, o, c) in &found {
-        ids.push(*d);
-        ids.extend(o);
-        ids.extend(c);
-    }
-    let all = nodes_by_id(graph, &ids).await?;
-    found
-        .iter()
-        .map(|(d, o, c)| {
-            Ok(Decision {
-                decision: take(&all, d)?,
-                options: o.iter().map(|i| take(&all, i)).collect::<Result<_, _>>()?,
-                chosen: c.as_ref().map(|i| take(&all, i)).transpose()?,
-            })
+        Ok(Decision {
+            decision: uuid(&d)?,
+            options: o.iter().map(|s| uuid(s)).collect::<Result<Vec<_>, _>>()?,
+            chosen: c.as_deref().map(uuid).transpose()?,
         })
-        .collect()
+    })
+    .await
 }
 
 /// Branch `branch_id` of `wf`.
-pub async fn branch(
-    graph: &Graph,
-    wf: Uuid,
-    branch_id: Uuid,
-) -> Result<Option<BranchNodes>, ReadError> {
-    let q = format!(
-        "MATCH (n:WorkflowNode {{workflow_id: $wf, branch_id: $b}}) RETURN {NODE_RETURN} ORDER BY n.seq"
-    );
-    let ns = rows(
-        graph,
-        query(&q)
-            .param("wf", wf.to_string())
-            .param("b", branch_id.to_string()),
-        node_of,
+pub async fn branch(graph: &Graph, wf: Uuid, branch_id: Uuid) -> Result<Option<Branch>, ReadError> {
+    let q = query(
+        "MATCH (n:WorkflowNode {workflow_id: $wf, branch_id: $b}) \
+         RETURN n.id AS id, n.parent_id AS parent ORDER BY n.seq",
     )
+    .param("wf", wf.to_string())
+    .param("b", branch_id.to_string());
+    let ns = rows(graph, q, |r| {
+        let id: String = de(r.get("id"), "id")?;
+        let parent: Option<String> = de(r.get("parent"), "parent")?;
+        Ok((uuid(&id)?, parent.as_deref().map(uuid).transpose()?))
+    })
     .await?;
-    let Some(first) = ns.first() else {
-        return Ok(None);
-    };
-    Ok(Some(BranchNodes {
-        branch_id,
-        fork_node_id: first.parent_id,
-        nodes: ns.into_iter().map(Arc::new).collect(),
+    Ok(ns.first().map(|(_, fork)| Branch {
+        fork: *fork,
+        nodes: ns.iter().map(|(id, _)| *id).collect(),
     }))
 }
 
-/// MONITORS edges of `wf` by seq; with `cross_branch` only those across branches.
+/// MONITORS edges of `wf` by seq as (monitor, target); with `cross_branch` only those
+/// across branches.
 pub async fn monitors(
     graph: &Graph,
     wf: Uuid,
     cross_branch: bool,
-) -> Result<Vec<Monitor>, ReadError> {
+) -> Result<Vec<(Uuid, Uuid)>, ReadError> {
     let q = query(
         "MATCH (m:WorkflowNode {workflow_id: $wf})-[r:MONITORS]->(t:WorkflowNode) \
          WHERE NOT $cross OR m.branch_id <> t.branch_id \
@@ -194,21 +169,37 @@ pub async fn monitors(
     )
     .param("wf", wf.to_string())
     .param("cross", cross_branch);
-    let pairs = rows(graph, q, |r| {
+    rows(graph, q, |r| {
         let m: String = de(r.get("monitor"), "monitor")?;
         let t: String = de(r.get("target"), "target")?;
         Ok((uuid(&m)?, uuid(&t)?))
     })
-    .await?;
-    let ids: Vec<Uuid> = pairs.iter().flat_map(|(m, t)| [*m, *t]).collect();
-    let all = nodes_by_id(graph, &ids).await?;
-    pairs
-        .iter()
-        .map(|(m, t)| {
-            Ok(Monitor {
-                monitor: take(&all, m)?,
-                target: take(&all, t)?,
-            })
-        })
-        .collect()
+    .await
+}
+
+/// The single integer column `c` of `q` with `$wf` bound (0 without a row).
+pub async fn count(graph: &Graph, q: &str, wf: Uuid) -> i64 {
+    let q = query(q).param("wf", wf.to_string());
+    let found = rows(graph, q, |r| de(r.get::<i64>("c"), "c"))
+        .await
+        .expect("count");
+    found.first().copied().unwrap_or(0)
+}
+
+/// The Neo4j replica, for [`super::assert_same_answers`].
+pub struct NeoReplica(pub Graph);
+
+impl Replica for NeoReplica {
+    async fn path(&self, id: Uuid) -> Vec<Node> {
+        path(&self.0, id).await.expect("neo4j path")
+    }
+    async fn decisions(&self, wf: Uuid) -> Vec<Decision> {
+        decisions(&self.0, wf).await.expect("neo4j decisions")
+    }
+    async fn branch(&self, wf: Uuid, b: Uuid) -> Option<Branch> {
+        branch(&self.0, wf, b).await.expect("neo4j branch")
+    }
+    async fn monitors(&self, wf: Uuid, cross: bool) -> Vec<(Uuid, Uuid)> {
+        monitors(&self.0, wf, cross).await.expect("neo4j monitors")
+    }
 }

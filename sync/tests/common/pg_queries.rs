@@ -1,17 +1,17 @@
-//! The seeds' queries against the PostgreSQL replica. Each returns what the arbor store's
-//! own query returns (same types, same order), so tests can compare them with `==`:
+//! The seeds' queries against the PostgreSQL replica, answered in the shapes of
+//! [`super::Replica`] so that tests compare them with the store's own answers:
 //!
-//! - path to root: a recursive CTE following `parent_id` upwards, root first;
+//! - path to root: a recursive CTE following `parent_id` upwards, root first (whole nodes);
 //! - decision points: decisions by seq, their OPTION_OF targets by seq, the CHOSEN_OPTION;
 //! - branch summary: the nodes with that `branch_id` by seq, fork = parent of the first;
 //! - monitors: MONITORS edges by seq, optionally only across branches.
 
-use std::sync::Arc;
-
-use arbor_storage::{BranchNodes, Decision, Monitor, Node, Timestamp};
+use arbor_storage::{Node, Timestamp};
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::Row;
 use uuid::Uuid;
+
+use super::{Branch, Decision, Replica};
 
 /// The columns of a node, with table alias `$p`, in the order [`node_at`] decodes.
 macro_rules! node_cols {
@@ -48,9 +48,6 @@ macro_rules! node_cols {
         )
     };
 }
-
-/// Number of columns of [`node_cols`].
-const NODE_COLS: usize = 14;
 
 fn bad(what: &str, e: impl std::fmt::Display) -> sqlx::Error {
     sqlx::Error::Decode(format!("{what}: {e}").into())
@@ -118,35 +115,35 @@ pub async fn node(pool: &PgPool, id: Uuid) -> Result<Option<Node>, sqlx::Error> 
     row.map(|r| node_at(&r, 0)).transpose()
 }
 
+/// Ids of `kind` edges' targets from `from`, by the target's seq.
+async fn targets(pool: &PgPool, from: Uuid, kind: &str) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT n.id FROM arbor_edges e JOIN arbor_nodes n ON n.id = e.to_id \
+         WHERE e.from_id = $1 AND e.type = $2 ORDER BY n.seq",
+    )
+    .bind(from)
+    .bind(kind)
+    .fetch_all(pool)
+    .await
+}
+
 /// Decision points of `wf` with their options and chosen option.
 pub async fn decisions(pool: &PgPool, wf: Uuid) -> Result<Vec<Decision>, sqlx::Error> {
-    let ds = sqlx::query(concat!(
-        "SELECT ",
-        node_cols!("n"),
-        " FROM arbor_nodes n WHERE n.workflow_id = $1 AND n.type = 'decision' ORDER BY n.seq"
-    ))
+    let ds: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM arbor_nodes WHERE workflow_id = $1 AND type = 'decision' ORDER BY seq",
+    )
     .bind(wf)
     .fetch_all(pool)
     .await?;
     let mut out = Vec::with_capacity(ds.len());
-    for d in nodes(&ds)? {
-        let targets = |kind: &'static str| {
-            sqlx::query(concat!(
-                "SELECT ",
-                node_cols!("n"),
-                " FROM arbor_edges e JOIN arbor_nodes n ON n.id = e.to_id \
-                 WHERE e.from_id = $1 AND e.type = $2 ORDER BY n.seq"
-            ))
-            .bind(d.id)
-            .bind(kind)
-            .fetch_all(pool)
-        };
-        let options = nodes(&targets("OPTION_OF").await?)?;
-        let chosen = nodes(&targets("CHOSEN_OPTION").await?)?.into_iter().next();
+    for decision in ds {
         out.push(Decision {
-            decision: Arc::new(d),
-            options: options.into_iter().map(Arc::new).collect(),
-            chosen: chosen.map(Arc::new),
+            decision,
+            options: targets(pool, decision, "OPTION_OF").await?,
+            chosen: targets(pool, decision, "CHOSEN_OPTION")
+                .await?
+                .first()
+                .copied(),
         });
     }
     Ok(out)
@@ -157,52 +154,53 @@ pub async fn branch(
     pool: &PgPool,
     wf: Uuid,
     branch_id: Uuid,
-) -> Result<Option<BranchNodes>, sqlx::Error> {
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        node_cols!("n"),
-        " FROM arbor_nodes n WHERE n.workflow_id = $1 AND n.branch_id = $2 ORDER BY n.seq"
-    ))
+) -> Result<Option<Branch>, sqlx::Error> {
+    let rows: Vec<(Uuid, Option<Uuid>)> = sqlx::query_as(
+        "SELECT id, parent_id FROM arbor_nodes WHERE workflow_id = $1 AND branch_id = $2 ORDER BY seq",
+    )
     .bind(wf)
     .bind(branch_id)
     .fetch_all(pool)
     .await?;
-    let ns = nodes(&rows)?;
-    let Some(first) = ns.first() else {
-        return Ok(None);
-    };
-    Ok(Some(BranchNodes {
-        branch_id,
-        fork_node_id: first.parent_id,
-        nodes: ns.into_iter().map(Arc::new).collect(),
+    Ok(rows.first().map(|(_, fork)| Branch {
+        fork: *fork,
+        nodes: rows.iter().map(|(id, _)| *id).collect(),
     }))
 }
 
-/// MONITORS edges of `wf` by seq; with `cross_branch` only those across branches.
+/// MONITORS edges of `wf` by seq as (monitor, target); with `cross_branch` only those
+/// across branches.
 pub async fn monitors(
     pool: &PgPool,
     wf: Uuid,
     cross_branch: bool,
-) -> Result<Vec<Monitor>, sqlx::Error> {
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        node_cols!("m"),
-        ", ",
-        node_cols!("t"),
-        " FROM arbor_edges e JOIN arbor_nodes m ON m.id = e.from_id JOIN arbor_nodes t ON t.id = e.to_id \
+) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT m.id, t.id FROM arbor_edges e \
+         JOIN arbor_nodes m ON m.id = e.from_id JOIN arbor_nodes t ON t.id = e.to_id \
          WHERE e.workflow_id = $1 AND e.type = 'MONITORS' AND (NOT $2 OR m.branch_id <> t.branch_id) \
-         ORDER BY e.seq"
-    ))
+         ORDER BY e.seq",
+    )
     .bind(wf)
     .bind(cross_branch)
     .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(Monitor {
-                monitor: Arc::new(node_at(r, 0)?),
-                target: Arc::new(node_at(r, NODE_COLS)?),
-            })
-        })
-        .collect()
+    .await
+}
+
+/// The PostgreSQL replica, for [`super::assert_same_answers`].
+pub struct PgReplica(pub PgPool);
+
+impl Replica for PgReplica {
+    async fn path(&self, id: Uuid) -> Vec<Node> {
+        path(&self.0, id).await.expect("pg path")
+    }
+    async fn decisions(&self, wf: Uuid) -> Vec<Decision> {
+        decisions(&self.0, wf).await.expect("pg decisions")
+    }
+    async fn branch(&self, wf: Uuid, b: Uuid) -> Option<Branch> {
+        branch(&self.0, wf, b).await.expect("pg branch")
+    }
+    async fn monitors(&self, wf: Uuid, cross: bool) -> Vec<(Uuid, Uuid)> {
+        monitors(&self.0, wf, cross).await.expect("pg monitors")
+    }
 }

@@ -1,0 +1,438 @@
+//! The driver against the scripted sink ([`super::script`]), on tokio's paused clock:
+//! retry with backoff, bisection down to a poison event and its dead letter, the cursor
+//! committed only after success (arbor-kept and sink-kept), shutdown during a write and
+//! during a backoff, setup again after a lost connection or a dropped schema, an idle
+//! sink that stops answering, and `status` / `reset` through the trait. No real time
+//! passes and no server runs.
+
+use std::time::Duration;
+
+use arbor_storage::{
+    Durability, Intent, Meta, NewNode, NewWorkflow, Outcome, Seq, Store, StoreOptions,
+};
+use tempfile::TempDir;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::script::{Call, Script, Step, NAME};
+use super::*;
+use crate::sink::DynSink;
+use crate::{SinkStatus, SyncError, SyncSet};
+
+fn opts() -> DriverOptions {
+    DriverOptions {
+        batch_size: 16,
+        backoff: Backoff {
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(1),
+        },
+        shutdown_grace: Duration::from_secs(2),
+        write_timeout: Duration::from_secs(30),
+        probe_interval: Duration::from_secs(1),
+        probe_timeout: Duration::from_secs(2),
+    }
+}
+
+/// A store holding one workflow of `events` events (seqs 1..=events).
+async fn store(events: usize) -> (TempDir, Store, Uuid, Uuid) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(
+        dir.path(),
+        StoreOptions {
+            durability: Durability::None,
+            ..StoreOptions::default()
+        },
+    )
+    .expect("open store");
+    let created = store
+        .submit(
+            Intent::CreateWorkflow(NewWorkflow::default()),
+            Meta::default(),
+        )
+        .await
+        .expect("create");
+    let Outcome::WorkflowCreated {
+        workflow_id,
+        root_id,
+        ..
+    } = created
+    else {
+        panic!("unexpected {created:?}")
+    };
+    append(&store, workflow_id, root_id, events.saturating_sub(1)).await;
+    assert_eq!(store.head(), events as Seq);
+    (dir, store, workflow_id, root_id)
+}
+
+/// Appends `n` nodes under `parent`.
+async fn append(store: &Store, wf: Uuid, parent: Uuid, n: usize) {
+    if n == 0 {
+        return;
+    }
+    let nodes = (0..n)
+        .map(|i| NewNode::new(parent, "message", format!("m{i}")))
+        .collect();
+    store
+        .submit(
+            Intent::AppendNodes {
+                workflow_id: wf,
+                nodes,
+            },
+            Meta::default(),
+        )
+        .await
+        .expect("append");
+}
+
+fn spawn(store: &Store, sink: &Script, opts: DriverOptions) -> SyncSet {
+    SyncSet::spawn(store.clone(), vec![Box::new(sink.clone())], opts)
+}
+
+fn status(set: &SyncSet) -> SinkStatus {
+    set.status().remove(0)
+}
+
+/// Waits (in virtual time) until `cond` holds; fails after ten virtual minutes.
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !cond() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn caught_up(set: &SyncSet, store: &Store) {
+    until("the sink reaches the head", || {
+        status(set).cursor == store.head()
+    })
+    .await;
+}
+
+fn committed(store: &Store, script: &Script) -> Option<Seq> {
+    match script.cursor_home() {
+        CursorHome::Arbor => store.cursor(NAME).expect("cursor"),
+        CursorHome::Sink => script.cursor(),
+    }
+}
+
+#[test]
+fn a_new_worker_is_starting_until_set_up() {
+    let s = Stats::new("t");
+    assert_eq!(s.state(), SinkState::Starting);
+    for st in [
+        SinkState::Ok,
+        SinkState::Degraded,
+        SinkState::Stopped,
+        SinkState::Starting,
+    ] {
+        s.set_state(st);
+        assert_eq!(s.state(), st);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn retriable_errors_are_retried_with_backoff_and_the_cursor_moves_only_after_success() {
+    for home in [CursorHome::Arbor, CursorHome::Sink] {
+        let (_dir, store, ..) = store(5).await;
+        let script = Script::new(home, &store);
+        script.apply(&[Step::Retriable, Step::Retriable, Step::Retriable]);
+        let set = spawn(&store, &script, opts());
+        caught_up(&set, &store).await;
+        // The same batch four times; nothing committed before the fourth succeeded.
+        assert_eq!(script.applies(), vec![(1, 5, None); 4], "{home:?}");
+        assert_eq!(committed(&store, &script), Some(5));
+        if home == CursorHome::Sink {
+            assert_eq!(store.cursor(NAME).expect("cursor"), None, "sink-kept");
+        }
+        assert_eq!(script.held(), (1..=5).collect::<Vec<_>>());
+        // Each wait is within its backoff ceiling: 100, 200, 400 ms.
+        let times: Vec<Duration> = script
+            .calls()
+            .into_iter()
+            .filter(|(_, c)| matches!(c, Call::Apply { .. }))
+            .map(|(t, _)| t)
+            .collect();
+        for (i, w) in times.windows(2).enumerate() {
+            let ceiling = opts().backoff.ceiling(i as u32);
+            assert!(w[1] - w[0] <= ceiling, "wait {i}: {:?}", w[1] - w[0]);
+        }
+        let st = status(&set);
+        assert_eq!(
+            (st.state, st.retries, st.errors, st.batches, st.events),
+            (SinkState::Ok, 3, 3, 1, 5)
+        );
+        assert_eq!(st.last_error.as_deref(), Some("scripted: busy"));
+        set.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_sink_is_degraded_while_it_retries() {
+    let (_dir, store, ..) = store(3).await;
+    let script = Script::new(CursorHome::Arbor, &store);
+    script.then(Step::Retriable);
+    let set = spawn(&store, &script, opts());
+    until("degraded after retries", || {
+        let st = status(&set);
+        st.state == SinkState::Degraded && st.retries >= 3
+    })
+    .await;
+    assert_eq!(store.cursor(NAME).expect("cursor"), None);
+    assert_eq!(status(&set).lag_events, 3);
+    set.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_poison_event_is_bisected_down_to_and_dead_lettered() {
+    for home in [CursorHome::Arbor, CursorHome::Sink] {
+        let (_dir, store, ..) = store(16).await;
+        let script = Script::new(home, &store);
+        script.poison(&[11]);
+        let set = spawn(&store, &script, opts());
+        caught_up(&set, &store).await;
+        // Halves, left first; each acknowledged half is committed before the next call.
+        assert_eq!(
+            script.applies(),
+            vec![
+                (1, 16, None),
+                (1, 8, None),
+                (9, 16, Some(8)),
+                (9, 12, Some(8)),
+                (9, 10, Some(8)),
+                (11, 12, Some(10)),
+                (11, 11, Some(10)),
+                (12, 12, Some(11)),
+                (13, 16, Some(12)),
+            ],
+            "{home:?}"
+        );
+        let dead = store.dead_letters(NAME).expect("dead letters");
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].0, 11);
+        assert!(dead[0].1.contains("poison seq 11"), "{}", dead[0].1);
+        let want: Vec<Seq> = (1..=16).filter(|s| *s != 11).collect();
+        assert_eq!(script.held(), want);
+        assert_eq!(committed(&store, &script), Some(16));
+        // A sink-kept cursor is moved past the poison event by the sink itself.
+        let moved = script.count(&Call::StoreCursor(11));
+        assert_eq!(moved, usize::from(home == CursorHome::Sink), "{home:?}");
+        let st = status(&set);
+        assert_eq!(
+            (st.state, st.dead_letters, st.errors),
+            (SinkState::Ok, 1, 5)
+        );
+        set.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn dead_letters_are_counted_once_at_start_and_a_replayed_one_counts_once() {
+    let (_dir, store, ..) = store(6).await;
+    store.put_dead_letter(NAME, 3, "old").expect("put");
+    store.put_dead_letter(NAME, 5, "old").expect("put");
+    store.put_dead_letter("other", 4, "old").expect("put");
+    let script = Script::new(CursorHome::Arbor, &store);
+    // Seq 3 is still refused on this replay: it is dead-lettered again, counted once.
+    script.poison(&[3]);
+    let set = spawn(&store, &script, opts());
+    caught_up(&set, &store).await;
+    let st = status(&set);
+    assert_eq!((st.dead_letters, st.errors), (2, 4));
+    assert_eq!(store.dead_letters(NAME).expect("dead").len(), 2);
+    set.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_during_a_write_gives_it_the_grace_then_drops_it() {
+    let (_dir, store, ..) = store(4).await;
+    let script = Script::new(CursorHome::Arbor, &store);
+    script.apply(&[Step::Hang]);
+    let set = spawn(&store, &script, opts());
+    until("the write is in flight", || script.applies().len() == 1).await;
+    let t0 = Instant::now();
+    set.shutdown().await;
+    assert_eq!(
+        t0.elapsed(),
+        opts().shutdown_grace,
+        "waited the grace, no more"
+    );
+    assert_eq!(
+        store.cursor(NAME).expect("cursor"),
+        None,
+        "nothing committed"
+    );
+    assert!(script.held().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_that_ends_within_the_grace_is_committed() {
+    for home in [CursorHome::Arbor, CursorHome::Sink] {
+        let (_dir, store, ..) = store(4).await;
+        let script = Script::new(home, &store);
+        script.apply(&[Step::Delay(Duration::from_secs(1))]);
+        let set = spawn(&store, &script, opts());
+        until("the write is in flight", || script.applies().len() == 1).await;
+        let t0 = Instant::now();
+        set.shutdown().await;
+        assert!(t0.elapsed() <= Duration::from_secs(1), "{:?}", t0.elapsed());
+        assert_eq!(committed(&store, &script), Some(4), "{home:?}");
+        assert_eq!(script.applies().len(), 1, "no write after shutdown");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_during_a_backoff_ends_at_once() {
+    let (_dir, store, ..) = store(2).await;
+    let script = Script::new(CursorHome::Arbor, &store);
+    script.then(Step::Retriable);
+    let slow = DriverOptions {
+        backoff: Backoff {
+            base: Duration::from_secs(3600),
+            cap: Duration::from_secs(3600),
+        },
+        ..opts()
+    };
+    let set = spawn(&store, &script, slow);
+    until("the first write failed", || status(&set).retries == 1).await;
+    let t0 = Instant::now();
+    set.shutdown().await;
+    assert_eq!(t0.elapsed(), Duration::ZERO);
+    assert_eq!(store.cursor(NAME).expect("cursor"), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn setup_runs_again_after_a_lost_connection_before_the_next_write() {
+    let (_dir, store, ..) = store(5).await;
+    let script = Script::new(CursorHome::Arbor, &store);
+    script.apply(&[Step::Lost]);
+    let set = spawn(&store, &script, opts());
+    caught_up(&set, &store).await;
+    let calls: Vec<Call> = script.calls().into_iter().map(|(_, c)| c).collect();
+    let ready = |ready| Call::Apply {
+        first: 1,
+        last: 5,
+        committed: None,
+        ready,
+    };
+    assert_eq!(
+        calls[..4],
+        [Call::Setup, ready(true), Call::Setup, ready(true)],
+        "{calls:?}"
+    );
+    let st = status(&set);
+    assert_eq!((st.state, st.retries), (SinkState::Ok, 1));
+    assert_eq!(script.held(), (1..=5).collect::<Vec<_>>());
+    set.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_that_never_answers_counts_as_a_lost_connection() {
+    let (_dir, store, ..) = store(3).await;
+    let script = Script::new(CursorHome::Arbor, &store);
+    script.apply(&[Step::Hang]);
+    let set = spawn(&store, &script, opts());
+    let t0 = Instant::now();
+    caught_up(&set, &store).await;
+    assert!(t0.elapsed() >= opts().write_timeout, "{:?}", t0.elapsed());
+    assert_eq!(script.count(&Call::Setup), 2);
+    let err = status(&set).last_error.unwrap_or_default();
+    assert!(err.contains("no answer within 30s"), "{err}");
+    set.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_destination_is_set_up_again_and_replayed_from_its_cursor_with_no_gap() {
+    let (_dir, store, wf, root) = store(5).await;
+    let script = Script::new(CursorHome::Sink, &store);
+    let set = spawn(&store, &script, opts());
+    caught_up(&set, &store).await;
+    // While idle, the destination loses everything (a dropped schema): the next probe
+    // sees it, setup runs again, the cursor is reloaded (none) and all is sent again.
+    script.probe(&[Step::Dropped]);
+    until("a second setup", || script.count(&Call::Setup) == 2).await;
+    append(&store, wf, root, 3).await;
+    caught_up(&set, &store).await;
+    until("everything held again", || script.held().len() == 8).await;
+    assert_eq!(script.held(), (1..=8).collect::<Vec<_>>());
+    assert_eq!(script.cursor(), Some(8));
+    assert_eq!(script.count(&Call::LoadCursor), 2);
+    let first_after_loss = script
+        .applies()
+        .into_iter()
+        .find(|(first, _, committed)| *first == 1 && committed.is_none());
+    assert!(first_after_loss.is_some(), "{:?}", script.applies());
+    set.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_sink_that_stops_answering_is_degraded_within_probe_interval_plus_timeout() {
+    let (_dir, store, ..) = store(3).await;
+    let script = Script::new(CursorHome::Arbor, &store);
+    let set = spawn(&store, &script, opts());
+    caught_up(&set, &store).await;
+    let probes = script.count(&Call::Probe);
+    script.probe(&[Step::Hang]);
+    script.setup(&[Step::Retriable, Step::Retriable]);
+    let t0 = Instant::now();
+    until("degraded", || status(&set).state == SinkState::Degraded).await;
+    let took = t0.elapsed();
+    assert!(
+        took <= opts().probe_interval + opts().probe_timeout,
+        "{took:?}"
+    );
+    assert!(script.count(&Call::Probe) > probes);
+    // It answers again: set up again (after two refusals), ok, nothing re-sent.
+    until("ok again", || {
+        status(&set).state == SinkState::Ok && script.count(&Call::Setup) == 4
+    })
+    .await;
+    assert_eq!(script.applies().len(), 1);
+    set.shutdown().await;
+}
+
+fn named(script: &Script) -> Vec<crate::NamedSink> {
+    vec![(NAME, Ok(Box::new(script.clone()) as Box<dyn DynSink>))]
+}
+
+#[tokio::test(start_paused = true)]
+async fn status_reads_the_cursor_where_it_lives_and_probes() {
+    let (_dir, store, ..) = store(6).await;
+    store.set_cursor(NAME, 2).expect("cursor");
+    let in_sink = Script::new(CursorHome::Sink, &store);
+    in_sink.set_cursor(Some(4));
+    let st = &crate::statuses(&store, named(&in_sink)).await[0];
+    assert_eq!((st.state, st.cursor, st.lag_events), (SinkState::Ok, 4, 2));
+    let in_arbor = Script::new(CursorHome::Arbor, &store);
+    let st = &crate::statuses(&store, named(&in_arbor)).await[0];
+    assert_eq!((st.state, st.cursor, st.lag_events), (SinkState::Ok, 2, 4));
+    in_arbor.probe(&[Step::Lost]);
+    let st = &crate::statuses(&store, named(&in_arbor)).await[0];
+    assert_eq!((st.state, st.cursor), (SinkState::Degraded, 2));
+    assert_eq!(st.last_error.as_deref(), Some("scripted: connection lost"));
+    in_sink.probe(&[Step::Hang]);
+    let st = &crate::statuses(&store, named(&in_sink)).await[0];
+    assert_eq!((st.state, st.cursor), (SinkState::Degraded, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn reset_moves_the_cursor_where_it_lives() {
+    let (_dir, store, ..) = store(6).await;
+    let mut in_sink = Script::new(CursorHome::Sink, &store);
+    in_sink.set_cursor(Some(6));
+    crate::reset_sink(&store, &mut in_sink, 2)
+        .await
+        .expect("reset");
+    let calls: Vec<Call> = in_sink.calls().into_iter().map(|(_, c)| c).collect();
+    assert_eq!(calls, [Call::Setup, Call::StoreCursor(2)]);
+    assert_eq!(store.cursor(NAME).expect("cursor"), None);
+    let mut in_arbor = Script::new(CursorHome::Arbor, &store);
+    crate::reset_sink(&store, &mut in_arbor, 3)
+        .await
+        .expect("reset");
+    assert!(in_arbor.calls().is_empty());
+    assert_eq!(store.cursor(NAME).expect("cursor"), Some(3));
+    assert!(matches!(
+        crate::reset_sink(&store, &mut in_arbor, 7).await,
+        Err(SyncError::BeyondHead { head: 6, .. })
+    ));
+}
