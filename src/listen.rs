@@ -9,6 +9,11 @@
 //!   `header_timeout` (hyper's `header_read_timeout`), else the connection is closed —
 //!   slowloris clients cannot pin a connection slot for longer than that; a slow *body*
 //!   is bounded by the request timeout of the HTTP layer;
+//! - the same timeout is the idle timeout of an HTTP/1 keep-alive connection: hyper
+//!   starts it when it waits for the next request head, so a connection that sends
+//!   nothing after its response is closed `header_timeout` later (a response still
+//!   being written, such as an SSE stream, is not waiting for a head: it is not cut);
+//! - the open connections are counted in a gauge (`arbor_http_connections`);
 //! - the peer address rides along as `ConnectInfo<SocketAddr>` (per-address limits);
 //! - shutdown: stop accepting, ask every connection to finish its in-flight requests
 //!   (hyper's graceful shutdown), wait for them.
@@ -36,6 +41,8 @@ pub struct ListenOptions {
     pub max_connections: usize,
     /// TLS, when configured.
     pub tls: Option<TlsAcceptor>,
+    /// Counts the open connections, when given.
+    pub connections: Option<prometheus::IntGauge>,
 }
 
 impl Default for ListenOptions {
@@ -45,6 +52,7 @@ impl Default for ListenOptions {
             header_timeout: Duration::from_secs(10),
             max_connections: 4096,
             tls: None,
+            connections: None,
         }
     }
 }
@@ -110,6 +118,33 @@ pub fn tls_acceptor(
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// One accepted connection's slot: its permit, and its count in the gauge while it is
+/// open.
+struct Slot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    gauge: Option<prometheus::IntGauge>,
+}
+
+impl Slot {
+    fn new(permit: tokio::sync::OwnedSemaphorePermit, gauge: Option<prometheus::IntGauge>) -> Slot {
+        if let Some(g) = &gauge {
+            g.inc();
+        }
+        Slot {
+            _permit: permit,
+            gauge,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(g) = &self.gauge {
+            g.dec();
+        }
+    }
+}
+
 /// Resolves once `shutdown` is true (or its sender is gone).
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|s| *s).await;
@@ -145,6 +180,7 @@ pub async fn serve(
             () = stopped(&mut shutdown) => break,
         };
         let _ = tcp.set_nodelay(true);
+        let slot = Slot::new(permit, opts.connections.clone());
         let service = app
             .clone()
             .map_request(move |req: hyper::Request<hyper::body::Incoming>| {
@@ -157,7 +193,7 @@ pub async fn serve(
         let tls = opts.tls.clone();
         let header_timeout = opts.header_timeout;
         tokio::spawn(async move {
-            let _permit = permit;
+            let _slot = slot;
             let mut builder = Builder::new(TokioExecutor::new());
             builder
                 .http1()

@@ -2,7 +2,10 @@
 //! `verify --sinks` as by `serve`; secrets masked in `--help`, logs, health and
 //! errors), the request timeout (a body that arrives too slowly gets a problem+json
 //! 408, other clients are served meanwhile, SSE streams outlive the timeout), request
-//! spans in the debug logs, and `/metrics` exporting every `_total` series as a counter.
+//! spans in the debug logs, `/metrics` exporting every `_total` series as a counter,
+//! and slow clients: slowloris connections closed within `--header-timeout` while others
+//! are served, `--max-connections` held (late clients wait, then are served), idle
+//! keep-alive connections closed.
 //!
 //! Sinks here point at a loopback port nobody listens on: they are real clients that
 //! fail to connect, which is all these tests need (no service runs).
@@ -385,6 +388,33 @@ async fn a_body_that_arrives_too_slowly_gets_408_while_others_are_served() {
     server.workflow("and after it").await;
 }
 
+/// A workflow's SSE stream, as an open response body.
+type Stream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
+
+async fn open_stream(server: &TestServer, wf: &str) -> Stream {
+    let r = server
+        .client
+        .get(server.url(&format!("/v1/workflows/{wf}/stream")))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(r.status().as_u16(), 200);
+    Box::pin(r.bytes_stream())
+}
+
+/// Reads `body` until `seen` holds `what`.
+async fn read_until(body: &mut Stream, what: &str, seen: &mut String) {
+    while !seen.contains(what) {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
+            .await
+            .expect("a chunk in time")
+            .expect("the stream goes on")
+            .expect("chunk");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
 #[tokio::test]
 async fn an_sse_stream_outlives_the_request_timeout() {
     let timeout = Duration::from_millis(200);
@@ -394,34 +424,16 @@ async fn an_sse_stream_outlives_the_request_timeout() {
     })
     .await;
     let (wf, root) = server.workflow("streamed").await;
-    let r = server
-        .client
-        .get(server.url(&format!("/v1/workflows/{wf}/stream")))
-        .send()
-        .await
-        .expect("stream");
-    assert_eq!(r.status().as_u16(), 200);
+    let mut body = open_stream(&server, &wf).await;
     let opened = Instant::now();
-    let mut body = Box::pin(r.bytes_stream());
     let mut seen = String::new();
-    // Reads the stream until `seen` holds `what`.
-    let mut read_until = async |what: &str, seen: &mut String| {
-        while !seen.contains(what) {
-            let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
-                .await
-                .expect("a chunk in time")
-                .expect("the stream goes on")
-                .expect("chunk");
-            seen.push_str(&String::from_utf8_lossy(&chunk));
-        }
-    };
     // The first heartbeat comes after the timeout: the stream was not cut.
-    read_until(":\n\n", &mut seen).await;
+    read_until(&mut body, ":\n\n", &mut seen).await;
     assert!(opened.elapsed() > timeout, "{:?}", opened.elapsed());
     let id = server
         .node(&wf, &root, "message", "after the timeout")
         .await;
-    read_until(&id, &mut seen).await;
+    read_until(&mut body, &id, &mut seen).await;
     assert!(seen.contains("event: node.created"), "{seen}");
 }
 
@@ -483,4 +495,241 @@ async fn metrics_export_every_total_as_a_counter() {
     assert_eq!(sink["name"], "redis");
     assert_eq!(sink["dead_letters"], 0);
     assert!(sink["state"] == "starting" || sink["state"] == "degraded");
+}
+
+/// A slowloris client on `addr`: sends a request head a byte every 50 ms and never
+/// finishes it. Resolves with how long the server took to close the connection
+/// (measured from `since`); panics if it is still open after `within`.
+async fn slowloris(addr: std::net::SocketAddr, since: Instant, within: Duration) -> Duration {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let closed = async {
+        let _ = tcp
+            .write_all(b"GET /v1/workflows HTTP/1.1\r\nhost: arbor\r\nx-slow: ")
+            .await;
+        let mut tick = tokio::time::interval(Duration::from_millis(50)); // the client's pace
+        let mut buf = [0u8; 1024];
+        loop {
+            tokio::select! {
+                r = tcp.read(&mut buf) => match r {
+                    Ok(0) | Err(_) => return since.elapsed(),
+                    Ok(_) => {} // a 408 or similar before the close
+                },
+                _ = tick.tick() => {
+                    if tcp.write_all(b"a").await.is_err() {
+                        return since.elapsed();
+                    }
+                }
+            }
+        }
+    };
+    tokio::time::timeout(within, closed)
+        .await
+        .expect("the server closed the slow connection")
+}
+
+/// Waits until `cond` holds; panics after `within`.
+async fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await; // poll interval
+    }
+}
+
+#[tokio::test]
+async fn slow_request_heads_are_closed_within_the_header_timeout_while_others_are_served() {
+    let timeout = Duration::from_millis(500);
+    let server = TestServer::start_with(|c| c.header_timeout = timeout).await;
+    let running = server.running.as_ref().expect("running");
+    let addr = running.addr();
+    let started = Instant::now();
+    let slow: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(slowloris(addr, started, Duration::from_secs(10))))
+        .collect();
+    wait_until(Duration::from_secs(10), "20 slow connections", || {
+        running.open_connections() >= 20
+    })
+    .await;
+
+    // Served while twenty connections dribble their heads.
+    let (wf, root) = server.workflow("served beside slowloris").await;
+    server.node(&wf, &root, "message", "still served").await;
+    let (s, _) = server.get("/v1/workflows").await;
+    assert_eq!(s, 200);
+    assert!(
+        slow.iter().all(|t| !t.is_finished()),
+        "the slow connections were still open while others were served"
+    );
+
+    for t in slow {
+        let closed_after = t.await.expect("slowloris task");
+        assert!(closed_after >= timeout, "closed after {closed_after:?}");
+    }
+    assert!(
+        started.elapsed() < timeout + Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn at_the_connection_cap_new_clients_wait_and_are_served_when_slots_free() {
+    let cap = 4;
+    let timeout = Duration::from_millis(600);
+    let server = TestServer::start_with(|c| {
+        c.max_connections = cap;
+        c.header_timeout = timeout;
+    })
+    .await;
+    let running = server.running.as_ref().expect("running");
+    let addr = running.addr();
+
+    // Watch the gauge for the whole test: it never goes above the cap.
+    let gauge = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let most = tokio::spawn({
+        let gauge = gauge.clone();
+        async move {
+            let mut most = 0;
+            while !*stopped.borrow() {
+                most = most.max(gauge.load(std::sync::atomic::Ordering::Relaxed));
+                let _ = tokio::time::timeout(Duration::from_millis(1), stopped.changed()).await;
+            }
+            most
+        }
+    });
+    let sample = |running: &arbor::server::Running| {
+        let n = running.open_connections();
+        gauge.fetch_max(n, std::sync::atomic::Ordering::Relaxed);
+        n
+    };
+
+    // Ten slowloris clients against four slots: four are served (and timed out), six
+    // wait in the backlog for their turn.
+    let started = Instant::now();
+    let slow: Vec<_> = (0..10)
+        .map(|_| tokio::spawn(slowloris(addr, started, Duration::from_secs(20))))
+        .collect();
+    wait_until(Duration::from_secs(10), "the cap to fill", || {
+        sample(running) == cap as i64
+    })
+    .await;
+
+    // A real client queues behind them, and is served once they are gone.
+    let client = reqwest::Client::new();
+    let url = server.url("/v1/workflows");
+    let mut request = tokio::spawn(async move { client.get(url).send().await });
+    let answered = loop {
+        sample(running);
+        if let Ok(r) = tokio::time::timeout(Duration::from_millis(5), &mut request).await {
+            break r
+                .expect("request task")
+                .expect("the waiting client is served");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the waiting client was never served"
+        );
+    };
+    assert_eq!(answered.status().as_u16(), 200);
+    assert!(
+        started.elapsed() >= timeout,
+        "the client waited for a slot: {:?}",
+        started.elapsed()
+    );
+    for t in slow {
+        let closed_after = t.await.expect("slowloris task");
+        assert!(closed_after >= timeout, "closed after {closed_after:?}");
+    }
+    sample(running);
+    stop.send_replace(true);
+    let most = most.await.expect("sampler");
+    assert_eq!(
+        most, cap as i64,
+        "the server held more than {cap} connections"
+    );
+
+    // /metrics exports the gauge.
+    let text = reqwest::get(server.url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        text.contains("# TYPE arbor_http_connections gauge"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_but_a_stream_is_not() {
+    let timeout = Duration::from_millis(300);
+    let server = TestServer::start_with(|c| {
+        c.header_timeout = timeout;
+        c.limits.sse_heartbeat = Duration::from_secs(1);
+    })
+    .await;
+    let running = server.running.as_ref().expect("running");
+    let (wf, _) = server.workflow("streamed past the idle timeout").await;
+
+    // One request on a keep-alive connection, then silence: the server closes it.
+    let mut idle = tokio::net::TcpStream::connect(running.addr())
+        .await
+        .expect("connect");
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: arbor\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !String::from_utf8_lossy(&buf).contains("\r\n\r\n") {
+        let n = idle.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "closed before the response");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"));
+    let answered = Instant::now();
+
+    // Meanwhile an SSE stream on its own connection.
+    let mut body = open_stream(&server, &wf).await;
+
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match idle.read(&mut chunk).await {
+                Ok(0) | Err(_) => return answered.elapsed(),
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .expect("the idle connection is closed");
+    assert!(closed >= timeout, "closed after {closed:?}");
+
+    // The stream lives on past the idle timeout: its heartbeat (1 s) arrives.
+    read_until(&mut body, ":\n\n", &mut String::new()).await;
+    assert!(answered.elapsed() > timeout, "{:?}", answered.elapsed());
+    assert_eq!(running.open_connections(), 1, "only the stream is open");
+}
+
+#[test]
+fn connection_limits_are_settings() {
+    let help = text(&arbor(&["serve", "--help"], &[]));
+    assert!(help.contains("--header-timeout"), "{help}");
+    assert!(help.contains("--max-connections"), "{help}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (args, env, want) in [
+        (&["--header-timeout", "0s"][..], &[][..], "header timeout"),
+        (
+            &[],
+            &[("ARBOR_MAX_CONNECTIONS", "0")][..],
+            "max connections",
+        ),
+    ] {
+        let mut all = vec!["serve", "--listen", "127.0.0.1:0", "--data-dir"];
+        all.push(dir.path().to_str().expect("utf-8"));
+        all.extend_from_slice(args);
+        let out = arbor(&all, env);
+        assert!(!out.status.success(), "{}", text(&out));
+        assert!(text(&out).contains(want), "{}", text(&out));
+    }
 }
