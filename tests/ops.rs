@@ -217,31 +217,9 @@ impl Lines {
     }
 }
 
-#[tokio::test]
-async fn secrets_reach_no_log_line_and_no_health_report() {
-    let secrets = [
-        "redis-pw-1",
-        "pg-pw-2",
-        "neo-pw-3",
-        "bolt-pw-4",
-        "token-5",
-        "query-6",
-    ];
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = closed_port();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["--durability", "none"])
-        .arg("--redis-url")
-        .arg(format!("redis://:redis-pw-1@127.0.0.1:{port}/0"))
-        .arg("--postgres-url")
-        .arg(format!("postgres://arbor:pg-pw-2@127.0.0.1:{port}/x"))
-        .arg("--neo4j-url")
-        .arg(format!("bolt://neo4j:bolt-pw-4@127.0.0.1:{port}"))
-        .args(["--neo4j-password", "neo-pw-3"])
-        .env("RUST_LOG", "debug")
+/// Spawns `cmd` (an `arbor serve`), its stderr read line by line.
+fn spawn_watched(mut cmd: Command) -> (std::process::Child, Lines) {
+    let mut child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -255,15 +233,49 @@ async fn secrets_reach_no_log_line_and_no_health_report() {
             }
         }
     });
-    let mut lines = Lines {
+    let lines = Lines {
         rx,
         seen: Vec::new(),
     };
-    let startup = lines.wait_for(Duration::from_secs(30), |l| l.contains("passwords masked"));
-    assert!(startup.contains("redis://:***@127.0.0.1"), "{startup}");
+    (child, lines)
+}
+
+/// The address of `arbor serve --log-format json`, from its log.
+fn listening_addr(lines: &mut Lines) -> String {
     let listening = lines.wait_for(Duration::from_secs(30), |l| l.contains("arbor listening"));
     let v: Value = serde_json::from_str(&listening).expect("JSON log line");
-    let base = format!("http://{}", v["fields"]["addr"].as_str().expect("addr"));
+    v["fields"]["addr"].as_str().expect("addr").to_owned()
+}
+
+#[tokio::test]
+async fn secrets_reach_no_log_line_and_no_health_report() {
+    let secrets = [
+        "redis-pw-1",
+        "pg-pw-2",
+        "neo-pw-3",
+        "bolt-pw-4",
+        "token-5",
+        "query-6",
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = closed_port();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--durability", "none"])
+        .arg("--redis-url")
+        .arg(format!("redis://:redis-pw-1@127.0.0.1:{port}/0"))
+        .arg("--postgres-url")
+        .arg(format!("postgres://arbor:pg-pw-2@127.0.0.1:{port}/x"))
+        .arg("--neo4j-url")
+        .arg(format!("bolt://neo4j:bolt-pw-4@127.0.0.1:{port}"))
+        .args(["--neo4j-password", "neo-pw-3"])
+        .env("RUST_LOG", "debug");
+    let (mut child, mut lines) = spawn_watched(cmd);
+    let startup = lines.wait_for(Duration::from_secs(30), |l| l.contains("passwords masked"));
+    assert!(startup.contains("redis://:***@127.0.0.1"), "{startup}");
+    let base = format!("http://{}", listening_addr(&mut lines));
 
     // The sinks fail and say why (the Neo4j sink may still be connecting: it is not
     // waited for).
@@ -732,4 +744,140 @@ fn connection_limits_are_settings() {
         assert!(!out.status.success(), "{}", text(&out));
         assert!(text(&out).contains(want), "{}", text(&out));
     }
+}
+
+fn sample_workflow_id() -> String {
+    let sample = std::fs::read_to_string(SAMPLE).expect("read the sample");
+    let first: Value =
+        serde_json::from_str(sample.lines().next().expect("a line")).expect("JSON line");
+    first["workflow_id"]
+        .as_str()
+        .expect("workflow_id")
+        .to_owned()
+}
+
+/// Every command that opens the store, run beside a server holding it, fails with one
+/// line that says so and what to do instead; a port in use is said once too. Regression
+/// (issue 10): the lock error came three times, without the hint, and the port error
+/// twice.
+#[tokio::test]
+async fn beside_a_running_server_each_command_says_so_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = imported_store(dir.path());
+    let d = data.to_str().expect("utf-8");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--durability", "none", "--data-dir", d]);
+    let (mut child, mut lines) = spawn_watched(cmd);
+    let addr = listening_addr(&mut lines);
+    let wf = sample_workflow_id();
+    let events = format!("GET /v1/workflows/{wf}/events?after=0");
+
+    for (args, hint) in [
+        (
+            &["serve", "--listen", "127.0.0.1:0", "--data-dir", d][..],
+            "only one server",
+        ),
+        (&["import", SAMPLE, "--data-dir", d], "stop it first"),
+        (
+            &["export", "--workflow", &wf, "--data-dir", d],
+            events.as_str(),
+        ),
+        (&["verify", "--data-dir", d], "stop it first"),
+        (&["workflows", "--data-dir", d], "GET /v1/workflows"),
+        (&["sync", "status", "--data-dir", d], "--url"),
+    ] {
+        let out = arbor(args, &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        let what = args[..2].join(" ");
+        assert!(!out.status.success(), "{what}: {}", text(&out));
+        assert_eq!(err.lines().count(), 1, "{what}: one line:\n{err}");
+        assert!(err.contains("is a server running on it?"), "{what}: {err}");
+        assert!(err.contains(hint), "{what}: {err}");
+        assert_eq!(
+            err.matches(d).count(),
+            1,
+            "{what} names the directory once: {err}"
+        );
+    }
+
+    let other = dir.path().join("other");
+    let out = arbor(
+        &[
+            "serve",
+            "--listen",
+            &addr,
+            "--data-dir",
+            other.to_str().expect("utf-8"),
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(err.matches(addr.as_str()).count(), 1, "{err}");
+    assert!(err.contains("already in use"), "{err}");
+    assert!(err.contains("--listen"), "{err}");
+
+    // The HTTP equivalents named above answer.
+    let base = format!("http://{addr}");
+    let list: Value = reqwest::get(format!("{base}/v1/workflows"))
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(list["workflows"][0]["workflow_id"], wf.as_str(), "{list}");
+    let r = reqwest::get(format!("{base}/v1/workflows/{wf}/events?after=0"))
+        .await
+        .expect("events");
+    assert_eq!(r.status().as_u16(), 200);
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+}
+
+/// `import` names the workflows it stored with their node counts, and `arbor workflows`
+/// lists them offline exactly as `GET /v1/workflows` does.
+#[tokio::test]
+async fn import_names_its_workflows_and_workflows_lists_them_as_the_api_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("db");
+    let d = data.to_str().expect("utf-8");
+    let out = arbor(&["import", SAMPLE, "--data-dir", d], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("report JSON");
+    let stored = report["stored_workflows"]
+        .as_array()
+        .expect("stored_workflows");
+    assert_eq!(stored.len(), 1, "{report}");
+    assert_eq!(stored[0]["workflow_id"], sample_workflow_id().as_str());
+    let sample = std::fs::read_to_string(SAMPLE).expect("read the sample");
+    let created = sample
+        .lines()
+        .filter(|l| {
+            let v: Value = serde_json::from_str(l).expect("JSON line");
+            v["kind"] == "node.created" || v["kind"] == "workflow.created"
+        })
+        .count();
+    assert_eq!(stored[0]["node_count"], created, "{report}");
+
+    let out = arbor(&["workflows", "--data-dir", d], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let offline: Value = serde_json::from_slice(&out.stdout).expect("list JSON");
+
+    let running = arbor::server::start(common::config(&data))
+        .await
+        .expect("start");
+    let online: Value = reqwest::get(format!("http://{}/v1/workflows", running.addr()))
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("JSON");
+    running.shutdown().await.expect("shutdown");
+    assert_eq!(offline["workflows"], online["workflows"]);
+    assert_eq!(
+        offline["workflows"][0]["node_count"],
+        stored[0]["node_count"]
+    );
 }
