@@ -674,6 +674,23 @@ async fn at_the_connection_cap_new_clients_wait_and_are_served_when_slots_free()
     );
 }
 
+/// How long after `since` the server closed `tcp` (whatever it sent first); panics if
+/// it is still open 10 s later.
+async fn closed_after(tcp: &mut tokio::net::TcpStream, since: Instant, what: &str) -> Duration {
+    let mut buf = [0u8; 1024];
+    let closed = async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return since.elapsed(),
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), closed)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: still open after {:?}", since.elapsed()))
+}
+
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_but_a_stream_is_not() {
     let timeout = Duration::from_millis(300);
@@ -705,16 +722,7 @@ async fn an_idle_keep_alive_connection_is_closed_but_a_stream_is_not() {
     // Meanwhile an SSE stream on its own connection.
     let mut body = open_stream(&server, &wf).await;
 
-    let closed = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match idle.read(&mut chunk).await {
-                Ok(0) | Err(_) => return answered.elapsed(),
-                Ok(_) => {}
-            }
-        }
-    })
-    .await
-    .expect("the idle connection is closed");
+    let closed = closed_after(&mut idle, answered, "the idle connection").await;
     assert!(closed >= timeout, "closed after {closed:?}");
 
     // The stream lives on past the idle timeout: its heartbeat (1 s) arrives.
@@ -880,4 +888,48 @@ async fn import_names_its_workflows_and_workflows_lists_them_as_the_api_does() {
         offline["workflows"][0]["node_count"],
         stored[0]["node_count"]
     );
+}
+
+/// A client that connects and sends nothing, or only the start of the HTTP/2 preface,
+/// is closed within the header timeout like any slow head. Regression: hyper's protocol
+/// detection has no timeout, and such a client held its slot for ever.
+#[tokio::test]
+async fn a_silent_client_is_closed_within_the_header_timeout() {
+    let timeout = Duration::from_millis(300);
+    let server = TestServer::start_with(|c| c.header_timeout = timeout).await;
+    let addr = server.running.as_ref().expect("running").addr();
+    for sent in [&b""[..], b"PRI * HTTP/2.0"] {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        tcp.write_all(sent).await.expect("write");
+        let since = Instant::now();
+        let closed = closed_after(&mut tcp, since, &format!("after {sent:?}")).await;
+        assert!(closed >= timeout - Duration::from_millis(50), "{closed:?}");
+    }
+
+    // Both protocols still get through the read-ahead: HTTP/2 (prior knowledge) and 1.1.
+    for flag in ["--http2-prior-knowledge", "--http1.1"] {
+        let url = server.url("/healthz");
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new("curl")
+                .args([
+                    "-sS",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_version} %{http_code}",
+                ])
+                .args([flag, &url])
+                .output()
+        })
+        .await
+        .expect("curl task")
+        .expect("run curl");
+        let got = String::from_utf8_lossy(&out.stdout);
+        let want = if flag.contains("http2") {
+            "2 200"
+        } else {
+            "1.1 200"
+        };
+        assert_eq!(got, want, "{flag}: {}", text(&out));
+    }
 }
