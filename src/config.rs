@@ -151,6 +151,15 @@ settings! {
         /// is not limited [default: 30s].
         #[arg(long, env = "ARBOR_REQUEST_TIMEOUT")]
         request_timeout: HumanDuration,
+        /// Longest a client may take to send a request head (and to finish a TLS
+        /// handshake); also how long an idle keep-alive connection is kept, e.g. `10s`
+        /// [default: 10s].
+        #[arg(long, env = "ARBOR_HEADER_TIMEOUT")]
+        header_timeout: HumanDuration,
+        /// Most connections open at once; further clients wait to be accepted until one
+        /// closes [default: 4096].
+        #[arg(long, env = "ARBOR_MAX_CONNECTIONS")]
+        max_connections: usize,
     }
 }
 
@@ -424,12 +433,17 @@ pub struct ServeConfig {
     pub log_format: LogFormat,
     /// Request limits and the request timeout.
     pub limits: Limits,
+    /// Longest a client may take to send a request head; the keep-alive idle timeout.
+    pub header_timeout: Duration,
+    /// Most connections open at once.
+    pub max_connections: usize,
 }
 
 impl ServeConfig {
     /// A configuration with every default, data in `data_dir`, listening on `listen`.
     pub fn new(data_dir: &Path, listen: SocketAddr) -> ServeConfig {
         let store = StoreOptions::default();
+        let accept = crate::listen::ListenOptions::default();
         ServeConfig {
             data_dir: data_dir.to_path_buf(),
             listen,
@@ -440,6 +454,8 @@ impl ServeConfig {
             sync: SyncConfig::default(),
             log_format: LogFormat::default(),
             limits: Limits::default(),
+            header_timeout: accept.header_timeout,
+            max_connections: accept.max_connections,
         }
     }
 
@@ -502,6 +518,18 @@ impl ServeConfig {
                 "request timeout must be more than 0".into(),
             ));
         }
+        let header_timeout = http.header_timeout.map_or(d.header_timeout, |t| t.0);
+        if header_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "header timeout must be more than 0".into(),
+            ));
+        }
+        let max_connections = http.max_connections.unwrap_or(d.max_connections);
+        if max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "max connections must be at least 1".into(),
+            ));
+        }
         Ok(ServeConfig {
             data_dir: data.data_dir.unwrap_or(d.data_dir),
             listen: http.listen.unwrap_or(d.listen),
@@ -512,6 +540,8 @@ impl ServeConfig {
             sync,
             log_format: http.log_format.unwrap_or(d.log_format),
             limits,
+            header_timeout,
+            max_connections,
         })
     }
 }

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub sse_subscribers: IntGauge,
     /// Times an SSE stream fell behind the broadcast and caught up from the log.
     pub sse_lagged: IntCounter,
+    /// Open HTTP connections (counted by the accept loop, `crate::listen`).
+    pub http_connections: IntGauge,
 }
 
 fn buckets(start: f64, factor: f64, n: usize) -> Vec<f64> {
@@ -78,6 +80,8 @@ impl Metrics {
         registry.register(Box::new(events_total.clone()))?;
         registry.register(Box::new(sse_subscribers.clone()))?;
         registry.register(Box::new(sse_lagged.clone()))?;
+        let http_connections = IntGauge::new("arbor_http_connections", "Open HTTP connections")?;
+        registry.register(Box::new(http_connections.clone()))?;
         Ok(Metrics {
             registry,
             append_latency,
@@ -86,6 +90,7 @@ impl Metrics {
             events_total,
             sse_subscribers,
             sse_lagged,
+            http_connections,
         })
     }
 
