@@ -59,6 +59,12 @@ pub fn parse_body<T: Body>(bytes: &[u8]) -> Result<T, String> {
             kind_of(&value)
         ));
     };
+    if let Some((path, literal)) = big_integer(bytes) {
+        return Err(format!(
+            "{path}: integer {literal} is beyond the 64-bit range (JSON numbers are \
+             64-bit integers or doubles here); send it as a string"
+        ));
+    }
     for list in T::OBJECT_LISTS {
         if let Some(Value::Array(items)) = fields.get(*list) {
             if let Some((i, v)) = items.iter().enumerate().find(|(_, v)| !v.is_object()) {
@@ -76,6 +82,82 @@ pub fn parse_body<T: Body>(bytes: &[u8]) -> Result<T, String> {
             path => format!("{path}: {what}"),
         }
     })
+}
+
+/// The path and text of the first integer literal in `json` (valid JSON) that fits
+/// neither i64 nor u64. serde_json (without `arbitrary_precision`) would turn it into
+/// the nearest double, so the API would store and echo another number than it was
+/// sent: such input is refused instead. Decimal fractions and exponents are doubles by
+/// definition and pass.
+fn big_integer(json: &[u8]) -> Option<(String, String)> {
+    enum Frame {
+        Object { key: String, want_key: bool },
+        Array { index: usize },
+    }
+    let path = |stack: &[Frame]| {
+        let mut p = String::new();
+        for f in stack {
+            match f {
+                Frame::Object { key, .. } => {
+                    if !p.is_empty() {
+                        p.push('.');
+                    }
+                    p.push_str(key);
+                }
+                Frame::Array { index } => p.push_str(&format!("[{index}]")),
+            }
+        }
+        p
+    };
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut i = 0;
+    while i < json.len() {
+        match json[i] {
+            b'{' => stack.push(Frame::Object {
+                key: String::new(),
+                want_key: true,
+            }),
+            b'[' => stack.push(Frame::Array { index: 0 }),
+            b'}' | b']' => {
+                stack.pop();
+            }
+            b',' => match stack.last_mut() {
+                Some(Frame::Array { index }) => *index += 1,
+                Some(Frame::Object { want_key, .. }) => *want_key = true,
+                None => {}
+            },
+            b'"' => {
+                let start = i;
+                i += 1;
+                while i < json.len() && json[i] != b'"' {
+                    i += if json[i] == b'\\' { 2 } else { 1 };
+                }
+                if let Some(Frame::Object { key, want_key }) = stack.last_mut() {
+                    if *want_key {
+                        *key = serde_json::from_slice(&json[start..=i.min(json.len() - 1)])
+                            .unwrap_or_default();
+                        *want_key = false;
+                    }
+                }
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i + 1 < json.len()
+                    && matches!(json[i + 1], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                {
+                    i += 1;
+                }
+                let literal = String::from_utf8_lossy(&json[start..=i]).into_owned();
+                let integer = !literal.contains(['.', 'e', 'E']);
+                if integer && literal.parse::<i64>().is_err() && literal.parse::<u64>().is_err() {
+                    return Some((path(&stack), literal));
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// What kind of JSON value `v` is, in the API's words.
