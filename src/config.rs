@@ -160,6 +160,16 @@ settings! {
         /// closes [default: 4096].
         #[arg(long, env = "ARBOR_MAX_CONNECTIONS")]
         max_connections: usize,
+        /// Largest node payload, serialized as JSON, in bytes [default: 1 MiB].
+        #[arg(long, env = "ARBOR_MAX_PAYLOAD_BYTES")]
+        max_payload_bytes: usize,
+        /// Largest node or workflow metadata, serialized as JSON, in bytes [default: 64 KiB].
+        #[arg(long, env = "ARBOR_MAX_METADATA_BYTES")]
+        max_metadata_bytes: usize,
+        /// The `retry:` of SSE streams in milliseconds: how soon a browser reconnects after
+        /// a restart [default: 1000].
+        #[arg(long, env = "ARBOR_SSE_RETRY_MS")]
+        sse_retry_ms: u64,
     }
 }
 
@@ -507,6 +517,13 @@ impl ServeConfig {
             request_timeout: http
                 .request_timeout
                 .map_or(d.limits.request_timeout, |t| t.0),
+            max_payload_bytes: http.max_payload_bytes.unwrap_or(d.limits.max_payload_bytes),
+            max_metadata_bytes: http
+                .max_metadata_bytes
+                .unwrap_or(d.limits.max_metadata_bytes),
+            sse_retry: http
+                .sse_retry_ms
+                .map_or(d.limits.sse_retry, Duration::from_millis),
         };
         if limits.sse_heartbeat.is_zero() {
             return Err(ConfigError::Invalid(
