@@ -31,6 +31,8 @@ pub struct Cli {
 
 /// Subcommands.
 #[derive(Subcommand, Debug)]
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the server (embedded by default: needs nothing but its data directory).
     Serve(ServeArgs),
