@@ -9,7 +9,9 @@
 //!   is what replay and SSE positions are expressed in, so it is used directly.)
 //! - `content`: BLAKE3 (32 bytes) → UTF-8 bytes, written once per distinct content.
 //! - `cursors`: sink name → seq (u64 BE).
-//! - `dead`: sink name ‖ 0 ‖ seq (u64 BE) → error text, for poison events.
+//! - `dead`: sink name ‖ 0 ‖ seq (u64 BE) → error text, for poison events not resolved.
+//! - `dead_acked`: same key → error text and acknowledgement note: dead letters an
+//!   operator accepted as lost (`arbor sync dead-letters ack`).
 //!
 //! Commit protocol: one group = three single-tree batches ([`sled::Tree::apply_batch`]),
 //! in this order (see [`Engine::write_group`]):
@@ -61,6 +63,7 @@ pub struct Engine {
     content: sled::Tree,
     cursors: sled::Tree,
     dead: sled::Tree,
+    dead_acked: sled::Tree,
     /// sled's main data file, fdatasync'd after each flush.
     data_file: File,
     blob_dir: PathBuf,
@@ -111,6 +114,7 @@ impl Engine {
             content: db.open_tree("content")?,
             cursors: db.open_tree("cursors")?,
             dead: db.open_tree("dead")?,
+            dead_acked: db.open_tree("dead_acked")?,
             db,
             data_file,
             blob_dir: dir.join("blobs"),
@@ -358,30 +362,73 @@ impl Engine {
 
     /// Records a dead-lettered event of `sink`.
     pub fn put_dead_letter(&self, sink: &str, seq: Seq, error: &str) -> Result<(), StorageError> {
-        let mut k = sink.as_bytes().to_vec();
-        k.push(0);
-        k.extend_from_slice(&seq.to_be_bytes());
-        self.dead.insert(k, error.as_bytes())?;
+        self.dead.insert(dead_key(sink, seq), error.as_bytes())?;
         self.dead.flush()?;
         Ok(())
     }
 
-    /// Dead letters of `sink`: (seq, error).
+    /// Unresolved dead letters of `sink`: (seq, error).
     pub fn dead_letters(&self, sink: &str) -> Result<Vec<(Seq, String)>, StorageError> {
-        let mut prefix = sink.as_bytes().to_vec();
-        prefix.push(0);
-        self.dead
-            .scan_prefix(&prefix)
-            .map(|kv| {
-                let (k, v) = kv?;
-                Ok((
-                    seq_of(&k[prefix.len()..])?,
-                    String::from_utf8_lossy(&v).into_owned(),
-                ))
-            })
-            .collect()
+        scan_dead(&self.dead, sink)
     }
 
+    /// Acknowledged dead letters of `sink`: (seq, error and note).
+    pub fn acked_dead_letters(&self, sink: &str) -> Result<Vec<(Seq, String)>, StorageError> {
+        scan_dead(&self.dead_acked, sink)
+    }
+
+    /// Removes a dead letter of `sink` (its event reached the sink after all). False if
+    /// there was none.
+    pub fn remove_dead_letter(&self, sink: &str, seq: Seq) -> Result<bool, StorageError> {
+        let gone = self.dead.remove(dead_key(sink, seq))?.is_some();
+        self.dead.flush()?;
+        Ok(gone)
+    }
+
+    /// Moves a dead letter of `sink` to the acknowledged ones, its error followed by
+    /// `note`. False if there was none.
+    pub fn ack_dead_letter(&self, sink: &str, seq: Seq, note: &str) -> Result<bool, StorageError> {
+        let key = dead_key(sink, seq);
+        let Some(error) = self.dead.get(&key)? else {
+            return Ok(false);
+        };
+        let mut value = error.to_vec();
+        value.extend_from_slice(b"\n");
+        value.extend_from_slice(note.as_bytes());
+        // Acknowledged first, then removed: a crash in between leaves it in both trees,
+        // which reads as unresolved (the safe side) and acknowledging again finishes it.
+        self.dead_acked.insert(&key, value)?;
+        self.dead_acked.flush()?;
+        self.dead.remove(&key)?;
+        self.dead.flush()?;
+        Ok(true)
+    }
+}
+
+/// Key of a dead letter: sink name ‖ 0 ‖ seq (u64 BE).
+fn dead_key(sink: &str, seq: Seq) -> Vec<u8> {
+    let mut k = sink.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Entries of `sink` in a dead-letter tree: (seq, text).
+fn scan_dead(tree: &sled::Tree, sink: &str) -> Result<Vec<(Seq, String)>, StorageError> {
+    let mut prefix = sink.as_bytes().to_vec();
+    prefix.push(0);
+    tree.scan_prefix(&prefix)
+        .map(|kv| {
+            let (k, v) = kv?;
+            Ok((
+                seq_of(&k[prefix.len()..])?,
+                String::from_utf8_lossy(&v).into_owned(),
+            ))
+        })
+        .collect()
+}
+
+impl Engine {
     /// Bytes sled uses on disk.
     pub fn size_on_disk(&self) -> Result<u64, StorageError> {
         Ok(self.db.size_on_disk()?)

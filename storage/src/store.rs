@@ -706,9 +706,26 @@ impl Store {
         self.shared.engine.put_dead_letter(sink, seq, error)
     }
 
-    /// Poison events of `sink`.
+    /// Unresolved poison events of `sink`: (seq, error).
     pub fn dead_letters(&self, sink: &str) -> Result<Vec<(Seq, String)>, StorageError> {
         self.shared.engine.dead_letters(sink)
+    }
+
+    /// Poison events of `sink` an operator accepted as lost: (seq, error and note).
+    pub fn acked_dead_letters(&self, sink: &str) -> Result<Vec<(Seq, String)>, StorageError> {
+        self.shared.engine.acked_dead_letters(sink)
+    }
+
+    /// Removes a dead letter of `sink` whose event reached the sink after all. False if
+    /// there was none.
+    pub fn remove_dead_letter(&self, sink: &str, seq: Seq) -> Result<bool, StorageError> {
+        self.shared.engine.remove_dead_letter(sink, seq)
+    }
+
+    /// Records that an operator accepted the loss of `sink`'s dead letter `seq` (moved
+    /// to the acknowledged ones, with `note`). False if there was none.
+    pub fn ack_dead_letter(&self, sink: &str, seq: Seq, note: &str) -> Result<bool, StorageError> {
+        self.shared.engine.ack_dead_letter(sink, seq, note)
     }
 
     /// The engine, for verify.

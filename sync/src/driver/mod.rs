@@ -62,6 +62,16 @@ pub enum SinkState {
 }
 
 impl SinkState {
+    /// The state as `/v1/health` and the `state` label of `arbor_sink_state` spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SinkState::Ok => "ok",
+            SinkState::Degraded => "degraded",
+            SinkState::Stopped => "stopped",
+            SinkState::Starting => "starting",
+        }
+    }
+
     fn from_u8(v: u8) -> SinkState {
         match v {
             0 => SinkState::Ok,
@@ -87,6 +97,8 @@ pub struct DriverOptions {
     pub probe_interval: Duration,
     /// Longest a probe may take before it counts as a lost connection.
     pub probe_timeout: Duration,
+    /// A sink lagging more than this reads `degraded` in its status.
+    pub lag_bound: Duration,
 }
 
 /// Live counters of one worker, shared with [`crate::SyncSet::status`].
@@ -144,7 +156,7 @@ impl Stats {
         )
     }
 
-    /// Events of this sink in the dead-letter tree (all time).
+    /// Unresolved dead letters of this sink.
     pub fn dead_letters(&self) -> u64 {
         self.dead_letters.load(Ordering::Relaxed)
     }
