@@ -471,6 +471,11 @@ async fn verify_redis(
     let mut conn = sink.connection().await?;
     for wf in wf_ids(exp) {
         let Some(e) = exp.get(&wf) else { continue };
+        if e.events == 0 {
+            // Every event of it is a dead letter (reported apart): nothing to hold, and
+            // its keys may belong to something else (the cause of the dead letters).
+            continue;
+        }
         let w = Some(wf);
         let got = redis::read_workflow(&mut conn, &wf).await?;
         let want_min = e.events.min(config.redis_maxlen as u64);

@@ -826,3 +826,31 @@ pub fn sample_nodes(store: &Store, wf: Uuid, max: usize) -> Vec<Uuid> {
     out.extend(all.last());
     out
 }
+
+/// `verify --sinks` reports exactly one difference: `seq`, an unresolved dead letter of
+/// `sink`; and the sink reads degraded for it in `set`'s status.
+pub async fn assert_only_dead_letter(
+    set: &SyncSet,
+    store: &Store,
+    cfg: &SyncConfig,
+    sink: &str,
+    seq: arbor_storage::Seq,
+) {
+    let diffs = arbor_sync::verify_sinks(store, cfg).await.expect("verify");
+    let whats: Vec<(&str, &str)> = diffs
+        .iter()
+        .map(|d| (d.sink.as_str(), d.what.as_str()))
+        .collect();
+    assert_eq!(
+        whats,
+        [(sink, format!("dead_letter:{seq}").as_str())],
+        "{diffs:?}"
+    );
+    let st = set.status();
+    let st = st.iter().find(|s| s.name == sink).expect("status");
+    assert_eq!(
+        (st.state, st.dead_letters),
+        (SinkState::Degraded, 1),
+        "{st:?}"
+    );
+}
