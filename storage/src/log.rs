@@ -10,6 +10,10 @@
 //! - `content`: BLAKE3 (32 bytes) → UTF-8 bytes, written once per distinct content.
 //! - `cursors`: sink name → seq (u64 BE).
 //! - `dead`: sink name ‖ 0 ‖ seq (u64 BE) → error text, for poison events not resolved.
+//! - `arrivals`: seq (u64 BE) → time (µs, i64 BE): when a group holding records older than
+//!   their arrival (imports keep their original time) was written, keyed by its first seq.
+//!   The arrival of an event is the later of its own time and the last mark at or
+//!   before its seq (see [`Engine::arrival`]).
 //! - `dead_acked`: same key → error text and acknowledgement note: dead letters an
 //!   operator accepted as lost (`arbor sync dead-letters ack`).
 //!
@@ -64,6 +68,7 @@ pub struct Engine {
     cursors: sled::Tree,
     dead: sled::Tree,
     dead_acked: sled::Tree,
+    arrivals: sled::Tree,
     /// sled's main data file, fdatasync'd after each flush.
     data_file: File,
     blob_dir: PathBuf,
@@ -82,6 +87,8 @@ pub struct GroupWrite {
     pub wf: Vec<(Uuid, Seq)>,
     /// New content blobs.
     pub content: Vec<(Hash, Vec<u8>)>,
+    /// An arrival mark (first seq, now) when the group holds records older than now.
+    pub arrival: Option<(Seq, crate::time::Timestamp)>,
 }
 
 fn wf_key(wf: &Uuid, seq: Seq) -> [u8; 24] {
@@ -115,6 +122,7 @@ impl Engine {
             cursors: db.open_tree("cursors")?,
             dead: db.open_tree("dead")?,
             dead_acked: db.open_tree("dead_acked")?,
+            arrivals: db.open_tree("arrivals")?,
             db,
             data_file,
             blob_dir: dir.join("blobs"),
@@ -197,6 +205,12 @@ impl Engine {
                 content.insert(h, bytes.as_slice());
             }
             self.content.apply_batch(content)?;
+        }
+        if let Some((seq, at)) = g.arrival {
+            // Before the records: a mark without its records (a crash in between) is
+            // harmless, it is older than anything written at that seq later.
+            self.arrivals
+                .insert(seq.to_be_bytes(), &at.micros().to_be_bytes())?;
         }
         let mut log = Batch::default();
         for (seq, bytes) in &g.records {
@@ -358,6 +372,26 @@ impl Engine {
                 Ok((String::from_utf8_lossy(&k).into_owned(), seq_of(&v)?))
             })
             .collect()
+    }
+
+    /// When the record `seq` (with its own time `own`) reached this store: the later of
+    /// `own` and the last arrival mark at or before `seq`.
+    pub fn arrival(
+        &self,
+        seq: Seq,
+        own: crate::time::Timestamp,
+    ) -> Result<crate::time::Timestamp, StorageError> {
+        let mark = match self.arrivals.range(..=seq.to_be_bytes()).next_back() {
+            Some(kv) => {
+                let (_, v) = kv?;
+                let arr: [u8; 8] = v.as_ref().try_into().map_err(|_| {
+                    StorageError::Corrupt(format!("arrival mark of {} bytes", v.len()))
+                })?;
+                Some(crate::time::Timestamp(i64::from_be_bytes(arr)))
+            }
+            None => None,
+        };
+        Ok(mark.map_or(own, |m| m.max(own)))
     }
 
     /// Records a dead-lettered event of `sink`.

@@ -36,6 +36,10 @@ use crate::model::{Edge, Event, EventBody, Node, Seq, WorkflowStatus};
 use crate::node_cache::{NodeCache, NodeCacheStats};
 use crate::record::{decode_index_event, Hash, Record, RecordBody, ZERO_HASH};
 use crate::time::Timestamp;
+
+/// A record more than this much older than its group's write is marked as arriving then
+/// (live appends are stamped a moment before their group is written).
+const ARRIVAL_SLACK_MICROS: i64 = 1_000_000;
 use crate::validate::{load_content, Ctx, Pending};
 
 /// Whether an acknowledged append must survive power loss.
@@ -701,6 +705,16 @@ impl Store {
         self.shared.engine.cursors()
     }
 
+    /// When the first event after `after` reached this store (None at the head): its own
+    /// time for a live append, the time its group was written for an imported one
+    /// (which keeps its original time). Survives a restart. What sink lag is measured by.
+    pub fn arrival_after(&self, after: Seq) -> Result<Option<Timestamp>, StorageError> {
+        let Some(r) = self.read_records(after, 1)?.into_iter().next() else {
+            return Ok(None);
+        };
+        self.shared.engine.arrival(r.seq, r.timestamp).map(Some)
+    }
+
     /// Records a poison event of `sink`.
     pub fn put_dead_letter(&self, sink: &str, seq: Seq, error: &str) -> Result<(), StorageError> {
         self.shared.engine.put_dead_letter(sink, seq, error)
@@ -1021,6 +1035,12 @@ impl Writer {
     /// Chains, writes and (per durability) flushes the group. Returns the flush time.
     fn write(&mut self, drafts: &mut [crate::validate::Draft]) -> Result<Duration, StorageError> {
         let mut g = GroupWrite::default();
+        let now = Timestamp::now();
+        let stale = Timestamp(now.micros().saturating_sub(ARRIVAL_SLACK_MICROS));
+        if drafts.iter().any(|d| d.record.timestamp < stale) {
+            // Records older than their arrival (an import): mark when the group arrived.
+            g.arrival = drafts.first().map(|d| (d.record.seq, now));
+        }
         let mut seen_content = std::collections::HashSet::new();
         let mut big = false;
         let mut prev = self.last_hash;

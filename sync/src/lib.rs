@@ -197,7 +197,8 @@ pub struct SinkStatus {
     pub cursor: Seq,
     /// Events in the log the sink does not have yet.
     pub lag_events: u64,
-    /// Age of the oldest event the sink does not have yet (0 when caught up).
+    /// How long ago the oldest event the sink does not have yet reached this server (0
+    /// when caught up): its arrival, not its own time (imports keep theirs).
     pub lag_seconds: f64,
     /// Last error (credentials stripped).
     pub last_error: Option<String>,
@@ -272,14 +273,13 @@ fn lag(store: &Store, cursor: Seq) -> (u64, f64) {
     if cursor >= head {
         return (0, 0.0);
     }
-    let seconds = match store.read_records(cursor, 1) {
-        Ok(r) => r.first().map_or(0.0, |r| {
-            let age = Timestamp::now()
-                .micros()
-                .saturating_sub(r.timestamp.micros());
+    // Arrival, not the event's own time: an imported event keeps its original time.
+    let seconds = match store.arrival_after(cursor) {
+        Ok(Some(at)) => {
+            let age = Timestamp::now().micros().saturating_sub(at.micros());
             (age.max(0) as f64) / 1e6
-        }),
-        Err(_) => 0.0,
+        }
+        Ok(None) | Err(_) => 0.0,
     };
     (head - cursor, seconds)
 }

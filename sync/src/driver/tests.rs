@@ -532,3 +532,70 @@ async fn a_sink_lagging_beyond_the_bound_is_degraded() {
     .await;
     set.shutdown().await;
 }
+
+/// Opens the store in `dir` (again).
+fn reopen(dir: &TempDir) -> Store {
+    Store::open(
+        dir.path(),
+        StoreOptions {
+            durability: Durability::None,
+            ..StoreOptions::default()
+        },
+    )
+    .expect("open store")
+}
+
+#[tokio::test]
+async fn lag_is_the_age_of_arrival_not_of_an_imported_events_own_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = reopen(&dir);
+    // An import of a workflow from 264 days ago.
+    let old = arbor_storage::Timestamp(
+        arbor_storage::Timestamp::now().micros() - 264 * 86_400 * 1_000_000,
+    );
+    let meta = Meta {
+        timestamp: Some(old),
+        ..Meta::default()
+    };
+    let created = store
+        .submit(Intent::CreateWorkflow(NewWorkflow::default()), meta.clone())
+        .await
+        .expect("create");
+    let Outcome::WorkflowCreated {
+        workflow_id,
+        root_id,
+        ..
+    } = created
+    else {
+        panic!("unexpected {created:?}")
+    };
+    let nodes = (0..5)
+        .map(|i| NewNode {
+            timestamp: Some(old),
+            ..NewNode::new(root_id, "message", format!("old {i}"))
+        })
+        .collect();
+    store
+        .submit(Intent::AppendNodes { workflow_id, nodes }, meta)
+        .await
+        .expect("import");
+    let (events, seconds) = crate::lag(&store, 0);
+    assert_eq!(events, 6);
+    assert!(
+        seconds < 60.0,
+        "lag {seconds} s: the events' own time, not arrival"
+    );
+    assert!(crate::lag(&store, 3).1 < 60.0);
+    // A live append after the import is measured by its own time.
+    append(&store, workflow_id, root_id, 1).await;
+    assert!(crate::lag(&store, 6).1 < 60.0);
+    // The arrival marks survive a restart.
+    store.close().await;
+    drop(store);
+    let store = reopen(&dir);
+    let (events, seconds) = crate::lag(&store, 1);
+    assert_eq!(events, 6);
+    assert!(seconds < 60.0, "after a restart: lag {seconds} s");
+    assert_eq!(crate::lag(&store, 7), (0, 0.0));
+    store.close().await;
+}
