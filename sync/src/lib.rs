@@ -439,11 +439,10 @@ pub(crate) async fn statuses(store: &Store, sinks: Vec<NamedSink>) -> Vec<SinkSt
             Ok(mut sink) => match probe(store, &mut sink).await {
                 Ok(cursor) => SinkStatus::idle(store, name, SinkState::Ok, cursor, None),
                 Err(e) => {
-                    // A sink-kept cursor cannot be read from a sink that does not answer.
-                    let cursor = match sink.cursor_home() {
-                        CursorHome::Arbor => cursor_of(store, &mut sink).await.unwrap_or(0),
-                        CursorHome::Sink => 0,
-                    };
+                    // A sink-kept cursor cannot be read from a sink that does not answer:
+                    // what arbor last knew of it stands in.
+                    let key = driver::known_cursor_key(name, sink.cursor_home());
+                    let cursor = store.cursor(&key).ok().flatten().unwrap_or(0);
                     SinkStatus::idle(store, name, SinkState::Degraded, cursor, Some(e.message))
                 }
             },
@@ -506,8 +505,12 @@ pub(crate) async fn reset_sink<S: Sink>(
         })
         .await
         .map_err(|e| SyncError::sink(name, e))?,
-        CursorHome::Arbor => store.set_cursor(name, from_seq)?,
+        CursorHome::Arbor => {}
     }
+    store.set_cursor(
+        &driver::known_cursor_key(name, sink.cursor_home()),
+        from_seq,
+    )?;
     tracing::info!(sink = name, from_seq, "sync cursor reset");
     Ok(())
 }

@@ -175,6 +175,16 @@ impl Stats {
     }
 }
 
+/// The key in arbor's cursors of what arbor last knew of `sink`'s cursor: the cursor
+/// itself for a [`CursorHome::Arbor`] sink, a copy (a lower bound, written after the
+/// sink committed) for a [`CursorHome::Sink`] one, read while the sink is unreachable.
+pub(crate) fn known_cursor_key(sink: &str, home: CursorHome) -> String {
+    match home {
+        CursorHome::Sink => format!("{sink}.last-known"),
+        CursorHome::Arbor => sink.to_owned(),
+    }
+}
+
 /// Reads up to `limit` events after `after` as sink items (blocking: sled reads).
 pub fn read_items(store: &Store, after: Seq, limit: usize) -> Result<Vec<Item>, StorageError> {
     let events = store.read_events(after, limit)?;
@@ -411,9 +421,18 @@ impl<S: Sink> Worker<S> {
         .ok()
     }
 
-    /// Reads this sink's dead letters once (the count `status` shows). False on shutdown.
+    /// Reads this sink's dead letters once (the count `status` shows), and the cursor
+    /// arbor last knew, so that lag is true while the sink cannot be reached to load
+    /// its own. False on shutdown.
     async fn count_dead_letters(&mut self) -> bool {
         let name = self.sink.name();
+        let known = known_cursor_key(name, self.sink.cursor_home());
+        let Some(cursor) = self.with_store(move |s| s.cursor(&known)).await else {
+            return false;
+        };
+        self.stats
+            .cursor
+            .store(cursor.unwrap_or(0), Ordering::Relaxed);
         let Some(found) = self.with_store(move |s| s.dead_letters(name)).await else {
             return false;
         };
@@ -599,15 +618,13 @@ impl<S: Sink> Worker<S> {
     /// Records the cursor after a successful write (arbor-kept cursors; sink-kept ones
     /// were committed by the write itself).
     async fn commit(&mut self, seq: Seq) -> Flow {
-        if self.sink.cursor_home() == CursorHome::Arbor {
-            let name = self.sink.name();
-            if self
-                .with_store(move |s| s.set_cursor(name, seq))
-                .await
-                .is_none()
-            {
-                return Flow::Stop;
-            }
+        let key = known_cursor_key(self.sink.name(), self.sink.cursor_home());
+        if self
+            .with_store(move |s| s.set_cursor(&key, seq))
+            .await
+            .is_none()
+        {
+            return Flow::Stop;
         }
         self.stats.cursor.store(seq, Ordering::Relaxed);
         Flow::Next

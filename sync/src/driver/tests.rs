@@ -599,3 +599,24 @@ async fn lag_is_the_age_of_arrival_not_of_an_imported_events_own_time() {
     assert_eq!(crate::lag(&store, 7), (0, 0.0));
     store.close().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn while_the_sink_cannot_be_set_up_the_last_known_cursor_gives_the_lag() {
+    for home in [CursorHome::Arbor, CursorHome::Sink] {
+        let (_dir, store, wf, root) = store(6).await;
+        // A first run commits through seq 6 (and arbor notes it).
+        let script = Script::new(home, &store);
+        let set = spawn(&store, &script, opts());
+        caught_up(&set, &store).await;
+        set.shutdown().await;
+        // The sink is down from now on; two more events arrive; arbor restarts.
+        append(&store, wf, root, 2).await;
+        let down = Script::new(home, &store);
+        down.then(Step::Lost);
+        let set = spawn(&store, &down, opts());
+        until("degraded", || status(&set).state == SinkState::Degraded).await;
+        let st = status(&set);
+        assert_eq!((st.cursor, st.lag_events), (6, 2), "{home:?}");
+        set.shutdown().await;
+    }
+}
