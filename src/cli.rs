@@ -98,6 +98,10 @@ pub enum SyncAction {
         /// Sink connections.
         #[command(flatten)]
         conn: SinkArgs,
+        /// Take over a destination that holds another store's replica: empty it and
+        /// replay this store's log into it (needs --from 0).
+        #[arg(long)]
+        adopt: bool,
     },
     /// Events a sink refused (dead letters): list, retry, acknowledge (server stopped).
     DeadLetters {
@@ -315,10 +319,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 from,
                 base,
                 conn,
+                adopt,
             } => {
+                if adopt && from != 0 {
+                    bail!("--adopt replays the whole log: use it with --from 0");
+                }
                 let cfg = base.resolve(Some(&conn))?;
                 let store = open_store(&cfg.data_dir)?;
-                let res = arbor_sync::reset(&store, &cfg.sync, &sink, from).await;
+                let res = if adopt {
+                    arbor_sync::adopt(&store, &cfg.sync, &sink).await
+                } else {
+                    arbor_sync::reset(&store, &cfg.sync, &sink, from).await
+                };
                 store.close().await;
                 res?;
                 println!("{}", serde_json::json!({ "sink": sink, "cursor": from }));

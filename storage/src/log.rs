@@ -14,6 +14,7 @@
 //!   their arrival (imports keep their original time) was written, keyed by its first seq.
 //!   The arrival of an event is the later of its own time and the last mark at or
 //!   before its seq (see [`Engine::arrival`]).
+//! - `meta`: `store_id` → 16 bytes: the store's identity, created with it.
 //! - `dead_acked`: same key → error text and acknowledgement note: dead letters an
 //!   operator accepted as lost (`arbor sync dead-letters ack`).
 //!
@@ -69,6 +70,8 @@ pub struct Engine {
     dead: sled::Tree,
     dead_acked: sled::Tree,
     arrivals: sled::Tree,
+    /// The store's identity (the `meta` tree's `store_id`).
+    store_id: Uuid,
     /// sled's main data file, fdatasync'd after each flush.
     data_file: File,
     blob_dir: PathBuf,
@@ -123,6 +126,7 @@ impl Engine {
             dead: db.open_tree("dead")?,
             dead_acked: db.open_tree("dead_acked")?,
             arrivals: db.open_tree("arrivals")?,
+            store_id: store_id(&db.open_tree("meta")?)?,
             db,
             data_file,
             blob_dir: dir.join("blobs"),
@@ -374,6 +378,11 @@ impl Engine {
             .collect()
     }
 
+    /// The store's identity.
+    pub fn store_id(&self) -> Uuid {
+        self.store_id
+    }
+
     /// When the record `seq` (with its own time `own`) reached this store: the later of
     /// `own` and the last arrival mark at or before `seq`.
     pub fn arrival(
@@ -437,6 +446,17 @@ impl Engine {
         self.dead.flush()?;
         Ok(true)
     }
+}
+
+/// The identity in `meta`, created (a v7 UUID) and flushed on first open.
+fn store_id(meta: &sled::Tree) -> Result<Uuid, StorageError> {
+    if let Some(v) = meta.get(b"store_id")? {
+        return Uuid::from_slice(&v).map_err(|e| StorageError::Corrupt(format!("store id: {e}")));
+    }
+    let id = Uuid::now_v7();
+    meta.insert(b"store_id", id.as_bytes().as_slice())?;
+    meta.flush()?;
+    Ok(id)
 }
 
 /// Key of a dead letter: sink name ‖ 0 ‖ seq (u64 BE).

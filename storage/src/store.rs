@@ -705,6 +705,12 @@ impl Store {
         self.shared.engine.cursors()
     }
 
+    /// The store's identity: created with the store, never changes. A sink that keeps
+    /// its cursor in the destination records it, so that two stores never share one.
+    pub fn id(&self) -> Uuid {
+        self.shared.engine.store_id()
+    }
+
     /// When the first event after `after` reached this store (None at the head): its own
     /// time for a live append, the time its group was written for an imported one
     /// (which keeps its original time). Survives a restart. What sink lag is measured by.

@@ -173,7 +173,8 @@ impl SyncConfig {
             out.push((redis::NAME, boxed(sink)));
         }
         if let Some(url) = &self.postgres_url {
-            let sink = postgres::PostgresSink::new(url, &self.postgres_schema);
+            let sink = postgres::PostgresSink::new(url, &self.postgres_schema)
+                .map(|s| s.for_store(store.id()));
             out.push((postgres::NAME, boxed(sink)));
         }
         if let Some(cfg) = &self.neo4j {
@@ -464,6 +465,18 @@ pub async fn reset(
 ) -> Result<(), SyncError> {
     let mut sink = configured_sink(store, config, sink_name)?;
     reset_sink(store, &mut sink, from_seq).await
+}
+
+/// Takes over a destination that holds another store's replica, deliberately: empties
+/// it, marks it as this store's, and replays everything (`arbor sync reset SINK --from 0
+/// --adopt`).
+pub async fn adopt(store: &Store, config: &SyncConfig, sink_name: &str) -> Result<(), SyncError> {
+    let mut sink = configured_sink(store, config, sink_name)?;
+    within(sink_name, sink.adopt())
+        .await
+        .map_err(|e| SyncError::sink(sink_name, e))?;
+    tracing::warn!(sink = sink_name, store = %store.id(), "sink adopted by this store");
+    reset_sink(store, &mut sink, 0).await
 }
 
 /// The configured sink named `sink_name` (not connected yet).
