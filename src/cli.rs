@@ -113,6 +113,64 @@ pub enum SyncAction {
         /// Sink connections.
         #[command(flatten)]
         conn: SinkArgs,
+        /// Take over a destination that holds another store's replica: empty it and
+        /// replay this store's log into it (needs --from 0).
+        #[arg(long)]
+        adopt: bool,
+    },
+    /// Events a sink refused (dead letters): list, retry, acknowledge (server stopped).
+    DeadLetters {
+        /// What to do.
+        #[command(subcommand)]
+        action: DeadLetterAction,
+    },
+}
+
+/// `arbor sync dead-letters …`.
+#[derive(Subcommand, Debug)]
+pub enum DeadLetterAction {
+    /// Every dead letter (of SINK, or of each configured sink), unresolved and acknowledged.
+    List {
+        /// Sink: redis, postgres or neo4j (default: every configured sink).
+        sink: Option<String>,
+        /// `--config`, `--data-dir`.
+        #[command(flatten)]
+        base: BaseArgs,
+        /// Sink connections.
+        #[command(flatten)]
+        conn: SinkArgs,
+    },
+    /// Re-applies dead-lettered events through the sink; each one it takes is resolved.
+    Retry {
+        /// Sink: redis, postgres or neo4j.
+        sink: String,
+        /// The dead letter to retry.
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        seq: Option<u64>,
+        /// Retry every unresolved dead letter of the sink.
+        #[arg(long)]
+        all: bool,
+        /// `--config`, `--data-dir`.
+        #[command(flatten)]
+        base: BaseArgs,
+        /// Sink connections.
+        #[command(flatten)]
+        conn: SinkArgs,
+    },
+    /// Accepts the loss of a dead letter: recorded in the store's acknowledged dead
+    /// letters, so `verify --sinks` and health stop reporting it.
+    Ack {
+        /// Sink: redis, postgres or neo4j.
+        sink: String,
+        /// The dead letter to acknowledge.
+        #[arg(long)]
+        seq: u64,
+        /// Why the loss is accepted (kept with the acknowledgement).
+        #[arg(long, default_value = "accepted by operator")]
+        note: String,
+        /// `--config`, `--data-dir`.
+        #[command(flatten)]
+        base: BaseArgs,
     },
 }
 
@@ -363,15 +421,84 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 from,
                 base,
                 conn,
+                adopt,
             } => {
+                if adopt && from != 0 {
+                    bail!("--adopt replays the whole log: use it with --from 0");
+                }
                 let cfg = base.resolve(Some(&conn))?;
                 let store = open_store(&cfg.data_dir, STOP_FIRST)?;
-                let res = arbor_sync::reset(&store, &cfg.sync, &sink, from).await;
+                let res = if adopt {
+                    arbor_sync::adopt(&store, &cfg.sync, &sink).await
+                } else {
+                    arbor_sync::reset(&store, &cfg.sync, &sink, from).await
+                };
                 store.close().await;
                 res?;
                 println!("{}", serde_json::json!({ "sink": sink, "cursor": from }));
                 Ok(())
             }
+            SyncAction::DeadLetters { action } => dead_letters(action).await,
         },
+    }
+}
+
+/// `arbor sync dead-letters …`. Fails (non-zero exit) when a retried event is refused
+/// again.
+async fn dead_letters(action: DeadLetterAction) -> anyhow::Result<()> {
+    match action {
+        DeadLetterAction::List { sink, base, conn } => {
+            let cfg = base.resolve(Some(&conn))?;
+            let store = open_store(&cfg.data_dir, STOP_FIRST)?;
+            let names: Vec<&str> = match &sink {
+                Some(s) => vec![s.as_str()],
+                None => cfg.sync.sink_names(),
+            };
+            let found = arbor_sync::dead::list(&store, &names);
+            store.close().await;
+            for d in found? {
+                println!("{}", serde_json::to_string(&d)?);
+            }
+            Ok(())
+        }
+        DeadLetterAction::Retry {
+            sink,
+            seq,
+            all: _,
+            base,
+            conn,
+        } => {
+            let cfg = base.resolve(Some(&conn))?;
+            let store = open_store(&cfg.data_dir, STOP_FIRST)?;
+            let seqs = seq.map(|s| vec![s]);
+            let res = arbor_sync::dead::retry(&store, &cfg.sync, &sink, seqs).await;
+            store.close().await;
+            let outcomes = res?;
+            for o in &outcomes {
+                println!("{}", serde_json::to_string(o)?);
+            }
+            let refused = outcomes.iter().filter(|o| !o.resolved).count();
+            if refused > 0 {
+                bail!("{refused} dead letter(s) of {sink} refused again");
+            }
+            Ok(())
+        }
+        DeadLetterAction::Ack {
+            sink,
+            seq,
+            note,
+            base,
+        } => {
+            let cfg = base.resolve(None)?;
+            let store = open_store(&cfg.data_dir, STOP_FIRST)?;
+            let res = arbor_sync::dead::ack(&store, &sink, seq, &note);
+            store.close().await;
+            res?;
+            println!(
+                "{}",
+                serde_json::json!({ "sink": sink, "seq": seq, "acknowledged": true })
+            );
+            Ok(())
+        }
     }
 }

@@ -121,6 +121,10 @@ settings! {
         /// Neo4j password.
         #[arg(long, env = "ARBOR_NEO4J_PASSWORD", hide_env_values = true)]
         neo4j_password: String,
+        /// A sink whose oldest unreplicated event arrived longer ago than this reads
+        /// `degraded`, e.g. `30s`, `2m` [default: 30s].
+        #[arg(long, env = "ARBOR_SINK_LAG_BOUND")]
+        sink_lag_bound: HumanDuration,
     }
 }
 
@@ -186,6 +190,7 @@ impl fmt::Debug for SinkArgs {
                 "neo4j_password",
                 &self.neo4j_password.as_ref().map(|_| "***"),
             )
+            .field("sink_lag_bound", &self.sink_lag_bound)
             .finish()
     }
 }
@@ -505,6 +510,7 @@ impl ServeConfig {
                 user: neo4j_user.unwrap_or_else(|| DEFAULT_NEO4J_USER.to_owned()),
                 password: neo4j_password.unwrap_or_default(),
             }),
+            lag_bound: sinks.sink_lag_bound.map_or(d.sync.lag_bound, |t| t.0),
             ..d.sync
         };
         let limits = Limits {

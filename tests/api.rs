@@ -837,6 +837,10 @@ async fn edges_choices_and_every_query() {
             format!("/v1/nodes/{user}/subtree"),
             vec![("max_depth", "deep")],
         ),
+        ("/healthz".into(), vec![]),
+        ("/readyz".into(), vec![]),
+        ("/v1/health".into(), vec![]),
+        ("/metrics".into(), vec![]),
     ];
     for (route, params) in routes {
         let bad = [("bogus", "1")].into_iter().chain(params);
