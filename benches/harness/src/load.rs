@@ -335,7 +335,9 @@ mod tests {
                 if i % 2 == 0 {
                     anyhow::bail!("even item {i}");
                 }
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                // Far beyond the 5 ms item timeout, so no odd item can finish first
+                // even when a loaded machine fires both timers in the same tick.
+                tokio::time::sleep(Duration::from_secs(10)).await;
                 Ok(())
             },
         )
