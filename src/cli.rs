@@ -67,6 +67,12 @@ pub enum Command {
         #[command(subcommand)]
         action: SyncAction,
     },
+    /// Access tokens: create (secret shown once), list, revoke (server stopped).
+    Token {
+        /// What to do.
+        #[command(subcommand)]
+        action: crate::auth::cli::TokenAction,
+    },
 }
 
 /// `arbor sync …`.
@@ -271,5 +277,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         },
+        Command::Token { action } => crate::auth::cli::run(action).await,
     }
 }

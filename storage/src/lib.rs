@@ -19,6 +19,9 @@
 //! - `node_cache`: the bounded cache of decoded nodes that reads go through.
 //! - `intent`: what callers ask for and what they get back.
 //! - `validate`: turns intents into records against the index plus the group overlay.
+//! - `admin`: the admin log (token events, own seqs and hash chain) and the token
+//!   table derived from it; kept apart from the workflow log so that no replay, stream,
+//!   export or sink can carry a secret hash.
 //! - `store`: [`Store`], the handle: writer thread with group commit, reads, broadcast.
 //! - `verify`: re-checks the chain, the secondary trees and the graph from disk.
 //! - `error`: [`StorageError`] (I/O, integrity) and [`AppendError`] (refused requests).
@@ -33,6 +36,7 @@
 //! - A refused request stores nothing; an atomic batch is stored whole or not at all.
 //! - This crate knows nothing of HTTP or of sinks.
 
+mod admin;
 mod error;
 mod index;
 mod intent;
@@ -45,6 +49,7 @@ mod time;
 mod validate;
 mod verify;
 
+pub use admin::{AdminBody, AdminEvent, SecretDigest, Token, TokenError, TokenSpec};
 pub use error::{AppendError, StorageError};
 pub use index::BranchInfo;
 pub use intent::{edge_event_id, Intent, Meta, NewNode, NewWorkflow, Outcome};

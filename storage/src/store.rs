@@ -28,6 +28,9 @@ use serde_json::{Map, Value};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use uuid::Uuid;
 
+use crate::admin::{
+    self, Admin, AdminBody, AdminEvent, SecretDigest, Token, TokenError, TokenSpec,
+};
 use crate::error::{AppendError, StorageError};
 use crate::index::{BranchInfo, Index, IndexEvent, NodeKind};
 use crate::intent::{Intent, Meta, Outcome};
@@ -187,6 +190,7 @@ struct Shared {
     poisoned: Mutex<Option<String>>,
     events_total: AtomicU64,
     nodes: NodeCache,
+    admin: Admin,
 }
 
 /// The store: log, content, index. Cheap to clone.
@@ -213,6 +217,7 @@ impl Store {
     ) -> Result<Store, StorageError> {
         let engine = Engine::open(dir, options.cache_mb.saturating_mul(1024 * 1024))?;
         let (index, last_hash, last_ts) = rebuild(&engine, progress)?;
+        let admin = Admin::open(&engine)?;
         let head = index.head();
         let (events, _) = broadcast::channel(options.broadcast_capacity.max(1));
         let shared = Arc::new(Shared {
@@ -224,6 +229,7 @@ impl Store {
             poisoned: Mutex::new(None),
             events_total: AtomicU64::new(0),
             nodes: NodeCache::with_mb(options.node_cache_mb),
+            admin,
         });
         let (tx, rx) = mpsc::channel(options.max_group.max(1) * 4);
         let writer = Writer {
@@ -709,6 +715,72 @@ impl Store {
     /// Poison events of `sink`.
     pub fn dead_letters(&self, sink: &str) -> Result<Vec<(Seq, String)>, StorageError> {
         self.shared.engine.dead_letters(sink)
+    }
+
+    /// Records `token.created` (durable before it returns) and adds the token to the
+    /// table. `secret_hash` is the BLAKE3 of the secret the caller generated.
+    pub fn create_token(
+        &self,
+        spec: TokenSpec,
+        secret_hash: [u8; 32],
+        actor: &str,
+    ) -> Result<Token, TokenError> {
+        let id = spec.id;
+        let body = AdminBody::TokenCreated {
+            token: spec,
+            secret_hash: SecretDigest(secret_hash),
+        };
+        self.shared.admin.append(&self.shared.engine, actor, body)?;
+        self.shared
+            .admin
+            .token(&id)
+            .ok_or_else(|| StorageError::Corrupt(format!("token {id} not in the table")).into())
+    }
+
+    /// Records `token.revoked` and marks the token revoked at once (open streams see
+    /// [`Store::watch_revocations`] move). Revoking a revoked token records nothing.
+    pub fn revoke_token(&self, id: &Uuid, actor: &str) -> Result<Token, TokenError> {
+        let admin = &self.shared.admin;
+        match admin.token(id) {
+            None => return Err(TokenError::NotFound(*id)),
+            Some(t) if t.revoked_at.is_some() => return Ok(t),
+            Some(_) => {}
+        }
+        admin.append(
+            &self.shared.engine,
+            actor,
+            AdminBody::TokenRevoked { token_id: *id },
+        )?;
+        admin.token(id).ok_or_else(|| TokenError::NotFound(*id))
+    }
+
+    /// The token `id`, revoked or not.
+    pub fn token(&self, id: &Uuid) -> Option<Token> {
+        self.shared.admin.token(id)
+    }
+
+    /// Every token, oldest first.
+    pub fn tokens(&self) -> Vec<Token> {
+        self.shared.admin.tokens()
+    }
+
+    /// Whether a token was ever created in this store (revoked ones count).
+    pub fn has_tokens(&self) -> bool {
+        self.shared.admin.has_tokens()
+    }
+
+    /// Moves on every revocation.
+    pub fn watch_revocations(&self) -> watch::Receiver<u64> {
+        self.shared.admin.watch_revoked()
+    }
+
+    /// Up to `limit` events of the admin log after `after` (its own seqs).
+    pub fn read_admin_events(
+        &self,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<AdminEvent>, StorageError> {
+        admin::read(&self.shared.engine, after, limit)
     }
 
     /// The engine, for verify.
