@@ -119,15 +119,37 @@ async fn wait_for_signal() {
     }
 }
 
+/// DESIGN §8: a store without tokens runs open, so only on loopback (with a warning);
+/// a non-loopback bind needs tokens, and without TLS is warned about.
+fn check_access(cfg: &ServeConfig, store: &Store) -> Result<(), ServeError> {
+    let loopback = cfg.listen.ip().is_loopback();
+    match (store.has_tokens(), loopback) {
+        (false, false) => Err(ServeError::Config(format!(
+            "refusing to listen on non-loopback {} without access tokens: create one \
+             first (`arbor token create --data-dir DIR --name NAME --role admin`) or bind \
+             127.0.0.1",
+            cfg.listen
+        ))),
+        (false, true) => {
+            tracing::warn!(
+                "no access tokens: running open on loopback (every request acts as \
+                 `anonymous` with every right); create a token to require one"
+            );
+            Ok(())
+        }
+        (true, false) => {
+            tracing::warn!(
+                listen = %cfg.listen,
+                "listening beyond loopback without TLS: tokens travel in clear text"
+            );
+            Ok(())
+        }
+        (true, true) => Ok(()),
+    }
+}
+
 /// Opens the store and starts serving; returns once the listener is bound.
 pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
-    if !cfg.listen.ip().is_loopback() {
-        return Err(ServeError::Config(format!(
-            "refusing to listen on non-loopback {} without access tokens; bind 127.0.0.1 \
-             (token auth is not available in this build)",
-            cfg.listen
-        )));
-    }
     let metrics = Arc::new(Metrics::new()?);
     let observer = metrics.clone();
     let options = StoreOptions {
@@ -146,6 +168,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
             dir: cfg.data_dir.display().to_string(),
             source,
         })?;
+    check_access(&cfg, &store)?;
     let sinks = crate::sinks::Sinks::start(&store, &cfg)
         .map_err(|e| ServeError::Task(format!("starting sync workers: {e}")))?;
     let listener = TcpListener::bind(cfg.listen)

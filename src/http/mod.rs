@@ -8,13 +8,17 @@
 //! - [`views`]: response bodies of the reads, mapped from the store's results.
 //! - [`guard`]: request guards that run before any handler (JSON bodies only).
 //! - [`problem`]: problem+json errors.
+//! - [`auth`]: authentication and the role check, on every route.
+//! - [`tokens`]: `/v1/tokens` (admin).
 
+pub mod auth;
 pub mod guard;
 pub mod health;
 pub mod layers;
 pub mod problem;
 pub mod routes;
 pub mod sse;
+pub mod tokens;
 pub mod views;
 pub mod wire;
 
@@ -22,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use tokio::sync::watch;
 
@@ -90,6 +94,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let body_limit = state.limits.max_body_bytes;
     let timeout = state.limits.request_timeout;
+    let auth = axum::middleware::from_fn_with_state(state.clone(), auth::authenticate);
     Router::new()
         .route(
             "/v1/workflows",
@@ -121,6 +126,12 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/v1/health", get(health::health))
         .route("/metrics", get(health::metrics))
+        .route(
+            "/v1/tokens",
+            post(tokens::create_token).get(tokens::list_tokens),
+        )
+        .route("/v1/tokens/{id}", delete(tokens::revoke_token))
+        .route_layer(auth)
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             Problem::new(

@@ -66,7 +66,11 @@ impl AppState {
     /// Submits an intent, timing it for the append-latency histogram.
     async fn submit(&self, intent: Intent) -> Result<Outcome, Problem> {
         let started = Instant::now();
-        let res = self.store.submit(intent, Meta::default()).await;
+        let meta = Meta {
+            actor: super::auth::actor(),
+            ..Meta::default()
+        };
+        let res = self.store.submit(intent, meta).await;
         self.metrics
             .append_latency
             .observe(started.elapsed().as_secs_f64());
