@@ -121,6 +121,10 @@ settings! {
         /// Neo4j password.
         #[arg(long, env = "ARBOR_NEO4J_PASSWORD", hide_env_values = true)]
         neo4j_password: String,
+        /// A sink whose oldest unreplicated event arrived longer ago than this reads
+        /// `degraded`, e.g. `30s`, `2m` [default: 30s].
+        #[arg(long, env = "ARBOR_SINK_LAG_BOUND")]
+        sink_lag_bound: HumanDuration,
     }
 }
 
@@ -151,6 +155,25 @@ settings! {
         /// is not limited [default: 30s].
         #[arg(long, env = "ARBOR_REQUEST_TIMEOUT")]
         request_timeout: HumanDuration,
+        /// Longest a client may take to send a request head (and to finish a TLS
+        /// handshake); also how long an idle keep-alive connection is kept, e.g. `10s`
+        /// [default: 10s].
+        #[arg(long, env = "ARBOR_HEADER_TIMEOUT")]
+        header_timeout: HumanDuration,
+        /// Most connections open at once; further clients wait to be accepted until one
+        /// closes [default: 4096].
+        #[arg(long, env = "ARBOR_MAX_CONNECTIONS")]
+        max_connections: usize,
+        /// Largest node payload, serialized as JSON, in bytes [default: 1 MiB].
+        #[arg(long, env = "ARBOR_MAX_PAYLOAD_BYTES")]
+        max_payload_bytes: usize,
+        /// Largest node or workflow metadata, serialized as JSON, in bytes [default: 64 KiB].
+        #[arg(long, env = "ARBOR_MAX_METADATA_BYTES")]
+        max_metadata_bytes: usize,
+        /// The `retry:` of SSE streams in milliseconds: how soon a browser reconnects after
+        /// a restart [default: 1000].
+        #[arg(long, env = "ARBOR_SSE_RETRY_MS")]
+        sse_retry_ms: u64,
     }
 }
 
@@ -167,6 +190,7 @@ impl fmt::Debug for SinkArgs {
                 "neo4j_password",
                 &self.neo4j_password.as_ref().map(|_| "***"),
             )
+            .field("sink_lag_bound", &self.sink_lag_bound)
             .finish()
     }
 }
@@ -424,12 +448,17 @@ pub struct ServeConfig {
     pub log_format: LogFormat,
     /// Request limits and the request timeout.
     pub limits: Limits,
+    /// Longest a client may take to send a request head; the keep-alive idle timeout.
+    pub header_timeout: Duration,
+    /// Most connections open at once.
+    pub max_connections: usize,
 }
 
 impl ServeConfig {
     /// A configuration with every default, data in `data_dir`, listening on `listen`.
     pub fn new(data_dir: &Path, listen: SocketAddr) -> ServeConfig {
         let store = StoreOptions::default();
+        let accept = crate::listen::ListenOptions::default();
         ServeConfig {
             data_dir: data_dir.to_path_buf(),
             listen,
@@ -440,6 +469,8 @@ impl ServeConfig {
             sync: SyncConfig::default(),
             log_format: LogFormat::default(),
             limits: Limits::default(),
+            header_timeout: accept.header_timeout,
+            max_connections: accept.max_connections,
         }
     }
 
@@ -479,6 +510,7 @@ impl ServeConfig {
                 user: neo4j_user.unwrap_or_else(|| DEFAULT_NEO4J_USER.to_owned()),
                 password: neo4j_password.unwrap_or_default(),
             }),
+            lag_bound: sinks.sink_lag_bound.map_or(d.sync.lag_bound, |t| t.0),
             ..d.sync
         };
         let limits = Limits {
@@ -491,6 +523,13 @@ impl ServeConfig {
             request_timeout: http
                 .request_timeout
                 .map_or(d.limits.request_timeout, |t| t.0),
+            max_payload_bytes: http.max_payload_bytes.unwrap_or(d.limits.max_payload_bytes),
+            max_metadata_bytes: http
+                .max_metadata_bytes
+                .unwrap_or(d.limits.max_metadata_bytes),
+            sse_retry: http
+                .sse_retry_ms
+                .map_or(d.limits.sse_retry, Duration::from_millis),
         };
         if limits.sse_heartbeat.is_zero() {
             return Err(ConfigError::Invalid(
@@ -500,6 +539,18 @@ impl ServeConfig {
         if limits.request_timeout.is_zero() {
             return Err(ConfigError::Invalid(
                 "request timeout must be more than 0".into(),
+            ));
+        }
+        let header_timeout = http.header_timeout.map_or(d.header_timeout, |t| t.0);
+        if header_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "header timeout must be more than 0".into(),
+            ));
+        }
+        let max_connections = http.max_connections.unwrap_or(d.max_connections);
+        if max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "max connections must be at least 1".into(),
             ));
         }
         Ok(ServeConfig {
@@ -512,6 +563,8 @@ impl ServeConfig {
             sync,
             log_format: http.log_format.unwrap_or(d.log_format),
             limits,
+            header_timeout,
+            max_connections,
         })
     }
 }

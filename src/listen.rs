@@ -5,15 +5,24 @@
 //! own small loop over hyper-util:
 //! - at most `max_connections` at once: the loop stops accepting while the cap is
 //!   reached (new clients wait in the kernel's backlog, they are not refused);
-//! - a client must finish its TLS handshake and each request head within
-//!   `header_timeout` (hyper's `header_read_timeout`), else the connection is closed —
+//! - a client must finish its TLS handshake and show its protocol (its first bytes:
+//!   hyper's own detection waits for ever) within `header_timeout`, and send each
+//!   request head within `header_timeout` (hyper's `header_read_timeout`), else the
+//!   connection is closed —
 //!   slowloris clients cannot pin a connection slot for longer than that; a slow *body*
 //!   is bounded by the request timeout of the HTTP layer;
+//! - the same timeout is the idle timeout of an HTTP/1 keep-alive connection: hyper
+//!   starts it when it waits for the next request head, so a connection that sends
+//!   nothing after its response is closed `header_timeout` later (a response still
+//!   being written, such as an SSE stream, is not waiting for a head: it is not cut);
+//! - the open connections are counted in a gauge (`arbor_http_connections`);
 //! - the peer address rides along as `ConnectInfo<SocketAddr>` (per-address limits);
 //! - shutdown: stop accepting, ask every connection to finish its in-flight requests
 //!   (hyper's graceful shutdown), wait for them.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::connect_info::ConnectInfo;
@@ -22,6 +31,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -36,6 +46,8 @@ pub struct ListenOptions {
     pub max_connections: usize,
     /// TLS, when configured.
     pub tls: Option<TlsAcceptor>,
+    /// Counts the open connections, when given.
+    pub connections: Option<prometheus::IntGauge>,
 }
 
 impl Default for ListenOptions {
@@ -45,6 +57,7 @@ impl Default for ListenOptions {
             header_timeout: Duration::from_secs(10),
             max_connections: 4096,
             tls: None,
+            connections: None,
         }
     }
 }
@@ -110,6 +123,129 @@ pub fn tls_acceptor(
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// One accepted connection's slot: its permit, and its count in the gauge while it is
+/// open.
+struct Slot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    gauge: Option<prometheus::IntGauge>,
+}
+
+impl Slot {
+    fn new(permit: tokio::sync::OwnedSemaphorePermit, gauge: Option<prometheus::IntGauge>) -> Slot {
+        if let Some(g) = &gauge {
+            g.inc();
+        }
+        Slot {
+            _permit: permit,
+            gauge,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(g) = &self.gauge {
+            g.dec();
+        }
+    }
+}
+
+/// The HTTP/2 connection preface.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// A stream whose first bytes were read ahead (to learn the protocol) and are given
+/// back before the rest.
+struct Prefixed<S> {
+    prefix: Vec<u8>,
+    given: usize,
+    inner: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if this.given < this.prefix.len() {
+            let n = (this.prefix.len() - this.given).min(buf.remaining());
+            buf.put_slice(&this.prefix[this.given..this.given + n]);
+            this.given += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Reads `io` until its protocol is known — the whole HTTP/2 preface, or a byte that
+/// departs from it (HTTP/1) — by `deadline`. hyper's own protocol detection has no
+/// timeout: a client that sends nothing, or half a preface, would hold its slot for
+/// ever. None when the client is too slow or gone (the connection is then dropped).
+async fn first_bytes<S: AsyncRead + Unpin>(
+    mut io: S,
+    deadline: tokio::time::Instant,
+    peer: std::net::SocketAddr,
+) -> Option<Prefixed<S>> {
+    let read = async {
+        let mut prefix = Vec::with_capacity(H2_PREFACE.len());
+        let mut buf = [0u8; 24];
+        while prefix.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&prefix) {
+            let n = io.read(&mut buf[..H2_PREFACE.len() - prefix.len()]).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            prefix.extend_from_slice(&buf[..n]);
+        }
+        Ok::<_, std::io::Error>(prefix)
+    };
+    match tokio::time::timeout_at(deadline, read).await {
+        Ok(Ok(prefix)) => Some(Prefixed {
+            prefix,
+            given: 0,
+            inner: io,
+        }),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "connection ended before a request");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "no request within the header timeout");
+            None
+        }
+    }
+}
+
 /// Resolves once `shutdown` is true (or its sender is gone).
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|s| *s).await;
@@ -145,6 +281,7 @@ pub async fn serve(
             () = stopped(&mut shutdown) => break,
         };
         let _ = tcp.set_nodelay(true);
+        let slot = Slot::new(permit, opts.connections.clone());
         let service = app
             .clone()
             .map_request(move |req: hyper::Request<hyper::body::Incoming>| {
@@ -157,7 +294,8 @@ pub async fn serve(
         let tls = opts.tls.clone();
         let header_timeout = opts.header_timeout;
         tokio::spawn(async move {
-            let _permit = permit;
+            let _slot = slot;
+            let deadline = tokio::time::Instant::now() + header_timeout;
             let mut builder = Builder::new(TokioExecutor::new());
             builder
                 .http1()
@@ -166,23 +304,29 @@ pub async fn serve(
             builder.http2().timer(TokioTimer::new());
             let result = match tls {
                 None => {
-                    let conn = builder.serve_connection(TokioIo::new(tcp), service);
+                    let Some(io) = first_bytes(tcp, deadline, peer).await else {
+                        return;
+                    };
+                    let conn = builder.serve_connection(TokioIo::new(io), service);
                     watcher.watch(conn.into_owned()).await
                 }
                 Some(acceptor) => {
-                    let stream =
-                        match tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    let stream = match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let Some(io) = first_bytes(stream, deadline, peer).await else {
+                        return;
+                    };
+                    let conn = builder.serve_connection(TokioIo::new(io), service);
                     watcher.watch(conn.into_owned()).await
                 }
             };

@@ -21,7 +21,7 @@ use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricT
 use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntGauge, Registry, TextEncoder};
 
 use arbor_storage::Store;
-use arbor_sync::SinkStatus;
+use arbor_sync::{SinkState, SinkStatus};
 
 /// The metrics recorded as things happen (the rest is read at scrape time).
 pub struct Metrics {
@@ -38,6 +38,8 @@ pub struct Metrics {
     pub sse_subscribers: IntGauge,
     /// Times an SSE stream fell behind the broadcast and caught up from the log.
     pub sse_lagged: IntCounter,
+    /// Open HTTP connections (counted by the accept loop, `crate::listen`).
+    pub http_connections: IntGauge,
 }
 
 fn buckets(start: f64, factor: f64, n: usize) -> Vec<f64> {
@@ -78,6 +80,8 @@ impl Metrics {
         registry.register(Box::new(events_total.clone()))?;
         registry.register(Box::new(sse_subscribers.clone()))?;
         registry.register(Box::new(sse_lagged.clone()))?;
+        let http_connections = IntGauge::new("arbor_http_connections", "Open HTTP connections")?;
+        registry.register(Box::new(http_connections.clone()))?;
         Ok(Metrics {
             registry,
             append_latency,
@@ -86,6 +90,7 @@ impl Metrics {
             events_total,
             sse_subscribers,
             sse_lagged,
+            http_connections,
         })
     }
 
@@ -119,15 +124,29 @@ impl Family {
         &self,
         samples: impl IntoIterator<Item = (Option<&'a str>, f64)>,
     ) -> Option<MetricFamily> {
+        self.labelled(samples.into_iter().map(|(sink, value)| {
+            let labels = sink.map(|s| vec![("sink", s.to_owned())]);
+            (labels.unwrap_or_default(), value)
+        }))
+    }
+
+    /// The family with one sample per `(labels, value)`; None when there is none.
+    fn labelled(
+        &self,
+        samples: impl IntoIterator<Item = (Vec<(&'static str, String)>, f64)>,
+    ) -> Option<MetricFamily> {
         let metrics: Vec<Metric> = samples
             .into_iter()
-            .map(|(sink, value)| {
+            .map(|(labels, value)| {
                 let mut m = Metric::default();
-                if let Some(sink) = sink {
-                    let mut label = LabelPair::default();
-                    label.set_name("sink".to_owned());
-                    label.set_value(sink.to_owned());
-                    m.set_label(vec![label]);
+                if !labels.is_empty() {
+                    let pairs = labels.into_iter().map(|(name, value)| {
+                        let mut label = LabelPair::default();
+                        label.set_name(name.to_owned());
+                        label.set_value(value);
+                        label
+                    });
+                    m.set_label(pairs.collect());
                 }
                 match self.2 {
                     MetricType::COUNTER => {
@@ -218,7 +237,7 @@ type SinkSeries = (Family, fn(&SinkStatus) -> f64);
 
 /// Each sink's figures, labelled `sink`.
 fn sink_families(sinks: &[SinkStatus]) -> Vec<MetricFamily> {
-    let series: [SinkSeries; 7] = [
+    let series: [SinkSeries; 8] = [
         (
             Family("arbor_sink_lag_events", "Events not yet replicated", GAUGE),
             |s| s.lag_events as f64,
@@ -250,17 +269,43 @@ fn sink_families(sinks: &[SinkStatus]) -> Vec<MetricFamily> {
         (
             Family(
                 "arbor_sink_dead_letters_total",
-                "Dead-lettered events",
+                "Dead-lettered events (unresolved)",
                 COUNTER,
             ),
             |s| s.dead_letters as f64,
         ),
+        (
+            Family(
+                "arbor_sink_dead_letters",
+                "Unresolved dead letters (events the sink refused)",
+                GAUGE,
+            ),
+            |s| s.dead_letters as f64,
+        ),
     ];
+    let states = [
+        SinkState::Starting,
+        SinkState::Ok,
+        SinkState::Degraded,
+        SinkState::Stopped,
+    ];
+    let state = Family(
+        "arbor_sink_state",
+        "1 for the state each sink is in, 0 for the others",
+        GAUGE,
+    )
+    .labelled(sinks.iter().flat_map(|s| {
+        states.iter().map(move |st| {
+            let labels = vec![("sink", s.name.clone()), ("state", st.as_str().to_owned())];
+            (labels, f64::from(u8::from(s.state == *st)))
+        })
+    }));
     series
         .iter()
         .filter_map(|(family, value)| {
             family.with(sinks.iter().map(|s| (Some(s.name.as_str()), value(s))))
         })
+        .chain(state)
         .collect()
 }
 
@@ -268,7 +313,6 @@ fn sink_families(sinks: &[SinkStatus]) -> Vec<MetricFamily> {
 mod tests {
     use super::*;
     use arbor_storage::StoreOptions;
-    use arbor_sync::SinkState;
 
     fn status(name: &str, batches: u64) -> SinkStatus {
         SinkStatus {
@@ -283,6 +327,7 @@ mod tests {
             retries: 3,
             errors: 4,
             dead_letters: 1,
+            reasons: Vec::new(),
         }
     }
 
@@ -327,6 +372,12 @@ mod tests {
         );
         assert!(text.contains("arbor_sink_batches_total{sink=\"postgres\"} 9\n"));
         assert!(text.contains("arbor_sink_lag_seconds{sink=\"redis\"} 0.5\n"));
+        assert!(text.contains("arbor_sink_dead_letters{sink=\"redis\"} 1\n"));
+        assert!(
+            text.contains("arbor_sink_state{sink=\"redis\",state=\"ok\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("arbor_sink_state{sink=\"redis\",state=\"degraded\"} 0\n"));
         assert!(text.contains("arbor_head_seq 0\n"));
     }
 

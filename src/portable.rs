@@ -59,6 +59,9 @@ pub struct ImportReport {
     pub already_present: usize,
     /// Workflows seen.
     pub workflows: usize,
+    /// The workflows seen, in the order the input first names them.
+    #[serde(skip)]
+    pub workflow_ids: Vec<Uuid>,
 }
 
 /// Writes workflow `wf` as JSONL; returns the number of events.
@@ -152,7 +155,9 @@ pub async fn import(
             }
         };
         report.events += 1;
-        workflows.insert(ev.workflow_id);
+        if workflows.insert(ev.workflow_id) {
+            report.workflow_ids.push(ev.workflow_id);
+        }
         if let EventBody::NodeCreated(node) = ev.body {
             let fits = batch.as_ref().is_some_and(|b| {
                 b.workflow_id == ev.workflow_id

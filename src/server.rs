@@ -54,6 +54,7 @@ pub struct Running {
     /// Closed when every SSE stream (a response body holding a sender) has ended.
     tasks: mpsc::Receiver<()>,
     sinks: Option<crate::sinks::Sinks>,
+    connections: prometheus::IntGauge,
 }
 
 impl Running {
@@ -65,6 +66,11 @@ impl Running {
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// HTTP connections open now (the `arbor_http_connections` gauge).
+    pub fn open_connections(&self) -> i64 {
+        self.connections.get()
     }
 
     /// Graceful shutdown: see the module docs.
@@ -151,6 +157,7 @@ fn check_access(cfg: &ServeConfig, store: &Store) -> Result<(), ServeError> {
 /// Opens the store and starts serving; returns once the listener is bound.
 pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
     let metrics = Arc::new(Metrics::new()?);
+    let connections = metrics.http_connections.clone();
     let observer = metrics.clone();
     let options = StoreOptions {
         durability: cfg.durability,
@@ -196,7 +203,12 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
     };
     let app = http::router(state);
     let stop = shutdown_rx;
-    let listen = crate::listen::ListenOptions::default();
+    let listen = crate::listen::ListenOptions {
+        header_timeout: cfg.header_timeout,
+        max_connections: cfg.max_connections,
+        connections: Some(connections.clone()),
+        ..crate::listen::ListenOptions::default()
+    };
     let task = tokio::spawn(crate::listen::serve(listener, app, listen, stop));
     tracing::info!(config = %cfg, "configuration (passwords masked)");
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), durability = ?cfg.durability, "arbor listening");
@@ -207,5 +219,6 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
         task,
         tasks,
         sinks,
+        connections,
     })
 }

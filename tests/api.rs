@@ -7,13 +7,15 @@ use common::TestServer;
 use serde_json::{json, Value};
 
 /// Sends each (status, method, path, body) and asserts it is refused with that status
-/// and that the log did not move. Returns the last problem body.
+/// and that the log did not move. Returns the last problem body. Method `raw` posts a
+/// string body as it is (text that is not valid JSON).
 async fn refuse_all(srv: &TestServer, cases: Vec<(u16, &str, String, Value)>) -> Value {
     let mut last = Value::Null;
     for (status, method, path, body) in cases {
         let before = srv.head().await;
-        let (s, b) = match method {
-            "post" => srv.post(&path, body).await,
+        let (s, b) = match (method, &body) {
+            ("raw", Value::String(text)) => srv.post_raw(&path, text).await,
+            ("post", _) => srv.post(&path, body).await,
             _ => srv.patch(&path, body).await,
         };
         assert_eq!(
@@ -28,6 +30,33 @@ async fn refuse_all(srv: &TestServer, cases: Vec<(u16, &str, String, Value)>) ->
         last = b;
     }
     last
+}
+
+/// [`refuse_all`], and each problem's detail must contain the case's text (the field it
+/// names) and no Rust type name.
+async fn refuse_naming(srv: &TestServer, cases: Vec<(u16, &str, String, Value, &str)>) {
+    for (status, method, path, body, names) in cases {
+        let shown = body.to_string();
+        let b = refuse_all(srv, vec![(status, method, path, body)]).await;
+        let detail = b["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains(names),
+            "{shown}: detail {detail:?} does not name {names:?}"
+        );
+        for leak in [
+            "struct ",
+            "elements",
+            "CreateNode",
+            "Workflow",
+            "u64",
+            "usize",
+        ] {
+            assert!(
+                !detail.contains(leak),
+                "{shown}: detail leaks {leak:?}: {detail}"
+            );
+        }
+    }
 }
 
 /// Asserts that `f` is refused with `status` and that the log did not move.
@@ -88,6 +117,107 @@ async fn workflows_create_replay_list_view_and_status() {
     )
     .await;
     refused!(srv, 400, srv.post_raw("/v1/workflows", "{not json").await);
+    // Only objects are bodies; errors name the field in the API's words; text holds no
+    // NUL (PostgreSQL cannot); metadata has a size limit (64 KiB by default).
+    let wfs = || "/v1/workflows".to_string();
+    refuse_naming(
+        &srv,
+        vec![
+            (
+                400,
+                "post",
+                wfs(),
+                json!([null, "array prompt", null, null]),
+                "must be a JSON object",
+            ),
+            (400, "post", wfs(), json!("prompt"), "must be a JSON object"),
+            (
+                400,
+                "post",
+                wfs(),
+                json!({ "system_prompt": 5 }),
+                "system_prompt: expected a string",
+            ),
+            (
+                400,
+                "post",
+                wfs(),
+                json!({ "system_prompt": "x", "id": "nope" }),
+                "id: invalid UUID",
+            ),
+            (
+                400,
+                "post",
+                wfs(),
+                json!({ "system_prompt": "x", "metadata": [1] }),
+                "metadata: expected an object",
+            ),
+            (
+                400,
+                "post",
+                wfs(),
+                json!({ "metadata": {} }),
+                "missing field \"system_prompt\"",
+            ),
+            (
+                400,
+                "post",
+                wfs(),
+                json!({ "system_prompt": "x", "colour": 1 }),
+                "unknown field \"colour\"",
+            ),
+            (
+                400,
+                "post",
+                wfs(),
+                json!({ "system_prompt": "nul \u{0} prompt" }),
+                "system_prompt: U+0000",
+            ),
+            (
+                400,
+                "post",
+                wfs(),
+                json!({ "system_prompt": "x", "user_id": "a\u{0}" }),
+                "user_id: U+0000",
+            ),
+            (
+                400,
+                "post",
+                wfs(),
+                json!({ "system_prompt": "x", "metadata": { "k": ["a", "b\u{0}"] } }),
+                "metadata.k[1]: U+0000",
+            ),
+            (
+                400,
+                "post",
+                wfs(),
+                json!({ "system_prompt": "x", "metadata": { "k\u{0}": 1 } }),
+                "metadata key",
+            ),
+            (
+                400,
+                "raw",
+                wfs(),
+                json!(r#"{"system_prompt": "lone \ud800 surrogate"}"#),
+                "system_prompt: invalid JSON",
+            ),
+            (
+                400,
+                "raw",
+                wfs(),
+                json!(r#"{"system_prompt": "x"} {}"#),
+                "invalid JSON: trailing characters",
+            ),
+            (
+                413,
+                "post",
+                wfs(),
+                json!({ "system_prompt": "x", "metadata": { "big": "m".repeat(70_000) } }),
+                "metadata is 70010 bytes; the limit is 65536",
+            ),
+        ],
+    )
+    .await;
 
     let (s, view) = srv.get(&format!("/v1/workflows/{id}")).await;
     assert_eq!(s, 200);
@@ -232,6 +362,8 @@ async fn nodes_single_batch_idempotency_and_errors() {
     let srv = TestServer::start_with(|c| {
         c.limits.max_content_bytes = 1000;
         c.limits.max_batch_nodes = 5;
+        c.limits.max_payload_bytes = 1000;
+        c.limits.max_metadata_bytes = 500;
     })
     .await;
     let (wf, root) = srv.workflow("system").await;
@@ -292,6 +424,51 @@ async fn nodes_single_batch_idempotency_and_errors() {
         ],
     )
     .await;
+    let big = "x".repeat(1000);
+    let node = |extra: Value| {
+        let mut n = json!({ "parent_id": root, "type": "message", "content": "x" });
+        n.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        n
+    };
+    let batch_of = |second: Value| json!({ "nodes": [node(json!({})), second] });
+    let batch = format!("/v1/workflows/{wf}/nodes/batch");
+    refuse_naming(
+        &srv,
+        vec![
+            (400, "post", nodes.clone(), json!([null, root, "message", null, "x"]), "must be a JSON object"),
+            (400, "post", nodes.clone(), node(json!({ "content": 5 })), "content: expected a string"),
+            (400, "post", nodes.clone(), node(json!({ "parent_id": "x" })), "parent_id: invalid UUID"),
+            (400, "post", nodes.clone(), node(json!({ "expect_leaf": "yes" })), "expect_leaf: expected a boolean"),
+            (400, "post", nodes.clone(), node(json!({ "metadata": "m" })), "metadata: expected an object"),
+            (400, "post", nodes.clone(), node(json!({ "content": "nul \u{0} content" })), "content: U+0000"),
+            (400, "post", nodes.clone(), node(json!({ "payload": { "a": [{ "b": "\u{0}" }] } })), "payload.a[0].b: U+0000"),
+            (400, "post", nodes.clone(), node(json!({ "metadata": { "k": "v\u{0}" } })), "metadata.k: U+0000"),
+            (400, "post", nodes.clone(), node(json!({ "agent_id": "\u{0}" })), "agent_id: U+0000"),
+            (400, "raw", nodes.clone(), json!(format!(r#"{{"parent_id": "{root}", "type": "message", "content": "\udc00"}}"#)), "content: invalid JSON: lone"),
+            (400, "raw", nodes.clone(), json!(format!(r#"{{"parent_id": "{root}", "type": "message", "content": "x", "payload": {{"a": [1, {{"n": 18446744073709551616}}]}}}}"#)), "payload.a[1].n: integer 18446744073709551616 is beyond the 64-bit range"),
+            (400, "raw", nodes.clone(), json!(format!(r#"{{"parent_id": "{root}", "type": "message", "content": "x", "metadata": {{"k \"q\"": -9223372036854775809}}}}"#)), "metadata.k \"q\": integer -9223372036854775809"),
+            (400, "raw", nodes.clone(), json!(format!(r#"{{"parent_id": "{root}", "type": "message", "content": "x", "payload": 1e400}}"#)), "payload: invalid JSON: number out of range"),
+            (413, "post", nodes.clone(), node(json!({ "payload": { "p": big } })), "payload is 1008 bytes; the limit is 1000"),
+            (413, "post", nodes.clone(), node(json!({ "metadata": { "m": big } })), "metadata is 1008 bytes; the limit is 500"),
+            (400, "post", batch.clone(), json!({ "nodes": [node(json!({})), [null, root, "message"]] }), "nodes[1]: expected an object, not an array"),
+            (400, "post", batch.clone(), json!([[null, root, "message"]]), "must be a JSON object"),
+            (400, "post", batch.clone(), batch_of(node(json!({ "parent_id": 7 }))), "nodes[1].parent_id: expected a UUID string, not number"),
+            (400, "post", batch.clone(), json!({ "nodes": [node(json!({})), node(json!({})), node(json!({})), node(json!({ "parent_id": "bad" }))] }), "nodes[3].parent_id: invalid UUID"),
+            (400, "post", batch.clone(), batch_of(node(json!({ "content": "\u{0}" }))), "nodes[1].content: U+0000"),
+            (413, "post", batch.clone(), batch_of(node(json!({ "payload": [big] }))), "nodes[1].payload is 1004 bytes"),
+            (413, "post", batch.clone(), batch_of(node(json!({ "metadata": { "m": big } }))), "nodes[1].metadata is 1008 bytes"),
+        ],
+    )
+    .await;
+    // Every other character reaches the API's echo as it was sent.
+    let odd = json!({ "content": "tab\t bell\u{7} esc\u{1b} del\u{7f} emoji 🌳 CJK 木 RTL שלום \u{202e}", "metadata": { "": 1, "a.b": 2, "$k": 3, "`x`": 4, "🌳": 5 }, "payload": { "f": 0.1, "big": 9_007_199_254_740_993_u64, "neg": i64::MIN, "max": u64::MAX } });
+    let (s, echoed) = srv.post(&nodes, node(odd.clone())).await;
+    assert_eq!(s, 201, "{echoed}");
+    for f in ["content", "metadata", "payload"] {
+        assert_eq!(echoed[f], odd[f], "{f} echoed as sent");
+    }
     // expect_leaf on a real leaf works.
     let (s, _) = srv
         .post(
@@ -626,6 +803,62 @@ async fn edges_choices_and_every_query() {
     ] {
         assert_eq!(srv.get(&path).await.0, code, "{path}");
     }
+
+    // One rule for every route's query: an unknown parameter, and each real parameter
+    // malformed, is a 400 naming the parameter.
+    let routes: Vec<(String, Vec<(&str, &str)>)> = vec![
+        (
+            "/v1/workflows".into(),
+            vec![
+                ("limit", "abc"),
+                ("limit", "0"),
+                ("cursor", "abc"),
+                ("status", "sleeping"),
+            ],
+        ),
+        (format!("/v1/workflows/{wf}"), vec![]),
+        (format!("/v1/workflows/{wf}/decisions"), vec![]),
+        (format!("/v1/workflows/{wf}/branches"), vec![]),
+        (format!("/v1/workflows/{wf}/branches/{o2}"), vec![]),
+        (
+            format!("/v1/workflows/{wf}/monitors"),
+            vec![("cross_branch", "maybe")],
+        ),
+        (
+            format!("/v1/workflows/{wf}/events"),
+            vec![("after", "-1"), ("limit", "abc"), ("limit", "0")],
+        ),
+        (format!("/v1/workflows/{wf}/stream"), vec![("after", "x")]),
+        ("/v1/stream".into(), vec![("after", "1.5")]),
+        (format!("/v1/nodes/{user}"), vec![]),
+        (format!("/v1/nodes/{user}/path"), vec![("format", "xml")]),
+        (format!("/v1/nodes/{user}/children"), vec![]),
+        (
+            format!("/v1/nodes/{user}/subtree"),
+            vec![("max_depth", "deep")],
+        ),
+        ("/healthz".into(), vec![]),
+        ("/readyz".into(), vec![]),
+        ("/v1/health".into(), vec![]),
+        ("/metrics".into(), vec![]),
+    ];
+    for (route, params) in routes {
+        let bad = [("bogus", "1")].into_iter().chain(params);
+        for (param, value) in bad {
+            let url = format!("{route}?{param}={value}");
+            let (s, b) = srv.get(&url).await;
+            assert_eq!(s, 400, "{url}: {b}");
+            let detail = b["detail"].as_str().unwrap_or_default();
+            assert!(
+                detail.contains(param),
+                "{url}: {detail:?} does not name {param}"
+            );
+        }
+    }
+    let (s, b) = srv
+        .get(&format!("/v1/nodes/{user}/children?limit=abc&bogus=1"))
+        .await;
+    assert_eq!(s, 400, "{b}");
 }
 
 #[tokio::test]

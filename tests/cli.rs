@@ -145,3 +145,28 @@ fn generated_synthetic_workflows_import_and_verify() {
     assert_eq!(report["workflows"], 3);
     ok(&arbor(&["verify"], &store));
 }
+
+/// Issue 10 item 2: the NUL rule holds for import too (it lives in storage's validation,
+/// which HTTP and import both pass): the line is refused, naming the field.
+#[test]
+fn import_refuses_nul_in_text_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("nul.jsonl");
+    let sample = std::fs::read_to_string(SAMPLE).unwrap();
+    let mut lines: Vec<String> = sample.lines().take(3).map(str::to_owned).collect();
+    let fourth = sample.lines().nth(3).unwrap();
+    assert!(fourth.contains("\"kind\":\"node.created\""), "{fourth}");
+    lines.push(fourth.replacen("\"content\":\"", "\"content\":\"nul \\u0000 ", 1));
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let store = dir.path().join("db");
+    let out = arbor(&["import", file.to_str().unwrap()], &store);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 4") && err.contains("content: U+0000"),
+        "{err}"
+    );
+    let wf = sample_workflow_id();
+    let exported = ok(&arbor(&["export", "--workflow", &wf], &store));
+    assert_eq!(exported.lines().count(), 3, "the NUL line stored nothing");
+}

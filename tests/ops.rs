@@ -2,7 +2,10 @@
 //! `verify --sinks` as by `serve`; secrets masked in `--help`, logs, health and
 //! errors), the request timeout (a body that arrives too slowly gets a problem+json
 //! 408, other clients are served meanwhile, SSE streams outlive the timeout), request
-//! spans in the debug logs, and `/metrics` exporting every `_total` series as a counter.
+//! spans in the debug logs, `/metrics` exporting every `_total` series as a counter,
+//! and slow clients: slowloris connections closed within `--header-timeout` while others
+//! are served, `--max-connections` held (late clients wait, then are served), idle
+//! keep-alive connections closed.
 //!
 //! Sinks here point at a loopback port nobody listens on: they are real clients that
 //! fail to connect, which is all these tests need (no service runs).
@@ -214,31 +217,9 @@ impl Lines {
     }
 }
 
-#[tokio::test]
-async fn secrets_reach_no_log_line_and_no_health_report() {
-    let secrets = [
-        "redis-pw-1",
-        "pg-pw-2",
-        "neo-pw-3",
-        "bolt-pw-4",
-        "token-5",
-        "query-6",
-    ];
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = closed_port();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["--durability", "none"])
-        .arg("--redis-url")
-        .arg(format!("redis://:redis-pw-1@127.0.0.1:{port}/0"))
-        .arg("--postgres-url")
-        .arg(format!("postgres://arbor:pg-pw-2@127.0.0.1:{port}/x"))
-        .arg("--neo4j-url")
-        .arg(format!("bolt://neo4j:bolt-pw-4@127.0.0.1:{port}"))
-        .args(["--neo4j-password", "neo-pw-3"])
-        .env("RUST_LOG", "debug")
+/// Spawns `cmd` (an `arbor serve`), its stderr read line by line.
+fn spawn_watched(mut cmd: Command) -> (std::process::Child, Lines) {
+    let mut child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -252,15 +233,49 @@ async fn secrets_reach_no_log_line_and_no_health_report() {
             }
         }
     });
-    let mut lines = Lines {
+    let lines = Lines {
         rx,
         seen: Vec::new(),
     };
-    let startup = lines.wait_for(Duration::from_secs(30), |l| l.contains("passwords masked"));
-    assert!(startup.contains("redis://:***@127.0.0.1"), "{startup}");
+    (child, lines)
+}
+
+/// The address of `arbor serve --log-format json`, from its log.
+fn listening_addr(lines: &mut Lines) -> String {
     let listening = lines.wait_for(Duration::from_secs(30), |l| l.contains("arbor listening"));
     let v: Value = serde_json::from_str(&listening).expect("JSON log line");
-    let base = format!("http://{}", v["fields"]["addr"].as_str().expect("addr"));
+    v["fields"]["addr"].as_str().expect("addr").to_owned()
+}
+
+#[tokio::test]
+async fn secrets_reach_no_log_line_and_no_health_report() {
+    let secrets = [
+        "redis-pw-1",
+        "pg-pw-2",
+        "neo-pw-3",
+        "bolt-pw-4",
+        "token-5",
+        "query-6",
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = closed_port();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--durability", "none"])
+        .arg("--redis-url")
+        .arg(format!("redis://:redis-pw-1@127.0.0.1:{port}/0"))
+        .arg("--postgres-url")
+        .arg(format!("postgres://arbor:pg-pw-2@127.0.0.1:{port}/x"))
+        .arg("--neo4j-url")
+        .arg(format!("bolt://neo4j:bolt-pw-4@127.0.0.1:{port}"))
+        .args(["--neo4j-password", "neo-pw-3"])
+        .env("RUST_LOG", "debug");
+    let (mut child, mut lines) = spawn_watched(cmd);
+    let startup = lines.wait_for(Duration::from_secs(30), |l| l.contains("passwords masked"));
+    assert!(startup.contains("redis://:***@127.0.0.1"), "{startup}");
+    let base = format!("http://{}", listening_addr(&mut lines));
 
     // The sinks fail and say why (the Neo4j sink may still be connecting: it is not
     // waited for).
@@ -385,6 +400,33 @@ async fn a_body_that_arrives_too_slowly_gets_408_while_others_are_served() {
     server.workflow("and after it").await;
 }
 
+/// A workflow's SSE stream, as an open response body.
+type Stream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
+
+async fn open_stream(server: &TestServer, wf: &str) -> Stream {
+    let r = server
+        .client
+        .get(server.url(&format!("/v1/workflows/{wf}/stream")))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(r.status().as_u16(), 200);
+    Box::pin(r.bytes_stream())
+}
+
+/// Reads `body` until `seen` holds `what`.
+async fn read_until(body: &mut Stream, what: &str, seen: &mut String) {
+    while !seen.contains(what) {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
+            .await
+            .expect("a chunk in time")
+            .expect("the stream goes on")
+            .expect("chunk");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
 #[tokio::test]
 async fn an_sse_stream_outlives_the_request_timeout() {
     let timeout = Duration::from_millis(200);
@@ -394,34 +436,16 @@ async fn an_sse_stream_outlives_the_request_timeout() {
     })
     .await;
     let (wf, root) = server.workflow("streamed").await;
-    let r = server
-        .client
-        .get(server.url(&format!("/v1/workflows/{wf}/stream")))
-        .send()
-        .await
-        .expect("stream");
-    assert_eq!(r.status().as_u16(), 200);
+    let mut body = open_stream(&server, &wf).await;
     let opened = Instant::now();
-    let mut body = Box::pin(r.bytes_stream());
     let mut seen = String::new();
-    // Reads the stream until `seen` holds `what`.
-    let mut read_until = async |what: &str, seen: &mut String| {
-        while !seen.contains(what) {
-            let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
-                .await
-                .expect("a chunk in time")
-                .expect("the stream goes on")
-                .expect("chunk");
-            seen.push_str(&String::from_utf8_lossy(&chunk));
-        }
-    };
     // The first heartbeat comes after the timeout: the stream was not cut.
-    read_until(":\n\n", &mut seen).await;
+    read_until(&mut body, ":\n\n", &mut seen).await;
     assert!(opened.elapsed() > timeout, "{:?}", opened.elapsed());
     let id = server
         .node(&wf, &root, "message", "after the timeout")
         .await;
-    read_until(&id, &mut seen).await;
+    read_until(&mut body, &id, &mut seen).await;
     assert!(seen.contains("event: node.created"), "{seen}");
 }
 
@@ -483,4 +507,429 @@ async fn metrics_export_every_total_as_a_counter() {
     assert_eq!(sink["name"], "redis");
     assert_eq!(sink["dead_letters"], 0);
     assert!(sink["state"] == "starting" || sink["state"] == "degraded");
+}
+
+/// A slowloris client on `addr`: sends a request head a byte every 50 ms and never
+/// finishes it. Resolves with how long the server took to close the connection
+/// (measured from `since`); panics if it is still open after `within`.
+async fn slowloris(addr: std::net::SocketAddr, since: Instant, within: Duration) -> Duration {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let closed = async {
+        let _ = tcp
+            .write_all(b"GET /v1/workflows HTTP/1.1\r\nhost: arbor\r\nx-slow: ")
+            .await;
+        let mut tick = tokio::time::interval(Duration::from_millis(50)); // the client's pace
+        let mut buf = [0u8; 1024];
+        loop {
+            tokio::select! {
+                r = tcp.read(&mut buf) => match r {
+                    Ok(0) | Err(_) => return since.elapsed(),
+                    Ok(_) => {} // a 408 or similar before the close
+                },
+                _ = tick.tick() => {
+                    if tcp.write_all(b"a").await.is_err() {
+                        return since.elapsed();
+                    }
+                }
+            }
+        }
+    };
+    tokio::time::timeout(within, closed)
+        .await
+        .expect("the server closed the slow connection")
+}
+
+/// Waits until `cond` holds; panics after `within`.
+async fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await; // poll interval
+    }
+}
+
+#[tokio::test]
+async fn slow_request_heads_are_closed_within_the_header_timeout_while_others_are_served() {
+    let timeout = Duration::from_millis(500);
+    let server = TestServer::start_with(|c| c.header_timeout = timeout).await;
+    let running = server.running.as_ref().expect("running");
+    let addr = running.addr();
+    let started = Instant::now();
+    let slow: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(slowloris(addr, started, Duration::from_secs(10))))
+        .collect();
+    wait_until(Duration::from_secs(10), "20 slow connections", || {
+        running.open_connections() >= 20
+    })
+    .await;
+
+    // Served while twenty connections dribble their heads.
+    let (wf, root) = server.workflow("served beside slowloris").await;
+    server.node(&wf, &root, "message", "still served").await;
+    let (s, _) = server.get("/v1/workflows").await;
+    assert_eq!(s, 200);
+    assert!(
+        slow.iter().all(|t| !t.is_finished()),
+        "the slow connections were still open while others were served"
+    );
+
+    for t in slow {
+        let closed_after = t.await.expect("slowloris task");
+        assert!(closed_after >= timeout, "closed after {closed_after:?}");
+    }
+    assert!(
+        started.elapsed() < timeout + Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn at_the_connection_cap_new_clients_wait_and_are_served_when_slots_free() {
+    let cap = 4;
+    let timeout = Duration::from_millis(600);
+    let server = TestServer::start_with(|c| {
+        c.max_connections = cap;
+        c.header_timeout = timeout;
+    })
+    .await;
+    let running = server.running.as_ref().expect("running");
+    let addr = running.addr();
+
+    // Watch the gauge for the whole test: it never goes above the cap.
+    let gauge = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let most = tokio::spawn({
+        let gauge = gauge.clone();
+        async move {
+            let mut most = 0;
+            while !*stopped.borrow() {
+                most = most.max(gauge.load(std::sync::atomic::Ordering::Relaxed));
+                let _ = tokio::time::timeout(Duration::from_millis(1), stopped.changed()).await;
+            }
+            most
+        }
+    });
+    let sample = |running: &arbor::server::Running| {
+        let n = running.open_connections();
+        gauge.fetch_max(n, std::sync::atomic::Ordering::Relaxed);
+        n
+    };
+
+    // Ten slowloris clients against four slots: four are served (and timed out), six
+    // wait in the backlog for their turn.
+    let started = Instant::now();
+    let slow: Vec<_> = (0..10)
+        .map(|_| tokio::spawn(slowloris(addr, started, Duration::from_secs(20))))
+        .collect();
+    wait_until(Duration::from_secs(10), "the cap to fill", || {
+        sample(running) == cap as i64
+    })
+    .await;
+
+    // A real client queues behind them, and is served once they are gone.
+    let client = reqwest::Client::new();
+    let url = server.url("/v1/workflows");
+    let mut request = tokio::spawn(async move { client.get(url).send().await });
+    let answered = loop {
+        sample(running);
+        if let Ok(r) = tokio::time::timeout(Duration::from_millis(5), &mut request).await {
+            break r
+                .expect("request task")
+                .expect("the waiting client is served");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the waiting client was never served"
+        );
+    };
+    assert_eq!(answered.status().as_u16(), 200);
+    assert!(
+        started.elapsed() >= timeout,
+        "the client waited for a slot: {:?}",
+        started.elapsed()
+    );
+    for t in slow {
+        let closed_after = t.await.expect("slowloris task");
+        assert!(closed_after >= timeout, "closed after {closed_after:?}");
+    }
+    sample(running);
+    stop.send_replace(true);
+    let most = most.await.expect("sampler");
+    assert_eq!(
+        most, cap as i64,
+        "the server held more than {cap} connections"
+    );
+
+    // /metrics exports the gauge.
+    let text = reqwest::get(server.url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        text.contains("# TYPE arbor_http_connections gauge"),
+        "{text}"
+    );
+}
+
+/// How long after `since` the server closed `tcp` (whatever it sent first); panics if
+/// it is still open 10 s later.
+async fn closed_after(tcp: &mut tokio::net::TcpStream, since: Instant, what: &str) -> Duration {
+    let mut buf = [0u8; 1024];
+    let closed = async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return since.elapsed(),
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), closed)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: still open after {:?}", since.elapsed()))
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_but_a_stream_is_not() {
+    let timeout = Duration::from_millis(300);
+    let server = TestServer::start_with(|c| {
+        c.header_timeout = timeout;
+        c.limits.sse_heartbeat = Duration::from_secs(1);
+    })
+    .await;
+    let running = server.running.as_ref().expect("running");
+    let (wf, _) = server.workflow("streamed past the idle timeout").await;
+
+    // One request on a keep-alive connection, then silence: the server closes it.
+    let mut idle = tokio::net::TcpStream::connect(running.addr())
+        .await
+        .expect("connect");
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: arbor\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !String::from_utf8_lossy(&buf).contains("\r\n\r\n") {
+        let n = idle.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "closed before the response");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"));
+    let answered = Instant::now();
+
+    // Meanwhile an SSE stream on its own connection.
+    let mut body = open_stream(&server, &wf).await;
+
+    let closed = closed_after(&mut idle, answered, "the idle connection").await;
+    assert!(closed >= timeout, "closed after {closed:?}");
+
+    // The stream lives on past the idle timeout: its heartbeat (1 s) arrives.
+    read_until(&mut body, ":\n\n", &mut String::new()).await;
+    assert!(answered.elapsed() > timeout, "{:?}", answered.elapsed());
+    assert_eq!(running.open_connections(), 1, "only the stream is open");
+}
+
+#[test]
+fn connection_limits_are_settings() {
+    let help = text(&arbor(&["serve", "--help"], &[]));
+    assert!(help.contains("--header-timeout"), "{help}");
+    assert!(help.contains("--max-connections"), "{help}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (args, env, want) in [
+        (&["--header-timeout", "0s"][..], &[][..], "header timeout"),
+        (
+            &[],
+            &[("ARBOR_MAX_CONNECTIONS", "0")][..],
+            "max connections",
+        ),
+    ] {
+        let mut all = vec!["serve", "--listen", "127.0.0.1:0", "--data-dir"];
+        all.push(dir.path().to_str().expect("utf-8"));
+        all.extend_from_slice(args);
+        let out = arbor(&all, env);
+        assert!(!out.status.success(), "{}", text(&out));
+        assert!(text(&out).contains(want), "{}", text(&out));
+    }
+}
+
+fn sample_workflow_id() -> String {
+    let sample = std::fs::read_to_string(SAMPLE).expect("read the sample");
+    let first: Value =
+        serde_json::from_str(sample.lines().next().expect("a line")).expect("JSON line");
+    first["workflow_id"]
+        .as_str()
+        .expect("workflow_id")
+        .to_owned()
+}
+
+/// Every command that opens the store, run beside a server holding it, fails with one
+/// line that says so and what to do instead; a port in use is said once too. Regression
+/// (issue 10): the lock error came three times, without the hint, and the port error
+/// twice.
+#[tokio::test]
+async fn beside_a_running_server_each_command_says_so_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = imported_store(dir.path());
+    let d = data.to_str().expect("utf-8");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--durability", "none", "--data-dir", d]);
+    let (mut child, mut lines) = spawn_watched(cmd);
+    let addr = listening_addr(&mut lines);
+    let wf = sample_workflow_id();
+    let events = format!("GET /v1/workflows/{wf}/events?after=0");
+
+    for (args, hint) in [
+        (
+            &["serve", "--listen", "127.0.0.1:0", "--data-dir", d][..],
+            "only one server",
+        ),
+        (&["import", SAMPLE, "--data-dir", d], "stop it first"),
+        (
+            &["export", "--workflow", &wf, "--data-dir", d],
+            events.as_str(),
+        ),
+        (&["verify", "--data-dir", d], "stop it first"),
+        (&["workflows", "--data-dir", d], "GET /v1/workflows"),
+        (&["sync", "status", "--data-dir", d], "--url"),
+    ] {
+        let out = arbor(args, &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        let what = args[..2].join(" ");
+        assert!(!out.status.success(), "{what}: {}", text(&out));
+        assert_eq!(err.lines().count(), 1, "{what}: one line:\n{err}");
+        assert!(err.contains("is a server running on it?"), "{what}: {err}");
+        assert!(err.contains(hint), "{what}: {err}");
+        assert_eq!(
+            err.matches(d).count(),
+            1,
+            "{what} names the directory once: {err}"
+        );
+    }
+
+    let other = dir.path().join("other");
+    let out = arbor(
+        &[
+            "serve",
+            "--listen",
+            &addr,
+            "--data-dir",
+            other.to_str().expect("utf-8"),
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(err.matches(addr.as_str()).count(), 1, "{err}");
+    assert!(err.contains("already in use"), "{err}");
+    assert!(err.contains("--listen"), "{err}");
+
+    // The HTTP equivalents named above answer.
+    let base = format!("http://{addr}");
+    let list: Value = reqwest::get(format!("{base}/v1/workflows"))
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(list["workflows"][0]["workflow_id"], wf.as_str(), "{list}");
+    let r = reqwest::get(format!("{base}/v1/workflows/{wf}/events?after=0"))
+        .await
+        .expect("events");
+    assert_eq!(r.status().as_u16(), 200);
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+}
+
+/// `import` names the workflows it stored with their node counts, and `arbor workflows`
+/// lists them offline exactly as `GET /v1/workflows` does.
+#[tokio::test]
+async fn import_names_its_workflows_and_workflows_lists_them_as_the_api_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("db");
+    let d = data.to_str().expect("utf-8");
+    let out = arbor(&["import", SAMPLE, "--data-dir", d], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("report JSON");
+    let stored = report["stored_workflows"]
+        .as_array()
+        .expect("stored_workflows");
+    assert_eq!(stored.len(), 1, "{report}");
+    assert_eq!(stored[0]["workflow_id"], sample_workflow_id().as_str());
+    let sample = std::fs::read_to_string(SAMPLE).expect("read the sample");
+    let created = sample
+        .lines()
+        .filter(|l| {
+            let v: Value = serde_json::from_str(l).expect("JSON line");
+            v["kind"] == "node.created" || v["kind"] == "workflow.created"
+        })
+        .count();
+    assert_eq!(stored[0]["node_count"], created, "{report}");
+
+    let out = arbor(&["workflows", "--data-dir", d], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let offline: Value = serde_json::from_slice(&out.stdout).expect("list JSON");
+
+    let running = arbor::server::start(common::config(&data))
+        .await
+        .expect("start");
+    let online: Value = reqwest::get(format!("http://{}/v1/workflows", running.addr()))
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("JSON");
+    running.shutdown().await.expect("shutdown");
+    assert_eq!(offline["workflows"], online["workflows"]);
+    assert_eq!(
+        offline["workflows"][0]["node_count"],
+        stored[0]["node_count"]
+    );
+}
+
+/// A client that connects and sends nothing, or only the start of the HTTP/2 preface,
+/// is closed within the header timeout like any slow head. Regression: hyper's protocol
+/// detection has no timeout, and such a client held its slot for ever.
+#[tokio::test]
+async fn a_silent_client_is_closed_within_the_header_timeout() {
+    let timeout = Duration::from_millis(300);
+    let server = TestServer::start_with(|c| c.header_timeout = timeout).await;
+    let addr = server.running.as_ref().expect("running").addr();
+    for sent in [&b""[..], b"PRI * HTTP/2.0"] {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        tcp.write_all(sent).await.expect("write");
+        let since = Instant::now();
+        let closed = closed_after(&mut tcp, since, &format!("after {sent:?}")).await;
+        assert!(closed >= timeout - Duration::from_millis(50), "{closed:?}");
+    }
+
+    // Both protocols still get through the read-ahead: HTTP/2 (prior knowledge) and 1.1.
+    for flag in ["--http2-prior-knowledge", "--http1.1"] {
+        let url = server.url("/healthz");
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new("curl")
+                .args([
+                    "-sS",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_version} %{http_code}",
+                ])
+                .args([flag, &url])
+                .output()
+        })
+        .await
+        .expect("curl task")
+        .expect("run curl");
+        let got = String::from_utf8_lossy(&out.stdout);
+        let want = if flag.contains("http2") {
+            "2 200"
+        } else {
+            "1.1 200"
+        };
+        assert_eq!(got, want, "{flag}: {}", text(&out));
+    }
 }

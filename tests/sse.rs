@@ -175,14 +175,19 @@ async fn heartbeats_keep_an_idle_stream_open_and_shutdown_ends_it() {
         .unwrap();
     let mut stream = Box::pin(r.bytes_stream());
     use futures_util::StreamExt;
-    let chunk = tokio::time::timeout(WAIT, stream.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    // `retry:` first, then (with no events) a heartbeat comment.
+    let mut text = String::new();
+    while !text.contains("\n\n:") {
+        let chunk = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
     assert!(
-        String::from_utf8_lossy(&chunk).starts_with(':'),
-        "a heartbeat comment"
+        text.starts_with("retry: ") && text.ends_with(":\n\n"),
+        "retry, then a heartbeat comment: {text:?}"
     );
     let running = srv.running.take().unwrap();
     running.shutdown().await.unwrap();
@@ -192,4 +197,38 @@ async fn heartbeats_keep_an_idle_stream_open_and_shutdown_ends_it() {
     })
     .await;
     assert!(end.is_ok(), "SSE stream did not end on shutdown");
+}
+
+/// The first bytes of a stream at `url`, once they include a blank line.
+async fn stream_head(client: &reqwest::Client, url: &str) -> String {
+    use futures_util::StreamExt;
+    let r = client.get(url).send().await.expect("open stream");
+    assert_eq!(r.status().as_u16(), 200);
+    let mut body = r.bytes_stream();
+    let mut head = String::new();
+    while !head.contains("\n\n") {
+        let chunk = tokio::time::timeout(WAIT, body.next())
+            .await
+            .expect("timed out waiting for the stream's first frame")
+            .expect("the stream ended before its first frame")
+            .expect("stream error");
+        head.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    head
+}
+
+#[tokio::test]
+async fn every_stream_starts_with_the_configured_retry() {
+    let srv = TestServer::start().await;
+    let (wf, _) = srv.workflow("p").await;
+    for path in [
+        format!("/v1/workflows/{wf}/stream?after=0"),
+        "/v1/stream".into(),
+    ] {
+        let head = stream_head(&srv.client, &srv.url(&path)).await;
+        assert!(head.starts_with("retry: 1000\n\n"), "{path}: {head:?}");
+    }
+    let srv = TestServer::start_with(|c| c.limits.sse_retry = Duration::from_millis(250)).await;
+    let head = stream_head(&srv.client, &srv.url("/v1/stream")).await;
+    assert!(head.starts_with("retry: 250\n\n"), "{head:?}");
 }

@@ -35,8 +35,8 @@ use arbor_storage::Store;
 use crate::metrics::Metrics;
 use problem::Problem;
 
-/// Request limits (DESIGN §4: content 1 MiB, body 16 MiB, batch 10 000 nodes) and the
-/// request timeout.
+/// Request limits (DESIGN §4: content 1 MiB, body 16 MiB, batch 10 000 nodes; payload
+/// 1 MiB and metadata 64 KiB serialized), the request timeout and the SSE timings.
 #[derive(Clone, Debug)]
 pub struct Limits {
     /// Largest node content in bytes.
@@ -50,6 +50,13 @@ pub struct Limits {
     /// Longest a request may take to send its body and get its response head (a
     /// streaming body is not limited).
     pub request_timeout: Duration,
+    /// Largest node `payload`, serialized, in bytes.
+    pub max_payload_bytes: usize,
+    /// Largest `metadata` (of a node or a workflow), serialized, in bytes.
+    pub max_metadata_bytes: usize,
+    /// The `retry:` every SSE stream starts with: how long a browser's EventSource waits
+    /// before reconnecting.
+    pub sse_retry: Duration,
 }
 
 impl Default for Limits {
@@ -60,6 +67,9 @@ impl Default for Limits {
             max_batch_nodes: 10_000,
             sse_heartbeat: Duration::from_secs(15),
             request_timeout: Duration::from_secs(30),
+            max_payload_bytes: 1024 * 1024,
+            max_metadata_bytes: 64 * 1024,
+            sse_retry: Duration::from_millis(1000),
         }
     }
 }

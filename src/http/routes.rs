@@ -25,7 +25,7 @@ use super::views::{
 };
 use super::wire::{
     Choose, CreateBatch, CreateEdge, CreateNode, CreateWorkflow, EdgeCreated, EventsQuery,
-    JsonBody, ListQuery, MonitorsQuery, PatchWorkflow, PathParam, PathQuery, QueryParams,
+    JsonBody, ListQuery, MonitorsQuery, NoQuery, PatchWorkflow, PathParam, PathQuery, QueryParams,
     SubtreeQuery, WorkflowCreated,
 };
 use super::AppState;
@@ -77,24 +77,71 @@ impl AppState {
         Ok(res?)
     }
 
-    fn check_content(&self, content: &str) -> Result<(), Problem> {
-        if content.len() > self.limits.max_content_bytes {
-            return Err(Problem::too_large(format!(
-                "content is {} bytes; the limit is {}",
-                content.len(),
-                self.limits.max_content_bytes
-            )));
+    /// 413 naming the field (`at` prefixes it, e.g. `nodes[3].`) when a text or JSON
+    /// field is over its limit.
+    fn check_sizes(
+        &self,
+        at: &str,
+        content: (&str, &str),
+        payload: Option<&serde_json::Value>,
+        metadata: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<(), Problem> {
+        let l = &self.limits;
+        let sizes = [
+            (content.0, Some(content.1.len()), l.max_content_bytes),
+            ("payload", payload.map(json_len), l.max_payload_bytes),
+            ("metadata", metadata.map(json_len), l.max_metadata_bytes),
+        ];
+        for (field, size, limit) in sizes {
+            if let Some(size) = size.filter(|s| *s > limit) {
+                return Err(Problem::too_large(format!(
+                    "{at}{field} is {size} bytes; the limit is {limit}"
+                )));
+            }
         }
         Ok(())
     }
+
+    fn check_node(&self, at: &str, n: &CreateNode) -> Result<(), Problem> {
+        self.check_sizes(
+            at,
+            ("content", &n.content),
+            n.payload.as_ref(),
+            n.metadata.as_ref(),
+        )
+    }
+}
+
+/// The length of `v` serialized as JSON, without building the text.
+fn json_len<T: serde::Serialize + ?Sized>(v: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    // Serializing a `Value` into a writer that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
 }
 
 /// `POST /v1/workflows`.
 pub async fn create_workflow(
     State(app): State<AppState>,
+    _: QueryParams<NoQuery>,
     JsonBody(req): JsonBody<CreateWorkflow>,
 ) -> ApiResult {
-    app.check_content(&req.system_prompt)?;
+    app.check_sizes(
+        "",
+        ("system_prompt", &req.system_prompt),
+        None,
+        req.metadata.as_ref(),
+    )?;
     let intent = Intent::CreateWorkflow(NewWorkflow {
         id: req.id,
         root_id: None,
@@ -177,6 +224,7 @@ pub async fn list_workflows(
 pub async fn get_workflow(
     State(app): State<AppState>,
     PathParam(wf): PathParam<Uuid>,
+    _: QueryParams<NoQuery>,
 ) -> ApiResult {
     match read(&app.store, move |s| s.workflow(&wf)).await? {
         Some(w) => Ok(Json(WorkflowView::from(&w)).into_response()),
@@ -188,6 +236,7 @@ pub async fn get_workflow(
 pub async fn patch_workflow(
     State(app): State<AppState>,
     PathParam(wf): PathParam<Uuid>,
+    _: QueryParams<NoQuery>,
     JsonBody(req): JsonBody<PatchWorkflow>,
 ) -> ApiResult {
     let status = parse_status(&req.status)?;
@@ -196,16 +245,17 @@ pub async fn patch_workflow(
         status,
     })
     .await?;
-    get_workflow(State(app), PathParam(wf)).await
+    get_workflow(State(app), PathParam(wf), QueryParams(NoQuery {})).await
 }
 
 /// `POST /v1/workflows/{wf}/nodes`.
 pub async fn create_node(
     State(app): State<AppState>,
     PathParam(wf): PathParam<Uuid>,
+    _: QueryParams<NoQuery>,
     JsonBody(req): JsonBody<CreateNode>,
 ) -> ApiResult {
-    app.check_content(&req.content)?;
+    app.check_node("", &req)?;
     let intent = Intent::AppendNodes {
         workflow_id: wf,
         nodes: vec![req.into_new_node()],
@@ -226,6 +276,7 @@ pub async fn create_node(
 pub async fn create_batch(
     State(app): State<AppState>,
     PathParam(wf): PathParam<Uuid>,
+    _: QueryParams<NoQuery>,
     JsonBody(req): JsonBody<CreateBatch>,
 ) -> ApiResult {
     if req.nodes.len() > app.limits.max_batch_nodes {
@@ -235,8 +286,8 @@ pub async fn create_batch(
             app.limits.max_batch_nodes
         )));
     }
-    for n in &req.nodes {
-        app.check_content(&n.content)?;
+    for (i, n) in req.nodes.iter().enumerate() {
+        app.check_node(&format!("nodes[{i}]."), n)?;
     }
     let intent = Intent::AppendNodes {
         workflow_id: wf,
@@ -267,6 +318,7 @@ fn edge_response(edge: Edge, seq: u64) -> EdgeCreated {
 pub async fn create_edge(
     State(app): State<AppState>,
     PathParam(wf): PathParam<Uuid>,
+    _: QueryParams<NoQuery>,
     JsonBody(req): JsonBody<CreateEdge>,
 ) -> ApiResult {
     let kind = EdgeKind::parse(&req.kind).ok_or_else(|| {
@@ -300,6 +352,7 @@ pub async fn create_edge(
 pub async fn choose(
     State(app): State<AppState>,
     PathParam(id): PathParam<Uuid>,
+    _: QueryParams<NoQuery>,
     JsonBody(req): JsonBody<Choose>,
 ) -> ApiResult {
     let intent = Intent::Choose {
@@ -321,7 +374,11 @@ fn workflow_missing(wf: &Uuid) -> Problem {
 }
 
 /// `GET /v1/nodes/{id}`.
-pub async fn get_node(State(app): State<AppState>, PathParam(id): PathParam<Uuid>) -> ApiResult {
+pub async fn get_node(
+    State(app): State<AppState>,
+    PathParam(id): PathParam<Uuid>,
+    _: QueryParams<NoQuery>,
+) -> ApiResult {
     let node = read(&app.store, move |s| s.node(&id))
         .await?
         .ok_or_else(|| node_missing(&id))?;
@@ -350,6 +407,7 @@ pub async fn get_path(
 pub async fn get_children(
     State(app): State<AppState>,
     PathParam(id): PathParam<Uuid>,
+    _: QueryParams<NoQuery>,
 ) -> ApiResult {
     let nodes = read(&app.store, move |s| s.children(&id))
         .await?
@@ -373,6 +431,7 @@ pub async fn get_subtree(
 pub async fn get_decisions(
     State(app): State<AppState>,
     PathParam(wf): PathParam<Uuid>,
+    _: QueryParams<NoQuery>,
 ) -> ApiResult {
     let decisions = read(&app.store, move |s| s.decisions(&wf))
         .await?
@@ -384,6 +443,7 @@ pub async fn get_decisions(
 pub async fn get_branches(
     State(app): State<AppState>,
     PathParam(wf): PathParam<Uuid>,
+    _: QueryParams<NoQuery>,
 ) -> ApiResult {
     let branches = app
         .store
@@ -396,6 +456,7 @@ pub async fn get_branches(
 pub async fn get_branch(
     State(app): State<AppState>,
     PathParam((wf, branch)): PathParam<(Uuid, Uuid)>,
+    _: QueryParams<NoQuery>,
 ) -> ApiResult {
     if !app.store.has_workflow(&wf) {
         return Err(workflow_missing(&wf));

@@ -17,7 +17,8 @@
 //! it says so ([`Item::Missed`]) and every stream catches up from the log, as it does
 //! when its own receiver lags. Events already waiting in the broadcast are sent
 //! together in one body chunk. A heartbeat comment goes out after `sse_heartbeat` (15 s
-//! by default) without any write.
+//! by default) without any write. Every stream opens with `retry: <sse_retry ms>` (1 s by
+//! default): a browser's EventSource then reconnects that soon after the stream ends.
 //!
 //! Catch-up pages are read from sled on tokio's blocking pool (`routes::read`).
 
@@ -184,10 +185,17 @@ fn open(
         metrics: app.metrics.clone(),
         _task: app.tasks.clone(),
     };
+    // Every stream starts with `retry:`, so a browser reconnects after a restart within
+    // `sse_retry` rather than its own default (3 s in Chromium).
+    let retry = Bytes::from(format!("retry: {}\n\n", app.limits.sse_retry.as_millis()));
     let body = futures_util::stream::unfold(pump, |mut pump| async move {
         let chunk = pump.next_chunk().await?;
         Some((Ok::<_, Infallible>(chunk), pump))
     });
+    let body = futures_util::StreamExt::chain(
+        futures_util::stream::once(async move { Ok::<_, Infallible>(retry) }),
+        body,
+    );
     Ok((
         [
             (

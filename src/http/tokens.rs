@@ -38,6 +38,8 @@ pub struct CreateToken {
     pub rate: Option<f64>,
 }
 
+impl super::wire::Body for CreateToken {}
+
 fn problem(e: TokenError) -> Problem {
     match e {
         TokenError::NotFound(_) => Problem::not_found(e.to_string()),

@@ -14,10 +14,19 @@ use arbor_storage::{NewNode, Role};
 
 use super::problem::Problem;
 
-/// A JSON request body, parsed strictly.
+/// A JSON request body, parsed strictly: a JSON object (never a positional array), with
+/// every error naming the offending field in the API's words.
 pub struct JsonBody<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+/// A request body type: a JSON object, and the fields that hold lists of objects (whose
+/// items must be objects too: serde's derived `Deserialize` would take an array for a
+/// struct, field by position).
+pub trait Body: DeserializeOwned {
+    /// Fields whose value is an array of objects.
+    const OBJECT_LISTS: &'static [&'static str] = &[];
+}
+
+impl<S: Send + Sync, T: Body> FromRequest<S> for JsonBody<T> {
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
@@ -28,10 +37,178 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 Problem::bad_request(format!("could not read the body: {}", r.body_text()))
             }
         })?;
-        serde_json::from_slice(&bytes)
+        parse_body(&bytes)
             .map(JsonBody)
-            .map_err(|e| Problem::bad_request(format!("invalid JSON body: {e}")))
+            .map_err(Problem::bad_request)
     }
+}
+
+/// Parses a request body: JSON text (a syntax error names where it is), an object at the
+/// top and in each of `T::OBJECT_LISTS`, then the fields of `T`.
+pub fn parse_body<T: Body>(bytes: &[u8]) -> Result<T, String> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: Value =
+        serde_path_to_error::deserialize(&mut de).map_err(|e| match e.path().to_string() {
+            path if path == "." => format!("invalid JSON: {}", e.inner()),
+            path => format!("{path}: invalid JSON: {}", e.inner()),
+        })?;
+    de.end().map_err(|e| format!("invalid JSON: {e}"))?;
+    let Value::Object(fields) = &value else {
+        return Err(format!(
+            "the body must be a JSON object, not {}",
+            kind_of(&value)
+        ));
+    };
+    if let Some((path, literal)) = big_integer(bytes) {
+        return Err(format!(
+            "{path}: integer {literal} is beyond the 64-bit range (JSON numbers are \
+             64-bit integers or doubles here); send it as a string"
+        ));
+    }
+    for list in T::OBJECT_LISTS {
+        if let Some(Value::Array(items)) = fields.get(*list) {
+            if let Some((i, v)) = items.iter().enumerate().find(|(_, v)| !v.is_object()) {
+                return Err(format!(
+                    "{list}[{i}]: expected an object, not {}",
+                    kind_of(v)
+                ));
+            }
+        }
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let what = api_words(&e.inner().to_string());
+        match e.path().to_string().as_str() {
+            "." => what,
+            path => format!("{path}: {what}"),
+        }
+    })
+}
+
+/// The path and text of the first integer literal in `json` (valid JSON) that fits
+/// neither i64 nor u64. serde_json (without `arbitrary_precision`) would turn it into
+/// the nearest double, so the API would store and echo another number than it was
+/// sent: such input is refused instead. Decimal fractions and exponents are doubles by
+/// definition and pass.
+fn big_integer(json: &[u8]) -> Option<(String, String)> {
+    enum Frame {
+        Object { key: String, want_key: bool },
+        Array { index: usize },
+    }
+    let path = |stack: &[Frame]| {
+        let mut p = String::new();
+        for f in stack {
+            match f {
+                Frame::Object { key, .. } => {
+                    if !p.is_empty() {
+                        p.push('.');
+                    }
+                    p.push_str(key);
+                }
+                Frame::Array { index } => p.push_str(&format!("[{index}]")),
+            }
+        }
+        p
+    };
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut i = 0;
+    while i < json.len() {
+        match json[i] {
+            b'{' => stack.push(Frame::Object {
+                key: String::new(),
+                want_key: true,
+            }),
+            b'[' => stack.push(Frame::Array { index: 0 }),
+            b'}' | b']' => {
+                stack.pop();
+            }
+            b',' => match stack.last_mut() {
+                Some(Frame::Array { index }) => *index += 1,
+                Some(Frame::Object { want_key, .. }) => *want_key = true,
+                None => {}
+            },
+            b'"' => {
+                let start = i;
+                i += 1;
+                while i < json.len() && json[i] != b'"' {
+                    i += if json[i] == b'\\' { 2 } else { 1 };
+                }
+                if let Some(Frame::Object { key, want_key }) = stack.last_mut() {
+                    if *want_key {
+                        *key = serde_json::from_slice(&json[start..=i.min(json.len() - 1)])
+                            .unwrap_or_default();
+                        *want_key = false;
+                    }
+                }
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i + 1 < json.len()
+                    && matches!(json[i + 1], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                {
+                    i += 1;
+                }
+                let literal = String::from_utf8_lossy(&json[start..=i]).into_owned();
+                let integer = !literal.contains(['.', 'e', 'E']);
+                if integer && literal.parse::<i64>().is_err() && literal.parse::<u64>().is_err() {
+                    return Some((path(&stack), literal));
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// What kind of JSON value `v` is, in the API's words.
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Rewrites a serde error message in the API's words: JSON kinds instead of Rust types,
+/// no struct names or arities.
+fn api_words(msg: &str) -> String {
+    if msg.starts_with("UUID parsing failed") || msg.contains("expected UUID") {
+        return "invalid UUID".to_owned();
+    }
+    if let Some(field) = msg
+        .strip_prefix("missing field `")
+        .and_then(|r| r.strip_suffix('`'))
+    {
+        return format!("missing field {field:?}");
+    }
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        let field = rest.split('`').next().unwrap_or_default();
+        return format!("unknown field {field:?}");
+    }
+    let Some(rest) = msg.strip_prefix("invalid type: ") else {
+        return msg.to_owned();
+    };
+    let (got, expected) = rest.split_once(", expected ").unwrap_or((rest, ""));
+    let expected = match expected {
+        e if e.starts_with("struct ") || e == "a map" => "an object",
+        "a sequence" => "an array",
+        "a borrowed string" => "a string",
+        e if e.contains("UUID") => "a UUID string",
+        e if e.starts_with('u') || e.starts_with('i') || e.starts_with('f') => "a number",
+        e => e,
+    };
+    let got = match got {
+        "map" => "an object".to_owned(),
+        "sequence" => "an array".to_owned(),
+        "unit value" => "null".to_owned(),
+        g => g
+            .replace("integer", "number")
+            .replace("floating point", "number"),
+    };
+    format!("expected {expected}, not {got}")
 }
 
 /// `POST /v1/workflows`.
@@ -47,6 +224,8 @@ pub struct CreateWorkflow {
     /// Owner.
     pub user_id: Option<String>,
 }
+
+impl Body for CreateWorkflow {}
 
 /// `POST /v1/workflows/{wf}/nodes` and each item of a batch.
 #[derive(Debug, Deserialize)]
@@ -76,6 +255,8 @@ pub struct CreateNode {
     pub expect_leaf: bool,
 }
 
+impl Body for CreateNode {}
+
 impl CreateNode {
     /// The storage intent for this node.
     pub fn into_new_node(self) -> NewNode {
@@ -103,6 +284,10 @@ pub struct CreateBatch {
     pub nodes: Vec<CreateNode>,
 }
 
+impl Body for CreateBatch {
+    const OBJECT_LISTS: &'static [&'static str] = &["nodes"];
+}
+
 /// `POST /v1/workflows/{wf}/edges`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -116,6 +301,8 @@ pub struct CreateEdge {
     pub to: Uuid,
 }
 
+impl Body for CreateEdge {}
+
 /// `POST /v1/nodes/{id}/choose`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -124,6 +311,8 @@ pub struct Choose {
     pub option_id: Uuid,
 }
 
+impl Body for Choose {}
+
 /// `PATCH /v1/workflows/{wf}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -131,6 +320,8 @@ pub struct PatchWorkflow {
     /// New status.
     pub status: String,
 }
+
+impl Body for PatchWorkflow {}
 
 /// `201 {workflow_id, root_id, seq}`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -214,7 +405,13 @@ pub struct StreamQuery {
     pub after: Option<u64>,
 }
 
-/// A query string, parsed strictly (unknown parameters are a 400 problem).
+/// Query of every route that takes no parameters: any parameter is unknown.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoQuery {}
+
+/// A query string, parsed strictly: the one extractor of every route's query, so an
+/// unknown parameter or a malformed value is a 400 problem naming the parameter.
 pub struct QueryParams<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for QueryParams<T> {
@@ -227,7 +424,25 @@ impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| QueryParams(q.0))
-            .map_err(|e| Problem::bad_request(format!("invalid query: {}", e.body_text())))
+            .map_err(|e| Problem::bad_request(query_words(&e.body_text())))
+    }
+}
+
+/// axum's query rejection (`Failed to deserialize query string: <param>: <error>`) in
+/// the API's words: `query parameter "<param>": <error>`.
+fn query_words(text: &str) -> String {
+    let msg = text
+        .strip_prefix("Failed to deserialize query string: ")
+        .unwrap_or(text);
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        let param = rest.split('`').next().unwrap_or_default();
+        return format!("unknown query parameter {param:?}");
+    }
+    match msg.split_once(": ") {
+        Some((param, err)) if !param.contains(' ') => {
+            format!("query parameter {param:?}: {}", api_words(err))
+        }
+        _ => format!("invalid query: {}", api_words(msg)),
     }
 }
 

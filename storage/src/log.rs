@@ -9,7 +9,14 @@
 //!   is what replay and SSE positions are expressed in, so it is used directly.)
 //! - `content`: BLAKE3 (32 bytes) → UTF-8 bytes, written once per distinct content.
 //! - `cursors`: sink name → seq (u64 BE).
-//! - `dead`: sink name ‖ 0 ‖ seq (u64 BE) → error text, for poison events.
+//! - `dead`: sink name ‖ 0 ‖ seq (u64 BE) → error text, for poison events not resolved.
+//! - `arrivals`: seq (u64 BE) → time (µs, i64 BE): when a group holding records older than
+//!   their arrival (imports keep their original time) was written, keyed by its first seq.
+//!   The arrival of an event is the later of its own time and the last mark at or
+//!   before its seq (see [`Engine::arrival`]).
+//! - `meta`: `store_id` → 16 bytes: the store's identity, created with it.
+//! - `dead_acked`: same key → error text and acknowledgement note: dead letters an
+//!   operator accepted as lost (`arbor sync dead-letters ack`).
 //!
 //! Commit protocol: one group = three single-tree batches ([`sled::Tree::apply_batch`]),
 //! in this order (see [`Engine::write_group`]):
@@ -63,6 +70,10 @@ pub struct Engine {
     dead: sled::Tree,
     /// The admin log (token events), seq → encoded [`crate::admin::AdminEvent`].
     admin: sled::Tree,
+    dead_acked: sled::Tree,
+    arrivals: sled::Tree,
+    /// The store's identity (the `meta` tree's `store_id`).
+    store_id: Uuid,
     /// sled's main data file, fdatasync'd after each flush.
     data_file: File,
     blob_dir: PathBuf,
@@ -81,6 +92,8 @@ pub struct GroupWrite {
     pub wf: Vec<(Uuid, Seq)>,
     /// New content blobs.
     pub content: Vec<(Hash, Vec<u8>)>,
+    /// An arrival mark (first seq, now) when the group holds records older than now.
+    pub arrival: Option<(Seq, crate::time::Timestamp)>,
 }
 
 fn wf_key(wf: &Uuid, seq: Seq) -> [u8; 24] {
@@ -114,6 +127,9 @@ impl Engine {
             cursors: db.open_tree("cursors")?,
             dead: db.open_tree("dead")?,
             admin: db.open_tree("admin")?,
+            dead_acked: db.open_tree("dead_acked")?,
+            arrivals: db.open_tree("arrivals")?,
+            store_id: store_id(&db.open_tree("meta")?)?,
             db,
             data_file,
             blob_dir: dir.join("blobs"),
@@ -196,6 +212,12 @@ impl Engine {
                 content.insert(h, bytes.as_slice());
             }
             self.content.apply_batch(content)?;
+        }
+        if let Some((seq, at)) = g.arrival {
+            // Before the records: a mark without its records (a crash in between) is
+            // harmless, it is older than anything written at that seq later.
+            self.arrivals
+                .insert(seq.to_be_bytes(), &at.micros().to_be_bytes())?;
         }
         let mut log = Batch::default();
         for (seq, bytes) in &g.records {
@@ -378,32 +400,111 @@ impl Engine {
             .collect()
     }
 
+    /// The store's identity.
+    pub fn store_id(&self) -> Uuid {
+        self.store_id
+    }
+
+    /// When the record `seq` (with its own time `own`) reached this store: the later of
+    /// `own` and the last arrival mark at or before `seq`.
+    pub fn arrival(
+        &self,
+        seq: Seq,
+        own: crate::time::Timestamp,
+    ) -> Result<crate::time::Timestamp, StorageError> {
+        let mark = match self.arrivals.range(..=seq.to_be_bytes()).next_back() {
+            Some(kv) => {
+                let (_, v) = kv?;
+                let arr: [u8; 8] = v.as_ref().try_into().map_err(|_| {
+                    StorageError::Corrupt(format!("arrival mark of {} bytes", v.len()))
+                })?;
+                Some(crate::time::Timestamp(i64::from_be_bytes(arr)))
+            }
+            None => None,
+        };
+        Ok(mark.map_or(own, |m| m.max(own)))
+    }
+
     /// Records a dead-lettered event of `sink`.
     pub fn put_dead_letter(&self, sink: &str, seq: Seq, error: &str) -> Result<(), StorageError> {
-        let mut k = sink.as_bytes().to_vec();
-        k.push(0);
-        k.extend_from_slice(&seq.to_be_bytes());
-        self.dead.insert(k, error.as_bytes())?;
+        self.dead.insert(dead_key(sink, seq), error.as_bytes())?;
         self.dead.flush()?;
         Ok(())
     }
 
-    /// Dead letters of `sink`: (seq, error).
+    /// Unresolved dead letters of `sink`: (seq, error).
     pub fn dead_letters(&self, sink: &str) -> Result<Vec<(Seq, String)>, StorageError> {
-        let mut prefix = sink.as_bytes().to_vec();
-        prefix.push(0);
-        self.dead
-            .scan_prefix(&prefix)
-            .map(|kv| {
-                let (k, v) = kv?;
-                Ok((
-                    seq_of(&k[prefix.len()..])?,
-                    String::from_utf8_lossy(&v).into_owned(),
-                ))
-            })
-            .collect()
+        scan_dead(&self.dead, sink)
     }
 
+    /// Acknowledged dead letters of `sink`: (seq, error and note).
+    pub fn acked_dead_letters(&self, sink: &str) -> Result<Vec<(Seq, String)>, StorageError> {
+        scan_dead(&self.dead_acked, sink)
+    }
+
+    /// Removes a dead letter of `sink` (its event reached the sink after all). False if
+    /// there was none.
+    pub fn remove_dead_letter(&self, sink: &str, seq: Seq) -> Result<bool, StorageError> {
+        let gone = self.dead.remove(dead_key(sink, seq))?.is_some();
+        self.dead.flush()?;
+        Ok(gone)
+    }
+
+    /// Moves a dead letter of `sink` to the acknowledged ones, its error followed by
+    /// `note`. False if there was none.
+    pub fn ack_dead_letter(&self, sink: &str, seq: Seq, note: &str) -> Result<bool, StorageError> {
+        let key = dead_key(sink, seq);
+        let Some(error) = self.dead.get(&key)? else {
+            return Ok(false);
+        };
+        let mut value = error.to_vec();
+        value.extend_from_slice(b"\n");
+        value.extend_from_slice(note.as_bytes());
+        // Acknowledged first, then removed: a crash in between leaves it in both trees,
+        // which reads as unresolved (the safe side) and acknowledging again finishes it.
+        self.dead_acked.insert(&key, value)?;
+        self.dead_acked.flush()?;
+        self.dead.remove(&key)?;
+        self.dead.flush()?;
+        Ok(true)
+    }
+}
+
+/// The identity in `meta`, created (a v7 UUID) and flushed on first open.
+fn store_id(meta: &sled::Tree) -> Result<Uuid, StorageError> {
+    if let Some(v) = meta.get(b"store_id")? {
+        return Uuid::from_slice(&v).map_err(|e| StorageError::Corrupt(format!("store id: {e}")));
+    }
+    let id = Uuid::now_v7();
+    meta.insert(b"store_id", id.as_bytes().as_slice())?;
+    meta.flush()?;
+    Ok(id)
+}
+
+/// Key of a dead letter: sink name ‖ 0 ‖ seq (u64 BE).
+fn dead_key(sink: &str, seq: Seq) -> Vec<u8> {
+    let mut k = sink.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Entries of `sink` in a dead-letter tree: (seq, text).
+fn scan_dead(tree: &sled::Tree, sink: &str) -> Result<Vec<(Seq, String)>, StorageError> {
+    let mut prefix = sink.as_bytes().to_vec();
+    prefix.push(0);
+    tree.scan_prefix(&prefix)
+        .map(|kv| {
+            let (k, v) = kv?;
+            Ok((
+                seq_of(&k[prefix.len()..])?,
+                String::from_utf8_lossy(&v).into_owned(),
+            ))
+        })
+        .collect()
+}
+
+impl Engine {
     /// Bytes sled uses on disk.
     pub fn size_on_disk(&self) -> Result<u64, StorageError> {
         Ok(self.db.size_on_disk()?)

@@ -39,6 +39,10 @@ use crate::model::{Edge, Event, EventBody, Node, Seq, WorkflowStatus};
 use crate::node_cache::{NodeCache, NodeCacheStats};
 use crate::record::{decode_index_event, Hash, Record, RecordBody, ZERO_HASH};
 use crate::time::Timestamp;
+
+/// A record more than this much older than its group's write is marked as arriving then
+/// (live appends are stamped a moment before their group is written).
+const ARRIVAL_SLACK_MICROS: i64 = 1_000_000;
 use crate::validate::{load_content, Ctx, Pending};
 
 /// Whether an acknowledged append must survive power loss.
@@ -707,12 +711,28 @@ impl Store {
         self.shared.engine.cursors()
     }
 
+    /// The store's identity: created with the store, never changes. A sink that keeps
+    /// its cursor in the destination records it, so that two stores never share one.
+    pub fn id(&self) -> Uuid {
+        self.shared.engine.store_id()
+    }
+
+    /// When the first event after `after` reached this store (None at the head): its own
+    /// time for a live append, the time its group was written for an imported one
+    /// (which keeps its original time). Survives a restart. What sink lag is measured by.
+    pub fn arrival_after(&self, after: Seq) -> Result<Option<Timestamp>, StorageError> {
+        let Some(r) = self.read_records(after, 1)?.into_iter().next() else {
+            return Ok(None);
+        };
+        self.shared.engine.arrival(r.seq, r.timestamp).map(Some)
+    }
+
     /// Records a poison event of `sink`.
     pub fn put_dead_letter(&self, sink: &str, seq: Seq, error: &str) -> Result<(), StorageError> {
         self.shared.engine.put_dead_letter(sink, seq, error)
     }
 
-    /// Poison events of `sink`.
+    /// Unresolved poison events of `sink`: (seq, error).
     pub fn dead_letters(&self, sink: &str) -> Result<Vec<(Seq, String)>, StorageError> {
         self.shared.engine.dead_letters(sink)
     }
@@ -781,6 +801,23 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<AdminEvent>, StorageError> {
         admin::read(&self.shared.engine, after, limit)
+    }
+
+    /// Poison events of `sink` an operator accepted as lost: (seq, error and note).
+    pub fn acked_dead_letters(&self, sink: &str) -> Result<Vec<(Seq, String)>, StorageError> {
+        self.shared.engine.acked_dead_letters(sink)
+    }
+
+    /// Removes a dead letter of `sink` whose event reached the sink after all. False if
+    /// there was none.
+    pub fn remove_dead_letter(&self, sink: &str, seq: Seq) -> Result<bool, StorageError> {
+        self.shared.engine.remove_dead_letter(sink, seq)
+    }
+
+    /// Records that an operator accepted the loss of `sink`'s dead letter `seq` (moved
+    /// to the acknowledged ones, with `note`). False if there was none.
+    pub fn ack_dead_letter(&self, sink: &str, seq: Seq, note: &str) -> Result<bool, StorageError> {
+        self.shared.engine.ack_dead_letter(sink, seq, note)
     }
 
     /// The engine, for verify.
@@ -1076,6 +1113,12 @@ impl Writer {
     /// Chains, writes and (per durability) flushes the group. Returns the flush time.
     fn write(&mut self, drafts: &mut [crate::validate::Draft]) -> Result<Duration, StorageError> {
         let mut g = GroupWrite::default();
+        let now = Timestamp::now();
+        let stale = Timestamp(now.micros().saturating_sub(ARRIVAL_SLACK_MICROS));
+        if drafts.iter().any(|d| d.record.timestamp < stale) {
+            // Records older than their arrival (an import): mark when the group arrived.
+            g.arrival = drafts.first().map(|d| (d.record.seq, now));
+        }
         let mut seen_content = std::collections::HashSet::new();
         let mut big = false;
         let mut prev = self.last_hash;

@@ -249,6 +249,7 @@ impl Ctx<'_> {
         meta: &Meta,
         scratch: &mut Pending,
     ) -> Result<Accepted, AppendError> {
+        refuse_nul(&intent)?;
         let start = (self.next_seq, self.last_ts);
         let res = match intent {
             Intent::CreateWorkflow(w) => self.create_workflow(w, meta, scratch),
@@ -825,6 +826,75 @@ impl Ctx<'_> {
 }
 
 /// A terminal workflow takes no new nodes or edges (identical replays still answer).
+/// Refuses U+0000 anywhere in an intent's text: PostgreSQL's `text` and `jsonb` cannot
+/// hold it, so a NUL accepted here would never reach that sink. Every other Unicode
+/// scalar value (control characters included) reaches every sink as it is. The error
+/// names the field as the API spells it (`nodes[3].metadata.k`, in a batch of several).
+fn refuse_nul(intent: &Intent) -> Result<(), AppendError> {
+    let found = match intent {
+        Intent::CreateWorkflow(w) => nul_in_str("system_prompt", &w.system_prompt)
+            .or_else(|| nul_in_map("metadata", &w.metadata))
+            .or_else(|| w.user_id.as_deref().and_then(|u| nul_in_str("user_id", u))),
+        Intent::AppendNodes { nodes, .. } => nodes.iter().enumerate().find_map(|(i, n)| {
+            let at = |f: &str| {
+                if nodes.len() > 1 {
+                    format!("nodes[{i}].{f}")
+                } else {
+                    f.to_owned()
+                }
+            };
+            nul_in_str(&at("content"), &n.content)
+                .or_else(|| nul_in_str(&at("type"), &n.node_type))
+                .or_else(|| nul_in_value(&at("payload"), &n.payload))
+                .or_else(|| nul_in_map(&at("metadata"), &n.metadata))
+                .or_else(|| {
+                    n.agent_id
+                        .as_deref()
+                        .and_then(|a| nul_in_str(&at("agent_id"), a))
+                })
+                .or_else(|| {
+                    n.user_id
+                        .as_deref()
+                        .and_then(|u| nul_in_str(&at("user_id"), u))
+                })
+        }),
+        Intent::AddEdge { .. } | Intent::Choose { .. } | Intent::SetStatus { .. } => None,
+    };
+    match found {
+        Some(field) => Err(invalid(format!(
+            "{field}: U+0000 (NUL) is not allowed in text"
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn nul_in_str(field: &str, s: &str) -> Option<String> {
+    s.contains('\0').then(|| field.to_owned())
+}
+
+fn nul_in_value(field: &str, v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => nul_in_str(field, s),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| nul_in_value(&format!("{field}[{i}]"), v)),
+        serde_json::Value::Object(m) => nul_in_map(field, m),
+        _ => None,
+    }
+}
+
+fn nul_in_map(field: &str, m: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
+    m.iter().find_map(|(k, v)| {
+        let key = if k.contains('\0') {
+            return Some(format!("{field} key {k:?}"));
+        } else {
+            format!("{field}.{k}")
+        };
+        nul_in_value(&key, v)
+    })
+}
+
 fn refuse_if_terminal(wf: Uuid, status: WorkflowStatus) -> Result<(), AppendError> {
     if status.is_terminal() {
         return Err(conflict(format!(

@@ -128,6 +128,14 @@ pub enum SyncError {
     /// A background task failed to run.
     #[error("task: {0}")]
     Task(String),
+    /// No unresolved dead letter of that sink at that seq.
+    #[error("sink {sink} has no unresolved dead letter at seq {seq}")]
+    NoDeadLetter {
+        /// Sink name.
+        sink: String,
+        /// The seq asked for.
+        seq: u64,
+    },
 }
 
 impl SyncError {

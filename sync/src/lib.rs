@@ -18,6 +18,8 @@
 //!   highest seq present), cursor in the same transaction.
 //! - [`neo4j`]: `UNWIND … MERGE` graph projection with placeholder parents; cursor in
 //!   arbor.
+//! - [`dead`]: dead letters (events a sink refused): list, retry through the sink,
+//!   acknowledge a loss.
 //! - [`verify`]: compares counts and per-workflow digests between the log and each sink.
 //!
 //! # Entry points
@@ -33,6 +35,7 @@
 //!   written, or recorded as a dead letter with its error — never silently dropped.
 //! - Workers only read the store: a sink that is down never slows or fails an append.
 
+pub mod dead;
 pub mod driver;
 pub mod error;
 pub mod neo4j;
@@ -84,6 +87,8 @@ pub struct SyncConfig {
     /// How often an idle worker asks its sink whether it answers (so that a dead
     /// server shows as degraded within about this long, plus [`PROBE_TIMEOUT`]).
     pub probe_interval: Duration,
+    /// A sink lagging more than this reads `degraded`.
+    pub lag_bound: Duration,
 }
 
 /// Longest a probe may take before the sink counts as lost.
@@ -102,6 +107,7 @@ impl Default for SyncConfig {
             shutdown_grace: Duration::from_secs(5),
             write_timeout: Duration::from_secs(120),
             probe_interval: Duration::from_secs(1),
+            lag_bound: Duration::from_secs(30),
         }
     }
 }
@@ -120,6 +126,7 @@ impl std::fmt::Debug for SyncConfig {
             .field("shutdown_grace", &self.shutdown_grace)
             .field("write_timeout", &self.write_timeout)
             .field("probe_interval", &self.probe_interval)
+            .field("lag_bound", &self.lag_bound)
             .finish()
     }
 }
@@ -148,6 +155,7 @@ impl SyncConfig {
             write_timeout: self.write_timeout,
             probe_interval: self.probe_interval,
             probe_timeout: PROBE_TIMEOUT,
+            lag_bound: self.lag_bound,
         }
     }
 
@@ -165,7 +173,8 @@ impl SyncConfig {
             out.push((redis::NAME, boxed(sink)));
         }
         if let Some(url) = &self.postgres_url {
-            let sink = postgres::PostgresSink::new(url, &self.postgres_schema);
+            let sink = postgres::PostgresSink::new(url, &self.postgres_schema)
+                .map(|s| s.for_store(store.id()));
             out.push((postgres::NAME, boxed(sink)));
         }
         if let Some(cfg) = &self.neo4j {
@@ -189,7 +198,8 @@ pub struct SinkStatus {
     pub cursor: Seq,
     /// Events in the log the sink does not have yet.
     pub lag_events: u64,
-    /// Age of the oldest event the sink does not have yet (0 when caught up).
+    /// How long ago the oldest event the sink does not have yet reached this server (0
+    /// when caught up): its arrival, not its own time (imports keep theirs).
     pub lag_seconds: f64,
     /// Last error (credentials stripped).
     pub last_error: Option<String>,
@@ -201,8 +211,34 @@ pub struct SinkStatus {
     pub retries: u64,
     /// Failures (retried or dead-lettered) since start.
     pub errors: u64,
-    /// Events of this sink in the dead-letter tree (all time).
+    /// Unresolved dead letters of this sink (events it refused; `arbor sync
+    /// dead-letters` resolves them).
     pub dead_letters: u64,
+    /// Why the sink is degraded although its worker runs fine: unresolved dead
+    /// letters, lag above the bound. Empty otherwise.
+    pub reasons: Vec<String>,
+}
+
+impl SinkStatus {
+    /// Marks an `ok` sink `degraded` while it has unresolved dead letters or lags more
+    /// than `lag_bound`, and says why.
+    fn judged(mut self, lag_bound: Duration) -> SinkStatus {
+        if self.dead_letters > 0 {
+            self.reasons
+                .push(format!("{} unresolved dead letter(s)", self.dead_letters));
+        }
+        if self.lag_seconds > lag_bound.as_secs_f64() {
+            self.reasons.push(format!(
+                "lag {:.1} s above the bound of {} s",
+                self.lag_seconds,
+                lag_bound.as_secs_f64()
+            ));
+        }
+        if self.state == SinkState::Ok && !self.reasons.is_empty() {
+            self.state = SinkState::Degraded;
+        }
+        self
+    }
 }
 
 impl SinkStatus {
@@ -227,6 +263,7 @@ impl SinkStatus {
             retries: 0,
             errors: 0,
             dead_letters: store.dead_letters(name).map_or(0, |d| d.len() as u64),
+            reasons: Vec::new(),
         }
     }
 }
@@ -237,14 +274,13 @@ fn lag(store: &Store, cursor: Seq) -> (u64, f64) {
     if cursor >= head {
         return (0, 0.0);
     }
-    let seconds = match store.read_records(cursor, 1) {
-        Ok(r) => r.first().map_or(0.0, |r| {
-            let age = Timestamp::now()
-                .micros()
-                .saturating_sub(r.timestamp.micros());
+    // Arrival, not the event's own time: an imported event keeps its original time.
+    let seconds = match store.arrival_after(cursor) {
+        Ok(Some(at)) => {
+            let age = Timestamp::now().micros().saturating_sub(at.micros());
             (age.max(0) as f64) / 1e6
-        }),
-        Err(_) => 0.0,
+        }
+        Ok(None) | Err(_) => 0.0,
     };
     (head - cursor, seconds)
 }
@@ -258,6 +294,7 @@ struct Running {
 /// waits for them.
 pub struct SyncSet {
     store: Store,
+    lag_bound: Duration,
     workers: Vec<Running>,
     shutdown: watch::Sender<bool>,
 }
@@ -289,6 +326,7 @@ impl SyncSet {
             .collect();
         SyncSet {
             store,
+            lag_bound: opts.lag_bound,
             workers,
             shutdown,
         }
@@ -314,7 +352,9 @@ impl SyncSet {
                     retries,
                     errors,
                     dead_letters: w.stats.dead_letters(),
+                    reasons: Vec::new(),
                 }
+                .judged(self.lag_bound)
             })
             .collect()
     }
@@ -382,9 +422,14 @@ async fn probe<S: Sink>(store: &Store, sink: &mut S) -> Result<Seq, SinkError> {
 
 /// Status of every configured sink without running workers (for `arbor sync status`):
 /// the cursor (read from the sink when it keeps it), the lag, and whether the sink
-/// answers (`ok`) or not (`degraded`, with the error). Counters are zero.
+/// answers (`ok`) or not (`degraded`, with the error); `degraded` too with unresolved
+/// dead letters or lag above the bound. Counters are zero.
 pub async fn status(store: &Store, config: &SyncConfig) -> Vec<SinkStatus> {
-    statuses(store, config.sinks(store)).await
+    let found = statuses(store, config.sinks(store)).await;
+    found
+        .into_iter()
+        .map(|s| s.judged(config.lag_bound))
+        .collect()
 }
 
 /// [`status`] of these sinks.
@@ -395,11 +440,10 @@ pub(crate) async fn statuses(store: &Store, sinks: Vec<NamedSink>) -> Vec<SinkSt
             Ok(mut sink) => match probe(store, &mut sink).await {
                 Ok(cursor) => SinkStatus::idle(store, name, SinkState::Ok, cursor, None),
                 Err(e) => {
-                    // A sink-kept cursor cannot be read from a sink that does not answer.
-                    let cursor = match sink.cursor_home() {
-                        CursorHome::Arbor => cursor_of(store, &mut sink).await.unwrap_or(0),
-                        CursorHome::Sink => 0,
-                    };
+                    // A sink-kept cursor cannot be read from a sink that does not answer:
+                    // what arbor last knew of it stands in.
+                    let key = driver::known_cursor_key(name, sink.cursor_home());
+                    let cursor = store.cursor(&key).ok().flatten().unwrap_or(0);
                     SinkStatus::idle(store, name, SinkState::Degraded, cursor, Some(e.message))
                 }
             },
@@ -419,6 +463,28 @@ pub async fn reset(
     sink_name: &str,
     from_seq: Seq,
 ) -> Result<(), SyncError> {
+    let mut sink = configured_sink(store, config, sink_name)?;
+    reset_sink(store, &mut sink, from_seq).await
+}
+
+/// Takes over a destination that holds another store's replica, deliberately: empties
+/// it, marks it as this store's, and replays everything (`arbor sync reset SINK --from 0
+/// --adopt`).
+pub async fn adopt(store: &Store, config: &SyncConfig, sink_name: &str) -> Result<(), SyncError> {
+    let mut sink = configured_sink(store, config, sink_name)?;
+    within(sink_name, sink.adopt())
+        .await
+        .map_err(|e| SyncError::sink(sink_name, e))?;
+    tracing::warn!(sink = sink_name, store = %store.id(), "sink adopted by this store");
+    reset_sink(store, &mut sink, 0).await
+}
+
+/// The configured sink named `sink_name` (not connected yet).
+pub(crate) fn configured_sink(
+    store: &Store,
+    config: &SyncConfig,
+    sink_name: &str,
+) -> Result<Box<dyn DynSink>, SyncError> {
     let mut sinks = config.sinks(store);
     let Some(at) = sinks.iter().position(|(n, _)| *n == sink_name) else {
         return Err(SyncError::UnknownSink {
@@ -427,8 +493,7 @@ pub async fn reset(
         });
     };
     let (name, sink) = sinks.swap_remove(at);
-    let mut sink = sink.map_err(|e| SyncError::Config(format!("{name}: {}", e.message)))?;
-    reset_sink(store, &mut sink, from_seq).await
+    sink.map_err(|e| SyncError::Config(format!("{name}: {}", e.message)))
 }
 
 /// [`reset`] of one sink.
@@ -453,8 +518,12 @@ pub(crate) async fn reset_sink<S: Sink>(
         })
         .await
         .map_err(|e| SyncError::sink(name, e))?,
-        CursorHome::Arbor => store.set_cursor(name, from_seq)?,
+        CursorHome::Arbor => {}
     }
+    store.set_cursor(
+        &driver::known_cursor_key(name, sink.cursor_home()),
+        from_seq,
+    )?;
     tracing::info!(sink = name, from_seq, "sync cursor reset");
     Ok(())
 }

@@ -141,6 +141,13 @@ pub trait Sink: Send + 'static {
         async { Ok(()) }
     }
 
+    /// Takes over a destination that holds another arbor store's replica (`sync reset
+    /// --adopt`): empties it and marks it as this store's. Sinks that keep nothing of
+    /// the store's identity have nothing to do.
+    fn adopt(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send {
+        async { Ok(()) }
+    }
+
     /// Writes `batch` (non-empty, seq-ordered, contiguous except for dead-lettered
     /// events). Idempotent. A [`CursorHome::Sink`] sink also commits its cursor to the
     /// last seq of the batch, atomically with the data.
@@ -162,6 +169,8 @@ pub trait DynSink: Send + 'static {
     fn dyn_load_cursor(&mut self) -> BoxFuture<'_, Result<Option<Seq>, SinkError>>;
     /// [`Sink::store_cursor`].
     fn dyn_store_cursor(&mut self, seq: Seq) -> BoxFuture<'_, Result<(), SinkError>>;
+    /// [`Sink::adopt`].
+    fn dyn_adopt(&mut self) -> BoxFuture<'_, Result<(), SinkError>>;
     /// [`Sink::apply`].
     fn dyn_apply<'a>(&'a mut self, batch: &'a [Item]) -> BoxFuture<'a, Result<(), SinkError>>;
 }
@@ -184,6 +193,9 @@ impl<S: Sink> DynSink for S {
     }
     fn dyn_store_cursor(&mut self, seq: Seq) -> BoxFuture<'_, Result<(), SinkError>> {
         Box::pin(self.store_cursor(seq))
+    }
+    fn dyn_adopt(&mut self) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(self.adopt())
     }
     fn dyn_apply<'a>(&'a mut self, batch: &'a [Item]) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(self.apply(batch))
@@ -208,6 +220,9 @@ impl Sink for Box<dyn DynSink> {
     }
     async fn store_cursor(&mut self, seq: Seq) -> Result<(), SinkError> {
         (**self).dyn_store_cursor(seq).await
+    }
+    async fn adopt(&mut self) -> Result<(), SinkError> {
+        (**self).dyn_adopt().await
     }
     async fn apply(&mut self, batch: &[Item]) -> Result<(), SinkError> {
         (**self).dyn_apply(batch).await

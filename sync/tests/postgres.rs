@@ -159,12 +159,39 @@ async fn a_poison_event_is_dead_lettered_and_later_events_arrive() {
         .expect("node");
     assert!(last.is_some(), "events after the poison one arrived");
     assert!(queries::node(&pool, bad_id).await.expect("node").is_none());
-    let st = set.status();
-    assert_eq!(st[0].dead_letters, 1);
-    assert!(st[0].errors >= 1);
-    assert_eq!(st[0].state, SinkState::Ok);
+    assert!(set.status()[0].errors >= 1);
+    assert_exact(&pool, &store).await;
+    // An acknowledged event is missing: degraded, and verify says which.
+    assert_only_dead_letter(&set, &store, &cfg, "postgres", bad_seq).await;
+    set.shutdown().await;
+    // Retried as is, PostgreSQL refuses it again: still a dead letter.
+    let out = arbor_sync::dead::retry(&store, &cfg, "postgres", Some(vec![bad_seq]))
+        .await
+        .expect("retry");
+    assert!(!out[0].resolved, "{out:?}");
+    assert_eq!(store.dead_letters("postgres").expect("dead").len(), 1);
+    // The operator widens the constraint; the retry goes through and resolves it.
+    exec(
+        &pool,
+        "ALTER TABLE draft_content DROP CONSTRAINT draft_content_content_type_check".into(),
+    )
+    .await;
+    let out = arbor_sync::dead::retry(&store, &cfg, "postgres", None)
+        .await
+        .expect("retry");
+    assert!(out[0].resolved, "{out:?}");
+    assert!(store.dead_letters("postgres").expect("dead").is_empty());
+    assert!(queries::node(&pool, bad_id).await.expect("node").is_some());
     assert_exact(&pool, &store).await;
     assert_in_sync(&store, &cfg).await;
+    // The retry put the cursor back at the head: a new run sends nothing twice.
+    let set = arbor_sync::start(store.clone(), cfg.clone()).expect("start");
+    wait_until(30, "ok", || {
+        let ok = set.status()[0].state == SinkState::Ok;
+        async move { ok }
+    })
+    .await;
+    assert_eq!(set.status()[0].cursor, store.head());
     set.shutdown().await;
 }
 
@@ -274,7 +301,7 @@ async fn parent_of_rows(pool: &PgPool) -> i64 {
 
 /// A replica written under migration 0001 alone — PARENT_OF a second time as edge rows,
 /// event bodies as jsonb, its cursor at the head — upgrades in place when the sink
-/// starts (0002 runs), answers the seeds' queries like the store, and goes on
+/// starts (0002 and 0003 run; the unowned replica is claimed by the store), answers the seeds' queries like the store, and goes on
 /// replicating without a gap or a duplicate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_of_migration_0001_upgrades_in_place() {
@@ -306,7 +333,10 @@ async fn a_replica_of_migration_0001_upgrades_in_place() {
         ),
         format!("INSERT INTO \"{a}\".arbor_workflows SELECT * FROM \"{b}\".arbor_workflows"),
         format!("INSERT INTO \"{a}\".draft_content SELECT * FROM \"{b}\".draft_content"),
-        format!("INSERT INTO \"{a}\".arbor_sync_cursor SELECT * FROM \"{b}\".arbor_sync_cursor"),
+        format!(
+            "INSERT INTO \"{a}\".arbor_sync_cursor SELECT sink, seq, updated_at \
+             FROM \"{b}\".arbor_sync_cursor"
+        ),
     ] {
         exec(&pool_old, copy).await;
     }
@@ -322,4 +352,57 @@ async fn a_replica_of_migration_0001_upgrades_in_place() {
     assert_exact(&pool_old, &store).await;
     assert_in_sync(&store, &old).await;
     set.shutdown().await;
+}
+
+/// Waits until the only sink of `set` is degraded with an error naming both stores.
+async fn refused(set: &arbor_sync::SyncSet, owner: &Store, intruder: &Store) {
+    degraded_within(set).await;
+    let err = only(set).last_error.unwrap_or_default();
+    assert!(
+        err.contains(&owner.id().to_string()) && err.contains(&intruder.id().to_string()),
+        "{err}"
+    );
+    assert!(err.contains("--adopt"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_store_on_one_schema_is_refused_clearly_until_it_adopts_it() {
+    let cfg = pg_config();
+    let (_da, a) = store();
+    let (_db, b) = store();
+    assert_ne!(a.id(), b.id());
+    let a_set = arbor_sync::start(a.clone(), cfg.clone()).expect("start a");
+    realistic(&a).await;
+    caught_up(&a_set, &a, 60).await;
+    // A second store (a restore, a second server) on the same schema: it writes
+    // nothing, says why, and does not move A's cursor.
+    realistic(&b).await;
+    let b_set = arbor_sync::start(b.clone(), cfg.clone()).expect("start b");
+    refused(&b_set, &a, &b).await;
+    assert_eq!(only(&b_set).cursor, 0);
+    let (wf, root) = create(&a, "more", json!({})).await;
+    append(&a, wf, vec![spec(root, "message", "after b came")]).await;
+    caught_up(&a_set, &a, 60).await;
+    assert_eq!(
+        postgres::read_cursor(&pool(&cfg), "postgres")
+            .await
+            .expect("cursor"),
+        Some(a.head())
+    );
+    assert_in_sync(&a, &cfg).await;
+    a_set.shutdown().await;
+    b_set.shutdown().await;
+    // B takes the schema over deliberately: A's rows go, B's log is replayed.
+    arbor_sync::adopt(&b, &cfg, "postgres")
+        .await
+        .expect("adopt");
+    let b_set = arbor_sync::start(b.clone(), cfg.clone()).expect("start b");
+    caught_up(&b_set, &b, 60).await;
+    assert_exact(&pool(&cfg), &b).await;
+    assert_in_sync(&b, &cfg).await;
+    // Now A is the one refused.
+    let a_set = arbor_sync::start(a.clone(), cfg.clone()).expect("start a");
+    refused(&a_set, &b, &a).await;
+    a_set.shutdown().await;
+    b_set.shutdown().await;
 }

@@ -190,8 +190,20 @@ async fn a_poison_event_is_dead_lettered_and_later_events_arrive() {
     assert_eq!(dead[0].0, 1);
     assert!(dead[0].1.contains("WRONGTYPE"), "{}", dead[0].1);
     assert_exact(&store, wf).await;
-    assert_eq!(set.status()[0].dead_letters, 1);
+    assert_only_dead_letter(&set, &store, &cfg, "redis", 1).await;
     set.shutdown().await;
+    // The foreign key is removed; the retry writes the event and resolves it.
+    let _: () = redis::cmd("DEL")
+        .arg(stream_key(&bad_wf))
+        .query_async(&mut conn().await)
+        .await
+        .expect("del");
+    let out = arbor_sync::dead::retry(&store, &cfg, "redis", Some(vec![1]))
+        .await
+        .expect("retry");
+    assert!(out[0].resolved, "{out:?}");
+    assert!(store.dead_letters("redis").expect("dead").is_empty());
+    assert_in_sync(&store, &cfg).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -74,12 +74,12 @@ impl TestServer {
         decode(r).await
     }
 
-    pub async fn post_raw(&self, path: &str, body: &'static str) -> (u16, Value) {
+    pub async fn post_raw(&self, path: &str, body: &str) -> (u16, Value) {
         let r = self
             .client
             .post(self.url(path))
             .header("content-type", "application/json")
-            .body(body)
+            .body(body.to_owned())
             .send()
             .await
             .unwrap();

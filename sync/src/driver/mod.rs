@@ -62,6 +62,16 @@ pub enum SinkState {
 }
 
 impl SinkState {
+    /// The state as `/v1/health` and the `state` label of `arbor_sink_state` spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SinkState::Ok => "ok",
+            SinkState::Degraded => "degraded",
+            SinkState::Stopped => "stopped",
+            SinkState::Starting => "starting",
+        }
+    }
+
     fn from_u8(v: u8) -> SinkState {
         match v {
             0 => SinkState::Ok,
@@ -87,6 +97,8 @@ pub struct DriverOptions {
     pub probe_interval: Duration,
     /// Longest a probe may take before it counts as a lost connection.
     pub probe_timeout: Duration,
+    /// A sink lagging more than this reads `degraded` in its status.
+    pub lag_bound: Duration,
 }
 
 /// Live counters of one worker, shared with [`crate::SyncSet::status`].
@@ -144,7 +156,7 @@ impl Stats {
         )
     }
 
-    /// Events of this sink in the dead-letter tree (all time).
+    /// Unresolved dead letters of this sink.
     pub fn dead_letters(&self) -> u64 {
         self.dead_letters.load(Ordering::Relaxed)
     }
@@ -160,6 +172,16 @@ impl Stats {
     fn note_error(&self, e: &SinkError) {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.message.clone());
         self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The key in arbor's cursors of what arbor last knew of `sink`'s cursor: the cursor
+/// itself for a [`CursorHome::Arbor`] sink, a copy (a lower bound, written after the
+/// sink committed) for a [`CursorHome::Sink`] one, read while the sink is unreachable.
+pub(crate) fn known_cursor_key(sink: &str, home: CursorHome) -> String {
+    match home {
+        CursorHome::Sink => format!("{sink}.last-known"),
+        CursorHome::Arbor => sink.to_owned(),
     }
 }
 
@@ -399,9 +421,18 @@ impl<S: Sink> Worker<S> {
         .ok()
     }
 
-    /// Reads this sink's dead letters once (the count `status` shows). False on shutdown.
+    /// Reads this sink's dead letters once (the count `status` shows), and the cursor
+    /// arbor last knew, so that lag is true while the sink cannot be reached to load
+    /// its own. False on shutdown.
     async fn count_dead_letters(&mut self) -> bool {
         let name = self.sink.name();
+        let known = known_cursor_key(name, self.sink.cursor_home());
+        let Some(cursor) = self.with_store(move |s| s.cursor(&known)).await else {
+            return false;
+        };
+        self.stats
+            .cursor
+            .store(cursor.unwrap_or(0), Ordering::Relaxed);
         let Some(found) = self.with_store(move |s| s.dead_letters(name)).await else {
             return false;
         };
@@ -587,15 +618,13 @@ impl<S: Sink> Worker<S> {
     /// Records the cursor after a successful write (arbor-kept cursors; sink-kept ones
     /// were committed by the write itself).
     async fn commit(&mut self, seq: Seq) -> Flow {
-        if self.sink.cursor_home() == CursorHome::Arbor {
-            let name = self.sink.name();
-            if self
-                .with_store(move |s| s.set_cursor(name, seq))
-                .await
-                .is_none()
-            {
-                return Flow::Stop;
-            }
+        let key = known_cursor_key(self.sink.name(), self.sink.cursor_home());
+        if self
+            .with_store(move |s| s.set_cursor(&key, seq))
+            .await
+            .is_none()
+        {
+            return Flow::Stop;
         }
         self.stats.cursor.store(seq, Ordering::Relaxed);
         Flow::Next

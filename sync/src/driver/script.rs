@@ -132,6 +132,16 @@ impl Script {
         self
     }
 
+    /// Seqs the sink no longer refuses (the poison was fixed on the sink's side).
+    pub fn cure(&self, seqs: &[Seq]) -> &Script {
+        let mut st = self.lock();
+        for s in seqs {
+            st.poison.remove(s);
+        }
+        drop(st);
+        self
+    }
+
     /// The calls so far, with when they came (since the script was made).
     pub fn calls(&self) -> Vec<(Duration, Call)> {
         self.lock().calls.clone()

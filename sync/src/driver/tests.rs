@@ -30,6 +30,7 @@ fn opts() -> DriverOptions {
         write_timeout: Duration::from_secs(30),
         probe_interval: Duration::from_secs(1),
         probe_timeout: Duration::from_secs(2),
+        lag_bound: Duration::from_secs(30),
     }
 }
 
@@ -216,11 +217,13 @@ async fn a_poison_event_is_bisected_down_to_and_dead_lettered() {
         // A sink-kept cursor is moved past the poison event by the sink itself.
         let moved = script.count(&Call::StoreCursor(11));
         assert_eq!(moved, usize::from(home == CursorHome::Sink), "{home:?}");
+        // The worker runs fine, but an acknowledged event is missing: degraded.
         let st = status(&set);
         assert_eq!(
             (st.state, st.dead_letters, st.errors),
-            (SinkState::Ok, 1, 5)
+            (SinkState::Degraded, 1, 5)
         );
+        assert_eq!(st.reasons, ["1 unresolved dead letter(s)"]);
         set.shutdown().await;
     }
 }
@@ -435,4 +438,185 @@ async fn reset_moves_the_cursor_where_it_lives() {
         crate::reset_sink(&store, &mut in_arbor, 7).await,
         Err(SyncError::BeyondHead { head: 6, .. })
     ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retried_dead_letter_that_the_sink_takes_is_resolved_and_the_cursor_stays() {
+    for home in [CursorHome::Arbor, CursorHome::Sink] {
+        let (_dir, store, ..) = store(8).await;
+        let script = Script::new(home, &store);
+        script.poison(&[3, 5]);
+        let set = spawn(&store, &script, opts());
+        caught_up(&set, &store).await;
+        set.shutdown().await;
+        assert_eq!(committed(&store, &script), Some(8), "{home:?}");
+        // Still refused: the dead letter stays, with the new error, and nothing moved.
+        let mut sink = script.clone();
+        let out = crate::dead::retry_sink(&store, &mut sink, Some(vec![3]))
+            .await
+            .expect("retry");
+        assert_eq!((out.len(), out[0].resolved), (1, false));
+        assert_eq!(store.dead_letters(NAME).expect("dead").len(), 2);
+        // Fixed on the sink's side: both go through, one at a time, and are resolved.
+        script.cure(&[3, 5]);
+        let out = crate::dead::retry_sink(&store, &mut sink, None)
+            .await
+            .expect("retry");
+        assert!(out.iter().all(|o| o.resolved), "{out:?}");
+        assert_eq!(script.held(), (1..=8).collect::<Vec<Seq>>(), "{home:?}");
+        assert!(store.dead_letters(NAME).expect("dead").is_empty());
+        // Applying seq 5 again does not move the sink's cursor back.
+        assert_eq!(committed(&store, &script), Some(8), "{home:?}");
+        // Retrying a seq that is no dead letter is refused.
+        assert!(matches!(
+            crate::dead::retry_sink(&store, &mut sink, Some(vec![4])).await,
+            Err(SyncError::NoDeadLetter { seq: 4, .. })
+        ));
+        // The next run is ok.
+        let set = spawn(&store, &script, opts());
+        until("ok", || status(&set).state == SinkState::Ok).await;
+        assert_eq!(status(&set).dead_letters, 0);
+        set.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_acknowledged_dead_letter_is_kept_apart_and_no_longer_degrades() {
+    let (_dir, store, ..) = store(6).await;
+    let script = Script::new(CursorHome::Arbor, &store);
+    script.poison(&[4]);
+    let set = spawn(&store, &script, opts());
+    caught_up(&set, &store).await;
+    assert_eq!(status(&set).state, SinkState::Degraded);
+    set.shutdown().await;
+    assert!(matches!(
+        crate::dead::ack(&store, NAME, 5, "x"),
+        Err(SyncError::NoDeadLetter { seq: 5, .. })
+    ));
+    crate::dead::ack(&store, NAME, 4, "poison fixture").expect("ack");
+    assert!(store.dead_letters(NAME).expect("dead").is_empty());
+    let listed = crate::dead::list(&store, &[NAME]).expect("list");
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].acknowledged && listed[0].seq == 4);
+    assert!(listed[0].error.contains("poison seq 4"), "{:?}", listed[0]);
+    assert!(
+        listed[0].error.contains("poison fixture"),
+        "{:?}",
+        listed[0]
+    );
+    let set = spawn(&store, &script, opts());
+    until("ok", || status(&set).state == SinkState::Ok).await;
+    set.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sink_lagging_beyond_the_bound_is_degraded() {
+    let (_dir, store, ..) = store(4).await;
+    let script = Script::new(CursorHome::Arbor, &store);
+    // Every write hangs: the worker itself never reports a failure before the timeout.
+    script.apply(&[Step::Delay(Duration::from_secs(3600))]);
+    let mut o = opts();
+    o.lag_bound = Duration::from_millis(1);
+    o.write_timeout = Duration::from_secs(7200);
+    let set = spawn(&store, &script, o);
+    // Wall-clock lag (the record timestamps) grows past 1 ms while the write hangs.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while status(&set).lag_seconds <= 0.001 {
+        assert!(std::time::Instant::now() < deadline, "lag never grew");
+        std::thread::yield_now();
+    }
+    until("degraded by lag", || {
+        let st = status(&set);
+        st.state == SinkState::Degraded && st.reasons.iter().any(|r| r.contains("lag"))
+    })
+    .await;
+    set.shutdown().await;
+}
+
+/// Opens the store in `dir` (again).
+fn reopen(dir: &TempDir) -> Store {
+    Store::open(
+        dir.path(),
+        StoreOptions {
+            durability: Durability::None,
+            ..StoreOptions::default()
+        },
+    )
+    .expect("open store")
+}
+
+#[tokio::test]
+async fn lag_is_the_age_of_arrival_not_of_an_imported_events_own_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = reopen(&dir);
+    // An import of a workflow from 264 days ago.
+    let old = arbor_storage::Timestamp(
+        arbor_storage::Timestamp::now().micros() - 264 * 86_400 * 1_000_000,
+    );
+    let meta = Meta {
+        timestamp: Some(old),
+        ..Meta::default()
+    };
+    let created = store
+        .submit(Intent::CreateWorkflow(NewWorkflow::default()), meta.clone())
+        .await
+        .expect("create");
+    let Outcome::WorkflowCreated {
+        workflow_id,
+        root_id,
+        ..
+    } = created
+    else {
+        panic!("unexpected {created:?}")
+    };
+    let nodes = (0..5)
+        .map(|i| NewNode {
+            timestamp: Some(old),
+            ..NewNode::new(root_id, "message", format!("old {i}"))
+        })
+        .collect();
+    store
+        .submit(Intent::AppendNodes { workflow_id, nodes }, meta)
+        .await
+        .expect("import");
+    let (events, seconds) = crate::lag(&store, 0);
+    assert_eq!(events, 6);
+    assert!(
+        seconds < 60.0,
+        "lag {seconds} s: the events' own time, not arrival"
+    );
+    assert!(crate::lag(&store, 3).1 < 60.0);
+    // A live append after the import is measured by its own time.
+    append(&store, workflow_id, root_id, 1).await;
+    assert!(crate::lag(&store, 6).1 < 60.0);
+    // The arrival marks survive a restart.
+    store.close().await;
+    drop(store);
+    let store = reopen(&dir);
+    let (events, seconds) = crate::lag(&store, 1);
+    assert_eq!(events, 6);
+    assert!(seconds < 60.0, "after a restart: lag {seconds} s");
+    assert_eq!(crate::lag(&store, 7), (0, 0.0));
+    store.close().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn while_the_sink_cannot_be_set_up_the_last_known_cursor_gives_the_lag() {
+    for home in [CursorHome::Arbor, CursorHome::Sink] {
+        let (_dir, store, wf, root) = store(6).await;
+        // A first run commits through seq 6 (and arbor notes it).
+        let script = Script::new(home, &store);
+        let set = spawn(&store, &script, opts());
+        caught_up(&set, &store).await;
+        set.shutdown().await;
+        // The sink is down from now on; two more events arrive; arbor restarts.
+        append(&store, wf, root, 2).await;
+        let down = Script::new(home, &store);
+        down.then(Step::Lost);
+        let set = spawn(&store, &down, opts());
+        until("degraded", || status(&set).state == SinkState::Degraded).await;
+        let st = status(&set);
+        assert_eq!((st.cursor, st.lag_events), (6, 2), "{home:?}");
+        set.shutdown().await;
+    }
 }

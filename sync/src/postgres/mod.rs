@@ -119,6 +119,19 @@ const UPSERT_WORKFLOWS: &str = concat!(
      WHERE w.last_seq < EXCLUDED.last_seq"
 );
 
+/// Claims the cursor row for a store (`$2`) unless another owns it; returns the owner.
+const CLAIM: &str = "WITH claimed AS ( \
+       INSERT INTO arbor_sync_cursor (sink, seq, store_id) VALUES ($1, 0, $2) \
+       ON CONFLICT (sink) DO UPDATE SET store_id = EXCLUDED.store_id \
+       WHERE arbor_sync_cursor.store_id IS NULL RETURNING store_id) \
+     SELECT store_id FROM claimed \
+     UNION ALL SELECT store_id FROM arbor_sync_cursor WHERE sink = $1 \
+       AND NOT EXISTS (SELECT 1 FROM claimed)";
+
+/// Empties the replica and gives it to a store (`$1`): `sync reset --adopt`.
+const ADOPT: &str = "TRUNCATE arbor_events, arbor_nodes, arbor_edges, arbor_workflows, \
+     draft_content; UPDATE arbor_sync_cursor SET store_id = $1, seq = 0";
+
 const SET_CURSOR: &str =
     "INSERT INTO arbor_sync_cursor (sink, seq, updated_at) VALUES ($1, $2, now()) \
      ON CONFLICT (sink) DO UPDATE SET seq = EXCLUDED.seq, updated_at = now()";
@@ -282,6 +295,9 @@ pub struct PostgresSink {
     /// Highest seq in `arbor_events` as last read or written; None = read it again
     /// (after any error).
     present: Option<Seq>,
+    /// The arbor store replicated here: `setup` claims an unowned schema for it and
+    /// refuses one owned by another store. None: no check (tools, tests of the tables).
+    store_id: Option<uuid::Uuid>,
 }
 
 impl PostgresSink {
@@ -293,7 +309,35 @@ impl PostgresSink {
             schema: schema.to_owned(),
             redactor: Redactor::new(password),
             present: None,
+            store_id: None,
         })
+    }
+
+    /// The sink replicating the store `id` (see [`PostgresSink::setup`]).
+    pub fn for_store(mut self, id: uuid::Uuid) -> PostgresSink {
+        self.store_id = Some(id);
+        self
+    }
+
+    /// Claims the schema for this store if no store owns it yet, then fails (a
+    /// permanent error naming both stores) if another one does.
+    async fn claim(&self, id: uuid::Uuid) -> Result<(), SinkError> {
+        let owner: (Option<uuid::Uuid>,) = sqlx::query_as(CLAIM)
+            .bind(NAME)
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| classify(&e).redacted(&self.redactor))?;
+        match owner.0 {
+            Some(other) if other != id => Err(SinkError::permanent(format!(
+                "schema {:?} holds the replica of arbor store {other}, not of this store \
+                 ({id}): nothing is written to it. Point this store at another schema, or \
+                 take the schema over deliberately with `arbor sync reset postgres --from 0 \
+                 --adopt` (which empties its tables)",
+                self.schema
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// The pool.
@@ -446,11 +490,42 @@ impl Sink for PostgresSink {
 
     /// Creates the schema and applies the migrations; after a loss, this is what
     /// recreates dropped tables.
+    /// Also claims the schema for this store, or refuses one another store owns.
     async fn setup(&mut self) -> Result<(), SinkError> {
         self.present = None;
         migrate(&self.pool, &self.schema)
             .await
-            .map_err(|e| e.redacted(&self.redactor))
+            .map_err(|e| e.redacted(&self.redactor))?;
+        match self.store_id {
+            Some(id) => self.claim(id).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn adopt(&mut self) -> Result<(), SinkError> {
+        let Some(id) = self.store_id else {
+            return Ok(());
+        };
+        self.present = None;
+        migrate(&self.pool, &self.schema)
+            .await
+            .map_err(|e| e.redacted(&self.redactor))?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| classify(&e).redacted(&self.redactor))?;
+        for stmt in ADOPT.split("; ") {
+            let q = sqlx::query(sqlx::AssertSqlSafe(stmt));
+            let q = if stmt.contains("$1") { q.bind(id) } else { q };
+            q.execute(&mut *tx)
+                .await
+                .map_err(|e| classify(&e).redacted(&self.redactor))?;
+        }
+        tx.commit()
+            .await
+            .map_err(|e| classify(&e).redacted(&self.redactor))?;
+        self.claim(id).await
     }
 
     async fn probe(&mut self) -> Result<(), SinkError> {

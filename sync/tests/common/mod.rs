@@ -731,21 +731,30 @@ pub async fn outage(
     cfg: &SyncConfig,
     check_down: impl FnOnce(&SinkStatus),
 ) -> AfterOutage {
-    let (dir, store, set, before) = replicated(cfg).await;
-    // Appends keep going while the server is killed.
+    // First an import from 264 days ago (events keep their own time), then a realistic
+    // workflow, all replicated.
+    let (dir, store) = store();
+    imported(&store, 264 * 86_400).await;
+    let set = arbor_sync::start(store.clone(), cfg.clone()).expect("start");
+    let before = realistic(&store).await;
+    caught_up(&set, &store, 120).await;
+    // Appends keep going while the server is killed; when each was acknowledged.
     let writer = {
         let store = store.clone();
         tokio::spawn(async move {
+            let mut acked = Vec::new();
             let (wf, root) = create(&store, "during outage", json!({})).await;
+            acked.push((store.seq_of(&root).expect("seq"), Instant::now()));
             let mut parent = root;
             for i in 0..300 {
                 parent = node(&store, wf, spec(parent, "message", &format!("m{i}"))).await;
+                acked.push((store.seq_of(&parent).expect("seq"), Instant::now()));
             }
-            (wf, parent)
+            (wf, parent, acked)
         })
     };
     let down = instance.kill();
-    let (during, mut parent) = writer
+    let (during, mut parent, mut acked) = writer
         .await
         .expect("appends never fail while a sink is down");
     degraded_within(&set).await;
@@ -763,12 +772,16 @@ pub async fn outage(
             spec(parent, "message", &format!("late {i}")),
         )
         .await;
+        acked.push((store.seq_of(&parent).expect("seq"), Instant::now()));
     }
     // The new worker sees the outage too before the server comes back.
     degraded_within(&set).await;
     assert!(only(&set).retries > 0);
+    lag_tells_the_truth(&set, &acked).await;
     down.restart();
     caught_up(&set, &store, 180).await;
+    let st = only(&set);
+    assert_eq!((st.lag_events, st.lag_seconds), (0, 0.0), "{st:?}");
     AfterOutage {
         dir,
         store,
@@ -825,4 +838,95 @@ pub fn sample_nodes(store: &Store, wf: Uuid, max: usize) -> Vec<Uuid> {
     let mut out: Vec<Uuid> = all.iter().step_by(step.max(1)).copied().collect();
     out.extend(all.last());
     out
+}
+
+/// `verify --sinks` reports exactly one difference: `seq`, an unresolved dead letter of
+/// `sink`; and the sink reads degraded for it in `set`'s status.
+pub async fn assert_only_dead_letter(
+    set: &SyncSet,
+    store: &Store,
+    cfg: &SyncConfig,
+    sink: &str,
+    seq: arbor_storage::Seq,
+) {
+    let diffs = arbor_sync::verify_sinks(store, cfg).await.expect("verify");
+    let whats: Vec<(&str, &str)> = diffs
+        .iter()
+        .map(|d| (d.sink.as_str(), d.what.as_str()))
+        .collect();
+    assert_eq!(
+        whats,
+        [(sink, format!("dead_letter:{seq}").as_str())],
+        "{diffs:?}"
+    );
+    let st = set.status();
+    let st = st.iter().find(|s| s.name == sink).expect("status");
+    assert_eq!(
+        (st.state, st.dead_letters),
+        (SinkState::Degraded, 1),
+        "{st:?}"
+    );
+}
+
+/// Imports a workflow of a few events dated `age_secs` ago (as `arbor import` does: the
+/// events keep their original time).
+pub async fn imported(store: &Store, age_secs: i64) {
+    let at =
+        arbor_storage::Timestamp(arbor_storage::Timestamp::now().micros() - age_secs * 1_000_000);
+    let meta = Meta {
+        timestamp: Some(at),
+        ..Meta::default()
+    };
+    let created = store
+        .submit(Intent::CreateWorkflow(NewWorkflow::default()), meta.clone())
+        .await
+        .expect("import workflow");
+    let Outcome::WorkflowCreated {
+        workflow_id,
+        root_id,
+        ..
+    } = created
+    else {
+        panic!("unexpected {created:?}")
+    };
+    let nodes = (0..5)
+        .map(|i| NewNode {
+            timestamp: Some(at),
+            ..NewNode::new(root_id, "message", format!("imported {i}"))
+        })
+        .collect();
+    store
+        .submit(Intent::AppendNodes { workflow_id, nodes }, meta)
+        .await
+        .expect("import nodes");
+}
+
+/// While the only sink of `set` is down: once its oldest unreplicated event was
+/// acknowledged at least 3 s ago (by `acked`, the test's own clock), its `lag_seconds`
+/// is within 10 % of that age.
+pub async fn lag_tells_the_truth(set: &SyncSet, acked: &[(arbor_storage::Seq, Instant)]) {
+    let cursor = only(set).cursor;
+    let since = acked
+        .iter()
+        .find(|(seq, _)| *seq > cursor)
+        .map(|(_, at)| *at)
+        .expect("an unreplicated append");
+    wait_until(30, "the backlog to age 3 s", || {
+        let old = since.elapsed() >= Duration::from_secs(3);
+        async move { old }
+    })
+    .await;
+    let st = only(set);
+    let truth = since.elapsed().as_secs_f64();
+    assert_eq!(st.cursor, cursor, "nothing replicated while down");
+    assert!(
+        (st.lag_seconds - truth).abs() <= 0.1 * truth,
+        "lag_seconds {} vs true backlog age {truth:.3} s ({st:?})",
+        st.lag_seconds
+    );
+    assert_eq!(st.state, SinkState::Degraded);
+    eprintln!(
+        "{}: lag_seconds {:.3} vs true backlog age {truth:.3} s after a restart mid-outage",
+        st.name, st.lag_seconds
+    );
 }
