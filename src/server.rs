@@ -143,14 +143,14 @@ fn check_access(cfg: &ServeConfig, store: &Store) -> Result<(), ServeError> {
             );
             Ok(())
         }
-        (true, false) => {
+        (true, false) if cfg.tls.is_none() => {
             tracing::warn!(
                 listen = %cfg.listen,
                 "listening beyond loopback without TLS: tokens travel in clear text"
             );
             Ok(())
         }
-        (true, true) => Ok(()),
+        (true, _) => Ok(()),
     }
 }
 
@@ -176,6 +176,13 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
             source,
         })?;
     check_access(&cfg, &store)?;
+    let tls = match &cfg.tls {
+        None => None,
+        Some(files) => Some(
+            crate::listen::tls_acceptor(&files.cert, &files.key)
+                .map_err(|e| ServeError::Config(format!("TLS: {e}")))?,
+        ),
+    };
     let sinks = crate::sinks::Sinks::start(&store, &cfg)
         .map_err(|e| ServeError::Task(format!("starting sync workers: {e}")))?;
     let listener = TcpListener::bind(cfg.listen)
@@ -192,6 +199,10 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
     let (task_tx, tasks) = mpsc::channel(1);
     let state = AppState {
         tasks: task_tx,
+        access: Arc::new(http::auth::Access::new(
+            cfg.rate_limit,
+            cfg.auth_failure_rate,
+        )),
         store: store.clone(),
         live: http::sse::Live::start(&store, cfg.broadcast_capacity),
         limits: cfg.limits.clone(),
@@ -207,7 +218,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
         header_timeout: cfg.header_timeout,
         max_connections: cfg.max_connections,
         connections: Some(connections.clone()),
-        ..crate::listen::ListenOptions::default()
+        tls,
     };
     let task = tokio::spawn(crate::listen::serve(listener, app, listen, stop));
     tracing::info!(config = %cfg, "configuration (passwords masked)");

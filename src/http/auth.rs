@@ -8,11 +8,20 @@
 //!   only (EventSource cannot set headers). Missing, malformed, unknown, expired or
 //!   revoked → 401 with `WWW-Authenticate: Bearer`. The `access_token` parameter is
 //!   taken out of the URI before the handler sees it.
+//! - Failed authentications are limited per client address (`--auth-failure-rate`): an
+//!   address that used up its failures gets 429 with `Retry-After`, even for a right
+//!   token, until its bucket refills — so guessing costs time whatever the guess.
+//! - An authenticated token is limited to its `rate` (else the server's `--rate-limit`),
+//!   burst twice that: over it → 429 with `Retry-After`.
 //! - A role below the route's action ([`action_of`]) → 403.
 //! - The request then runs with its [`Principal`] in the extensions and its actor (the
 //!   token id) in a task-local, which every append records ([`actor`]).
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::connect_info::ConnectInfo;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
@@ -24,6 +33,7 @@ use arbor_storage::Timestamp;
 
 use super::problem::Problem;
 use super::AppState;
+use crate::auth::rate::{Limiter, Rate};
 use crate::auth::role::{Action, Role};
 use crate::auth::secret::{self, SecretHash};
 
@@ -41,6 +51,51 @@ pub fn actor() -> String {
         .unwrap_or_else(|_| ANONYMOUS.to_owned())
 }
 
+/// The server's rate limiters (DESIGN §8 "Rate limits").
+pub struct Access {
+    /// Requests per second of a token without a `rate` of its own.
+    default_rate: f64,
+    /// A bucket per token.
+    tokens: Limiter<Uuid>,
+    /// A bucket of failed authentications per client address.
+    failures: Limiter<IpAddr>,
+    /// The rate of `failures`.
+    failure_rate: Rate,
+}
+
+impl Access {
+    /// Limiters with `default_rate` for tokens that have none of their own, and
+    /// `failures_per_second` failed authentications per client address after a burst of
+    /// 20 (or twice the rate). With the default of one a second, a client with a stale
+    /// token notices at once, guessing a 256-bit secret stays hopeless, and a flood of bad
+    /// tokens costs the server a map lookup each.
+    pub fn new(default_rate: f64, failures_per_second: f64) -> Access {
+        Access {
+            default_rate,
+            tokens: Limiter::default(),
+            failures: Limiter::default(),
+            failure_rate: Rate {
+                per_second: failures_per_second,
+                burst: (failures_per_second * 2.0).max(20.0),
+            },
+        }
+    }
+}
+
+/// A 429 with `Retry-After` (whole seconds, at least 1).
+fn too_many(wait: Duration, detail: &str) -> Response {
+    let mut resp = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate-limited",
+        detail.to_owned(),
+    )
+    .into_response();
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    resp
+}
+
 /// Who is asking: in the request's extensions once authenticated.
 #[derive(Clone, Debug)]
 pub struct Principal {
@@ -52,6 +107,8 @@ pub struct Principal {
     pub workflows: Vec<Uuid>,
     /// Branches in scope (empty = all).
     pub branches: Vec<Uuid>,
+    /// The token's own rate (requests per second), if it has one.
+    pub rate: Option<f64>,
 }
 
 impl Principal {
@@ -67,6 +124,7 @@ impl Principal {
             role: Role::Admin,
             workflows: Vec::new(),
             branches: Vec::new(),
+            rate: None,
         }
     }
 }
@@ -115,23 +173,44 @@ pub async fn authenticate(State(app): State<AppState>, req: Request, next: Next)
             .into_response();
     }
     let principal = if app.store.has_tokens() {
-        let header = match req.headers().get(header::AUTHORIZATION) {
-            None => None,
-            Some(v) => match v.to_str().ok().and_then(|s| s.strip_prefix("Bearer ")) {
-                Some(t) => Some(t.trim().to_owned()),
-                None => return unauthorized("the Authorization header must be `Bearer <token>`"),
-            },
-        };
-        let Some(presented) = header.or(query_token) else {
-            return unauthorized("this route needs an access token");
-        };
-        match check(&app, &presented) {
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        if let Some(ip) = peer {
+            if let Err(wait) =
+                app.access
+                    .failures
+                    .peek(&ip, app.access.failure_rate, Instant::now())
+            {
+                app.metrics.rate_limited.inc();
+                return too_many(wait, "too many failed authentications from this address");
+            }
+        }
+        match presented_token(&req, query_token).and_then(|t| check(&app, &t)) {
             Ok(p) => p,
-            Err(detail) => return unauthorized(detail),
+            Err(detail) => {
+                app.metrics.auth_failures.inc();
+                if let Some(ip) = peer {
+                    // Counted; the next attempt is refused once the bucket is empty.
+                    let _ = app
+                        .access
+                        .failures
+                        .check(&ip, app.access.failure_rate, Instant::now());
+                }
+                return unauthorized(detail);
+            }
         }
     } else {
         Principal::open()
     };
+    if let Some(id) = principal.token_id {
+        let rate = Rate::per_second(principal.rate.unwrap_or(app.access.default_rate));
+        if let Err(wait) = app.access.tokens.check(&id, rate, Instant::now()) {
+            app.metrics.rate_limited.inc();
+            return too_many(wait, "this access token is over its rate limit");
+        }
+    }
     if !principal.role.may(action) {
         return Problem::new(
             StatusCode::FORBIDDEN,
@@ -147,6 +226,19 @@ pub async fn authenticate(State(app): State<AppState>, req: Request, next: Next)
     let actor: Arc<str> = principal.actor().into();
     req.extensions_mut().insert(principal);
     ACTOR.scope(actor, next.run(req)).await
+}
+
+/// The token of the request: the `Authorization` header, else `?access_token=`.
+fn presented_token(req: &Request, query_token: Option<String>) -> Result<String, &'static str> {
+    match req.headers().get(header::AUTHORIZATION) {
+        None => query_token.ok_or("this route needs an access token"),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.strip_prefix("Bearer "))
+            .map(|t| t.trim().to_owned())
+            .ok_or("the Authorization header must be `Bearer <token>`"),
+    }
 }
 
 /// Checks a presented token against the table.
@@ -169,6 +261,7 @@ fn check(app: &AppState, presented: &str) -> Result<Principal, &'static str> {
         role,
         workflows: token.spec.workflows,
         branches: token.spec.branches,
+        rate: token.spec.rate,
     })
 }
 

@@ -10,7 +10,9 @@
 //! - [`problem`]: problem+json errors.
 //! - [`auth`]: authentication and the role check, on every route.
 //! - [`tokens`]: `/v1/tokens` (admin).
+//! - [`audit`]: `/v1/audit` (admin): the admin log, paged and filtered.
 
+pub mod audit;
 pub mod auth;
 pub mod guard;
 pub mod health;
@@ -98,6 +100,8 @@ pub struct AppState {
     /// Held by every SSE stream (the response body itself, not a task); shutdown waits
     /// until all clones are gone.
     pub tasks: tokio::sync::mpsc::Sender<()>,
+    /// Rate limiters of tokens and of failed authentications.
+    pub access: Arc<auth::Access>,
 }
 
 /// The full router: the routes, the body limit, the request timeout, request spans.
@@ -141,6 +145,7 @@ pub fn router(state: AppState) -> Router {
             post(tokens::create_token).get(tokens::list_tokens),
         )
         .route("/v1/tokens/{id}", delete(tokens::revoke_token))
+        .route("/v1/audit", get(audit::audit))
         .route_layer(auth)
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async {

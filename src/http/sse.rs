@@ -31,14 +31,16 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use bytes::BytesMut;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::{Instant, Sleep};
 use uuid::Uuid;
 
-use arbor_storage::{Event, Seq, Store};
+use arbor_storage::{Event, Seq, Store, Timestamp};
 
+use super::auth::Principal;
 use super::problem::Problem;
 use super::routes::read;
 use super::wire::{PathParam, QueryParams, StreamQuery};
@@ -114,6 +116,7 @@ async fn fan_out(
 /// `GET /v1/workflows/{wf}/stream`.
 pub async fn workflow_stream(
     State(app): State<AppState>,
+    Extension(who): Extension<Principal>,
     PathParam(wf): PathParam<Uuid>,
     headers: HeaderMap,
     QueryParams(q): QueryParams<StreamQuery>,
@@ -121,16 +124,17 @@ pub async fn workflow_stream(
     if !app.store.has_workflow(&wf) {
         return Err(Problem::not_found(format!("workflow {wf} not found")));
     }
-    open(app, Some(wf), &headers, q.after)
+    open(app, &who, Some(wf), &headers, q.after)
 }
 
 /// `GET /v1/stream`: every workflow.
 pub async fn global_stream(
     State(app): State<AppState>,
+    Extension(who): Extension<Principal>,
     headers: HeaderMap,
     QueryParams(q): QueryParams<StreamQuery>,
 ) -> Result<Response, Problem> {
-    open(app, None, &headers, q.after)
+    open(app, &who, None, &headers, q.after)
 }
 
 /// The resume position: `Last-Event-ID` wins over `?after=` (a browser reconnecting
@@ -152,6 +156,7 @@ fn resume_position(headers: &HeaderMap, after: Option<Seq>) -> Result<Option<Seq
 
 fn open(
     app: AppState,
+    who: &Principal,
     workflow: Option<Uuid>,
     headers: &HeaderMap,
     after: Option<Seq>,
@@ -173,6 +178,8 @@ fn open(
     let interval = app.limits.sse_heartbeat;
     app.metrics.sse_subscribers.inc();
     let pump = Pump {
+        token: who.token_id,
+        revocations: app.store.watch_revocations(),
         store: app.store.clone(),
         workflow,
         last,
@@ -245,6 +252,11 @@ enum Mode {
 }
 
 struct Pump {
+    /// The token the stream was opened with: the stream ends once it is revoked or
+    /// expires.
+    token: Option<Uuid>,
+    /// Moves on every revocation.
+    revocations: watch::Receiver<u64>,
     store: Store,
     workflow: Option<Uuid>,
     last: Seq,
@@ -277,6 +289,15 @@ impl Pump {
         self.shutdown.has_changed().unwrap_or(true)
     }
 
+    /// Whether the stream's token was revoked or has expired (never in open mode).
+    fn token_lapsed(&self) -> bool {
+        self.token.is_some_and(|id| {
+            self.store
+                .token(&id)
+                .is_none_or(|t| !t.is_live(Timestamp::now()))
+        })
+    }
+
     /// The next body chunk: one or more whole frames, or a heartbeat; `None` ends the
     /// stream.
     async fn next_chunk(&mut self) -> Option<Bytes> {
@@ -295,7 +316,7 @@ impl Pump {
 
     /// One page of the log after `last` (ends catch-up once a page is short).
     async fn catch_up_page(&mut self) -> Option<Bytes> {
-        if self.shutting_down() {
+        if self.shutting_down() || self.token_lapsed() {
             self.mode = Mode::Done;
             return None;
         }
@@ -334,7 +355,7 @@ impl Pump {
     /// every wanted event already waiting behind it. `None` with the mode changed when
     /// the receiver lagged or the stream ends.
     async fn live(&mut self) -> Option<Bytes> {
-        if self.shutting_down() {
+        if self.shutting_down() || self.token_lapsed() {
             self.mode = Mode::Done;
             return None;
         }
@@ -348,7 +369,18 @@ impl Pump {
                     self.mode = Mode::Done;
                     return None;
                 }
+                r = self.revocations.changed(), if self.token.is_some() => {
+                    if r.is_err() || self.token_lapsed() {
+                        self.mode = Mode::Done;
+                        return None;
+                    }
+                    continue;
+                }
                 () = self.heartbeat.as_mut() => {
+                    if self.token_lapsed() {
+                        self.mode = Mode::Done;
+                        return None;
+                    }
                     let due = self.last_write + self.interval;
                     if Instant::now() >= due {
                         self.heartbeat.as_mut().reset(Instant::now() + self.interval);

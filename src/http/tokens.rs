@@ -13,7 +13,7 @@ use arbor_storage::{Store, Timestamp, TokenError};
 
 use super::auth::Principal;
 use super::problem::Problem;
-use super::wire::{JsonBody, PathParam};
+use super::wire::{JsonBody, NoQuery, PathParam, QueryParams};
 use super::AppState;
 use crate::auth::role::Role;
 use crate::auth::token::{issue, IssueError, NewToken, TokenView};
@@ -74,6 +74,7 @@ async fn blocking<T: Send + 'static>(
 pub async fn create_token(
     State(app): State<AppState>,
     Extension(who): Extension<Principal>,
+    _: QueryParams<NoQuery>,
     JsonBody(req): JsonBody<CreateToken>,
 ) -> Result<Response, Problem> {
     let new = NewToken {
@@ -104,7 +105,7 @@ pub async fn create_token(
 }
 
 /// `GET /v1/tokens`.
-pub async fn list_tokens(State(app): State<AppState>) -> Response {
+pub async fn list_tokens(State(app): State<AppState>, _: QueryParams<NoQuery>) -> Response {
     let tokens: Vec<TokenView> = app.store.tokens().iter().map(TokenView::from).collect();
     Json(serde_json::json!({ "tokens": tokens })).into_response()
 }
@@ -114,6 +115,7 @@ pub async fn revoke_token(
     State(app): State<AppState>,
     Extension(who): Extension<Principal>,
     PathParam(id): PathParam<Uuid>,
+    _: QueryParams<NoQuery>,
 ) -> Result<Response, Problem> {
     let actor = who.actor();
     let token = blocking(&app.store, move |s| {
