@@ -125,32 +125,32 @@ async fn wait_for_signal() {
     }
 }
 
-/// DESIGN §8: a store without tokens runs open, so only on loopback (with a warning);
-/// a non-loopback bind needs tokens, and without TLS is warned about.
+/// DESIGN §8: a store without tokens runs open, so only on loopback; a non-loopback
+/// bind needs tokens. Checked before binding.
 fn check_access(cfg: &ServeConfig, store: &Store) -> Result<(), ServeError> {
-    let loopback = cfg.listen.ip().is_loopback();
-    match (store.has_tokens(), loopback) {
-        (false, false) => Err(ServeError::Config(format!(
-            "refusing to listen on non-loopback {} without access tokens: create one \
-             first (`arbor token create --data-dir DIR --name NAME --role admin`) or bind \
-             127.0.0.1",
-            cfg.listen
-        ))),
-        (false, true) => {
-            tracing::warn!(
-                "no access tokens: running open on loopback (every request acts as \
-                 `anonymous` with every right); create a token to require one"
-            );
-            Ok(())
-        }
-        (true, false) if cfg.tls.is_none() => {
-            tracing::warn!(
-                listen = %cfg.listen,
-                "listening beyond loopback without TLS: tokens travel in clear text"
-            );
-            Ok(())
-        }
-        (true, _) => Ok(()),
+    if store.has_tokens() || cfg.listen.ip().is_loopback() {
+        return Ok(());
+    }
+    Err(ServeError::Config(format!(
+        "refusing to listen on non-loopback {} without access tokens: create one first \
+         (`arbor token create --data-dir DIR --name NAME --role admin`) or bind 127.0.0.1",
+        cfg.listen
+    )))
+}
+
+/// The warnings of DESIGN §8, once listening: running open (no tokens, loopback), or
+/// tokens travelling in clear text (beyond loopback without TLS).
+fn warn_about_access(cfg: &ServeConfig, store: &Store) {
+    if !store.has_tokens() {
+        tracing::warn!(
+            "no access tokens: running open on loopback (every request acts as \
+             `anonymous` with every right); create a token to require one"
+        );
+    } else if !cfg.listen.ip().is_loopback() && cfg.tls.is_none() {
+        tracing::warn!(
+            listen = %cfg.listen,
+            "listening beyond loopback without TLS: tokens travel in clear text"
+        );
     }
 }
 
@@ -222,6 +222,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
     };
     let task = tokio::spawn(crate::listen::serve(listener, app, listen, stop));
     tracing::info!(config = %cfg, "configuration (passwords masked)");
+    warn_about_access(&cfg, &store);
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), durability = ?cfg.durability, "arbor listening");
     Ok(Running {
         addr,

@@ -192,7 +192,16 @@ async fn revoking_a_token_closes_its_open_streams_within_a_second() {
     let (s, _, _) = get(&client, &srv, "/v1/workflows", &reader).await;
     assert_eq!(s, 401, "its next request is refused");
     // The other token's stream goes on and sees a new node.
-    let node = srv.node(&wf, &root, "message", "still here").await;
+    let r = client
+        .post(srv.url(&format!("/v1/workflows/{wf}/nodes")))
+        .bearer_auth(&admin)
+        .json(&json!({ "parent_id": root, "type": "message", "content": "still here" }))
+        .send()
+        .await
+        .expect("append");
+    let (s, made) = common::decode(r).await;
+    assert_eq!(s, 201, "{made}");
+    let node = made["id"].as_str().expect("id").to_owned();
     loop {
         let m = kept_stream
             .next(Duration::from_secs(5))
