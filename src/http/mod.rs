@@ -10,6 +10,7 @@
 //! - [`problem`]: problem+json errors.
 //! - [`auth`]: authentication and the role check, on every route.
 //! - [`tokens`]: `/v1/tokens` (admin).
+//! - [`scope`]: what a token limited to workflows or branches sees and may append to.
 
 pub mod auth;
 pub mod guard;
@@ -17,6 +18,7 @@ pub mod health;
 pub mod layers;
 pub mod problem;
 pub mod routes;
+pub mod scope;
 pub mod sse;
 pub mod tokens;
 pub mod views;
