@@ -81,10 +81,25 @@ impl Api {
         b["id"].as_str().expect("id").to_owned()
     }
 
-    /// Opens the SSE stream at `path` (`?after=` included), the token in the query.
+    /// Sets workflow `wf`'s status; returns the HTTP status.
+    async fn status(&self, wf: &str, status: &str) -> u16 {
+        let path = format!("/v1/workflows/{wf}");
+        self.call("PATCH", &path, Some(json!({ "status": status })))
+            .await
+            .0
+    }
+
+    /// Appends a message with id `id` under `parent` in `wf`.
+    async fn node_with_id(&self, wf: &str, id: &str, parent: &str) -> (u16, Value) {
+        let body = json!({ "id": id, "parent_id": parent, "type": "message", "content": id });
+        self.post(&format!("/v1/workflows/{wf}/nodes"), body).await
+    }
+
+    /// Opens the SSE stream at `path`, the token in the query.
     async fn stream(&self, path: &str) -> SseReader {
         let token = self.token.as_deref().expect("a token");
-        let url = format!("{}{path}&access_token={token}", self.base);
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let url = format!("{}{path}{sep}access_token={token}", self.base);
         SseReader::open(&self.client, &url, None).await
     }
 }
@@ -313,21 +328,9 @@ async fn scoped_tokens_against_every_route() {
     }
     // The global stream (admin) of a workflow-scoped admin carries A only.
     let mut all = admin_a.stream("/v1/stream?after=0").await;
-    let (s, _) = admin
-        .call(
-            "PATCH",
-            &format!("/v1/workflows/{b}"),
-            Some(json!({ "status": "waiting" })),
-        )
-        .await;
+    let s = admin.status(&b, "waiting").await;
     assert_eq!(s, 200);
-    let (s, _) = admin
-        .call(
-            "PATCH",
-            &format!("/v1/workflows/{a}"),
-            Some(json!({ "status": "waiting" })),
-        )
-        .await;
+    let s = admin.status(&a, "waiting").await;
     assert_eq!(s, 200);
     let streamed = nodes_until(&mut all, "workflow.status_changed").await;
     assert!(streamed.contains(&b3) && !streamed.contains(&b_node));
@@ -437,23 +440,11 @@ async fn scoped_tokens_against_every_route() {
         )
         .await;
     assert_eq!(s, 404);
-    let (s, _) = on_b
-        .call(
-            "PATCH",
-            &format!("/v1/workflows/{a}"),
-            Some(json!({ "status": "running" })),
-        )
-        .await;
+    let s = on_b.status(&a, "running").await;
     assert_eq!(s, 403);
     // The stream: catch-up and live alike carry only what the token sees.
     let hidden = admin.node(&a, &o2, "message").await;
-    let (s, _) = admin
-        .call(
-            "PATCH",
-            &format!("/v1/workflows/{a}"),
-            Some(json!({ "status": "running" })),
-        )
-        .await;
+    let s = admin.status(&a, "running").await;
     assert_eq!(s, 200);
     let mut streamed = nodes_until(&mut sse, "workflow.status_changed").await;
     streamed.extend(nodes_until(&mut sse, "workflow.status_changed").await);
@@ -463,6 +454,29 @@ async fn scoped_tokens_against_every_route() {
     want.insert(b4);
     assert_eq!(streamed, want, "the stream carries the visible nodes only");
     assert!(!streamed.contains(&hidden));
+
+    // Branches listed before they exist: `f` comes into view when it is created (a
+    // fork at a1, which the live stream then shows, and a1 with it), and `g` is a fork
+    // the token itself may make.
+    let (f, g) = (Uuid::now_v7().to_string(), Uuid::now_v7().to_string());
+    let ahead = admin.with(&token(&admin, "writer", &[&a], &[&b1, &f, &g]).await);
+    let (s, _) = ahead.get(&format!("/v1/nodes/{a1}")).await;
+    assert_eq!(s, 404);
+    let mut live = ahead.stream(&format!("/v1/workflows/{a}/stream")).await;
+    let (s, v) = admin.node_with_id(&a, &f, &a1).await;
+    assert_eq!(s, 201, "{v}");
+    let f2 = admin.node(&a, &f, "message").await;
+    let (s, v) = ahead.node_with_id(&a, &g, &b1).await;
+    assert_eq!(s, 201, "a fork listed in advance: {v}");
+    assert_eq!(v["branch_id"], g.as_str());
+    let s = admin.status(&a, "waiting").await;
+    assert_eq!(s, 200);
+    let streamed = nodes_until(&mut live, "workflow.status_changed").await;
+    assert_eq!(streamed, set(&[&f, &f2, &g]));
+    let (s, _) = ahead.get(&format!("/v1/nodes/{a1}")).await;
+    assert_eq!(s, 200, "a1 is now an ancestor of a listed branch");
+    let (s, _) = ahead.get(&format!("/v1/nodes/{a2}")).await;
+    assert_eq!(s, 404);
 }
 
 /// One random tree: node `i + 1` has parent `parents[i]` (0 = the root) and type
@@ -751,22 +765,12 @@ async fn check(case: Case) -> Result<(), TestCaseError> {
     let mut sse = api
         .stream(&format!("/v1/workflows/{wf}/stream?after=0"))
         .await;
-    let (s, _) = api
-        .call(
-            "PATCH",
-            &format!("/v1/workflows/{wf}"),
-            Some(json!({ "status": "completed" })),
-        )
-        .await;
+    let s = api.status(&wf, "completed").await;
     // A branch-scoped token may not change the status; an admin without scope may.
     prop_assert_eq!(s, 403);
-    let (s, _) = open
+    let s = open
         .with(&unscoped_admin(&store))
-        .call(
-            "PATCH",
-            &format!("/v1/workflows/{wf}"),
-            Some(json!({ "status": "completed" })),
-        )
+        .status(&wf, "completed")
         .await;
     prop_assert_eq!(s, 200);
     let mut streamed = nodes_until(&mut sse, "workflow.status_changed").await;
