@@ -13,7 +13,8 @@
 //!   token, until its bucket refills — so guessing costs time whatever the guess.
 //! - An authenticated token is limited to its `rate` (else the server's `--rate-limit`),
 //!   burst twice that: over it → 429 with `Retry-After`.
-//! - A role below the route's action ([`action_of`]) → 403.
+//! - A role below the route's action ([`action_of`]) → 403; so is token management or
+//!   the audit log for an admin token limited to some workflows or branches.
 //! - The request then runs with its [`Principal`] in the extensions and its actor (the
 //!   token id) in a task-local, which every append records ([`actor`]).
 
@@ -140,6 +141,12 @@ pub fn action_of(method: &Method, path: &str) -> Option<Action> {
     }
 }
 
+/// Routes about access to the whole store: a token limited to some workflows or branches
+/// may not use them even as an admin (else it could mint itself a wider token).
+fn manages_access(path: &str) -> bool {
+    matches!(path, "/v1/tokens" | "/v1/tokens/{id}" | "/v1/audit")
+}
+
 /// Whether `?access_token=` is accepted on this route.
 fn takes_query_token(method: &Method, path: &str) -> bool {
     *method == Method::GET && matches!(path, "/v1/stream" | "/v1/workflows/{wf}/stream")
@@ -220,6 +227,14 @@ pub async fn authenticate(State(app): State<AppState>, req: Request, next: Next)
                 principal.role,
                 action.least_role()
             ),
+        )
+        .into_response();
+    }
+    if manages_access(&path) && !principal.unscoped() {
+        return Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "tokens and the audit log need an admin token without workflow or branch scope",
         )
         .into_response();
     }

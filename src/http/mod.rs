@@ -11,6 +11,7 @@
 //! - [`auth`]: authentication and the role check, on every route.
 //! - [`tokens`]: `/v1/tokens` (admin).
 //! - [`audit`]: `/v1/audit` (admin): the admin log, paged and filtered.
+//! - [`scope`]: what a token limited to workflows or branches sees and may append to.
 
 pub mod audit;
 pub mod auth;
@@ -19,6 +20,7 @@ pub mod health;
 pub mod layers;
 pub mod problem;
 pub mod routes;
+pub mod scope;
 pub mod sse;
 pub mod tokens;
 pub mod views;

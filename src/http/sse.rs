@@ -20,6 +20,11 @@
 //! by default) without any write. Every stream opens with `retry: <sse_retry ms>` (1 s by
 //! default): a browser's EventSource then reconnects that soon after the stream ends.
 //!
+//! A scoped token's stream ([`EventScope`]) skips each event it may not see, in
+//! catch-up and live alike, before any frame is taken: the position still moves past
+//! it (seqs only increase; a filtered stream is not a gap), and frames stay rendered
+//! once for every stream.
+//!
 //! Catch-up pages are read from sled on tokio's blocking pool (`routes::read`).
 
 use std::convert::Infallible;
@@ -43,6 +48,7 @@ use arbor_storage::{Event, Seq, Store, Timestamp};
 use super::auth::Principal;
 use super::problem::Problem;
 use super::routes::read;
+use super::scope::EventScope;
 use super::wire::{PathParam, QueryParams, StreamQuery};
 use super::AppState;
 
@@ -116,25 +122,26 @@ async fn fan_out(
 /// `GET /v1/workflows/{wf}/stream`.
 pub async fn workflow_stream(
     State(app): State<AppState>,
-    Extension(who): Extension<Principal>,
+    Extension(p): Extension<Principal>,
     PathParam(wf): PathParam<Uuid>,
     headers: HeaderMap,
     QueryParams(q): QueryParams<StreamQuery>,
 ) -> Result<Response, Problem> {
+    p.workflow(&app.store, &wf)?;
     if !app.store.has_workflow(&wf) {
-        return Err(Problem::not_found(format!("workflow {wf} not found")));
+        return Err(super::scope::workflow_missing(&wf));
     }
-    open(app, &who, Some(wf), &headers, q.after)
+    open(app, &p, Some(wf), &headers, q.after)
 }
 
 /// `GET /v1/stream`: every workflow.
 pub async fn global_stream(
     State(app): State<AppState>,
-    Extension(who): Extension<Principal>,
+    Extension(p): Extension<Principal>,
     headers: HeaderMap,
     QueryParams(q): QueryParams<StreamQuery>,
 ) -> Result<Response, Problem> {
-    open(app, &who, None, &headers, q.after)
+    open(app, &p, None, &headers, q.after)
 }
 
 /// The resume position: `Last-Event-ID` wins over `?after=` (a browser reconnecting
@@ -182,6 +189,7 @@ fn open(
         revocations: app.store.watch_revocations(),
         store: app.store.clone(),
         workflow,
+        scope: EventScope::of(who),
         last,
         rx,
         mode: Mode::CatchUp,
@@ -259,6 +267,9 @@ struct Pump {
     revocations: watch::Receiver<u64>,
     store: Store,
     workflow: Option<Uuid>,
+    /// The token's scope, when it does not see every event: applied to each event
+    /// before its frame is taken, so frames are still rendered once.
+    scope: Option<EventScope>,
     last: Seq,
     rx: broadcast::Receiver<Arc<Item>>,
     mode: Mode,
@@ -280,8 +291,10 @@ impl Drop for Pump {
 }
 
 impl Pump {
-    fn wants(&self, e: &Event) -> bool {
-        e.seq > self.last && self.workflow.is_none_or(|wf| wf == e.workflow_id)
+    fn wants(&mut self, e: &Event) -> bool {
+        e.seq > self.last
+            && self.workflow.is_none_or(|wf| wf == e.workflow_id)
+            && self.scope.as_mut().is_none_or(|s| s.sees(&self.store, e))
     }
 
     fn shutting_down(&self) -> bool {
@@ -341,6 +354,13 @@ impl Pump {
         }
         let mut out = Vec::new();
         for e in &page {
+            // Left out of the scope: skipped, and the position moves past it.
+            if let Some(scope) = self.scope.as_mut() {
+                if !scope.sees(&self.store, e) {
+                    self.last = e.seq;
+                    continue;
+                }
+            }
             if let Err(err) = render_frame(e, &mut out) {
                 tracing::error!(error = %err, seq = e.seq, "SSE frame rendering failed");
                 self.mode = Mode::Done;

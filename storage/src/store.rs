@@ -32,7 +32,7 @@ use crate::admin::{
     self, Admin, AdminBody, AdminEvent, SecretDigest, Token, TokenError, TokenSpec,
 };
 use crate::error::{AppendError, StorageError};
-use crate::index::{BranchInfo, Index, IndexEvent, NodeKind};
+use crate::index::{BranchInfo, BranchScope, Index, IndexEvent, NodeKind};
 use crate::intent::{Intent, Meta, Outcome};
 use crate::log::{Engine, GroupWrite};
 use crate::model::{Edge, Event, EventBody, Node, Seq, WorkflowStatus};
@@ -174,6 +174,19 @@ pub struct ListFilter {
     pub status: Option<WorkflowStatus>,
     /// Only this owner.
     pub user_id: Option<String>,
+    /// Only these workflows (a token's scope).
+    pub within: Option<Vec<Uuid>>,
+}
+
+/// Where a node sits, from the index alone: what a scope check needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodePlace {
+    /// Its workflow.
+    pub workflow_id: Uuid,
+    /// Its branch.
+    pub branch_id: Uuid,
+    /// Its depth (root 0).
+    pub depth: u32,
 }
 
 enum WriterMsg {
@@ -327,6 +340,32 @@ impl Store {
     /// `max_depth` levels), from the index alone.
     pub fn subtree_seqs(&self, id: &Uuid, max_depth: Option<u32>) -> Option<Vec<Seq>> {
         self.shared.index.read().subtree(id, max_depth)
+    }
+
+    /// Where node `id` sits (workflow, branch, depth).
+    pub fn place(&self, id: &Uuid) -> Option<NodePlace> {
+        let ix = self.shared.index.read();
+        let r = ix.node_ref(id)?;
+        let w = ix.workflow_at(r.wf);
+        let m = ix.meta(r);
+        Some(NodePlace {
+            workflow_id: w.id,
+            branch_id: w.node(w.branches[m.branch as usize].first).id,
+            depth: m.depth,
+        })
+    }
+
+    /// What a reader scoped to `branches` sees of workflow `wf` (None if it does not
+    /// exist): see [`BranchScope`].
+    pub fn branch_scope(&self, wf: &Uuid, branches: &[Uuid]) -> Option<BranchScope> {
+        let ix = self.shared.index.read();
+        ix.workflow(wf).map(|w| w.branch_scope(branches, &ix))
+    }
+
+    /// The part of each branch of `wf` that `scope` sees, in creation order.
+    pub fn branches_seen(&self, wf: &Uuid, scope: &BranchScope) -> Option<Vec<BranchInfo>> {
+        let ix = self.shared.index.read();
+        ix.workflow(wf).map(|w| w.branches_seen(scope))
     }
 
     /// The log position of the event that created node `id`.
@@ -529,6 +568,7 @@ impl Store {
             let ix = self.shared.index.read();
             let mut it = ix.list(before, |w| {
                 filter.status.is_none_or(|s| w.status == s)
+                    && filter.within.as_ref().is_none_or(|ws| ws.contains(&w.id))
                     && filter
                         .user_id
                         .as_deref()
