@@ -435,13 +435,21 @@ async fn neo4j_dump(sync: &SyncConfig) -> String {
         .await
         .expect("connect neo4j");
     let mut out = String::new();
+    // Every property as text (lists, the only non-scalar property values, joined).
+    let props = |x: &str| {
+        format!(
+            "[k IN keys({x}) | k + '=' + CASE WHEN valueType({x}[k]) STARTS WITH 'LIST' \
+             THEN reduce(s = '', v IN {x}[k] | s + toString(v) + ',') \
+             ELSE toString({x}[k]) END]"
+        )
+    };
     for q in [
-        "MATCH (n) RETURN toString(properties(n)) AS p",
-        "MATCH ()-[r]->() RETURN toString(properties(r)) AS p",
+        format!("MATCH (n) RETURN {} AS p", props("n")),
+        format!("MATCH ()-[r]->() RETURN {} AS p", props("r")),
     ] {
-        let mut rows = graph.execute(neo4rs::query(q)).await.expect("query neo4j");
+        let mut rows = graph.execute(neo4rs::query(&q)).await.expect("query neo4j");
         while let Some(row) = rows.next().await.expect("neo4j row") {
-            out.push_str(&row.get::<String>("p").unwrap_or_default());
+            out.push_str(&row.get::<Vec<String>>("p").expect("properties").join(" "));
             out.push('\n');
         }
     }
