@@ -5,7 +5,11 @@
 //! the request path and not the disk is what is measured (the demanding case for the
 //! ratio).
 //!
-//! Run: `cargo bench --bench auth`; compare `auth/append_token` with `auth/append_open`.
+//! The machine is shared and noisy, so besides criterion's two figures the bench prints
+//! the ratio from interleaved rounds (open then token, token then open, …, 1 000
+//! appends each): drift hits both sides alike.
+//!
+//! Run: `cargo bench --bench auth` (the `interleaved` line is the figure to report).
 
 use std::time::{Duration, Instant};
 
@@ -97,6 +101,33 @@ async fn appends(t: &Target, clients: &[reqwest::Client], n: u64) -> Duration {
     start.elapsed() * (n as u32).max(1) / ((per * CONCURRENCY) as u32).max(1)
 }
 
+/// Rounds of the interleaved comparison, and appends per side per round.
+const ROUNDS: usize = 20;
+const PER_ROUND: u64 = 1_000;
+
+/// token time / open time over interleaved rounds: (of the totals, the median round).
+async fn interleaved(open: &Target, secured: &Target, clients: &[reqwest::Client]) -> (f64, f64) {
+    let (mut open_total, mut token_total) = (Duration::ZERO, Duration::ZERO);
+    let mut ratios = Vec::with_capacity(ROUNDS);
+    for round in 0..ROUNDS {
+        let (o, t) = if round % 2 == 0 {
+            let o = appends(open, clients, PER_ROUND).await;
+            (o, appends(secured, clients, PER_ROUND).await)
+        } else {
+            let t = appends(secured, clients, PER_ROUND).await;
+            (appends(open, clients, PER_ROUND).await, t)
+        };
+        open_total += o;
+        token_total += t;
+        ratios.push(t.as_secs_f64() / o.as_secs_f64());
+    }
+    ratios.sort_by(f64::total_cmp);
+    (
+        token_total.as_secs_f64() / open_total.as_secs_f64(),
+        ratios[ROUNDS / 2],
+    )
+}
+
 fn auth(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -106,6 +137,11 @@ fn auth(c: &mut Criterion) {
     let open = rt.block_on(target(false));
     let secured = rt.block_on(target(true));
     let clients: Vec<reqwest::Client> = (0..CONCURRENCY).map(|_| reqwest::Client::new()).collect();
+    let (total, median) = rt.block_on(interleaved(&open, &secured, &clients));
+    println!(
+        "auth/interleaved: token / open time = {total:.3} over {ROUNDS} rounds of {PER_ROUND} \
+         appends each (median round {median:.3})"
+    );
     let mut g = c.benchmark_group("auth");
     g.throughput(Throughput::Elements(1));
     g.sample_size(20);
