@@ -75,6 +75,12 @@ pub enum Command {
         #[command(subcommand)]
         action: SyncAction,
     },
+    /// Access tokens: create (secret shown once), list, revoke (server stopped).
+    Token {
+        /// What to do.
+        #[command(subcommand)]
+        action: crate::auth::cli::TokenAction,
+    },
     /// List the stored workflows, newest first, as `GET /v1/workflows` does (server
     /// must be stopped).
     Workflows {
@@ -96,6 +102,9 @@ pub enum SyncAction {
         /// Base URL of a running server (e.g. http://127.0.0.1:7700).
         #[arg(long)]
         url: Option<String>,
+        /// Access token (admin) for --url, when the server requires one.
+        #[arg(long, env = "ARBOR_TOKEN", hide_env_values = true, requires = "url")]
+        token: Option<String>,
         /// Sink connections.
         #[command(flatten)]
         conn: SinkArgs,
@@ -393,13 +402,32 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sync { action } => match action {
-            SyncAction::Status { base, url, conn } => {
+            SyncAction::Status {
+                base,
+                url,
+                token,
+                conn,
+            } => {
                 if let Some(url) = url {
-                    let health: serde_json::Value =
-                        reqwest::get(format!("{}/v1/health", url.trim_end_matches('/')))
-                            .await?
-                            .json()
-                            .await?;
+                    let mut request = reqwest::Client::new()
+                        .get(format!("{}/v1/health", url.trim_end_matches('/')));
+                    if let Some(token) = token {
+                        request = request.bearer_auth(token);
+                    }
+                    let response = request.send().await?;
+                    let status = response.status();
+                    if !status.is_success() {
+                        let detail = response.text().await.unwrap_or_default();
+                        bail!(
+                            "{url} answered {status}: {detail}{}",
+                            if status == reqwest::StatusCode::UNAUTHORIZED {
+                                "\n  hint: pass an admin token with --token (or ARBOR_TOKEN)"
+                            } else {
+                                ""
+                            }
+                        );
+                    }
+                    let health: serde_json::Value = response.json().await?;
                     println!(
                         "{}",
                         serde_json::to_string_pretty(&health["components"]["sinks"])?
@@ -440,6 +468,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             SyncAction::DeadLetters { action } => dead_letters(action).await,
         },
+        Command::Token { action } => crate::auth::cli::run(action).await,
     }
 }
 

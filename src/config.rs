@@ -174,6 +174,20 @@ settings! {
         /// a restart [default: 1000].
         #[arg(long, env = "ARBOR_SSE_RETRY_MS")]
         sse_retry_ms: u64,
+        /// TLS certificate chain (PEM); with `--tls-key`, the server speaks HTTPS only.
+        #[arg(long, env = "ARBOR_TLS_CERT", requires = "tls_key")]
+        tls_cert: PathBuf,
+        /// TLS private key (PEM) of `--tls-cert`.
+        #[arg(long, env = "ARBOR_TLS_KEY", requires = "tls_cert")]
+        tls_key: PathBuf,
+        /// Requests per second of a token that has no `rate` of its own, e.g. `1000/s`
+        /// (burst twice that) [default: 1000/s].
+        #[arg(long, env = "ARBOR_RATE_LIMIT")]
+        rate_limit: PerSecond,
+        /// Failed authentications one client address may make per second, after a burst
+        /// of 20 (or twice the rate, if more); then 429 [default: 1/s].
+        #[arg(long, env = "ARBOR_AUTH_FAILURE_RATE")]
+        auth_failure_rate: PerSecond,
     }
 }
 
@@ -401,6 +415,42 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
+/// A rate written `1000/s` or a bare number per second (in TOML also a number); more
+/// than 0.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PerSecond(pub f64);
+
+impl FromStr for PerSecond {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<PerSecond, String> {
+        let t = s.trim();
+        let n = t.strip_suffix("/s").unwrap_or(t).trim();
+        match n.parse::<f64>() {
+            Ok(v) if v.is_finite() && v > 0.0 => Ok(PerSecond(v)),
+            _ => Err(format!(
+                "{s:?} is not a rate: a positive number per second, e.g. 1000/s"
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PerSecond {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<PerSecond, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(f64),
+            Text(String),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::Number(n) => n.to_string(),
+            Raw::Text(s) => s,
+        };
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Errors of configuration loading. None carries a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -452,7 +502,27 @@ pub struct ServeConfig {
     pub header_timeout: Duration,
     /// Most connections open at once.
     pub max_connections: usize,
+    /// Certificate and key files when the server speaks TLS.
+    pub tls: Option<TlsFiles>,
+    /// Requests per second of a token without a `rate` of its own.
+    pub rate_limit: f64,
+    /// Failed authentications per second of one client address (after a burst).
+    pub auth_failure_rate: f64,
 }
+
+/// `--tls-cert` and `--tls-key`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
+}
+
+/// The default of `--rate-limit` (DESIGN §8).
+pub const DEFAULT_RATE_LIMIT: f64 = 1000.0;
+/// The default of `--auth-failure-rate`.
+pub const DEFAULT_AUTH_FAILURE_RATE: f64 = 1.0;
 
 impl ServeConfig {
     /// A configuration with every default, data in `data_dir`, listening on `listen`.
@@ -471,6 +541,9 @@ impl ServeConfig {
             limits: Limits::default(),
             header_timeout: accept.header_timeout,
             max_connections: accept.max_connections,
+            tls: None,
+            rate_limit: DEFAULT_RATE_LIMIT,
+            auth_failure_rate: DEFAULT_AUTH_FAILURE_RATE,
         }
     }
 
@@ -553,6 +626,17 @@ impl ServeConfig {
                 "max connections must be at least 1".into(),
             ));
         }
+        let tls = match (http.tls_cert, http.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "tls_cert and tls_key go together: give both or neither".into(),
+                ))
+            }
+        };
+        let rate_limit = http.rate_limit.map_or(d.rate_limit, |r| r.0);
+        let auth_failure_rate = http.auth_failure_rate.map_or(d.auth_failure_rate, |r| r.0);
         Ok(ServeConfig {
             data_dir: data.data_dir.unwrap_or(d.data_dir),
             listen: http.listen.unwrap_or(d.listen),
@@ -565,6 +649,9 @@ impl ServeConfig {
             limits,
             header_timeout,
             max_connections,
+            tls,
+            rate_limit,
+            auth_failure_rate,
         })
     }
 }
@@ -575,7 +662,7 @@ impl fmt::Display for ServeConfig {
         write!(
             f,
             "data_dir={} listen={} durability={:?} cache_mb={} node_cache_mb={} \
-             broadcast_capacity={} request_timeout={:?} sinks=[",
+             broadcast_capacity={} request_timeout={:?} tls={} rate_limit={}/s sinks=[",
             self.data_dir.display(),
             self.listen,
             self.durability,
@@ -583,6 +670,8 @@ impl fmt::Display for ServeConfig {
             self.node_cache_mb,
             self.broadcast_capacity,
             self.limits.request_timeout,
+            if self.tls.is_some() { "on" } else { "off" },
+            self.rate_limit,
         )?;
         let s = &self.sync;
         let mut sep = "";

@@ -40,6 +40,10 @@ pub struct Metrics {
     pub sse_lagged: IntCounter,
     /// Open HTTP connections (counted by the accept loop, `crate::listen`).
     pub http_connections: IntGauge,
+    /// Requests refused 401: no, a malformed, unknown, expired or revoked token.
+    pub auth_failures: IntCounter,
+    /// Requests refused 429 (a token over its rate, an address over its failures).
+    pub rate_limited: IntCounter,
 }
 
 fn buckets(start: f64, factor: f64, n: usize) -> Vec<f64> {
@@ -82,6 +86,16 @@ impl Metrics {
         registry.register(Box::new(sse_lagged.clone()))?;
         let http_connections = IntGauge::new("arbor_http_connections", "Open HTTP connections")?;
         registry.register(Box::new(http_connections.clone()))?;
+        let auth_failures = IntCounter::new(
+            "arbor_auth_failures_total",
+            "Requests refused for a missing or invalid access token",
+        )?;
+        let rate_limited = IntCounter::new(
+            "arbor_rate_limited_total",
+            "Requests refused 429 for going over a rate limit",
+        )?;
+        registry.register(Box::new(auth_failures.clone()))?;
+        registry.register(Box::new(rate_limited.clone()))?;
         Ok(Metrics {
             registry,
             append_latency,
@@ -91,6 +105,8 @@ impl Metrics {
             sse_subscribers,
             sse_lagged,
             http_connections,
+            auth_failures,
+            rate_limited,
         })
     }
 

@@ -125,15 +125,37 @@ async fn wait_for_signal() {
     }
 }
 
+/// DESIGN §8: a store without tokens runs open, so only on loopback; a non-loopback
+/// bind needs tokens. Checked before binding.
+fn check_access(cfg: &ServeConfig, store: &Store) -> Result<(), ServeError> {
+    if store.has_tokens() || cfg.listen.ip().is_loopback() {
+        return Ok(());
+    }
+    Err(ServeError::Config(format!(
+        "refusing to listen on non-loopback {} without access tokens: create one first \
+         (`arbor token create --data-dir DIR --name NAME --role admin`) or bind 127.0.0.1",
+        cfg.listen
+    )))
+}
+
+/// The warnings of DESIGN §8, once listening: running open (no tokens, loopback), or
+/// tokens travelling in clear text (beyond loopback without TLS).
+fn warn_about_access(cfg: &ServeConfig, store: &Store) {
+    if !store.has_tokens() {
+        tracing::warn!(
+            "no access tokens: running open on loopback (every request acts as \
+             `anonymous` with every right); create a token to require one"
+        );
+    } else if !cfg.listen.ip().is_loopback() && cfg.tls.is_none() {
+        tracing::warn!(
+            listen = %cfg.listen,
+            "listening beyond loopback without TLS: tokens travel in clear text"
+        );
+    }
+}
+
 /// Opens the store and starts serving; returns once the listener is bound.
 pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
-    if !cfg.listen.ip().is_loopback() {
-        return Err(ServeError::Config(format!(
-            "refusing to listen on non-loopback {} without access tokens; bind 127.0.0.1 \
-             (token auth is not available in this build)",
-            cfg.listen
-        )));
-    }
     let metrics = Arc::new(Metrics::new()?);
     let connections = metrics.http_connections.clone();
     let observer = metrics.clone();
@@ -153,6 +175,14 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
             dir: cfg.data_dir.display().to_string(),
             source,
         })?;
+    check_access(&cfg, &store)?;
+    let tls = match &cfg.tls {
+        None => None,
+        Some(files) => Some(
+            crate::listen::tls_acceptor(&files.cert, &files.key)
+                .map_err(|e| ServeError::Config(format!("TLS: {e}")))?,
+        ),
+    };
     let sinks = crate::sinks::Sinks::start(&store, &cfg)
         .map_err(|e| ServeError::Task(format!("starting sync workers: {e}")))?;
     let listener = TcpListener::bind(cfg.listen)
@@ -169,6 +199,10 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
     let (task_tx, tasks) = mpsc::channel(1);
     let state = AppState {
         tasks: task_tx,
+        access: Arc::new(http::auth::Access::new(
+            cfg.rate_limit,
+            cfg.auth_failure_rate,
+        )),
         store: store.clone(),
         live: http::sse::Live::start(&store, cfg.broadcast_capacity),
         limits: cfg.limits.clone(),
@@ -184,10 +218,11 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
         header_timeout: cfg.header_timeout,
         max_connections: cfg.max_connections,
         connections: Some(connections.clone()),
-        ..crate::listen::ListenOptions::default()
+        tls,
     };
     let task = tokio::spawn(crate::listen::serve(listener, app, listen, stop));
     tracing::info!(config = %cfg, "configuration (passwords masked)");
+    warn_about_access(&cfg, &store);
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), durability = ?cfg.durability, "arbor listening");
     Ok(Running {
         addr,

@@ -5,14 +5,15 @@
 //! graph) must pass. `ARBOR_CRASH_CYCLES` sets the number of cycles (20 by default,
 //! 1000 for the long mode); `ARBOR_CRASH_SEED` the seed.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
+
+mod common;
 
 const APPENDERS: usize = 16;
 const BIN: &str = env!("CARGO_BIN_EXE_arbor");
@@ -23,47 +24,8 @@ struct Server {
 }
 
 fn start(dir: &Path) -> Server {
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--cache-mb",
-            "16",
-        ])
-        .arg("--data-dir")
-        .arg(dir)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn arbor serve");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let addr = loop {
-        assert!(
-            Instant::now() < deadline,
-            "server did not report its address"
-        );
-        let line = lines
-            .next()
-            .expect("server exited before listening")
-            .expect("read stderr");
-        if let Ok(v) = serde_json::from_str::<Value>(&line) {
-            if v["fields"]["message"] == "arbor listening" {
-                break v["fields"]["addr"].as_str().expect("addr").to_owned();
-            }
-        }
-    };
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Server {
-        child,
-        base: format!("http://{addr}"),
-    }
+    let (child, base) = common::spawn_serve(dir, std::iter::empty::<&str>());
+    Server { child, base }
 }
 
 fn verify(dir: &Path) {

@@ -347,3 +347,228 @@ async fn hostile_text_reaches_every_sink_and_nul_is_refused() {
         assert_eq!(s["dead_letters"], 0, "{s}");
     }
 }
+
+/// Everything Redis holds, as text: every key with its value (strings, hashes, streams).
+async fn redis_dump(sync: &SyncConfig) -> String {
+    let url = sync.redis_url.as_deref().expect("redis url");
+    let client = redis::Client::open(url).expect("redis client");
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect redis");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut con)
+        .await
+        .expect("KEYS");
+    let mut out = String::new();
+    for key in keys {
+        let kind: String = redis::cmd("TYPE")
+            .arg(&key)
+            .query_async(&mut con)
+            .await
+            .expect("TYPE");
+        let value: redis::Value = match kind.as_str() {
+            "string" => redis::cmd("GET").arg(&key).query_async(&mut con).await,
+            "hash" => redis::cmd("HGETALL").arg(&key).query_async(&mut con).await,
+            "stream" => {
+                redis::cmd("XRANGE")
+                    .arg(&key)
+                    .arg("-")
+                    .arg("+")
+                    .query_async(&mut con)
+                    .await
+            }
+            "list" => {
+                redis::cmd("LRANGE")
+                    .arg(&key)
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(&mut con)
+                    .await
+            }
+            _ => Ok(redis::Value::Nil),
+        }
+        .expect("read a key");
+        out.push_str(&format!("{key} {value:?}\n"));
+    }
+    out
+}
+
+/// Every row of every table of the test's PostgreSQL schema, as JSON text.
+async fn postgres_dump(sync: &SyncConfig) -> String {
+    use sqlx::Row;
+    let url = sync.postgres_url.as_deref().expect("postgres url");
+    let pool = arbor_sync::postgres::pool(url, &sync.postgres_schema, 1).expect("pool");
+    let tables: Vec<String> = sqlx::query(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",
+    )
+    .bind(&sync.postgres_schema)
+    .fetch_all(&pool)
+    .await
+    .expect("tables")
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
+    assert!(tables.len() >= 3, "the replica's tables: {tables:?}");
+    let mut out = String::new();
+    for t in tables {
+        // The table names come from information_schema, not from input.
+        let sql = format!("SELECT row_to_json(t)::text FROM \"{t}\" t");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&pool)
+            .await
+            .expect("rows");
+        for r in rows {
+            out.push_str(&r.get::<String, _>(0));
+            out.push('\n');
+        }
+    }
+    pool.close().await;
+    out
+}
+
+/// Every node and relationship of the Neo4j database with its properties, as text.
+async fn neo4j_dump(sync: &SyncConfig) -> String {
+    let cfg = sync.neo4j.as_ref().expect("neo4j config");
+    let graph = arbor_sync::neo4j::connect(cfg)
+        .await
+        .expect("connect neo4j");
+    let mut out = String::new();
+    // Every property as text (lists, the only non-scalar property values, joined).
+    let props = |x: &str| {
+        format!(
+            "[k IN keys({x}) | k + '=' + CASE WHEN valueType({x}[k]) STARTS WITH 'LIST' \
+             THEN reduce(s = '', v IN {x}[k] | s + toString(v) + ',') \
+             ELSE toString({x}[k]) END]"
+        )
+    };
+    for q in [
+        format!("MATCH (n) RETURN {} AS p", props("n")),
+        format!("MATCH ()-[r]->() RETURN {} AS p", props("r")),
+    ] {
+        let mut rows = graph.execute(neo4rs::query(&q)).await.expect("query neo4j");
+        while let Some(row) = rows.next().await.expect("neo4j row") {
+            out.push_str(&row.get::<Vec<String>>("p").expect("properties").join(" "));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_secrets_reach_no_sink() {
+    let sync = sync_config();
+    let srv = TestServer::start_with(|c| c.sync = sync.clone()).await;
+    // Open mode: the first admin token through the API; the store is closed after it.
+    let (s, made) = srv
+        .post("/v1/tokens", json!({ "name": "ops", "role": "admin" }))
+        .await;
+    assert_eq!(s, 201, "{made}");
+    let admin = made["token"].as_str().expect("secret").to_owned();
+    let admin_id = made["id"].as_str().expect("id").to_owned();
+    let secret_part = admin.rsplit('_').next().expect("secret part").to_owned();
+    let call = |method: reqwest::Method, path: &str, body: Option<Value>| {
+        let mut req = srv
+            .client
+            .request(method, srv.url(path))
+            .bearer_auth(&admin);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req
+    };
+    let r = call(
+        reqwest::Method::POST,
+        "/v1/workflows",
+        Some(json!({ "system_prompt": "keep the secret" })),
+    )
+    .send()
+    .await
+    .expect("create");
+    let (s, created) = common::decode(r).await;
+    assert_eq!(s, 201, "{created}");
+    let wf = created["workflow_id"].as_str().expect("wf").to_owned();
+    let root = created["root_id"].as_str().expect("root").to_owned();
+    let r = call(
+        reqwest::Method::POST,
+        &format!("/v1/workflows/{wf}/nodes"),
+        Some(json!({ "parent_id": root, "type": "message", "content": "marker-4f2a" })),
+    )
+    .send()
+    .await
+    .expect("append");
+    assert_eq!(r.status().as_u16(), 201);
+    // A second token made and revoked, and bad tokens presented.
+    let r = call(
+        reqwest::Method::POST,
+        "/v1/tokens",
+        Some(json!({ "name": "short-lived", "role": "reader" })),
+    )
+    .send()
+    .await
+    .expect("create token");
+    let (_, second) = common::decode(r).await;
+    let second_secret = second["token"].as_str().expect("secret").to_owned();
+    let second_part = second_secret.rsplit('_').next().expect("part").to_owned();
+    let r = call(
+        reqwest::Method::DELETE,
+        &format!("/v1/tokens/{}", second["id"].as_str().expect("id")),
+        None,
+    )
+    .send()
+    .await
+    .expect("revoke");
+    assert_eq!(r.status().as_u16(), 200);
+    let r = srv
+        .client
+        .get(srv.url("/v1/workflows"))
+        .bearer_auth(&second_secret)
+        .send()
+        .await
+        .expect("revoked call");
+    assert_eq!(r.status().as_u16(), 401);
+
+    // Wait for every sink to hold the log's head.
+    let head = srv.running.as_ref().expect("running").store().head();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = call(reqwest::Method::GET, "/v1/health", None)
+            .send()
+            .await
+            .expect("health");
+        let (_, h) = common::decode(r).await;
+        let sinks = h["components"]["sinks"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if sinks.len() == 3
+            && sinks
+                .iter()
+                .all(|s| s["cursor"] == head && s["state"] == "ok")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "sinks did not catch up: {h}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (sink, dump) in [
+        ("redis", redis_dump(&sync).await),
+        ("postgres", postgres_dump(&sync).await),
+        ("neo4j", neo4j_dump(&sync).await),
+    ] {
+        // The dump is real: it holds the node and the token id as the actor.
+        assert!(dump.contains("marker-4f2a"), "{sink} holds the node");
+        if sink != "neo4j" {
+            assert!(dump.contains(&admin_id), "{sink} records the actor");
+        }
+        for part in [&secret_part, &second_part] {
+            assert!(!dump.contains(part.as_str()), "{sink} holds a token secret");
+        }
+    }
+    srv.running
+        .expect("running")
+        .shutdown()
+        .await
+        .expect("shutdown");
+}

@@ -933,3 +933,216 @@ async fn a_silent_client_is_closed_within_the_header_timeout() {
         assert_eq!(got, want, "{flag}: {}", text(&out));
     }
 }
+
+/// Runs curl with `args`; (exit code, stdout, stderr).
+fn curl(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("run curl (it is needed by the README walkthrough too)");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Every file under `dir`, read as bytes.
+fn files_under(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                let bytes = std::fs::read(&path).expect("read");
+                out.push((path, bytes));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn tls_with_a_token_and_the_secret_is_nowhere() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let d = data.to_str().expect("utf-8 path");
+    // Without a token, a non-loopback bind is refused.
+    let refused = arbor(&["serve", "--listen", "0.0.0.0:0", "--data-dir", d], &[]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("without access tokens"),
+        "{}",
+        text(&refused)
+    );
+    let made = arbor(
+        &[
+            "token",
+            "create",
+            "--name",
+            "ops",
+            "--role",
+            "admin",
+            "--data-dir",
+            d,
+        ],
+        &[],
+    );
+    let made: Value = serde_json::from_slice(&made.stdout).expect("token JSON");
+    let admin = made["token"].as_str().expect("secret").to_owned();
+    let secret_part = admin.rsplit('_').next().expect("secret part").to_owned();
+
+    // A self-signed certificate for localhost and 127.0.0.1, made here.
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .expect("certificate");
+    let (cert_pem, key_pem) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_pem, cert.cert.pem()).expect("write cert");
+    std::fs::write(&key_pem, cert.key_pair.serialize_pem()).expect("write key");
+
+    // Served on loopback: tests never open a port beyond it.
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--data-dir", d])
+        .arg("--tls-cert")
+        .arg(&cert_pem)
+        .arg("--tls-key")
+        .arg(&key_pem)
+        .env("RUST_LOG", "debug");
+    let (mut child, mut lines) = spawn_watched(cmd);
+    let startup = lines.wait_for(Duration::from_secs(30), |l| l.contains("passwords masked"));
+    assert!(startup.contains("tls=on"), "{startup}");
+    let port = listening_addr(&mut lines)
+        .rsplit(':')
+        .next()
+        .expect("port")
+        .to_owned();
+    let base = format!("https://localhost:{port}");
+    let resolve = format!("localhost:{port}:127.0.0.1");
+    let cacert = cert_pem.to_str().expect("utf-8 path");
+    let bearer = format!("Authorization: Bearer {admin}");
+
+    // curl verifies the certificate against the one made above.
+    let (rc, body, err) = curl(&[
+        "--resolve",
+        &resolve,
+        "--cacert",
+        cacert,
+        &format!("{base}/healthz"),
+    ]);
+    assert_eq!(rc, 0, "{err}");
+    assert!(body.contains("ok"), "{body}");
+    let (rc, body, err) = curl(&[
+        "--resolve",
+        &resolve,
+        "--cacert",
+        cacert,
+        "-H",
+        &bearer,
+        "--json",
+        r#"{"system_prompt":"over TLS"}"#,
+        &format!("{base}/v1/workflows"),
+    ]);
+    assert_eq!(rc, 0, "{err}");
+    let created: Value = serde_json::from_str(&body).expect("workflow JSON");
+    let wf = created["workflow_id"]
+        .as_str()
+        .expect("workflow_id")
+        .to_owned();
+    // Without the token: 401 over TLS; without trusting the certificate: curl refuses;
+    // plain HTTP on the TLS port gets no answer.
+    let (rc, body, _) = curl(&[
+        "--resolve",
+        &resolve,
+        "--cacert",
+        cacert,
+        "-w",
+        "%{http_code}",
+        "-o",
+        "/dev/null",
+        &format!("{base}/v1/workflows"),
+    ]);
+    assert_eq!((rc, body.as_str()), (0, "401"));
+    let (rc, _, err) = curl(&["--resolve", &resolve, &format!("{base}/healthz")]);
+    assert_ne!(rc, 0, "an unverified certificate is refused: {err}");
+    let (rc, _, _) = curl(&[&format!("http://127.0.0.1:{port}/healthz")]);
+    assert_ne!(rc, 0, "no plain HTTP on the TLS port");
+    // Bad tokens of every shape, some carrying part of the real secret.
+    for bad in [
+        format!("Authorization: Bearer {}x", &admin[..admin.len() - 1]),
+        format!("Authorization: Bearer {secret_part}"),
+        format!("Authorization: Basic {secret_part}"),
+    ] {
+        let (_, body, _) = curl(&[
+            "--resolve",
+            &resolve,
+            "--cacert",
+            cacert,
+            "-H",
+            &bad,
+            &format!("{base}/v1/workflows"),
+        ]);
+        assert!(
+            body.contains("401") && !body.contains(&secret_part),
+            "{body}"
+        );
+    }
+    let (_, metrics, _) = curl(&[
+        "--resolve",
+        &resolve,
+        "--cacert",
+        cacert,
+        "-H",
+        &bearer,
+        &format!("{base}/metrics"),
+    ]);
+    assert!(metrics.contains("arbor_auth_failures_total"), "{metrics}");
+    let (_, listed, _) = curl(&[
+        "--resolve",
+        &resolve,
+        "--cacert",
+        cacert,
+        "-H",
+        &bearer,
+        &format!("{base}/v1/tokens"),
+    ]);
+    let (_, audit, _) = curl(&[
+        "--resolve",
+        &resolve,
+        "--cacert",
+        cacert,
+        "-H",
+        &bearer,
+        &format!("{base}/v1/audit"),
+    ]);
+    assert!(audit.contains("token.created"), "{audit}");
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    let logs = lines.rest();
+    let exported = arbor(&["export", "--workflow", &wf, "--data-dir", d], &[]);
+    assert!(text(&exported).contains("over TLS"), "{}", text(&exported));
+    let listed_offline = arbor(&["token", "list", "--data-dir", d], &[]);
+    for (what, shown) in [
+        ("the server's debug log", logs.as_str()),
+        ("/metrics", metrics.as_str()),
+        ("GET /v1/tokens", listed.as_str()),
+        ("GET /v1/audit", audit.as_str()),
+        ("arbor export (what every sink reads)", &text(&exported)),
+        ("arbor token list", &text(&listed_offline)),
+    ] {
+        assert_no_secret(what, shown, &[&secret_part]);
+    }
+    // Stored hashed: no file of the data directory holds the secret.
+    for (path, bytes) in files_under(&data) {
+        assert!(
+            !bytes
+                .windows(secret_part.len())
+                .any(|w| w == secret_part.as_bytes()),
+            "{} holds the secret",
+            path.display()
+        );
+    }
+}

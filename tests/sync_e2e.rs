@@ -21,14 +21,15 @@
 //! One test function per scenario; both kill or load the shared services, so they
 //! hold a lock and run one at a time.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+mod common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_arbor");
 
@@ -98,50 +99,10 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path, sinks: &Sinks) -> Server {
-        let mut child = Command::new(BIN)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-                "--durability",
-                "fsync",
-                "--cache-mb",
-                "16",
-            ])
-            .arg("--data-dir")
-            .arg(dir)
-            .args(sinks.args())
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn arbor serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let addr = loop {
-            assert!(
-                Instant::now() < deadline,
-                "server did not report its address"
-            );
-            let line = lines
-                .next()
-                .expect("server exited before listening")
-                .expect("read stderr");
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if v["fields"]["message"] == "arbor listening" {
-                    break v["fields"]["addr"].as_str().expect("addr").to_owned();
-                }
-            }
-        };
-        // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Server {
-            child,
-            base: format!("http://{addr}"),
-        }
+        let mut args = vec!["--durability".to_owned(), "fsync".to_owned()];
+        args.extend(sinks.args());
+        let (child, base) = common::spawn_serve(dir, args);
+        Server { child, base }
     }
 
     fn kill_9(mut self) {

@@ -7,7 +7,11 @@
 //!   and the [`role::Action`] each route needs.
 //! - [`rate`]: token buckets (per token, and per client address for failed
 //!   authentications) that answer how long to wait when empty.
+//! - [`token`]: issuing a token (id, secret, `token.created`) and its public view.
+//! - [`cli`]: `arbor token create|list|revoke`, offline.
 
+pub mod cli;
 pub mod rate;
 pub mod role;
 pub mod secret;
+pub mod token;

@@ -87,6 +87,19 @@ impl<K: Eq + Hash + Clone> Limiter<K> {
         bucket.take(rate, now)
     }
 
+    /// Whether `key` has a request left at `rate` now, taking nothing; `Err(wait)` when
+    /// not.
+    pub fn peek(&self, key: &K, rate: Rate, now: Instant) -> Result<(), Duration> {
+        let map = self.buckets.lock();
+        match map.get(key) {
+            None => Ok(()),
+            Some(b) => {
+                let mut probe = *b;
+                probe.take(rate, now)
+            }
+        }
+    }
+
     /// Keys currently tracked.
     pub fn len(&self) -> usize {
         self.buckets.lock().len()
@@ -131,6 +144,27 @@ mod tests {
             l.check(&"k", rate, t0 + wait).is_ok(),
             "refilled after the wait"
         );
+    }
+
+    #[test]
+    fn peeking_takes_nothing() {
+        let l = Limiter::default();
+        let rate = Rate {
+            per_second: 1.0,
+            burst: 2.0,
+        };
+        let t0 = Instant::now();
+        assert!(
+            l.peek(&"k", rate, t0).is_ok(),
+            "an unknown key has its burst"
+        );
+        for _ in 0..5 {
+            assert!(l.peek(&"k", rate, t0).is_ok());
+        }
+        assert!(l.check(&"k", rate, t0).is_ok());
+        assert!(l.check(&"k", rate, t0).is_ok());
+        assert_eq!(l.peek(&"k", rate, t0), Err(Duration::from_secs(1)));
+        assert!(l.peek(&"k", rate, t0 + Duration::from_secs(1)).is_ok());
     }
 
     #[test]

@@ -8,13 +8,21 @@
 //! - [`views`]: response bodies of the reads, mapped from the store's results.
 //! - [`guard`]: request guards that run before any handler (JSON bodies only).
 //! - [`problem`]: problem+json errors.
+//! - [`auth`]: authentication and the role check, on every route.
+//! - [`tokens`]: `/v1/tokens` (admin).
+//! - [`audit`]: `/v1/audit` (admin): the admin log, paged and filtered.
+//! - [`scope`]: what a token limited to workflows or branches sees and may append to.
 
+pub mod audit;
+pub mod auth;
 pub mod guard;
 pub mod health;
 pub mod layers;
 pub mod problem;
 pub mod routes;
+pub mod scope;
 pub mod sse;
+pub mod tokens;
 pub mod views;
 pub mod wire;
 
@@ -22,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use tokio::sync::watch;
 
@@ -94,12 +102,15 @@ pub struct AppState {
     /// Held by every SSE stream (the response body itself, not a task); shutdown waits
     /// until all clones are gone.
     pub tasks: tokio::sync::mpsc::Sender<()>,
+    /// Rate limiters of tokens and of failed authentications.
+    pub access: Arc<auth::Access>,
 }
 
 /// The full router: the routes, the body limit, the request timeout, request spans.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.limits.max_body_bytes;
     let timeout = state.limits.request_timeout;
+    let auth = axum::middleware::from_fn_with_state(state.clone(), auth::authenticate);
     Router::new()
         .route(
             "/v1/workflows",
@@ -131,6 +142,13 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/v1/health", get(health::health))
         .route("/metrics", get(health::metrics))
+        .route(
+            "/v1/tokens",
+            post(tokens::create_token).get(tokens::list_tokens),
+        )
+        .route("/v1/tokens/{id}", delete(tokens::revoke_token))
+        .route("/v1/audit", get(audit::audit))
+        .route_layer(auth)
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             Problem::new(

@@ -10,16 +10,19 @@ use std::time::Instant;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use serde_json::json;
 use uuid::Uuid;
 
 use arbor_storage::{
-    Edge, EdgeKind, Intent, ListFilter, Meta, NewWorkflow, Outcome, StorageError, Store,
-    WorkflowStatus,
+    BranchInfo, Edge, EdgeKind, Intent, ListFilter, Meta, NewWorkflow, Outcome, StorageError,
+    Store, WorkflowStatus, WorkflowSummary,
 };
 
+use super::auth::Principal;
 use super::problem::Problem;
+use super::scope::{self, forbidden, node_missing, workflow_missing, EventScope, Seen};
 use super::views::{
     BranchView, Branches, Decisions, Events, Messages, Monitors, NodeView, Nodes, WorkflowView,
 };
@@ -66,7 +69,11 @@ impl AppState {
     /// Submits an intent, timing it for the append-latency histogram.
     async fn submit(&self, intent: Intent) -> Result<Outcome, Problem> {
         let started = Instant::now();
-        let res = self.store.submit(intent, Meta::default()).await;
+        let meta = Meta {
+            actor: super::auth::actor(),
+            ..Meta::default()
+        };
+        let res = self.store.submit(intent, meta).await;
         self.metrics
             .append_latency
             .observe(started.elapsed().as_secs_f64());
@@ -129,9 +136,16 @@ fn json_len<T: serde::Serialize + ?Sized>(v: &T) -> usize {
 /// `POST /v1/workflows`.
 pub async fn create_workflow(
     State(app): State<AppState>,
+    Extension(p): Extension<Principal>,
     _: QueryParams<NoQuery>,
     JsonBody(req): JsonBody<CreateWorkflow>,
 ) -> ApiResult {
+    if !p.unscoped() {
+        return Err(forbidden(
+            "a token scoped to workflows or branches cannot create workflows (the new one \
+             would be outside its scope)",
+        ));
+    }
     app.check_sizes(
         "",
         ("system_prompt", &req.system_prompt),
@@ -183,6 +197,7 @@ fn parse_status(s: &str) -> Result<WorkflowStatus, Problem> {
 /// `GET /v1/workflows`.
 pub async fn list_workflows(
     State(app): State<AppState>,
+    Extension(p): Extension<Principal>,
     QueryParams(q): QueryParams<ListQuery>,
 ) -> ApiResult {
     let limit = q.limit.unwrap_or(50);
@@ -202,11 +217,19 @@ pub async fn list_workflows(
     let filter = ListFilter {
         status: q.status.as_deref().map(parse_status).transpose()?,
         user_id: q.user_id,
+        within: p.listable(&app.store),
     };
     let (workflows, next) = read(&app.store, move |s| {
         s.list_workflows(&filter, before, limit)
     })
     .await?;
+    let mut workflows = workflows;
+    if !p.branches.is_empty() {
+        for w in &mut workflows {
+            let seen = p.workflow(&app.store, &w.workflow_id)?;
+            narrow(w, &app.store, &seen);
+        }
+    }
     let workflows: Vec<WorkflowView> = workflows.iter().map(WorkflowView::from).collect();
     // Through `json!`, as ever: the keys of this listing come out sorted.
     Ok(Json(json!({
@@ -219,39 +242,74 @@ pub async fn list_workflows(
 /// `GET /v1/workflows/{wf}`.
 pub async fn get_workflow(
     State(app): State<AppState>,
+    Extension(p): Extension<Principal>,
     PathParam(wf): PathParam<Uuid>,
     _: QueryParams<NoQuery>,
 ) -> ApiResult {
+    let seen = p.workflow(&app.store, &wf)?;
     match read(&app.store, move |s| s.workflow(&wf)).await? {
-        Some(w) => Ok(Json(WorkflowView::from(&w)).into_response()),
+        Some(mut w) => {
+            narrow(&mut w, &app.store, &seen);
+            Ok(Json(WorkflowView::from(&w)).into_response())
+        }
         None => Err(workflow_missing(&wf)),
+    }
+}
+
+/// Counts, in a workflow's summary, only what a branch scope sees.
+fn narrow(w: &mut WorkflowSummary, store: &Store, seen: &Seen) {
+    if let Seen::Branches(_) = seen {
+        let branches: Vec<BranchInfo> =
+            scope::branches_seen(store, &w.workflow_id, seen).unwrap_or_default();
+        w.node_count = branches.iter().map(|b| b.length as usize).sum();
+        w.branch_count = branches.len();
+        w.heads = branches.iter().map(|b| b.head_id).collect();
     }
 }
 
 /// `PATCH /v1/workflows/{wf}`.
 pub async fn patch_workflow(
     State(app): State<AppState>,
+    Extension(p): Extension<Principal>,
     PathParam(wf): PathParam<Uuid>,
     _: QueryParams<NoQuery>,
     JsonBody(req): JsonBody<PatchWorkflow>,
 ) -> ApiResult {
+    if let Seen::Branches(_) = p.workflow(&app.store, &wf)? {
+        return Err(forbidden(
+            "a token scoped to branches cannot change the workflow's status",
+        ));
+    }
     let status = parse_status(&req.status)?;
     app.submit(Intent::SetStatus {
         workflow_id: wf,
         status,
     })
     .await?;
-    get_workflow(State(app), PathParam(wf), QueryParams(NoQuery {})).await
+    get_workflow(
+        State(app),
+        Extension(p),
+        PathParam(wf),
+        QueryParams(NoQuery {}),
+    )
+    .await
 }
 
 /// `POST /v1/workflows/{wf}/nodes`.
 pub async fn create_node(
     State(app): State<AppState>,
+    Extension(p): Extension<Principal>,
     PathParam(wf): PathParam<Uuid>,
     _: QueryParams<NoQuery>,
-    JsonBody(req): JsonBody<CreateNode>,
+    JsonBody(mut req): JsonBody<CreateNode>,
 ) -> ApiResult {
     app.check_node("", &req)?;
+    let seen = p.workflow(&app.store, &wf)?;
+    p.check_append(
+        &app.store,
+        &seen,
+        std::iter::once((req.id, req.parent_id, &mut req.expect_leaf)),
+    )?;
     let intent = Intent::AppendNodes {
         workflow_id: wf,
         nodes: vec![req.into_new_node()],
@@ -271,9 +329,10 @@ pub async fn create_node(
 /// `POST /v1/workflows/{wf}/nodes/batch`.
 pub async fn create_batch(
     State(app): State<AppState>,
+    Extension(p): Extension<Principal>,
     PathParam(wf): PathParam<Uuid>,
     _: QueryParams<NoQuery>,
-    JsonBody(req): JsonBody<CreateBatch>,
+    JsonBody(mut req): JsonBody<CreateBatch>,
 ) -> ApiResult {
     if req.nodes.len() > app.limits.max_batch_nodes {
         return Err(Problem::too_large(format!(
@@ -285,6 +344,14 @@ pub async fn create_batch(
     for (i, n) in req.nodes.iter().enumerate() {
         app.check_node(&format!("nodes[{i}]."), n)?;
     }
+    let seen = p.workflow(&app.store, &wf)?;
+    p.check_append(
+        &app.store,
+        &seen,
+        req.nodes
+            .iter_mut()
+            .map(|n| (n.id, n.parent_id, &mut n.expect_leaf)),
+    )?;
     let intent = Intent::AppendNodes {
         workflow_id: wf,
         nodes: req
@@ -313,6 +380,7 @@ fn edge_response(edge: Edge, seq: u64) -> EdgeCreated {
 /// `POST /v1/workflows/{wf}/edges`.
 pub async fn create_edge(
     State(app): State<AppState>,
+    Extension(p): Extension<Principal>,
     PathParam(wf): PathParam<Uuid>,
     _: QueryParams<NoQuery>,
     JsonBody(req): JsonBody<CreateEdge>,
@@ -323,6 +391,8 @@ pub async fn create_edge(
             req.kind
         ))
     })?;
+    let seen = p.workflow(&app.store, &wf)?;
+    p.check_edge(&app.store, &seen, &req.from, &req.to)?;
     let edge = Edge {
         kind,
         from: req.from,
@@ -347,10 +417,13 @@ pub async fn create_edge(
 /// `POST /v1/nodes/{id}/choose`.
 pub async fn choose(
     State(app): State<AppState>,
+    Extension(p): Extension<Principal>,
     PathParam(id): PathParam<Uuid>,
     _: QueryParams<NoQuery>,
     JsonBody(req): JsonBody<Choose>,
 ) -> ApiResult {
+    let seen = p.node(&app.store, &id)?;
+    p.check_edge(&app.store, &seen, &id, &req.option_id)?;
     let intent = Intent::Choose {
         decision_id: id,
         option_id: req.option_id,
@@ -361,32 +434,34 @@ pub async fn choose(
     }
 }
 
-fn node_missing(id: &Uuid) -> Problem {
-    Problem::not_found(format!("node {id} not found"))
-}
-
-fn workflow_missing(wf: &Uuid) -> Problem {
-    Problem::not_found(format!("workflow {wf} not found"))
-}
-
 /// `GET /v1/nodes/{id}`.
 pub async fn get_node(
     State(app): State<AppState>,
+    Extension(p): Extension<Principal>,
     PathParam(id): PathParam<Uuid>,
     _: QueryParams<NoQuery>,
 ) -> ApiResult {
-    let node = read(&app.store, move |s| s.node(&id))
+    let seen = p.node(&app.store, &id)?;
+    let mut node = read(&app.store, move |s| s.node(&id))
         .await?
         .ok_or_else(|| node_missing(&id))?;
+    if let Seen::Branches(_) = seen {
+        let sees = |other: &Uuid| app.store.place(other).is_some_and(|p| seen.place(&p));
+        node.outgoing.retain(|e| sees(&e.to));
+        node.incoming.retain(|e| sees(&e.from));
+    }
     Ok(Json(NodeView::from(&node)).into_response())
 }
 
 /// `GET /v1/nodes/{id}/path`.
 pub async fn get_path(
     State(app): State<AppState>,
+    Extension(p): Extension<Principal>,
     PathParam(id): PathParam<Uuid>,
     QueryParams(q): QueryParams<PathQuery>,
 ) -> ApiResult {
+    // The ancestors of a node seen are seen.
+    p.node(&app.store, &id)?;
     let nodes = read(&app.store, move |s| s.path(&id))
         .await?
         .ok_or_else(|| node_missing(&id))?;
@@ -402,96 +477,128 @@ pub async fn get_path(
 /// `GET /v1/nodes/{id}/children`.
 pub async fn get_children(
     State(app): State<AppState>,
+    Extension(p): Extension<Principal>,
     PathParam(id): PathParam<Uuid>,
     _: QueryParams<NoQuery>,
 ) -> ApiResult {
-    let nodes = read(&app.store, move |s| s.children(&id))
+    let seen = p.node(&app.store, &id)?;
+    let mut nodes = read(&app.store, move |s| s.children(&id))
         .await?
         .ok_or_else(|| node_missing(&id))?;
+    nodes.retain(|n| seen.node(n));
     Ok(Json(Nodes { nodes: &nodes }).into_response())
 }
 
 /// `GET /v1/nodes/{id}/subtree`.
 pub async fn get_subtree(
     State(app): State<AppState>,
+    Extension(p): Extension<Principal>,
     PathParam(id): PathParam<Uuid>,
     QueryParams(q): QueryParams<SubtreeQuery>,
 ) -> ApiResult {
-    let nodes = read(&app.store, move |s| s.subtree(&id, q.max_depth))
+    let seen = p.node(&app.store, &id)?;
+    let mut nodes = read(&app.store, move |s| s.subtree(&id, q.max_depth))
         .await?
         .ok_or_else(|| node_missing(&id))?;
+    nodes.retain(|n| seen.node(n));
     Ok(Json(Nodes { nodes: &nodes }).into_response())
 }
 
 /// `GET /v1/workflows/{wf}/decisions`.
 pub async fn get_decisions(
     State(app): State<AppState>,
+    Extension(p): Extension<Principal>,
     PathParam(wf): PathParam<Uuid>,
     _: QueryParams<NoQuery>,
 ) -> ApiResult {
-    let decisions = read(&app.store, move |s| s.decisions(&wf))
+    let seen = p.workflow(&app.store, &wf)?;
+    let mut decisions = read(&app.store, move |s| s.decisions(&wf))
         .await?
         .ok_or_else(|| workflow_missing(&wf))?;
+    if let Seen::Branches(_) = seen {
+        decisions.retain(|d| seen.node(&d.decision));
+        for d in &mut decisions {
+            d.options.retain(|o| seen.node(o));
+            d.chosen = d.chosen.take().filter(|c| seen.node(c));
+        }
+    }
     Ok(Json(Decisions::from(&decisions[..])).into_response())
 }
 
 /// `GET /v1/workflows/{wf}/branches` (from the index alone).
 pub async fn get_branches(
     State(app): State<AppState>,
+    Extension(p): Extension<Principal>,
     PathParam(wf): PathParam<Uuid>,
     _: QueryParams<NoQuery>,
 ) -> ApiResult {
-    let branches = app
-        .store
-        .branches(&wf)
-        .ok_or_else(|| workflow_missing(&wf))?;
+    let seen = p.workflow(&app.store, &wf)?;
+    let branches =
+        scope::branches_seen(&app.store, &wf, &seen).ok_or_else(|| workflow_missing(&wf))?;
     Ok(Json(Branches::from(branches)).into_response())
 }
 
 /// `GET /v1/workflows/{wf}/branches/{branch_id}`.
 pub async fn get_branch(
     State(app): State<AppState>,
+    Extension(p): Extension<Principal>,
     PathParam((wf, branch)): PathParam<(Uuid, Uuid)>,
     _: QueryParams<NoQuery>,
 ) -> ApiResult {
+    let seen = p.workflow(&app.store, &wf)?;
     if !app.store.has_workflow(&wf) {
         return Err(workflow_missing(&wf));
     }
-    let nodes = read(&app.store, move |s| s.branch(&wf, &branch))
+    let branch_missing =
+        || Problem::not_found(format!("branch {branch} not found in workflow {wf}"));
+    let mut nodes = read(&app.store, move |s| s.branch(&wf, &branch))
         .await?
-        .ok_or_else(|| Problem::not_found(format!("branch {branch} not found in workflow {wf}")))?;
+        .ok_or_else(branch_missing)?;
+    nodes.nodes.retain(|n| seen.node(n));
+    if nodes.nodes.is_empty() {
+        return Err(branch_missing());
+    }
     Ok(Json(BranchView::from(&nodes)).into_response())
 }
 
 /// `GET /v1/workflows/{wf}/monitors`.
 pub async fn get_monitors(
     State(app): State<AppState>,
+    Extension(p): Extension<Principal>,
     PathParam(wf): PathParam<Uuid>,
     QueryParams(q): QueryParams<MonitorsQuery>,
 ) -> ApiResult {
-    let monitors = read(&app.store, move |s| s.monitors(&wf, q.cross_branch))
+    let seen = p.workflow(&app.store, &wf)?;
+    let mut monitors = read(&app.store, move |s| s.monitors(&wf, q.cross_branch))
         .await?
         .ok_or_else(|| workflow_missing(&wf))?;
+    monitors.retain(|m| seen.node(&m.monitor) && seen.node(&m.target));
     Ok(Json(Monitors::from(&monitors[..])).into_response())
 }
 
 /// `GET /v1/workflows/{wf}/events`.
 pub async fn get_events(
     State(app): State<AppState>,
+    Extension(p): Extension<Principal>,
     PathParam(wf): PathParam<Uuid>,
     QueryParams(q): QueryParams<EventsQuery>,
 ) -> ApiResult {
+    p.workflow(&app.store, &wf)?;
     let limit = q.limit.unwrap_or(1000);
     if !(1..=10_000).contains(&limit) {
         return Err(Problem::bad_request("limit must be between 1 and 10000"));
     }
     let after = q.after.unwrap_or(0);
-    let events = read(&app.store, move |s| {
+    let mut events = read(&app.store, move |s| {
         s.read_workflow_events(&wf, after, limit)
     })
     .await?
     .ok_or_else(|| workflow_missing(&wf))?;
+    // Past what the scope leaves out too: a filtered page is not the end.
     let next_after = events.last().map_or(after, |e| e.seq);
+    if let Some(mut scope) = EventScope::of(&p) {
+        events.retain(|e| scope.sees(&app.store, e));
+    }
     Ok(Json(Events {
         events: &events,
         next_after,

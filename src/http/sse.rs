@@ -20,6 +20,11 @@
 //! by default) without any write. Every stream opens with `retry: <sse_retry ms>` (1 s by
 //! default): a browser's EventSource then reconnects that soon after the stream ends.
 //!
+//! A scoped token's stream ([`EventScope`]) skips each event it may not see, in
+//! catch-up and live alike, before any frame is taken: the position still moves past
+//! it (seqs only increase; a filtered stream is not a gap), and frames stay rendered
+//! once for every stream.
+//!
 //! Catch-up pages are read from sled on tokio's blocking pool (`routes::read`).
 
 use std::convert::Infallible;
@@ -31,16 +36,19 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use bytes::BytesMut;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::{Instant, Sleep};
 use uuid::Uuid;
 
-use arbor_storage::{Event, Seq, Store};
+use arbor_storage::{Event, Seq, Store, Timestamp};
 
+use super::auth::Principal;
 use super::problem::Problem;
 use super::routes::read;
+use super::scope::EventScope;
 use super::wire::{PathParam, QueryParams, StreamQuery};
 use super::AppState;
 
@@ -114,23 +122,26 @@ async fn fan_out(
 /// `GET /v1/workflows/{wf}/stream`.
 pub async fn workflow_stream(
     State(app): State<AppState>,
+    Extension(p): Extension<Principal>,
     PathParam(wf): PathParam<Uuid>,
     headers: HeaderMap,
     QueryParams(q): QueryParams<StreamQuery>,
 ) -> Result<Response, Problem> {
+    p.workflow(&app.store, &wf)?;
     if !app.store.has_workflow(&wf) {
-        return Err(Problem::not_found(format!("workflow {wf} not found")));
+        return Err(super::scope::workflow_missing(&wf));
     }
-    open(app, Some(wf), &headers, q.after)
+    open(app, &p, Some(wf), &headers, q.after)
 }
 
 /// `GET /v1/stream`: every workflow.
 pub async fn global_stream(
     State(app): State<AppState>,
+    Extension(p): Extension<Principal>,
     headers: HeaderMap,
     QueryParams(q): QueryParams<StreamQuery>,
 ) -> Result<Response, Problem> {
-    open(app, None, &headers, q.after)
+    open(app, &p, None, &headers, q.after)
 }
 
 /// The resume position: `Last-Event-ID` wins over `?after=` (a browser reconnecting
@@ -152,6 +163,7 @@ fn resume_position(headers: &HeaderMap, after: Option<Seq>) -> Result<Option<Seq
 
 fn open(
     app: AppState,
+    who: &Principal,
     workflow: Option<Uuid>,
     headers: &HeaderMap,
     after: Option<Seq>,
@@ -173,8 +185,11 @@ fn open(
     let interval = app.limits.sse_heartbeat;
     app.metrics.sse_subscribers.inc();
     let pump = Pump {
+        token: who.token_id,
+        revocations: app.store.watch_revocations(),
         store: app.store.clone(),
         workflow,
+        scope: EventScope::of(who),
         last,
         rx,
         mode: Mode::CatchUp,
@@ -245,8 +260,16 @@ enum Mode {
 }
 
 struct Pump {
+    /// The token the stream was opened with: the stream ends once it is revoked or
+    /// expires.
+    token: Option<Uuid>,
+    /// Moves on every revocation.
+    revocations: watch::Receiver<u64>,
     store: Store,
     workflow: Option<Uuid>,
+    /// The token's scope, when it does not see every event: applied to each event
+    /// before its frame is taken, so frames are still rendered once.
+    scope: Option<EventScope>,
     last: Seq,
     rx: broadcast::Receiver<Arc<Item>>,
     mode: Mode,
@@ -268,13 +291,24 @@ impl Drop for Pump {
 }
 
 impl Pump {
-    fn wants(&self, e: &Event) -> bool {
-        e.seq > self.last && self.workflow.is_none_or(|wf| wf == e.workflow_id)
+    fn wants(&mut self, e: &Event) -> bool {
+        e.seq > self.last
+            && self.workflow.is_none_or(|wf| wf == e.workflow_id)
+            && self.scope.as_mut().is_none_or(|s| s.sees(&self.store, e))
     }
 
     fn shutting_down(&self) -> bool {
         // An error means the server is gone: end too.
         self.shutdown.has_changed().unwrap_or(true)
+    }
+
+    /// Whether the stream's token was revoked or has expired (never in open mode).
+    fn token_lapsed(&self) -> bool {
+        self.token.is_some_and(|id| {
+            self.store
+                .token(&id)
+                .is_none_or(|t| !t.is_live(Timestamp::now()))
+        })
     }
 
     /// The next body chunk: one or more whole frames, or a heartbeat; `None` ends the
@@ -295,7 +329,7 @@ impl Pump {
 
     /// One page of the log after `last` (ends catch-up once a page is short).
     async fn catch_up_page(&mut self) -> Option<Bytes> {
-        if self.shutting_down() {
+        if self.shutting_down() || self.token_lapsed() {
             self.mode = Mode::Done;
             return None;
         }
@@ -320,6 +354,13 @@ impl Pump {
         }
         let mut out = Vec::new();
         for e in &page {
+            // Left out of the scope: skipped, and the position moves past it.
+            if let Some(scope) = self.scope.as_mut() {
+                if !scope.sees(&self.store, e) {
+                    self.last = e.seq;
+                    continue;
+                }
+            }
             if let Err(err) = render_frame(e, &mut out) {
                 tracing::error!(error = %err, seq = e.seq, "SSE frame rendering failed");
                 self.mode = Mode::Done;
@@ -334,7 +375,7 @@ impl Pump {
     /// every wanted event already waiting behind it. `None` with the mode changed when
     /// the receiver lagged or the stream ends.
     async fn live(&mut self) -> Option<Bytes> {
-        if self.shutting_down() {
+        if self.shutting_down() || self.token_lapsed() {
             self.mode = Mode::Done;
             return None;
         }
@@ -348,7 +389,18 @@ impl Pump {
                     self.mode = Mode::Done;
                     return None;
                 }
+                r = self.revocations.changed(), if self.token.is_some() => {
+                    if r.is_err() || self.token_lapsed() {
+                        self.mode = Mode::Done;
+                        return None;
+                    }
+                    continue;
+                }
                 () = self.heartbeat.as_mut() => {
+                    if self.token_lapsed() {
+                        self.mode = Mode::Done;
+                        return None;
+                    }
                     let due = self.last_write + self.interval;
                     if Instant::now() >= due {
                         self.heartbeat.as_mut().reset(Instant::now() + self.interval);

@@ -233,6 +233,54 @@ pub struct BranchInfo {
     pub length: u32,
 }
 
+/// What a reader scoped to some branches sees of one workflow (DESIGN §8): the nodes
+/// of those branches and their ancestors up to the root. Nodes carry their branch and
+/// depth, so [`BranchScope::sees`] needs no index: a branch is a chain of first
+/// children, so the visible part of each branch is everything down to some depth.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BranchScope {
+    /// Branch id → how much of it is seen.
+    reach: HashMap<Uuid, Reach>,
+    /// Whether any listed branch exists in the workflow (else nothing is seen).
+    present: bool,
+}
+
+/// How much of a branch a [`BranchScope`] sees.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Reach {
+    /// Deepest seen node's depth (`u32::MAX`: the whole branch, listed in scope).
+    depth: u32,
+    /// Deepest seen node (a fork point), for the branch report.
+    head: Uuid,
+    /// Nodes seen.
+    length: u32,
+}
+
+impl Reach {
+    const WHOLE: Reach = Reach {
+        depth: u32::MAX,
+        head: Uuid::nil(),
+        length: u32::MAX,
+    };
+}
+
+impl BranchScope {
+    /// Whether a node of branch `branch_id` at `depth` is seen.
+    pub fn sees(&self, branch_id: &Uuid, depth: u32) -> bool {
+        self.present && self.reach.get(branch_id).is_some_and(|r| depth <= r.depth)
+    }
+
+    /// Whether branch `branch_id` is in scope: wholly seen, and appended to.
+    pub fn owns(&self, branch_id: &Uuid) -> bool {
+        self.present && self.reach.get(branch_id) == Some(&Reach::WHOLE)
+    }
+
+    /// Whether nothing of the workflow is seen (no listed branch is in it).
+    pub fn is_empty(&self) -> bool {
+        !self.present
+    }
+}
+
 /// The index refused a record: the log and the invariants disagree.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("seq {seq}: {reason}")]
@@ -666,6 +714,63 @@ impl WorkflowIndex {
         }
         out.reverse();
         out
+    }
+
+    /// What a reader scoped to `branches` sees of this workflow (DESIGN §8): each listed
+    /// branch whole, and the ancestors of its first node. A listed id that is not a
+    /// branch of this workflow (yet) is kept whole, so nodes it gets later are seen.
+    pub fn branch_scope(&self, branches: &[Uuid], index: &Index) -> BranchScope {
+        let mut scope = BranchScope::default();
+        for b in branches {
+            scope.reach.insert(*b, Reach::WHOLE);
+            let Some(slot) = self.branch_slot(b, index) else {
+                continue;
+            };
+            scope.present = true;
+            let mut fork = self.branches[slot as usize].fork;
+            while fork != NONE {
+                let f = self.node(fork);
+                let branch = self.branches[f.branch as usize];
+                let first = self.node(branch.first);
+                let reach = scope.reach.entry(first.id).or_insert(Reach {
+                    depth: 0,
+                    head: f.id,
+                    length: 0,
+                });
+                // Seen this deep already (or whole): its ancestors are in too.
+                if reach.length > 0 && reach.depth >= f.depth {
+                    break;
+                }
+                *reach = Reach {
+                    depth: f.depth,
+                    head: f.id,
+                    length: f.depth - first.depth + 1,
+                };
+                fork = branch.fork;
+            }
+        }
+        scope
+    }
+
+    /// The part of each branch that `scope` sees, in branch order.
+    pub fn branches_seen(&self, scope: &BranchScope) -> Vec<BranchInfo> {
+        if scope.is_empty() {
+            return Vec::new();
+        }
+        self.branches
+            .iter()
+            .filter_map(|b| {
+                let info = self.branch_info(b);
+                match scope.reach.get(&info.branch_id)? {
+                    r if *r == Reach::WHOLE => Some(info),
+                    r => Some(BranchInfo {
+                        head_id: r.head,
+                        length: r.length,
+                        ..info
+                    }),
+                }
+            })
+            .collect()
     }
 
     /// Ids of the branch heads (the leaves), in branch order.

@@ -4,7 +4,8 @@
 //! Everything a caller uses is re-exported here; the modules are private. [`Store`] is
 //! the handle: [`Store::submit`] an [`Intent`], read queries that return plain domain
 //! results ([`WorkflowSummary`], [`NodeWithEdges`], [`Decision`], [`Monitor`],
-//! [`BranchNodes`], [`BranchInfo`], nodes), the log ([`Store::read_events`],
+//! [`BranchNodes`], [`BranchInfo`], nodes, and what a branch-scoped reader sees:
+//! [`BranchScope`], [`NodePlace`]), the log ([`Store::read_events`],
 //! [`Store::read_records`]), the broadcast ([`Store::subscribe`]) and head watch, sink
 //! cursors and dead letters. [`verify_dir`] and [`verify_store`] re-check a store from
 //! disk. The model types are the JSON form of DESIGN §2.
@@ -19,6 +20,9 @@
 //! - `node_cache`: the bounded cache of decoded nodes that reads go through.
 //! - `intent`: what callers ask for and what they get back.
 //! - `validate`: turns intents into records against the index plus the group overlay.
+//! - `admin`: the admin log (token events, own seqs and hash chain) and the token
+//!   table derived from it; kept apart from the workflow log so that no replay, stream,
+//!   export or sink can carry a secret hash.
 //! - `store`: [`Store`], the handle: writer thread with group commit, reads, broadcast.
 //! - `verify`: re-checks the chain, the secondary trees and the graph from disk.
 //! - `error`: [`StorageError`] (I/O, integrity) and [`AppendError`] (refused requests).
@@ -33,6 +37,7 @@
 //! - A refused request stores nothing; an atomic batch is stored whole or not at all.
 //! - This crate knows nothing of HTTP or of sinks.
 
+mod admin;
 mod error;
 mod index;
 mod intent;
@@ -45,8 +50,9 @@ mod time;
 mod validate;
 mod verify;
 
+pub use admin::{AdminBody, AdminEvent, SecretDigest, Token, TokenError, TokenSpec};
 pub use error::{AppendError, StorageError};
-pub use index::BranchInfo;
+pub use index::{BranchInfo, BranchScope};
 pub use intent::{edge_event_id, Intent, Meta, NewNode, NewWorkflow, Outcome};
 pub use model::{
     valid_node_type, Edge, EdgeKind, Event, EventBody, Node, PortableEvent, Role, Seq,
@@ -55,7 +61,7 @@ pub use model::{
 pub use node_cache::NodeCacheStats;
 pub use record::{NodeRecord, Record, RecordBody};
 pub use store::{
-    BranchNodes, Decision, Durability, GroupObserver, GroupStats, ListFilter, Monitor,
+    BranchNodes, Decision, Durability, GroupObserver, GroupStats, ListFilter, Monitor, NodePlace,
     NodeWithEdges, RebuildProgress, Store, StoreOptions, WorkflowSummary,
 };
 pub use time::Timestamp;

@@ -68,6 +68,8 @@ pub struct Engine {
     content: sled::Tree,
     cursors: sled::Tree,
     dead: sled::Tree,
+    /// The admin log (token events), seq → encoded [`crate::admin::AdminEvent`].
+    admin: sled::Tree,
     dead_acked: sled::Tree,
     arrivals: sled::Tree,
     /// The store's identity (the `meta` tree's `store_id`).
@@ -124,6 +126,7 @@ impl Engine {
             content: db.open_tree("content")?,
             cursors: db.open_tree("cursors")?,
             dead: db.open_tree("dead")?,
+            admin: db.open_tree("admin")?,
             dead_acked: db.open_tree("dead_acked")?,
             arrivals: db.open_tree("arrivals")?,
             store_id: store_id(&db.open_tree("meta")?)?,
@@ -232,6 +235,25 @@ impl Engine {
         }
         self.wf.apply_batch(wf)?;
         Ok(())
+    }
+
+    /// Writes one admin event (not yet durable).
+    pub fn put_admin(&self, seq: Seq, bytes: &[u8]) -> Result<(), StorageError> {
+        self.admin.insert(seq.to_be_bytes(), bytes)?;
+        Ok(())
+    }
+
+    /// Iterates the admin log from `after + 1`: (seq, encoded event).
+    pub fn scan_admin(
+        &self,
+        after: Seq,
+    ) -> impl Iterator<Item = Result<(Seq, sled::IVec), StorageError>> + '_ {
+        self.admin
+            .range(after.saturating_add(1).to_be_bytes()..)
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((seq_of(&k)?, v))
+            })
     }
 
     /// Makes everything written so far durable (see the module docs).

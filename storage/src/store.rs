@@ -28,8 +28,11 @@ use serde_json::{Map, Value};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use uuid::Uuid;
 
+use crate::admin::{
+    self, Admin, AdminBody, AdminEvent, SecretDigest, Token, TokenError, TokenSpec,
+};
 use crate::error::{AppendError, StorageError};
-use crate::index::{BranchInfo, Index, IndexEvent, NodeKind};
+use crate::index::{BranchInfo, BranchScope, Index, IndexEvent, NodeKind};
 use crate::intent::{Intent, Meta, Outcome};
 use crate::log::{Engine, GroupWrite};
 use crate::model::{Edge, Event, EventBody, Node, Seq, WorkflowStatus};
@@ -171,6 +174,19 @@ pub struct ListFilter {
     pub status: Option<WorkflowStatus>,
     /// Only this owner.
     pub user_id: Option<String>,
+    /// Only these workflows (a token's scope).
+    pub within: Option<Vec<Uuid>>,
+}
+
+/// Where a node sits, from the index alone: what a scope check needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodePlace {
+    /// Its workflow.
+    pub workflow_id: Uuid,
+    /// Its branch.
+    pub branch_id: Uuid,
+    /// Its depth (root 0).
+    pub depth: u32,
 }
 
 enum WriterMsg {
@@ -191,6 +207,7 @@ struct Shared {
     poisoned: Mutex<Option<String>>,
     events_total: AtomicU64,
     nodes: NodeCache,
+    admin: Admin,
 }
 
 /// The store: log, content, index. Cheap to clone.
@@ -217,6 +234,7 @@ impl Store {
     ) -> Result<Store, StorageError> {
         let engine = Engine::open(dir, options.cache_mb.saturating_mul(1024 * 1024))?;
         let (index, last_hash, last_ts) = rebuild(&engine, progress)?;
+        let admin = Admin::open(&engine)?;
         let head = index.head();
         let (events, _) = broadcast::channel(options.broadcast_capacity.max(1));
         let shared = Arc::new(Shared {
@@ -228,6 +246,7 @@ impl Store {
             poisoned: Mutex::new(None),
             events_total: AtomicU64::new(0),
             nodes: NodeCache::with_mb(options.node_cache_mb),
+            admin,
         });
         let (tx, rx) = mpsc::channel(options.max_group.max(1) * 4);
         let writer = Writer {
@@ -321,6 +340,32 @@ impl Store {
     /// `max_depth` levels), from the index alone.
     pub fn subtree_seqs(&self, id: &Uuid, max_depth: Option<u32>) -> Option<Vec<Seq>> {
         self.shared.index.read().subtree(id, max_depth)
+    }
+
+    /// Where node `id` sits (workflow, branch, depth).
+    pub fn place(&self, id: &Uuid) -> Option<NodePlace> {
+        let ix = self.shared.index.read();
+        let r = ix.node_ref(id)?;
+        let w = ix.workflow_at(r.wf);
+        let m = ix.meta(r);
+        Some(NodePlace {
+            workflow_id: w.id,
+            branch_id: w.node(w.branches[m.branch as usize].first).id,
+            depth: m.depth,
+        })
+    }
+
+    /// What a reader scoped to `branches` sees of workflow `wf` (None if it does not
+    /// exist): see [`BranchScope`].
+    pub fn branch_scope(&self, wf: &Uuid, branches: &[Uuid]) -> Option<BranchScope> {
+        let ix = self.shared.index.read();
+        ix.workflow(wf).map(|w| w.branch_scope(branches, &ix))
+    }
+
+    /// The part of each branch of `wf` that `scope` sees, in creation order.
+    pub fn branches_seen(&self, wf: &Uuid, scope: &BranchScope) -> Option<Vec<BranchInfo>> {
+        let ix = self.shared.index.read();
+        ix.workflow(wf).map(|w| w.branches_seen(scope))
     }
 
     /// The log position of the event that created node `id`.
@@ -523,6 +568,7 @@ impl Store {
             let ix = self.shared.index.read();
             let mut it = ix.list(before, |w| {
                 filter.status.is_none_or(|s| w.status == s)
+                    && filter.within.as_ref().is_none_or(|ws| ws.contains(&w.id))
                     && filter
                         .user_id
                         .as_deref()
@@ -729,6 +775,72 @@ impl Store {
     /// Unresolved poison events of `sink`: (seq, error).
     pub fn dead_letters(&self, sink: &str) -> Result<Vec<(Seq, String)>, StorageError> {
         self.shared.engine.dead_letters(sink)
+    }
+
+    /// Records `token.created` (durable before it returns) and adds the token to the
+    /// table. `secret_hash` is the BLAKE3 of the secret the caller generated.
+    pub fn create_token(
+        &self,
+        spec: TokenSpec,
+        secret_hash: [u8; 32],
+        actor: &str,
+    ) -> Result<Token, TokenError> {
+        let id = spec.id;
+        let body = AdminBody::TokenCreated {
+            token: spec,
+            secret_hash: SecretDigest(secret_hash),
+        };
+        self.shared.admin.append(&self.shared.engine, actor, body)?;
+        self.shared
+            .admin
+            .token(&id)
+            .ok_or_else(|| StorageError::Corrupt(format!("token {id} not in the table")).into())
+    }
+
+    /// Records `token.revoked` and marks the token revoked at once (open streams see
+    /// [`Store::watch_revocations`] move). Revoking a revoked token records nothing.
+    pub fn revoke_token(&self, id: &Uuid, actor: &str) -> Result<Token, TokenError> {
+        let admin = &self.shared.admin;
+        match admin.token(id) {
+            None => return Err(TokenError::NotFound(*id)),
+            Some(t) if t.revoked_at.is_some() => return Ok(t),
+            Some(_) => {}
+        }
+        admin.append(
+            &self.shared.engine,
+            actor,
+            AdminBody::TokenRevoked { token_id: *id },
+        )?;
+        admin.token(id).ok_or_else(|| TokenError::NotFound(*id))
+    }
+
+    /// The token `id`, revoked or not.
+    pub fn token(&self, id: &Uuid) -> Option<Token> {
+        self.shared.admin.token(id)
+    }
+
+    /// Every token, oldest first.
+    pub fn tokens(&self) -> Vec<Token> {
+        self.shared.admin.tokens()
+    }
+
+    /// Whether a token was ever created in this store (revoked ones count).
+    pub fn has_tokens(&self) -> bool {
+        self.shared.admin.has_tokens()
+    }
+
+    /// Moves on every revocation.
+    pub fn watch_revocations(&self) -> watch::Receiver<u64> {
+        self.shared.admin.watch_revoked()
+    }
+
+    /// Up to `limit` events of the admin log after `after` (its own seqs).
+    pub fn read_admin_events(
+        &self,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<AdminEvent>, StorageError> {
+        admin::read(&self.shared.engine, after, limit)
     }
 
     /// Poison events of `sink` an operator accepted as lost: (seq, error and note).

@@ -4,6 +4,10 @@
 
 pub mod browser;
 
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use arbor::config::ServeConfig;
@@ -232,4 +236,39 @@ impl SseReader {
             }
         }
     }
+}
+
+/// Starts `arbor serve` (the real binary) on a free loopback port over data directory
+/// `dir`, with `extra` flags; returns the child and the base URL once it listens. Its
+/// stderr is drained on a thread, so the server never blocks on a full pipe.
+pub fn spawn_serve<S: AsRef<OsStr>>(
+    dir: &Path,
+    extra: impl IntoIterator<Item = S>,
+) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_arbor"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--cache-mb", "16"])
+        .args(extra)
+        .arg("--data-dir")
+        .arg(dir)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn arbor serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("server exited before listening")
+            .expect("read stderr");
+        if let Ok(v) = serde_json::from_str::<Value>(&line) {
+            if v["fields"]["message"] == "arbor listening" {
+                break v["fields"]["addr"].as_str().expect("addr").to_owned();
+            }
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, format!("http://{addr}"))
 }
