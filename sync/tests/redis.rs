@@ -1,14 +1,17 @@
 //! The Redis sink against a real server: streams hold exactly the log's events (same
 //! JSON as the API), status hashes follow the workflow, pub/sub publishes each new
-//! event once; a 100 000-event workflow; outage and restart (a Redis that restarts empty
-//! is refilled by the sink), a flushed Redis refilled without re-publishing history,
+//! event once; a 100 000-event workflow, refilled after Redis lost it; outage and
+//! restart (a Redis that restarts empty is refilled by the sink), a flushed Redis refilled without re-publishing history,
 //! and a killed server noticed within seconds (on a server of the test's own,
-//! [`Instance`]); replay from 0; poison; two stores on one Redis.
+//! [`Instance`]); replay from 0; poison; two stores on one Redis; `--redis-maxlen 0`;
+//! the seeds' message shape.
 
 mod common;
 
 use arbor_storage::{Event, Seq, Store};
-use arbor_sync::redis::{channel, read_marks, read_workflow, stream_key, StreamState, MARK_KEY};
+use arbor_sync::redis::{
+    channel, read_marks, read_workflow, status_key, stream_key, StreamState, MARK_KEY,
+};
 use arbor_sync::{SinkState, SyncConfig};
 use common::*;
 use futures_util::StreamExt;
@@ -149,6 +152,22 @@ async fn replicates_a_100k_event_workflow_with_a_capped_stream() {
     );
     assert_eq!(got.entries.last().map(|e| e.0), Some(store.head()));
     assert_in_sync(&store, &cfg).await;
+    // Redis loses this store's keys (as a restart empty would, on a server shared with
+    // other tests): the sink refills the whole log by itself.
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{MARK_KEY}{}", store.id()))
+        .arg(stream_key(&wf))
+        .arg(status_key(&wf))
+        .query_async(&mut conn().await)
+        .await
+        .expect("del");
+    let t = std::time::Instant::now();
+    refilled(&store, &cfg).await;
+    eprintln!(
+        "redis lost {} events: refilled and verified in {:?}",
+        store.head(),
+        t.elapsed()
+    );
     set.shutdown().await;
 }
 
@@ -272,7 +291,13 @@ async fn a_flushed_redis_is_refilled_by_the_sink_without_republishing_history() 
         .query_async(&mut conn_at(&server.url).await)
         .await
         .expect("flushall");
+    let t = std::time::Instant::now();
     refilled(&store, &cfg).await;
+    eprintln!(
+        "redis flushed with {} events in the log: refilled and verified in {:?}",
+        store.head(),
+        t.elapsed()
+    );
     assert_exact_at(&server.url, &store, wf).await;
     assert_exact_at(&server.url, &store, wf2).await;
     let st = only(&set);
