@@ -10,7 +10,8 @@ mod common;
 
 use arbor_storage::{Event, Seq, Store};
 use arbor_sync::redis::{
-    channel, read_marks, read_workflow, status_key, stream_key, StreamState, MARK_KEY,
+    channel, read_marks, read_workflow, status_key, stream_key, StreamState, LEGACY_HWM_KEY,
+    MARK_KEY,
 };
 use arbor_sync::{SinkState, SyncConfig};
 use common::*;
@@ -439,6 +440,48 @@ async fn the_seeds_message_shape_is_published_when_asked() {
         "node messages only: nothing for the status change between them"
     );
     assert_exact(&store, wf).await;
+    assert_in_sync(&store, &cfg).await;
+    set.shutdown().await;
+}
+
+/// Upgrade: a Redis written by an earlier arbor holds the legacy high-water mark
+/// (`arbor:sync:hwm:{first event id}`) and no mark hash. That is taken over, not taken
+/// for a loss: no refill (`refill` stays unset), and replication goes on in sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_mark_is_taken_over_without_a_refill() {
+    let server = Instance::start("redis").await;
+    let cfg = redis_config_at(&server.url);
+    let (_dir, store) = store();
+    let wf = realistic(&store).await;
+    let set = arbor_sync::start(store.clone(), cfg.clone()).expect("start");
+    caught_up(&set, &store, 60).await;
+    set.shutdown().await;
+    let mut c = conn_at(&server.url).await;
+    let key = format!("{MARK_KEY}{}", store.id());
+    let first = store.event(1).expect("first event").id;
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut c)
+        .await
+        .expect("del");
+    let _: () = redis::cmd("SET")
+        .arg(format!("{LEGACY_HWM_KEY}{first}"))
+        .arg(store.head())
+        .query_async(&mut c)
+        .await
+        .expect("set");
+    let set = arbor_sync::start(store.clone(), cfg.clone()).expect("start again");
+    let (wf2, root) = create(&store, "after the upgrade", json!({})).await;
+    node(&store, wf2, spec(root, "message", "m")).await;
+    caught_up(&set, &store, 60).await;
+    let marks = read_marks(&mut c, &key).await.expect("marks");
+    assert_eq!(
+        (marks.done, marks.refill),
+        (Some(store.head()), 0),
+        "{marks:?}"
+    );
+    assert_exact_at(&server.url, &store, wf).await;
+    assert_exact_at(&server.url, &store, wf2).await;
     assert_in_sync(&store, &cfg).await;
     set.shutdown().await;
 }
