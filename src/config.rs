@@ -26,6 +26,7 @@ use serde::Deserialize;
 
 use arbor_storage::{Durability, StoreOptions};
 use arbor_sync::error::{redact_urls, url_password, Redactor};
+use arbor_sync::redis::MessageShape;
 use arbor_sync::{Neo4jConfig, SyncConfig};
 
 use crate::http::Limits;
@@ -121,6 +122,15 @@ settings! {
         /// Neo4j password.
         #[arg(long, env = "ARBOR_NEO4J_PASSWORD", hide_env_values = true)]
         neo4j_password: String,
+        /// Entries each Redis workflow stream keeps (`XADD … MAXLEN ~ N`, so a few more);
+        /// 0: unbounded [default: 10000].
+        #[arg(long, env = "ARBOR_REDIS_MAXLEN")]
+        redis_maxlen: usize,
+        /// What Redis publishes on `workflow:{id}`: `arbor` (each event as the API shows
+        /// it) or `seeds` (`{id, workflowId, type, content, parentId, metadata}` per new
+        /// node, for clients written against the seeds) [default: arbor].
+        #[arg(long, env = "ARBOR_REDIS_MESSAGE_SHAPE", value_enum)]
+        redis_message_shape: MessageShapeArg,
         /// A sink whose oldest unreplicated event arrived longer ago than this reads
         /// `degraded`, e.g. `30s`, `2m` [default: 30s].
         #[arg(long, env = "ARBOR_SINK_LAG_BOUND")]
@@ -204,6 +214,8 @@ impl fmt::Debug for SinkArgs {
                 "neo4j_password",
                 &self.neo4j_password.as_ref().map(|_| "***"),
             )
+            .field("redis_maxlen", &self.redis_maxlen)
+            .field("redis_message_shape", &self.redis_message_shape)
             .field("sink_lag_bound", &self.sink_lag_bound)
             .finish()
     }
@@ -360,6 +372,25 @@ impl From<DurabilityArg> for Durability {
         match d {
             DurabilityArg::Fsync => Durability::Fsync,
             DurabilityArg::None => Durability::None,
+        }
+    }
+}
+
+/// `--redis-message-shape`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageShapeArg {
+    /// Each event, as the API and the stream show it.
+    Arbor,
+    /// The seeds' `{id, workflowId, type, content, parentId, metadata}`, per new node.
+    Seeds,
+}
+
+impl From<MessageShapeArg> for MessageShape {
+    fn from(s: MessageShapeArg) -> MessageShape {
+        match s {
+            MessageShapeArg::Arbor => MessageShape::Arbor,
+            MessageShapeArg::Seeds => MessageShape::Seeds,
         }
     }
 }
@@ -583,6 +614,10 @@ impl ServeConfig {
                 user: neo4j_user.unwrap_or_else(|| DEFAULT_NEO4J_USER.to_owned()),
                 password: neo4j_password.unwrap_or_default(),
             }),
+            redis_maxlen: sinks.redis_maxlen.unwrap_or(d.sync.redis_maxlen),
+            redis_message_shape: sinks
+                .redis_message_shape
+                .map_or(d.sync.redis_message_shape, Into::into),
             lag_bound: sinks.sink_lag_bound.map_or(d.sync.lag_bound, |t| t.0),
             ..d.sync
         };
@@ -754,6 +789,7 @@ mod tests {
             SyncConfig::default().postgres_schema
         );
         assert_eq!(cfg.sync.sink_names(), Vec::<&str>::new());
+        assert_eq!(cfg.sync.redis_maxlen, SyncConfig::default().redis_maxlen);
         assert_eq!(cfg.listen, DEFAULT_LISTEN);
         assert_eq!(cfg.limits.request_timeout, Duration::from_secs(30));
     }
@@ -765,7 +801,8 @@ mod tests {
             &dir,
             "data_dir = \"/srv/arbor\"\nredis_url = \"redis://127.0.0.1:6379/\"\n\
              postgres_url = \"postgres://a@h/db\"\npostgres_schema = \"replica\"\n\
-             neo4j_url = \"bolt://h:7687\"\nneo4j_password = \"pw\"\ncache_mb = 1\n",
+             neo4j_url = \"bolt://h:7687\"\nneo4j_password = \"pw\"\ncache_mb = 1\n\
+             redis_maxlen = 0\nredis_message_shape = \"seeds\"\n",
         );
         let base = BaseArgs {
             config: Some(path.clone()),
@@ -783,6 +820,8 @@ mod tests {
         assert_eq!(offline.sync.sink_names(), served.sync.sink_names());
         assert_eq!(offline.sync.postgres_schema, "flagged", "flag wins");
         assert_eq!(served.sync.postgres_schema, "replica");
+        assert_eq!(offline.sync.redis_maxlen, 0, "0: unbounded streams");
+        assert_eq!(offline.sync.redis_message_shape, MessageShape::Seeds);
         let neo4j = offline.sync.neo4j.as_ref().unwrap();
         assert_eq!(
             (neo4j.user.as_str(), neo4j.password.as_str()),

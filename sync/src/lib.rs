@@ -13,7 +13,9 @@
 //!   [`retry::retry`], the one retry loop.
 //! - [`error`]: [`SinkError`] (with its class), [`SyncError`], credential redaction.
 //! - [`redis`]: streams (`XADD … {seq}-0`), pub/sub, status hashes (a plain pipeline above
-//!   the high-water mark, a Lua script for possible replays); cursor in arbor.
+//!   the high-water mark, a Lua script for possible replays); cursor in arbor, marks in
+//!   Redis that reveal a Redis which lost data, refilled from the log without
+//!   re-publishing history.
 //! - [`postgres`]: migrations, bulk `UNNEST` inserts (one statement per batch above the
 //!   highest seq present), cursor in the same transaction.
 //! - [`neo4j`]: `UNWIND … MERGE` graph projection with placeholder parents; cursor in
@@ -74,8 +76,10 @@ pub struct SyncConfig {
     pub neo4j: Option<Neo4jConfig>,
     /// Most events per batch.
     pub batch_size: usize,
-    /// `MAXLEN ~` of each Redis workflow stream.
+    /// `MAXLEN ~` of each Redis workflow stream; 0: unbounded.
     pub redis_maxlen: usize,
+    /// What the Redis sink publishes on `workflow:{id}`.
+    pub redis_message_shape: redis::MessageShape,
     /// PostgreSQL schema of the replica tables (created if missing).
     pub postgres_schema: String,
     /// Backoff between retries of a failing sink.
@@ -102,6 +106,7 @@ impl Default for SyncConfig {
             neo4j: None,
             batch_size: 5000,
             redis_maxlen: 10_000,
+            redis_message_shape: redis::MessageShape::Arbor,
             postgres_schema: "public".to_owned(),
             backoff: Backoff::default(),
             shutdown_grace: Duration::from_secs(5),
@@ -121,6 +126,7 @@ impl std::fmt::Debug for SyncConfig {
             .field("neo4j", &self.neo4j)
             .field("batch_size", &self.batch_size)
             .field("redis_maxlen", &self.redis_maxlen)
+            .field("redis_message_shape", &self.redis_message_shape)
             .field("postgres_schema", &self.postgres_schema)
             .field("backoff", &self.backoff)
             .field("shutdown_grace", &self.shutdown_grace)
@@ -169,7 +175,9 @@ impl SyncConfig {
         let mut out = Vec::new();
         if let Some(url) = &self.redis_url {
             let first = store.event(1).ok().map(|e| e.id);
-            let sink = redis::RedisSink::new(url, self.redis_maxlen).map(|s| s.for_log(first));
+            let shape = self.redis_message_shape;
+            let sink = redis::RedisSink::new(url, self.redis_maxlen, store.id())
+                .map(|s| s.for_log(first).with_shape(shape));
             out.push((redis::NAME, boxed(sink)));
         }
         if let Some(url) = &self.postgres_url {

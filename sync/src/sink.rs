@@ -133,12 +133,21 @@ pub trait Sink: Send + 'static {
         async { Ok(None) }
     }
 
-    /// Moves the in-destination cursor to `seq` ([`CursorHome::Sink`] only): past a
-    /// dead-lettered event, or where `sync reset` puts it (after `setup`). The driver and
-    /// `reset` move arbor-kept cursors themselves.
+    /// Moves the in-destination cursor to `seq`: past a dead-lettered event (every
+    /// sink: a [`CursorHome::Arbor`] one may keep a mark of its own, as Redis does), or
+    /// where `sync reset` puts it (after `setup`; [`CursorHome::Sink`] only). The driver
+    /// and `reset` move arbor-kept cursors themselves.
     fn store_cursor(&mut self, seq: Seq) -> impl Future<Output = Result<(), SinkError>> + Send {
         let _ = seq;
         async { Ok(()) }
+    }
+
+    /// Where the destination really is, given arbor's `cursor` ([`CursorHome::Arbor`]
+    /// only; called after every `setup`): `cursor` when it holds everything up to it,
+    /// or a lower seq when it lost data (a Redis restarted empty), which the driver
+    /// rewinds the cursor to, so that the sink refills itself from the log.
+    fn held(&mut self, cursor: Seq) -> impl Future<Output = Result<Seq, SinkError>> + Send {
+        async move { Ok(cursor) }
     }
 
     /// Takes over a destination that holds another arbor store's replica (`sync reset
@@ -169,6 +178,8 @@ pub trait DynSink: Send + 'static {
     fn dyn_load_cursor(&mut self) -> BoxFuture<'_, Result<Option<Seq>, SinkError>>;
     /// [`Sink::store_cursor`].
     fn dyn_store_cursor(&mut self, seq: Seq) -> BoxFuture<'_, Result<(), SinkError>>;
+    /// [`Sink::held`].
+    fn dyn_held(&mut self, cursor: Seq) -> BoxFuture<'_, Result<Seq, SinkError>>;
     /// [`Sink::adopt`].
     fn dyn_adopt(&mut self) -> BoxFuture<'_, Result<(), SinkError>>;
     /// [`Sink::apply`].
@@ -193,6 +204,9 @@ impl<S: Sink> DynSink for S {
     }
     fn dyn_store_cursor(&mut self, seq: Seq) -> BoxFuture<'_, Result<(), SinkError>> {
         Box::pin(self.store_cursor(seq))
+    }
+    fn dyn_held(&mut self, cursor: Seq) -> BoxFuture<'_, Result<Seq, SinkError>> {
+        Box::pin(self.held(cursor))
     }
     fn dyn_adopt(&mut self) -> BoxFuture<'_, Result<(), SinkError>> {
         Box::pin(self.adopt())
@@ -220,6 +234,9 @@ impl Sink for Box<dyn DynSink> {
     }
     async fn store_cursor(&mut self, seq: Seq) -> Result<(), SinkError> {
         (**self).dyn_store_cursor(seq).await
+    }
+    async fn held(&mut self, cursor: Seq) -> Result<Seq, SinkError> {
+        (**self).dyn_held(cursor).await
     }
     async fn adopt(&mut self) -> Result<(), SinkError> {
         (**self).dyn_adopt().await

@@ -467,7 +467,7 @@ async fn verify_redis(
     d.check(None, "cursor", head, cursor);
     let dead = excluded(store, redis::NAME)
         .map_err(|e| SinkError::retriable(format!("arbor store: {e}")))?;
-    let mut sink = redis::RedisSink::new(url, config.redis_maxlen)?;
+    let mut sink = redis::RedisSink::new(url, config.redis_maxlen, store.id())?;
     let mut conn = sink.connection().await?;
     for wf in wf_ids(exp) {
         let Some(e) = exp.get(&wf) else { continue };
@@ -478,7 +478,10 @@ async fn verify_redis(
         }
         let w = Some(wf);
         let got = redis::read_workflow(&mut conn, &wf).await?;
-        let want_min = e.events.min(config.redis_maxlen as u64);
+        let want_min = match config.redis_maxlen {
+            0 => e.events,
+            n => e.events.min(n as u64),
+        };
         if (got.entries.len() as u64) < want_min {
             d.check(w, "stream_len", format!(">= {want_min}"), got.entries.len());
         }

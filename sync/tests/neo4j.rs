@@ -252,3 +252,60 @@ async fn a_killed_server_shows_as_degraded_within_seconds() {
     let server = Instance::start("neo4j").await;
     a_killed_server_shows_as_degraded(&server, neo_config_at(server.neo4j())).await;
 }
+
+/// Issue 11, item 4: the workflow's status is projected onto `(:Workflow)` (it was not
+/// projected at all), never rolled back by a replayed older event, and scalar metadata
+/// keys are `meta_` properties beside the JSON string (`n.meta_model`; `n.metadata` is a
+/// string, so `n.metadata.model` was null).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflow_status_and_scalar_metadata_are_projected() {
+    let cfg = neo_config();
+    let (_dir, store) = store();
+    let (wf, root) = create(
+        &store,
+        "projected",
+        json!({"model": "gpt-4o", "temperature": 0.2, "tags": ["a"]}),
+    )
+    .await;
+    let mut n = spec(root, "message", "m");
+    n.metadata =
+        serde_json::from_value(json!({"model": "claude", "n": 3, "ok": true, "deep": {"x": 1}}))
+            .expect("metadata");
+    node(&store, wf, n).await;
+    set_status(&store, wf, arbor_storage::WorkflowStatus::Completed).await;
+    let set = arbor_sync::start(store.clone(), cfg.clone()).expect("start");
+    caught_up(&set, &store, 120).await;
+    set.shutdown().await;
+    let g = graph().await;
+    let workflow = "MATCH (w:Workflow {id: $wf})-[:HAS_ROOT]->(r:WorkflowNode) \
+         WHERE w.status = 'completed' AND w.meta_model = 'gpt-4o' \
+         AND w.meta_temperature = 0.2 AND w.meta_tags IS NULL AND w.root_id = r.id \
+         AND w.metadata CONTAINS '\"tags\"' RETURN count(w) AS c";
+    assert_eq!(
+        count(&g, workflow, wf).await,
+        1,
+        "status and metadata on (:Workflow)"
+    );
+    let nodes = "MATCH (n:WorkflowNode {workflow_id: $wf}) \
+         WHERE n.meta_model = 'claude' AND n.meta_n = 3 AND n.meta_ok = true \
+         AND n.meta_deep IS NULL AND n.metadata CONTAINS '\"deep\"' RETURN count(n) AS c";
+    assert_eq!(
+        count(&g, nodes, wf).await,
+        1,
+        "scalar metadata keys as properties"
+    );
+    // A replay of the creation alone (an older event) leaves the later status.
+    let first = arbor_sync::driver::read_items(&store, store.seq_of(&root).expect("seq") - 1, 1)
+        .expect("read");
+    let mut sink = Neo4jSink::new(neo4j());
+    arbor_sync::Sink::setup(&mut sink).await.expect("setup");
+    arbor_sync::Sink::apply(&mut sink, &first)
+        .await
+        .expect("replay");
+    assert_eq!(
+        count(&g, workflow, wf).await,
+        1,
+        "not rolled back by a replay"
+    );
+    assert_in_sync(&store, &cfg).await;
+}

@@ -301,7 +301,7 @@ async fn parent_of_rows(pool: &PgPool) -> i64 {
 
 /// A replica written under migration 0001 alone — PARENT_OF a second time as edge rows,
 /// event bodies as jsonb, its cursor at the head — upgrades in place when the sink
-/// starts (0002 and 0003 run; the unowned replica is claimed by the store), answers the seeds' queries like the store, and goes on
+/// starts (0002 to 0004 run; the unowned replica is claimed by the store), answers the seeds' queries like the store, and goes on
 /// replicating without a gap or a duplicate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_of_migration_0001_upgrades_in_place() {
@@ -326,7 +326,11 @@ async fn a_replica_of_migration_0001_upgrades_in_place() {
             "INSERT INTO \"{a}\".arbor_events SELECT seq, id, workflow_id, kind, \"timestamp\", \
              actor, body::jsonb, prev_hash, hash FROM \"{b}\".arbor_events"
         ),
-        format!("INSERT INTO \"{a}\".arbor_nodes SELECT * FROM \"{b}\".arbor_nodes"),
+        format!(
+            "INSERT INTO \"{a}\".arbor_nodes SELECT id, workflow_id, parent_id, type, role, \
+             content, payload::jsonb, metadata, agent_id, user_id, branch_id, depth, seq, \
+             \"timestamp\" FROM \"{b}\".arbor_nodes"
+        ),
         format!(
             "INSERT INTO \"{a}\".arbor_edges SELECT type, from_id, to_id, workflow_id, seq \
              FROM \"{b}\".arbor_all_edges"
@@ -405,4 +409,36 @@ async fn a_second_store_on_one_schema_is_refused_clearly_until_it_adopts_it() {
     refused(&a_set, &b, &a).await;
     a_set.shutdown().await;
     b_set.shutdown().await;
+}
+
+/// Issue 11, item 4: `arbor_nodes.payload` is arbor's text as is, like
+/// `arbor_events.body` (it was jsonb: `-0.0` came back as `0`, keys reordered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_payloads_are_kept_exactly() {
+    let cfg = pg_config();
+    let (_dir, store) = store();
+    let (wf, root) = create(&store, "exact", json!({})).await;
+    let mut n = spec(root, "message", "m");
+    n.payload =
+        serde_json::from_str(r#"{"aaa": -0.0, "b": [1.5e300, -0.0], "c": {"zz": 1, "y": 2.50}}"#)
+            .expect("payload");
+    let id = node(&store, wf, n).await;
+    let set = arbor_sync::start(store.clone(), cfg.clone()).expect("start");
+    caught_up(&set, &store, 60).await;
+    let got: String = sqlx::query_scalar("SELECT payload::text FROM arbor_nodes WHERE id = $1")
+        .bind(id)
+        .fetch_one(&pool(&cfg))
+        .await
+        .expect("payload");
+    let stored = store
+        .node(&id)
+        .expect("node")
+        .expect("node")
+        .node
+        .payload
+        .clone();
+    assert_eq!(got, stored.to_string(), "arbor's text, as the API shows it");
+    assert!(got.starts_with(r#"{"aaa":-0.0,"b""#), "{got}");
+    assert_in_sync(&store, &cfg).await;
+    set.shutdown().await;
 }

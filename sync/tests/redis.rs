@@ -1,12 +1,18 @@
 //! The Redis sink against a real server: streams hold exactly the log's events (same
 //! JSON as the API), status hashes follow the workflow, pub/sub publishes each new
-//! event once; a 100 000-event workflow; outage and restart, and a killed server noticed
-//! within seconds (on a server of the test's own, [`Instance`]); replay from 0; poison.
+//! event once; a 100 000-event workflow, refilled after Redis lost it; outage and
+//! restart (a Redis that restarts empty is refilled by the sink), a flushed Redis refilled without re-publishing history,
+//! and a killed server noticed within seconds (on a server of the test's own,
+//! [`Instance`]); replay from 0; poison; two stores on one Redis; `--redis-maxlen 0`;
+//! the seeds' message shape.
 
 mod common;
 
 use arbor_storage::{Event, Seq, Store};
-use arbor_sync::redis::{channel, read_workflow, stream_key, StreamState};
+use arbor_sync::redis::{
+    channel, read_marks, read_workflow, status_key, stream_key, StreamState, LEGACY_HWM_KEY,
+    MARK_KEY,
+};
 use arbor_sync::{SinkState, SyncConfig};
 use common::*;
 use futures_util::StreamExt;
@@ -147,6 +153,22 @@ async fn replicates_a_100k_event_workflow_with_a_capped_stream() {
     );
     assert_eq!(got.entries.last().map(|e| e.0), Some(store.head()));
     assert_in_sync(&store, &cfg).await;
+    // Redis loses this store's keys (as a restart empty would, on a server shared with
+    // other tests): the sink refills the whole log by itself.
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{MARK_KEY}{}", store.id()))
+        .arg(stream_key(&wf))
+        .arg(status_key(&wf))
+        .query_async(&mut conn().await)
+        .await
+        .expect("del");
+    let t = std::time::Instant::now();
+    refilled(&store, &cfg).await;
+    eprintln!(
+        "redis lost {} events: refilled and verified in {:?}",
+        store.head(),
+        t.elapsed()
+    );
     set.shutdown().await;
 }
 
@@ -218,48 +240,13 @@ async fn outage_kill_and_restart_catch_up_with_no_gap_and_no_duplicate() {
         ..
     } = outage(&server, &cfg, |_| {}).await;
     // The test Redis keeps nothing across a kill (no RDB/AOF): what was sent before the
-    // kill is gone with it. Everything after is there exactly once, with no gap: the
-    // stream is an unbroken suffix of wf2's events, ending at its last one.
-    let want: Vec<Seq> = all_events(&store, wf2).iter().map(|e| e.seq).collect();
-    let got: Vec<Seq> = state_at(&server.url, wf2)
-        .await
-        .entries
-        .iter()
-        .map(|e| e.0)
-        .collect();
-    assert!(got.len() >= 50, "{}", got.len());
-    assert_eq!(
-        got[..],
-        want[want.len() - got.len()..],
-        "unbroken suffix, no duplicate"
-    );
-    // Redis lost wf's events: verify sees it, and a replay from 0 repairs it.
-    let diffs = arbor_sync::verify_sinks(&store, &cfg)
-        .await
-        .expect("verify");
-    assert!(diffs.iter().any(|d| d.workflow_id == Some(wf)), "{diffs:?}");
-    set.shutdown().await;
-    // The documented rebuild: a replay cannot insert below a stream's top, so the
-    // streams verify flagged go first (wf2's too, if the kill took some of its first
-    // events: the worker may have sent them just before).
-    let mut c = conn_at(&server.url).await;
-    for d in &diffs {
-        if let Some(w) = d.workflow_id {
-            let _: () = redis::cmd("DEL")
-                .arg(stream_key(&w))
-                .query_async(&mut c)
-                .await
-                .expect("del");
-        }
-    }
-    arbor_sync::reset(&store, &cfg, "redis", 0)
-        .await
-        .expect("reset");
-    let set = arbor_sync::start(store.clone(), cfg.clone()).expect("start");
-    caught_up(&set, &store, 60).await;
+    // kill went with it. The sink noticed on reconnect (its mark in Redis was gone) and
+    // refilled everything from the log by itself: no `sync reset`, no manual rebuild.
+    refilled(&store, &cfg).await;
     assert_exact_at(&server.url, &store, wf).await;
     assert_exact_at(&server.url, &store, wf2).await;
-    assert_in_sync(&store, &cfg).await;
+    let st = only(&set);
+    assert_eq!((st.state, st.lag_events), (SinkState::Ok, 0), "{st:?}");
     set.shutdown().await;
 }
 
@@ -267,4 +254,234 @@ async fn outage_kill_and_restart_catch_up_with_no_gap_and_no_duplicate() {
 async fn a_killed_server_shows_as_degraded_within_seconds() {
     let server = Instance::start("redis").await;
     a_killed_server_shows_as_degraded(&server, redis_config_at(&server.url)).await;
+}
+
+/// Waits until `verify --sinks` finds nothing between the log and the sinks of `cfg`.
+async fn refilled(store: &Store, cfg: &SyncConfig) {
+    wait_until(120, "the sink to refill redis", || {
+        let (store, cfg) = (store.clone(), cfg.clone());
+        async move {
+            arbor_sync::verify_sinks(&store, &cfg)
+                .await
+                .is_ok_and(|d| d.is_empty())
+        }
+    })
+    .await;
+}
+
+/// Issue 11, item 1: a Redis that lost everything (FLUSHALL; the outage test restarts one
+/// without persistence) used to stay empty below the cursor while health said ok. The
+/// sink notices (its mark in Redis is gone), refills from the log by itself, status
+/// hashes included, and publishes none of that history: the first message a subscriber
+/// gets afterwards is the next live event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flushed_redis_is_refilled_by_the_sink_without_republishing_history() {
+    let server = Instance::start("redis").await;
+    let cfg = redis_config_at(&server.url);
+    let (_dir, store) = store();
+    let set = arbor_sync::start(store.clone(), cfg.clone()).expect("start");
+    let wf = realistic(&store).await;
+    let (wf2, root2) = create(&store, "second", json!({})).await;
+    node(&store, wf2, spec(root2, "message", "m")).await;
+    caught_up(&set, &store, 120).await;
+    assert_in_sync(&store, &cfg).await;
+    let client = redis::Client::open(server.url.as_str()).expect("url");
+    let mut pubsub = client.get_async_pubsub().await.expect("pubsub");
+    pubsub.psubscribe("workflow:*").await.expect("psubscribe");
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut conn_at(&server.url).await)
+        .await
+        .expect("flushall");
+    let t = std::time::Instant::now();
+    refilled(&store, &cfg).await;
+    eprintln!(
+        "redis flushed with {} events in the log: refilled and verified in {:?}",
+        store.head(),
+        t.elapsed()
+    );
+    assert_exact_at(&server.url, &store, wf).await;
+    assert_exact_at(&server.url, &store, wf2).await;
+    let st = only(&set);
+    assert!(
+        st.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("lost data")),
+        "the loss was noticed and said: {st:?}"
+    );
+    assert_eq!((st.state, st.lag_events), (SinkState::Ok, 0), "{st:?}");
+    // Nothing was published during the refill: the first message is the live event.
+    let live = node(&store, wf2, spec(root2, "message", "live")).await;
+    let live_seq = store.seq_of(&live).expect("seq");
+    let mut msgs = pubsub.on_message();
+    let msg = tokio::time::timeout(std::time::Duration::from_secs(30), msgs.next())
+        .await
+        .expect("published in time")
+        .expect("message");
+    let ev: Event =
+        serde_json::from_str(&msg.get_payload::<String>().expect("payload")).expect("json");
+    assert_eq!(
+        (msg.get_channel_name(), ev.seq),
+        (channel(&wf2).as_str(), live_seq),
+        "the first message after the loss is the live event, not history"
+    );
+    drop(msgs);
+    caught_up(&set, &store, 60).await;
+    assert_in_sync(&store, &cfg).await;
+    set.shutdown().await;
+}
+
+/// Two stores on one Redis keep apart marks: one store's loss and refill does not move
+/// the other's, and each store's sink holds its own workflows exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_on_one_redis_keep_their_own_marks() {
+    let server = Instance::start("redis").await;
+    let cfg = redis_config_at(&server.url);
+    let (_d1, s1) = store();
+    let (_d2, s2) = store();
+    let a = arbor_sync::start(s1.clone(), cfg.clone()).expect("start 1");
+    let b = arbor_sync::start(s2.clone(), cfg.clone()).expect("start 2");
+    let (w1, r1) = create(&s1, "one", json!({})).await;
+    node(&s1, w1, spec(r1, "message", "a")).await;
+    let (w2, r2) = create(&s2, "two", json!({})).await;
+    for i in 0..20 {
+        node(&s2, w2, spec(r2, "message", &format!("b{i}"))).await;
+    }
+    caught_up(&a, &s1, 60).await;
+    caught_up(&b, &s2, 60).await;
+    let mut c = conn_at(&server.url).await;
+    let mut done = Vec::new();
+    for s in [&s1, &s2] {
+        let key = format!("{MARK_KEY}{}", s.id());
+        done.push(read_marks(&mut c, &key).await.expect("marks").done);
+    }
+    assert_eq!(done, [Some(s1.head()), Some(s2.head())]);
+    assert_exact_at(&server.url, &s1, w1).await;
+    assert_exact_at(&server.url, &s2, w2).await;
+    assert_in_sync(&s1, &cfg).await;
+    assert_in_sync(&s2, &cfg).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Issue 11, item 4: `--redis-maxlen 0` keeps every entry (MAXLEN used to be at least 1,
+/// `~ 10000` by default, with no way to lift it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maxlen_zero_keeps_every_entry() {
+    let (_dir, store) = store();
+    let cfg = SyncConfig {
+        redis_maxlen: 0,
+        ..redis_config()
+    };
+    let wf = synthetic(&store, 1_500, 3).await;
+    let set = arbor_sync::start(store.clone(), cfg.clone()).expect("start");
+    caught_up(&set, &store, 120).await;
+    assert_exact(&store, wf).await;
+    assert_in_sync(&store, &cfg).await;
+    set.shutdown().await;
+}
+
+/// Issue 11, item 4: `--redis-message-shape seeds` publishes the seeds' message
+/// `{id, workflowId, type, content, parentId, metadata}` for each new node (and nothing
+/// for other events); the stream keeps arbor's events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seeds_message_shape_is_published_when_asked() {
+    let (_dir, store) = store();
+    let cfg = SyncConfig {
+        redis_message_shape: arbor_sync::redis::MessageShape::Seeds,
+        ..redis_config()
+    };
+    let set = arbor_sync::start(store.clone(), cfg.clone()).expect("start");
+    let wf = Uuid::new_v4();
+    let client = redis::Client::open(redis_url()).expect("url");
+    let mut pubsub = client.get_async_pubsub().await.expect("pubsub");
+    pubsub.subscribe(channel(&wf)).await.expect("subscribe");
+    let root = match store
+        .submit(
+            arbor_storage::Intent::CreateWorkflow(arbor_storage::NewWorkflow {
+                id: Some(wf),
+                system_prompt: "seeds".into(),
+                ..arbor_storage::NewWorkflow::default()
+            }),
+            arbor_storage::Meta::default(),
+        )
+        .await
+        .expect("create")
+    {
+        arbor_storage::Outcome::WorkflowCreated { root_id, .. } => root_id,
+        other => panic!("unexpected {other:?}"),
+    };
+    let mut n = spec(root, "message", "hello");
+    n.metadata = serde_json::from_value(json!({"model": "m"})).expect("metadata");
+    let child = node(&store, wf, n).await;
+    set_status(&store, wf, arbor_storage::WorkflowStatus::Waiting).await;
+    let after = node(&store, wf, spec(root, "message", "after")).await;
+    caught_up(&set, &store, 60).await;
+    let mut msgs = pubsub.on_message();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(30), msgs.next())
+            .await
+            .expect("published in time")
+            .expect("message");
+        let v: serde_json::Value =
+            serde_json::from_str(&msg.get_payload::<String>().expect("payload")).expect("json");
+        got.push(v);
+    }
+    assert_eq!(
+        got,
+        [
+            json!({"id": root, "workflowId": wf, "type": "system", "content": "seeds",
+                   "parentId": null, "metadata": {}}),
+            json!({"id": child, "workflowId": wf, "type": "message", "content": "hello",
+                   "parentId": root, "metadata": {"model": "m"}}),
+            json!({"id": after, "workflowId": wf, "type": "message", "content": "after",
+                   "parentId": root, "metadata": {}}),
+        ],
+        "node messages only: nothing for the status change between them"
+    );
+    assert_exact(&store, wf).await;
+    assert_in_sync(&store, &cfg).await;
+    set.shutdown().await;
+}
+
+/// Upgrade: a Redis written by an earlier arbor holds the legacy high-water mark
+/// (`arbor:sync:hwm:{first event id}`) and no mark hash. That is taken over, not taken
+/// for a loss: no refill (`refill` stays unset), and replication goes on in sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_mark_is_taken_over_without_a_refill() {
+    let server = Instance::start("redis").await;
+    let cfg = redis_config_at(&server.url);
+    let (_dir, store) = store();
+    let wf = realistic(&store).await;
+    let set = arbor_sync::start(store.clone(), cfg.clone()).expect("start");
+    caught_up(&set, &store, 60).await;
+    set.shutdown().await;
+    let mut c = conn_at(&server.url).await;
+    let key = format!("{MARK_KEY}{}", store.id());
+    let first = store.event(1).expect("first event").id;
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut c)
+        .await
+        .expect("del");
+    let _: () = redis::cmd("SET")
+        .arg(format!("{LEGACY_HWM_KEY}{first}"))
+        .arg(store.head())
+        .query_async(&mut c)
+        .await
+        .expect("set");
+    let set = arbor_sync::start(store.clone(), cfg.clone()).expect("start again");
+    let (wf2, root) = create(&store, "after the upgrade", json!({})).await;
+    node(&store, wf2, spec(root, "message", "m")).await;
+    caught_up(&set, &store, 60).await;
+    let marks = read_marks(&mut c, &key).await.expect("marks");
+    assert_eq!(
+        (marks.done, marks.refill),
+        (Some(store.head()), 0),
+        "{marks:?}"
+    );
+    assert_exact_at(&server.url, &store, wf).await;
+    assert_exact_at(&server.url, &store, wf2).await;
+    assert_in_sync(&store, &cfg).await;
+    set.shutdown().await;
 }

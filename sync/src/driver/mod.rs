@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! count dead letters (once) →
-//! setup → load cursor (retried until they succeed) →
+//! setup → load cursor (an arbor-kept one rewound to what the sink still holds:
+//!         [`Sink::held`]) (retried until they succeed) →
 //!   reader task: read batches after the cursor (two threads per batch when catching
 //!                up; wait on the head watch when there is none) → channel of one ─┐
 //!   writer loop: for each batch ◄──────────────────────────────────────────────┘
@@ -465,7 +466,20 @@ impl<S: Sink> Worker<S> {
                         match home {
                             CursorHome::Sink => Ok(sink.load_cursor().await?.unwrap_or(0)),
                             CursorHome::Arbor => {
-                                Ok(blocking(move || store.cursor(name)).await?.unwrap_or(0))
+                                let s = store.clone();
+                                let cursor = blocking(move || s.cursor(name)).await?.unwrap_or(0);
+                                let held = sink.held(cursor).await?;
+                                if held < cursor {
+                                    // The sink lost data: it refills from where it is.
+                                    tracing::warn!(
+                                        sink = name,
+                                        cursor,
+                                        held,
+                                        "sink lost data; rewinding its cursor to refill it"
+                                    );
+                                    blocking(move || store.set_cursor(name, held)).await?;
+                                }
+                                Ok(held)
                             }
                         }
                     };
@@ -634,7 +648,6 @@ impl<S: Sink> Worker<S> {
     async fn dead_letter(&mut self, seq: Seq, e: &SinkError) -> Flow {
         let (stats, name) = (&self.stats, self.sink.name());
         tracing::error!(sink = name, seq, error = %e, "event rejected by the sink; dead-lettered");
-        let home = self.sink.cursor_home();
         let limit = self.opts.write_timeout;
         let message = e.message.as_str();
         let mut ctx = (&mut self.sink, &self.store);
@@ -647,10 +660,7 @@ impl<S: Sink> Worker<S> {
                 let (store, message) = ((*store).clone(), message.to_owned());
                 Box::pin(async move {
                     blocking(move || store.put_dead_letter(name, seq, &message)).await?;
-                    match home {
-                        CursorHome::Sink => within(limit, "cursor", sink.store_cursor(seq)).await,
-                        CursorHome::Arbor => Ok(()),
-                    }
+                    within(limit, "cursor", sink.store_cursor(seq)).await
                 })
             },
         )

@@ -12,7 +12,13 @@
 //!   CHOSEN_OPTION) merge both ends the same way. Every statement is a MERGE, so a
 //!   replayed batch changes nothing. `metadata` and `payload` are stored as JSON
 //!   strings; `timestamp` as a Neo4j `datetime`; `seq` and `depth` as integers.
-//!   Status changes are not projected (Redis and PostgreSQL hold them).
+//! - Metadata keys whose value is a string, a number or a boolean are also properties,
+//!   named [`META_PREFIX`] + the key (`n.meta_model` for `{"model": …}`: Neo4j has no
+//!   map-valued properties, so `n.metadata.model` cannot work; no property of arbor's
+//!   own starts with `meta_`). Arrays, objects and nulls stay in the JSON string only.
+//! - Workflows: `(:Workflow {id})` with `status` (kept by its seq, `status_seq`, so a
+//!   replayed older event never rolls it back), `root_id`, `user_id`, `metadata` (JSON)
+//!   and its scalar metadata keys as `meta_` properties, and `(w)-[:HAS_ROOT]->(root)`.
 //! - The cursor lives in arbor.
 //!
 //! # Path to root
@@ -34,7 +40,7 @@
 //! Bolt are permanent; security, transient and database errors are retriable; anything
 //! else (the connection) is lost: the driver runs `setup` again, on a new pool.
 
-use arbor_storage::EdgeKind;
+use arbor_storage::{EdgeKind, EventBody};
 use neo4rs::{query, BoltList, BoltMap, BoltNull, BoltString, BoltType, ConfigBuilder, Graph};
 use serde_json::Value;
 
@@ -45,8 +51,9 @@ use crate::sink::{CursorHome, Item, Sink};
 pub const NAME: &str = "neo4j";
 
 /// Schema statements run at start.
-pub const SCHEMA: [&str; 4] = [
+pub const SCHEMA: [&str; 5] = [
     "CREATE CONSTRAINT arbor_node_id IF NOT EXISTS FOR (n:Node) REQUIRE n.id IS UNIQUE",
+    "CREATE CONSTRAINT arbor_workflow_id IF NOT EXISTS FOR (w:Workflow) REQUIRE w.id IS UNIQUE",
     "CREATE INDEX arbor_node_workflow IF NOT EXISTS FOR (n:Node) ON (n.workflow_id)",
     "CREATE INDEX arbor_node_branch IF NOT EXISTS FOR (n:Node) ON (n.branch_id)",
     "CREATE INDEX arbor_node_agent IF NOT EXISTS FOR (n:Node) ON (n.agent_id)",
@@ -63,9 +70,44 @@ const MERGE_NODES: &str = "UNWIND $rows AS row \
          n.metadata = row.metadata, n.agent_id = row.agent_id, n.user_id = row.user_id, \
          n.branch_id = row.branch_id, n.depth = row.depth, n.seq = row.seq, \
          n.timestamp = datetime(row.timestamp) \
+     SET n += row.meta \
      WITH n, row WHERE row.parent_id IS NOT NULL \
      MERGE (p:Node {id: row.parent_id}) \
      MERGE (p)-[r:PARENT_OF]->(n) ON CREATE SET r.seq = row.seq";
+
+/// Workflow rows, in seq order: a `workflow.created` (with `root_id`) or a status
+/// change. A status is set only by an event at least as late as the one that set it.
+const MERGE_WORKFLOWS: &str = "UNWIND $rows AS row \
+     MERGE (w:Workflow {id: row.id}) \
+     FOREACH (_ IN CASE WHEN row.root_id IS NULL THEN [] ELSE [1] END | \
+         SET w.root_id = row.root_id, w.user_id = row.user_id, w.metadata = row.metadata, \
+             w.created_seq = row.seq, w += row.meta \
+         MERGE (r:Node {id: row.root_id}) \
+         MERGE (w)-[:HAS_ROOT]->(r)) \
+     FOREACH (_ IN CASE WHEN coalesce(w.status_seq, 0) <= row.seq THEN [1] ELSE [] END | \
+         SET w.status = row.status, w.status_seq = row.seq)";
+
+/// Prefix of the properties that project a node's (or workflow's) scalar metadata keys.
+pub const META_PREFIX: &str = "meta_";
+
+/// The scalar keys of `metadata` as `meta_` properties.
+fn meta_props(metadata: &serde_json::Map<String, Value>) -> BoltType {
+    let mut m = BoltMap::with_capacity(metadata.len());
+    for (k, v) in metadata {
+        let v = match v {
+            Value::String(t) => s(t.clone()),
+            Value::Bool(b) => BoltType::from(*b),
+            Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+                (Some(i), _) => BoltType::from(i),
+                (None, Some(f)) => BoltType::from(f),
+                (None, None) => continue,
+            },
+            Value::Null | Value::Array(_) | Value::Object(_) => continue,
+        };
+        m.put(BoltString::from(format!("{META_PREFIX}{k}")), v);
+    }
+    BoltType::Map(m)
+}
 
 fn merge_edges(kind: EdgeKind) -> String {
     format!(
@@ -198,7 +240,27 @@ impl Neo4jSink {
         let graph = self.graph().await?;
         let mut nodes = Vec::new();
         let mut edges: [Vec<BoltType>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+        let mut workflows = Vec::new();
         for item in batch {
+            let e = &item.event;
+            match &e.body {
+                EventBody::WorkflowCreated(c) => workflows.push(map(vec![
+                    ("id", s(e.workflow_id.to_string())),
+                    ("seq", int(e.seq)),
+                    ("status", s("running")),
+                    ("root_id", s(c.root.id.to_string())),
+                    ("user_id", opt(c.user_id.clone())),
+                    ("metadata", s(Value::Object(c.metadata.clone()).to_string())),
+                    ("meta", meta_props(&c.metadata)),
+                ])),
+                EventBody::StatusChanged(st) => workflows.push(map(vec![
+                    ("id", s(e.workflow_id.to_string())),
+                    ("seq", int(e.seq)),
+                    ("status", s(st.to.as_str())),
+                    ("root_id", BoltType::Null(BoltNull)),
+                ])),
+                _ => {}
+            }
             if let Some(n) = item.node() {
                 nodes.push(map(vec![
                     ("id", s(n.id.to_string())),
@@ -215,6 +277,7 @@ impl Neo4jSink {
                     ("depth", int(u64::from(n.depth))),
                     ("seq", int(n.seq)),
                     ("timestamp", s(n.timestamp.to_string())),
+                    ("meta", meta_props(&n.metadata)),
                 ]));
             }
             for e in item.edges() {
@@ -234,6 +297,9 @@ impl Neo4jSink {
         let mut statements = Vec::new();
         if !nodes.is_empty() {
             statements.push(query(MERGE_NODES).param("rows", list(nodes)));
+        }
+        if !workflows.is_empty() {
+            statements.push(query(MERGE_WORKFLOWS).param("rows", list(workflows)));
         }
         for (rows, kind) in edges.into_iter().zip([
             EdgeKind::Monitors,
@@ -282,14 +348,16 @@ impl Sink for Neo4jSink {
         // The schema; then wait until its indexes are online (a MERGE on an index still
         // populating scans the label), and plan the batch statements once with no rows, so
         // the first real batch does not pay for planning them (Neo4j caches plans by text).
-        let warm = std::iter::once(MERGE_NODES.to_owned()).chain(
-            [
-                EdgeKind::Monitors,
-                EdgeKind::OptionOf,
-                EdgeKind::ChosenOption,
-            ]
-            .map(merge_edges),
-        );
+        let warm = [MERGE_NODES.to_owned(), MERGE_WORKFLOWS.to_owned()]
+            .into_iter()
+            .chain(
+                [
+                    EdgeKind::Monitors,
+                    EdgeKind::OptionOf,
+                    EdgeKind::ChosenOption,
+                ]
+                .map(merge_edges),
+            );
         let statements = SCHEMA
             .iter()
             .map(|s| query(s))
