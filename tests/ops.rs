@@ -1024,22 +1024,18 @@ async fn tls_with_a_token_and_the_secret_is_nowhere() {
     let resolve = format!("localhost:{port}:127.0.0.1");
     let cacert = cert_pem.to_str().expect("utf-8 path");
     let bearer = format!("Authorization: Bearer {admin}");
+    // curl trusting the certificate made above, `localhost` resolved to 127.0.0.1.
+    let https = |args: &[&str]| {
+        let mut all = vec!["--resolve", resolve.as_str(), "--cacert", cacert];
+        all.extend_from_slice(args);
+        curl(&all)
+    };
 
     // curl verifies the certificate against the one made above.
-    let (rc, body, err) = curl(&[
-        "--resolve",
-        &resolve,
-        "--cacert",
-        cacert,
-        &format!("{base}/healthz"),
-    ]);
+    let (rc, body, err) = https(&[&format!("{base}/healthz")]);
     assert_eq!(rc, 0, "{err}");
     assert!(body.contains("ok"), "{body}");
-    let (rc, body, err) = curl(&[
-        "--resolve",
-        &resolve,
-        "--cacert",
-        cacert,
+    let (rc, body, err) = https(&[
         "-H",
         &bearer,
         "--json",
@@ -1054,11 +1050,7 @@ async fn tls_with_a_token_and_the_secret_is_nowhere() {
         .to_owned();
     // Without the token: 401 over TLS; without trusting the certificate: curl refuses;
     // plain HTTP on the TLS port gets no answer.
-    let (rc, body, _) = curl(&[
-        "--resolve",
-        &resolve,
-        "--cacert",
-        cacert,
+    let (rc, body, _) = https(&[
         "-w",
         "%{http_code}",
         "-o",
@@ -1076,48 +1068,16 @@ async fn tls_with_a_token_and_the_secret_is_nowhere() {
         format!("Authorization: Bearer {secret_part}"),
         format!("Authorization: Basic {secret_part}"),
     ] {
-        let (_, body, _) = curl(&[
-            "--resolve",
-            &resolve,
-            "--cacert",
-            cacert,
-            "-H",
-            &bad,
-            &format!("{base}/v1/workflows"),
-        ]);
+        let (_, body, _) = https(&["-H", &bad, &format!("{base}/v1/workflows")]);
         assert!(
             body.contains("401") && !body.contains(&secret_part),
             "{body}"
         );
     }
-    let (_, metrics, _) = curl(&[
-        "--resolve",
-        &resolve,
-        "--cacert",
-        cacert,
-        "-H",
-        &bearer,
-        &format!("{base}/metrics"),
-    ]);
+    let (_, metrics, _) = https(&["-H", &bearer, &format!("{base}/metrics")]);
     assert!(metrics.contains("arbor_auth_failures_total"), "{metrics}");
-    let (_, listed, _) = curl(&[
-        "--resolve",
-        &resolve,
-        "--cacert",
-        cacert,
-        "-H",
-        &bearer,
-        &format!("{base}/v1/tokens"),
-    ]);
-    let (_, audit, _) = curl(&[
-        "--resolve",
-        &resolve,
-        "--cacert",
-        cacert,
-        "-H",
-        &bearer,
-        &format!("{base}/v1/audit"),
-    ]);
+    let (_, listed, _) = https(&["-H", &bearer, &format!("{base}/v1/tokens")]);
+    let (_, audit, _) = https(&["-H", &bearer, &format!("{base}/v1/audit")]);
     assert!(audit.contains("token.created"), "{audit}");
     child.kill().expect("kill");
     child.wait().expect("wait");
