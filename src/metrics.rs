@@ -253,7 +253,7 @@ type SinkSeries = (Family, fn(&SinkStatus) -> f64);
 
 /// Each sink's figures, labelled `sink`.
 fn sink_families(sinks: &[SinkStatus]) -> Vec<MetricFamily> {
-    let series: [SinkSeries; 8] = [
+    let series: [SinkSeries; 7] = [
         (
             Family("arbor_sink_lag_events", "Events not yet replicated", GAUGE),
             |s| s.lag_events as f64,
@@ -281,14 +281,6 @@ fn sink_families(sinks: &[SinkStatus]) -> Vec<MetricFamily> {
         (
             Family("arbor_sink_errors_total", "Failed writes", COUNTER),
             |s| s.errors as f64,
-        ),
-        (
-            Family(
-                "arbor_sink_dead_letters_total",
-                "Dead-lettered events (unresolved)",
-                COUNTER,
-            ),
-            |s| s.dead_letters as f64,
         ),
         (
             Family(

@@ -483,7 +483,6 @@ async fn metrics_export_every_total_as_a_counter() {
         "arbor_sink_batches_total",
         "arbor_sink_retries_total",
         "arbor_sink_errors_total",
-        "arbor_sink_dead_letters_total",
     ] {
         assert_eq!(types.get(name), Some(&"counter"), "{name}:\n{text}");
     }
@@ -494,9 +493,11 @@ async fn metrics_export_every_total_as_a_counter() {
     }
     assert!(text.contains("arbor_events_total 2\n"), "{text}");
     assert!(
-        text.contains("arbor_sink_dead_letters_total{sink=\"redis\"} 0\n"),
+        text.contains("arbor_sink_dead_letters{sink=\"redis\"} 0\n"),
         "{text}"
     );
+    // Unresolved dead letters go down when resolved: a gauge, never a `_total`.
+    assert_eq!(types.get("arbor_sink_dead_letters"), Some(&"gauge"));
     assert_eq!(types.get("arbor_sink_lag_events"), Some(&"gauge"));
 
     // The health report has the same sink, typed, with its dead letters.

@@ -414,14 +414,21 @@ async fn a_second_store_on_one_schema_is_refused_clearly_until_it_adopts_it() {
 /// Issue 11, item 4: `arbor_nodes.payload` is arbor's text as is, like
 /// `arbor_events.body` (it was jsonb: `-0.0` came back as `0`, keys reordered).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_payloads_are_kept_exactly() {
+async fn node_payloads_and_metadata_are_kept_exactly() {
     let cfg = pg_config();
     let (_dir, store) = store();
-    let (wf, root) = create(&store, "exact", json!({})).await;
+    // jsonb would put "b" before "aa" (shorter keys first) and write -0.0 as -0.
+    let unordered = r#"{"b": -0.0, "aa": {"y": 1, "b": [2.50, -0.0]}}"#;
+    let meta: serde_json::Value = serde_json::from_str(unordered).expect("metadata");
+    let (wf, root) = create(&store, "exact", meta.clone()).await;
     let mut n = spec(root, "message", "m");
     n.payload =
         serde_json::from_str(r#"{"aaa": -0.0, "b": [1.5e300, -0.0], "c": {"zz": 1, "y": 2.50}}"#)
             .expect("payload");
+    n.metadata = serde_json::from_str(unordered).expect("metadata");
+    let mut draft = spec(root, "draft", "d");
+    draft.metadata = serde_json::from_str(unordered).expect("metadata");
+    let draft_id = node(&store, wf, draft).await;
     let id = node(&store, wf, n).await;
     let set = arbor_sync::start(store.clone(), cfg.clone()).expect("start");
     caught_up(&set, &store, 60).await;
@@ -439,6 +446,27 @@ async fn node_payloads_are_kept_exactly() {
         .clone();
     assert_eq!(got, stored.to_string(), "arbor's text, as the API shows it");
     assert!(got.starts_with(r#"{"aaa":-0.0,"b""#), "{got}");
+    // Every metadata column keeps arbor's text too (migration 0005).
+    let exact = meta.to_string();
+    assert_eq!(exact, r#"{"aa":{"b":[2.5,-0.0],"y":1},"b":-0.0}"#);
+    for (sql, key) in [
+        ("SELECT metadata::text FROM arbor_nodes WHERE id = $1", id),
+        (
+            "SELECT metadata::text FROM draft_content WHERE id = $1",
+            draft_id,
+        ),
+        (
+            "SELECT metadata::text FROM arbor_workflows WHERE workflow_id = $1",
+            wf,
+        ),
+    ] {
+        let got: String = sqlx::query_scalar(sql)
+            .bind(key)
+            .fetch_one(&pool(&cfg))
+            .await
+            .expect("metadata");
+        assert_eq!(got, exact, "{sql}");
+    }
     assert_in_sync(&store, &cfg).await;
     set.shutdown().await;
 }

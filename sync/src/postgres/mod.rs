@@ -9,8 +9,9 @@
 //! Lean on purpose (migration 0002): a PARENT_OF edge is the node row's `parent_id`
 //! and is not stored again in `arbor_edges` (which holds MONITORS, OPTION_OF and
 //! CHOSEN_OPTION; the view `arbor_all_edges` shows all four), and `arbor_events.body`
-//! is `json` (arbor's text, kept as is) rather than `jsonb`; so is `arbor_nodes.payload`
-//! since migration 0004, so that `-0.0` and key order come back as arbor wrote them. Each row costs
+//! is `json` (arbor's text, kept as is) rather than `jsonb`; so are `arbor_nodes.payload`
+//! (migration 0004) and every `metadata` column (0005), so that `-0.0` and key order come
+//! back as arbor wrote them. Each row costs
 //! PostgreSQL an index entry per index, so fewer rows and indexes is what makes
 //! catch-up faster.
 //!
@@ -79,7 +80,7 @@ const INSERT_EVENTS: &str = concat!(
 
 const INSERT_NODES: &str = concat!(
     "INSERT INTO arbor_nodes (id, workflow_id, parent_id, type, role, content, payload, metadata, agent_id, user_id, branch_id, depth, seq, \"timestamp\") \
-     SELECT t.id, t.wf, t.parent, t.type, t.role, t.content, t.payload::json, t.metadata::jsonb, t.agent, t.usr, t.branch, t.depth, t.seq, ",
+     SELECT t.id, t.wf, t.parent, t.type, t.role, t.content, t.payload::json, t.metadata::json, t.agent, t.usr, t.branch, t.depth, t.seq, ",
     ts!("t.ts"),
     " FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::uuid[], $12::int4[], $13::int8[], $14::int8[]) \
      AS t(id, wf, parent, type, role, content, payload, metadata, agent, usr, branch, depth, seq, ts) \
@@ -92,7 +93,7 @@ const INSERT_EDGES: &str = "INSERT INTO arbor_edges (type, from_id, to_id, workf
 
 const INSERT_DRAFTS: &str = concat!(
     "INSERT INTO draft_content (id, workflow_run_id, content_type, content, status, metadata, seq, created_at) \
-     SELECT t.id, t.wf, t.ctype, t.content, t.status, t.meta::jsonb, t.seq, ",
+     SELECT t.id, t.wf, t.ctype, t.content, t.status, t.meta::json, t.seq, ",
     ts!("t.ts"),
     " FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int8[], $8::int8[]) \
      AS t(id, wf, ctype, content, status, meta, seq, ts) \
@@ -101,7 +102,7 @@ const INSERT_DRAFTS: &str = concat!(
 
 const UPSERT_WORKFLOWS: &str = concat!(
     "INSERT INTO arbor_workflows AS w (workflow_id, root_id, status, user_id, metadata, created_at, updated_at, last_seq) \
-     SELECT t.wf, t.root, t.status, t.usr, t.meta::jsonb, \
+     SELECT t.wf, t.root, t.status, t.usr, t.meta::json, \
             CASE WHEN t.created IS NULL THEN NULL ELSE ",
     ts!("t.created"),
     " END, ",
