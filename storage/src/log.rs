@@ -79,6 +79,50 @@ pub struct Engine {
     blob_dir: PathBuf,
     /// Blob files already synced.
     synced_blobs: parking_lot::Mutex<HashSet<PathBuf>>,
+    /// Declared last so that it drops last: waits for sled to let go of the directory.
+    _release: LockRelease,
+}
+
+/// How long a dropped [`Engine`] waits for sled to release the directory lock.
+const LOCK_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Makes "the last handle is dropped" mean "the directory can be opened again".
+///
+/// sled holds an exclusive `flock` on `<dir>/db` for as long as anything inside it
+/// holds its configuration, and its I/O thread pool can outlive the last `Db` handle by
+/// a moment. Without this, a close followed by a reopen in the same process (a restart,
+/// a test) fails now and then with "could not acquire lock" under load. Dropped after
+/// every sled handle of the engine, it takes the lock itself (flock conflicts between
+/// open files even within one process) and releases it at once.
+struct LockRelease {
+    lock_file: PathBuf,
+}
+
+impl Drop for LockRelease {
+    fn drop(&mut self) {
+        let Ok(file) = File::open(&self.lock_file) else {
+            return;
+        };
+        let deadline = std::time::Instant::now() + LOCK_RELEASE_WAIT;
+        loop {
+            match fs2::FileExt::try_lock_exclusive(&file) {
+                Ok(()) => {
+                    let _ = fs2::FileExt::unlock(&file);
+                    return;
+                }
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                Err(e) => {
+                    tracing::warn!(file = %self.lock_file.display(), error = %e, "sled kept its lock after close");
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// Everything one group writes.
@@ -134,6 +178,9 @@ impl Engine {
             data_file,
             blob_dir: dir.join("blobs"),
             synced_blobs: parking_lot::Mutex::new(HashSet::new()),
+            _release: LockRelease {
+                lock_file: dir.join("db"),
+            },
         };
         *e.synced_blobs.get_mut() = e.blob_files()?;
         let repaired = e.repair_tail()?;
@@ -553,6 +600,22 @@ mod tests {
         match o {
             Outcome::WorkflowCreated { root_id, seq, .. } => (root_id, seq),
             o => panic!("{o:?}"),
+        }
+    }
+
+    /// A closed and dropped store can be opened again at once, every time: the engine's
+    /// drop waits for sled's threads to let go of the directory lock.
+    #[test]
+    fn a_dropped_store_can_be_reopened_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = rt();
+        for round in 1..=30u64 {
+            rt.block_on(async {
+                let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+                assert_eq!(store.head(), round - 1);
+                create(&store, Uuid::now_v7()).await;
+                store.close().await;
+            });
         }
     }
 
