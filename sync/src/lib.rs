@@ -56,10 +56,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use driver::SinkState;
+pub use driver::{AuditStatus, Divergence};
 pub use error::{SinkError, SyncError};
 pub use neo4j::Neo4jConfig;
 pub use retry::Backoff;
-pub use sink::{CursorHome, Item, Sink};
+pub use sink::{Audit, CursorHome, Item, Sink};
 pub use verify::{verify_sinks, SinkDiff};
 
 use driver::{DriverOptions, Stats, Worker};
@@ -93,6 +94,10 @@ pub struct SyncConfig {
     pub probe_interval: Duration,
     /// A sink lagging more than this reads `degraded`.
     pub lag_bound: Duration,
+    /// Time between two anti-entropy rounds of each sink; zero turns them off.
+    pub anti_entropy_interval: Duration,
+    /// Most events one anti-entropy round audits.
+    pub anti_entropy_budget: usize,
 }
 
 /// Longest a probe may take before the sink counts as lost.
@@ -113,6 +118,8 @@ impl Default for SyncConfig {
             write_timeout: Duration::from_secs(120),
             probe_interval: Duration::from_secs(1),
             lag_bound: Duration::from_secs(30),
+            anti_entropy_interval: Duration::from_secs(60),
+            anti_entropy_budget: 50_000,
         }
     }
 }
@@ -133,6 +140,8 @@ impl std::fmt::Debug for SyncConfig {
             .field("write_timeout", &self.write_timeout)
             .field("probe_interval", &self.probe_interval)
             .field("lag_bound", &self.lag_bound)
+            .field("anti_entropy_interval", &self.anti_entropy_interval)
+            .field("anti_entropy_budget", &self.anti_entropy_budget)
             .finish()
     }
 }
@@ -162,6 +171,8 @@ impl SyncConfig {
             probe_interval: self.probe_interval,
             probe_timeout: PROBE_TIMEOUT,
             lag_bound: self.lag_bound,
+            audit_interval: self.anti_entropy_interval,
+            audit_budget: self.anti_entropy_budget,
         }
     }
 
@@ -223,8 +234,11 @@ pub struct SinkStatus {
     /// dead-letters` resolves them).
     pub dead_letters: u64,
     /// Why the sink is degraded although its worker runs fine: unresolved dead
-    /// letters, lag above the bound. Empty otherwise.
+    /// letters, lag above the bound, workflows anti-entropy could not repair. Empty
+    /// otherwise.
     pub reasons: Vec<String>,
+    /// Anti-entropy: audits, divergences found and repaired.
+    pub anti_entropy: AuditStatus,
 }
 
 impl SinkStatus {
@@ -240,6 +254,12 @@ impl SinkStatus {
                 "lag {:.1} s above the bound of {} s",
                 self.lag_seconds,
                 lag_bound.as_secs_f64()
+            ));
+        }
+        if self.anti_entropy.unrepaired > 0 {
+            self.reasons.push(format!(
+                "{} workflow(s) diverged from the log and not repaired",
+                self.anti_entropy.unrepaired
             ));
         }
         if self.state == SinkState::Ok && !self.reasons.is_empty() {
@@ -272,6 +292,7 @@ impl SinkStatus {
             errors: 0,
             dead_letters: store.dead_letters(name).map_or(0, |d| d.len() as u64),
             reasons: Vec::new(),
+            anti_entropy: AuditStatus::default(),
         }
     }
 }
@@ -361,6 +382,7 @@ impl SyncSet {
                     errors,
                     dead_letters: w.stats.dead_letters(),
                     reasons: Vec::new(),
+                    anti_entropy: w.stats.audit.status(),
                 }
                 .judged(self.lag_bound)
             })

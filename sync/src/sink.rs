@@ -15,13 +15,18 @@
 //! while the sink is idle, so a server that died shows as degraded within seconds, and
 //! `arbor sync status` calls it for each configured sink.
 //!
+//! `audit` and `repair` are anti-entropy (see [`crate::driver`]): the worker hands a
+//! sink every event of one workflow up to its cursor, the sink says whether it holds
+//! all that they imply, and if not, writes them again without moving any cursor.
+//!
 //! [`DynSink`] is the trait as an object, so that sinks of different types can sit in one
 //! list (the configured sinks); every [`Sink`] is one, and a `Box<dyn DynSink>` is a
 //! [`Sink`] again.
 
+use std::collections::{BTreeSet, HashSet};
 use std::future::Future;
 
-use arbor_storage::{Edge, EdgeKind, Event, EventBody, Node, Seq};
+use arbor_storage::{Edge, EdgeKind, Event, EventBody, Node, Seq, WorkflowStatus};
 use uuid::Uuid;
 
 use crate::error::SinkError;
@@ -109,6 +114,116 @@ impl Item {
     }
 }
 
+/// What [`Sink::audit`] found for one workflow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Audit {
+    /// The sink does not take part in anti-entropy.
+    Unsupported,
+    /// The destination holds everything the workflow's events imply.
+    InSync,
+    /// Something is missing or differs.
+    Diverged {
+        /// Rows, nodes, relationships or entries missing (at least this many; a value
+        /// that differs counts one).
+        missing: u64,
+        /// What differs, for logs and `/v1/health` (`"2 of 40 events"`, `"status"`).
+        what: String,
+    },
+}
+
+/// The status the workflow of `items` (all its events, in seq order) has after them.
+pub fn status_after(items: &[Item]) -> Option<WorkflowStatus> {
+    items.iter().rev().find_map(|i| match &i.event.body {
+        EventBody::WorkflowCreated(_) => Some(WorkflowStatus::Running),
+        EventBody::StatusChanged(s) => Some(s.to),
+        _ => None,
+    })
+}
+
+/// Seqs of `want` (sorted) absent from `have` (any order): a multiset difference.
+pub fn missing_seqs(want: &[Seq], mut have: Vec<Seq>) -> Vec<Seq> {
+    have.sort_unstable();
+    let mut out = Vec::new();
+    let mut h = have.into_iter().peekable();
+    for w in want {
+        while h.next_if(|x| x < w).is_some() {}
+        if h.next_if_eq(w).is_none() {
+            out.push(*w);
+        }
+    }
+    out
+}
+
+/// The edges `items` create, as `TYPE from to` keys (PARENT_OF only with `parent_of`).
+pub fn edge_keys(items: &[Item], parent_of: bool) -> BTreeSet<String> {
+    items
+        .iter()
+        .flat_map(Item::edges)
+        .filter(|e| parent_of || e.kind != EdgeKind::ParentOf)
+        .map(|e| edge_key(e.kind.as_str(), &e.from.to_string(), &e.to.to_string()))
+        .collect()
+}
+
+/// The key of one edge in [`edge_keys`].
+pub fn edge_key(kind: &str, from: &str, to: &str) -> String {
+    format!("{kind} {from} {to}")
+}
+
+/// Sums up an audit: per part of the replica, what is missing or differs.
+#[derive(Debug, Default)]
+pub struct Tally {
+    missing: u64,
+    what: Vec<String>,
+}
+
+impl Tally {
+    /// Rows of `part` keyed by seq: `want` (sorted) against `have`.
+    pub fn seqs(&mut self, part: &str, want: &[Seq], have: Vec<Seq>) {
+        let m = missing_seqs(want, have).len();
+        if m > 0 {
+            self.missing += m as u64;
+            self.what.push(format!("{m} of {} {part}", want.len()));
+        }
+    }
+
+    /// Rows of `part` keyed otherwise: `want` against `have`.
+    pub fn keys(&mut self, part: &str, want: &BTreeSet<String>, have: &HashSet<String>) {
+        let m = want.iter().filter(|k| !have.contains(*k)).count();
+        if m > 0 {
+            self.missing += m as u64;
+            self.what.push(format!("{m} of {} {part}", want.len()));
+        }
+    }
+
+    /// A count of `part`: `have` of `want`.
+    pub fn count(&mut self, part: &str, want: u64, have: u64) {
+        if have < want {
+            self.missing += want - have;
+            self.what.push(format!("{} of {want} {part}", want - have));
+        }
+    }
+
+    /// One value of `part`.
+    pub fn value(&mut self, part: &str, want: &str, have: &str) {
+        if want != have {
+            self.missing += 1;
+            self.what.push(format!("{part} {have:?}, not {want:?}"));
+        }
+    }
+
+    /// The verdict.
+    pub fn audit(self) -> Audit {
+        if self.missing == 0 {
+            Audit::InSync
+        } else {
+            Audit::Diverged {
+                missing: self.missing,
+                what: self.what.join(", "),
+            }
+        }
+    }
+}
+
 /// A destination of the log. One driver task owns one sink; calls never overlap.
 pub trait Sink: Send + 'static {
     /// Stable name: the cursor key, the dead-letter key, the metrics label.
@@ -161,6 +276,31 @@ pub trait Sink: Send + 'static {
     /// events). Idempotent. A [`CursorHome::Sink`] sink also commits its cursor to the
     /// last seq of the batch, atomically with the data.
     fn apply(&mut self, batch: &[Item]) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Anti-entropy: compares what the destination holds of `workflow` with `items`,
+    /// every event of it up to the cursor (dead letters left out), in seq order. Reads
+    /// only. The default takes no part ([`Audit::Unsupported`]).
+    fn audit(
+        &mut self,
+        workflow: Uuid,
+        items: &[Item],
+    ) -> impl Future<Output = Result<Audit, SinkError>> + Send {
+        let _ = (workflow, items);
+        async { Ok(Audit::Unsupported) }
+    }
+
+    /// Writes `items` (as [`Sink::audit`] had them) again, so that the destination
+    /// holds what the audit found missing; publishes nothing again and moves no
+    /// cursor. The default is [`Sink::apply`], right for sinks whose `apply` is
+    /// idempotent and commits no cursor.
+    fn repair(
+        &mut self,
+        workflow: Uuid,
+        items: &[Item],
+    ) -> impl Future<Output = Result<(), SinkError>> + Send {
+        let _ = workflow;
+        self.apply(items)
+    }
 }
 
 /// [`Sink`] as a trait object (boxed futures). Implemented by every [`Sink`]; use it
@@ -184,6 +324,18 @@ pub trait DynSink: Send + 'static {
     fn dyn_adopt(&mut self) -> BoxFuture<'_, Result<(), SinkError>>;
     /// [`Sink::apply`].
     fn dyn_apply<'a>(&'a mut self, batch: &'a [Item]) -> BoxFuture<'a, Result<(), SinkError>>;
+    /// [`Sink::audit`].
+    fn dyn_audit<'a>(
+        &'a mut self,
+        workflow: Uuid,
+        items: &'a [Item],
+    ) -> BoxFuture<'a, Result<Audit, SinkError>>;
+    /// [`Sink::repair`].
+    fn dyn_repair<'a>(
+        &'a mut self,
+        workflow: Uuid,
+        items: &'a [Item],
+    ) -> BoxFuture<'a, Result<(), SinkError>>;
 }
 
 impl<S: Sink> DynSink for S {
@@ -214,6 +366,20 @@ impl<S: Sink> DynSink for S {
     fn dyn_apply<'a>(&'a mut self, batch: &'a [Item]) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(self.apply(batch))
     }
+    fn dyn_audit<'a>(
+        &'a mut self,
+        workflow: Uuid,
+        items: &'a [Item],
+    ) -> BoxFuture<'a, Result<Audit, SinkError>> {
+        Box::pin(self.audit(workflow, items))
+    }
+    fn dyn_repair<'a>(
+        &'a mut self,
+        workflow: Uuid,
+        items: &'a [Item],
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(self.repair(workflow, items))
+    }
 }
 
 impl Sink for Box<dyn DynSink> {
@@ -243,5 +409,24 @@ impl Sink for Box<dyn DynSink> {
     }
     async fn apply(&mut self, batch: &[Item]) -> Result<(), SinkError> {
         (**self).dyn_apply(batch).await
+    }
+    async fn audit(&mut self, workflow: Uuid, items: &[Item]) -> Result<Audit, SinkError> {
+        (**self).dyn_audit(workflow, items).await
+    }
+    async fn repair(&mut self, workflow: Uuid, items: &[Item]) -> Result<(), SinkError> {
+        (**self).dyn_repair(workflow, items).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::missing_seqs;
+
+    #[test]
+    fn missing_seqs_is_a_multiset_difference() {
+        assert_eq!(missing_seqs(&[1, 2, 3, 5], vec![5, 1, 9]), vec![2, 3]);
+        assert_eq!(missing_seqs(&[4, 4, 7], vec![4]), vec![4, 7]);
+        assert_eq!(missing_seqs(&[], vec![1]), Vec::<u64>::new());
+        assert_eq!(missing_seqs(&[1, 2], vec![]), vec![1, 2]);
     }
 }

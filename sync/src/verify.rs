@@ -364,20 +364,6 @@ async fn verify_postgres_on(
     Ok(())
 }
 
-/// Runs `q` on `graph` and decodes each row with `f`.
-async fn neo4j_rows<T>(
-    graph: &neo4rs::Graph,
-    q: neo4rs::Query,
-    mut f: impl FnMut(&neo4rs::Row) -> Result<T, neo4rs::DeError>,
-) -> Result<Vec<T>, SinkError> {
-    let mut stream = graph.execute(q).await.map_err(|e| neo4j::classify(&e))?;
-    let mut out = Vec::new();
-    while let Some(row) = stream.next().await.map_err(|e| neo4j::classify(&e))? {
-        out.push(f(&row).map_err(|e| SinkError::retriable(format!("neo4j row: {e}")))?);
-    }
-    Ok(out)
-}
-
 async fn verify_neo4j(
     store: &Store,
     config: &SyncConfig,
@@ -404,7 +390,7 @@ async fn verify_neo4j(
              RETURN wf, n.seq AS seq, n.id AS id ORDER BY seq",
         )
         .param("wfs", wfs.clone());
-        let rows = neo4j_rows(&graph, q, |r| {
+        let rows = neo4j::read_rows(&graph, q, |r| {
             Ok((
                 r.get::<String>("wf")?,
                 r.get::<i64>("seq")?,
@@ -425,7 +411,7 @@ async fn verify_neo4j(
              RETURN wf, count(r) AS c",
         )
         .param("wfs", wfs);
-        let counts = neo4j_rows(&graph, q, |r| {
+        let counts = neo4j::read_rows(&graph, q, |r| {
             Ok((r.get::<String>("wf")?, r.get::<i64>("c")?))
         })
         .await?;

@@ -16,7 +16,19 @@
 //!                             moves past it, and the error is counted
 //!     no batch for `probe_interval` → probe ─ fails or no answer in `probe_timeout`
 //!                             → degraded · back to setup
+//!     every `audit_interval` → anti-entropy round (see below)
 //! ```
+//!
+//! **Anti-entropy** ([`audit`]): every `audit_interval`, between two batches, the worker
+//! takes the next workflows in a rotation over all of them (up to `audit_budget`
+//! events a round), reads each one's events up to the cursor from the log (dead letters
+//! left out) and asks the sink whether it holds all they imply ([`Sink::audit`]: one
+//! or a few reads per workflow). A workflow that diverged (a row, node or stream entry
+//! deleted behind arbor's back, a replica restored from an old backup) is written again
+//! ([`Sink::repair`]: idempotent, publishes nothing twice, moves no cursor) and audited
+//! once more. Divergences found and repaired are counted in the status; one that the
+//! repair did not mend keeps the sink `degraded` until a later round finds it whole.
+//! Running inside the worker means a repair never races the sink's own writes.
 //!
 //! Every retry goes through [`crate::retry::retry`]. The reader runs one batch ahead, so
 //! reading the log overlaps the sink's write; it never moves the cursor. The cursor only
@@ -41,6 +53,8 @@ use crate::error::SinkError;
 use crate::retry::{retry, Attempts, Backoff};
 use crate::sink::{CursorHome, Item, Sink};
 
+mod audit;
+pub use audit::{AuditStatus, Divergence};
 #[cfg(test)]
 mod script;
 #[cfg(test)]
@@ -100,6 +114,10 @@ pub struct DriverOptions {
     pub probe_timeout: Duration,
     /// A sink lagging more than this reads `degraded` in its status.
     pub lag_bound: Duration,
+    /// Time between two anti-entropy rounds; zero turns anti-entropy off.
+    pub audit_interval: Duration,
+    /// Most events a round audits (at least one workflow is audited per round).
+    pub audit_budget: usize,
 }
 
 /// Live counters of one worker, shared with [`crate::SyncSet::status`].
@@ -116,6 +134,8 @@ pub struct Stats {
     /// Dead letters of this sink in the store: counted once at start, then kept.
     dead_letters: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// Anti-entropy figures.
+    pub(crate) audit: audit::AuditStats,
 }
 
 impl Stats {
@@ -130,6 +150,7 @@ impl Stats {
             errors: AtomicU64::new(0),
             dead_letters: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            audit: audit::AuditStats::default(),
         }
     }
 
@@ -301,6 +322,18 @@ impl Reader {
     }
 }
 
+/// What the worker does next.
+enum Step {
+    /// Write a batch the reader handed over.
+    Batch(Vec<Item>),
+    /// The reader ended (shutdown).
+    Stop,
+    /// Nothing came for `probe_interval`: probe the sink.
+    Probe,
+    /// Time for an anti-entropy round.
+    Audit,
+}
+
 /// What the worker does after a step.
 #[derive(Debug, PartialEq, Eq)]
 enum Flow {
@@ -352,6 +385,8 @@ pub(crate) struct Worker<S: Sink> {
     shutdown: watch::Receiver<bool>,
     /// Seqs of this sink's dead letters (so that a replayed poison event counts once).
     dead: HashSet<Seq>,
+    /// Where the anti-entropy rotation goes on.
+    rotation: audit::Rotation,
 }
 
 impl<S: Sink> Worker<S> {
@@ -371,6 +406,7 @@ impl<S: Sink> Worker<S> {
             opts,
             shutdown,
             dead: HashSet::new(),
+            rotation: audit::Rotation::default(),
         }
     }
 
@@ -512,16 +548,20 @@ impl<S: Sink> Worker<S> {
             name: self.sink.name(),
         };
         let reader = tokio::spawn(reader.run(cursor, tx));
+        let mut rounds = audit::Schedule::new(self.opts.audit_interval);
         let flow = loop {
+            // Rounds come first: they are rare, and a busy sink must still get them.
             let next = tokio::select! {
                 biased;
-                items = rx.recv() => Some(items),
-                () = tokio::time::sleep(self.opts.probe_interval) => None,
+                () = rounds.tick() => Step::Audit,
+                items = rx.recv() => items.map_or(Step::Stop, Step::Batch),
+                () = tokio::time::sleep(self.opts.probe_interval) => Step::Probe,
             };
             let flow = match next {
-                Some(Some(items)) => self.deliver(&items).await,
-                Some(None) => Flow::Stop,
-                None => self.probe().await,
+                Step::Batch(items) => self.deliver(&items).await,
+                Step::Stop => Flow::Stop,
+                Step::Probe => self.probe().await,
+                Step::Audit => self.audit_round().await,
             };
             if flow != Flow::Next {
                 break flow;

@@ -15,7 +15,7 @@ use arbor_storage::{Seq, Store};
 use tokio::time::Instant;
 
 use crate::error::SinkError;
-use crate::sink::{CursorHome, Item, Sink};
+use crate::sink::{Audit, CursorHome, Item, Sink, Tally};
 
 /// The name the scripted sink reports (its cursor and dead-letter key in arbor).
 pub const NAME: &str = "script";
@@ -70,6 +70,12 @@ struct State {
     /// Taken when a script is empty.
     then: Option<Step>,
     poison: BTreeSet<Seq>,
+    /// Seqs a repair cannot bring back.
+    stuck: BTreeSet<Seq>,
+    /// Whether the sink takes part in anti-entropy.
+    audits: bool,
+    /// Repairs so far.
+    repairs: usize,
     ready: bool,
     held: BTreeSet<Seq>,
     cursor: Option<Seq>,
@@ -140,6 +146,34 @@ impl Script {
         }
         drop(st);
         self
+    }
+
+    /// Takes part in anti-entropy: `audit` compares what it holds, `repair` adds back.
+    pub fn audited(&self) -> &Script {
+        self.lock().audits = true;
+        self
+    }
+
+    /// Loses `seqs` behind the driver's back (a row deleted in the destination).
+    pub fn forget(&self, seqs: &[Seq]) -> &Script {
+        let mut st = self.lock();
+        for s in seqs {
+            st.held.remove(s);
+        }
+        drop(st);
+        self
+    }
+
+    /// Seqs a repair cannot bring back (something keeps deleting them); replaces the
+    /// earlier set (`&[]`: every seq can be repaired again).
+    pub fn stuck(&self, seqs: &[Seq]) -> &Script {
+        self.lock().stuck = seqs.iter().copied().collect();
+        self
+    }
+
+    /// Repairs so far.
+    pub fn repairs(&self) -> usize {
+        self.lock().repairs
     }
 
     /// The calls so far, with when they came (since the script was made).
@@ -282,6 +316,29 @@ impl Sink for Script {
         if self.home == CursorHome::Sink {
             st.cursor = Some(last);
         }
+        Ok(())
+    }
+
+    async fn audit(&mut self, _workflow: uuid::Uuid, items: &[Item]) -> Result<Audit, SinkError> {
+        let st = self.lock();
+        if !st.audits {
+            return Ok(Audit::Unsupported);
+        }
+        let want: Vec<Seq> = items.iter().map(Item::seq).collect();
+        let mut t = Tally::default();
+        t.seqs("events", &want, st.held.iter().copied().collect());
+        Ok(t.audit())
+    }
+
+    async fn repair(&mut self, _workflow: uuid::Uuid, items: &[Item]) -> Result<(), SinkError> {
+        let mut st = self.lock();
+        st.repairs += 1;
+        let back: Vec<Seq> = items
+            .iter()
+            .map(Item::seq)
+            .filter(|s| !st.stuck.contains(s))
+            .collect();
+        st.held.extend(back);
         Ok(())
     }
 }

@@ -31,6 +31,8 @@ fn opts() -> DriverOptions {
         probe_interval: Duration::from_secs(1),
         probe_timeout: Duration::from_secs(2),
         lag_bound: Duration::from_secs(30),
+        audit_interval: Duration::ZERO,
+        audit_budget: 1000,
     }
 }
 
@@ -620,4 +622,128 @@ async fn while_the_sink_cannot_be_set_up_the_last_known_cursor_gives_the_lag() {
         assert_eq!((st.cursor, st.lag_events), (6, 2), "{home:?}");
         set.shutdown().await;
     }
+}
+
+/// Options with an anti-entropy round every 5 s of `budget` events.
+fn auditing(budget: usize) -> DriverOptions {
+    DriverOptions {
+        audit_interval: Duration::from_secs(5),
+        audit_budget: budget,
+        ..opts()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn anti_entropy_finds_a_lost_event_and_repairs_it_without_moving_the_cursor() {
+    for home in [CursorHome::Arbor, CursorHome::Sink] {
+        let (_dir, store, _, _) = store(6).await;
+        let script = Script::new(home, &store);
+        script.audited();
+        let set = spawn(&store, &script, auditing(1000));
+        caught_up(&set, &store).await;
+        until("a clean round", || {
+            status(&set).anti_entropy.workflows_audited >= 1
+        })
+        .await;
+        assert_eq!(status(&set).anti_entropy.divergences, 0, "{home:?}");
+        // Deleted behind arbor's back.
+        script.forget(&[3, 5]);
+        until("the repair", || status(&set).anti_entropy.repaired == 1).await;
+        let st = status(&set);
+        assert_eq!(script.held(), (1..=6).collect::<Vec<Seq>>(), "{home:?}");
+        assert_eq!((st.cursor, st.state), (6, SinkState::Ok), "{home:?}");
+        assert_eq!(committed(&store, &script), Some(6), "{home:?}");
+        assert_eq!(st.anti_entropy.divergences, 1, "{home:?}");
+        let last = st.anti_entropy.last_divergence.expect("last divergence");
+        assert_eq!((last.missing, last.repaired), (2, true), "{home:?}");
+        assert_eq!(last.what, "2 of 6 events", "{home:?}");
+        assert!(st.reasons.is_empty(), "{:?}", st.reasons);
+        set.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_divergence_the_repair_cannot_mend_keeps_the_sink_degraded_until_it_is_whole() {
+    let (_dir, store, _, _) = store(4).await;
+    let script = Script::new(CursorHome::Arbor, &store);
+    script.audited();
+    let set = spawn(&store, &script, auditing(1000));
+    caught_up(&set, &store).await;
+    script.stuck(&[2]).forget(&[2]);
+    until("an unrepaired divergence", || {
+        status(&set).anti_entropy.unrepaired == 1
+    })
+    .await;
+    let st = status(&set);
+    assert_eq!(st.state, SinkState::Degraded);
+    assert!(
+        st.reasons.iter().any(|r| r.contains("not repaired")),
+        "{:?}",
+        st.reasons
+    );
+    assert_eq!(st.anti_entropy.repaired, 0);
+    // Whatever deleted it stops: a later round repairs it and the sink is ok again.
+    script.stuck(&[]);
+    until("repaired", || status(&set).anti_entropy.unrepaired == 0).await;
+    let st = status(&set);
+    assert_eq!(st.state, SinkState::Ok);
+    assert_eq!(st.anti_entropy.repaired, 1);
+    assert_eq!(script.held(), vec![1, 2, 3, 4]);
+    set.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_round_audits_up_to_its_budget_and_the_rotation_reaches_every_workflow() {
+    let (_dir, store, _, _) = store(4).await;
+    // Two more workflows of 4 events each (seqs 5..=8, 9..=12).
+    for _ in 0..2 {
+        let Outcome::WorkflowCreated {
+            workflow_id,
+            root_id,
+            ..
+        } = store
+            .submit(
+                Intent::CreateWorkflow(NewWorkflow::default()),
+                Meta::default(),
+            )
+            .await
+            .expect("create")
+        else {
+            panic!("not created")
+        };
+        append(&store, workflow_id, root_id, 3).await;
+    }
+    let script = Script::new(CursorHome::Arbor, &store);
+    script.audited();
+    // A budget of 4 events: one workflow a round.
+    let set = spawn(&store, &script, auditing(4));
+    caught_up(&set, &store).await;
+    until("one round", || status(&set).anti_entropy.rounds >= 1).await;
+    let st = status(&set).anti_entropy;
+    assert_eq!(st.workflows_audited, st.rounds, "{st:?}");
+    // The oldest workflow is audited last: within three rounds its loss is repaired.
+    script.forget(&[2]);
+    let rounds = status(&set).anti_entropy.rounds;
+    until("repaired", || status(&set).anti_entropy.repaired == 1).await;
+    assert!(status(&set).anti_entropy.rounds - rounds <= 3);
+    assert_eq!(script.held(), (1..=12).collect::<Vec<Seq>>());
+    set.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sink_without_anti_entropy_is_asked_once_and_never_again() {
+    let (_dir, store, _, _) = store(4).await;
+    let script = Script::new(CursorHome::Arbor, &store);
+    let set = spawn(&store, &script, auditing(1000));
+    caught_up(&set, &store).await;
+    // Twenty idle probes, a second apart: four round times.
+    until("twenty probes", || script.count(&Call::Probe) >= 20).await;
+    let st = status(&set).anti_entropy;
+    assert_eq!(
+        (st.rounds, st.workflows_audited, st.divergences),
+        (1, 0, 0),
+        "{st:?}"
+    );
+    assert_eq!(status(&set).state, SinkState::Ok);
+    set.shutdown().await;
 }

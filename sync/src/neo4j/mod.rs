@@ -40,12 +40,13 @@
 //! Bolt are permanent; security, transient and database errors are retriable; anything
 //! else (the connection) is lost: the driver runs `setup` again, on a new pool.
 
-use arbor_storage::{EdgeKind, EventBody};
+use arbor_storage::{EdgeKind, EventBody, Seq};
 use neo4rs::{query, BoltList, BoltMap, BoltNull, BoltString, BoltType, ConfigBuilder, Graph};
 use serde_json::Value;
+use uuid::Uuid;
 
 use crate::error::{Redactor, SinkError};
-use crate::sink::{CursorHome, Item, Sink};
+use crate::sink::{edge_keys, status_after, Audit, CursorHome, Item, Sink, Tally};
 
 /// Sink name (cursor and dead-letter key).
 pub const NAME: &str = "neo4j";
@@ -332,6 +333,36 @@ async fn in_txn(
     txn.commit().await
 }
 
+/// Runs the read-only `q` in a transaction of its own (see [`in_txn`] for why) and
+/// decodes each row with `f`.
+pub async fn read_rows<T>(
+    graph: &Graph,
+    q: neo4rs::Query,
+    mut f: impl FnMut(&neo4rs::Row) -> Result<T, neo4rs::DeError>,
+) -> Result<Vec<T>, SinkError> {
+    let mut txn = graph.start_txn().await.map_err(|e| classify(&e))?;
+    let mut stream = txn.execute(q).await.map_err(|e| classify(&e))?;
+    let mut out = Vec::new();
+    while let Some(row) = stream.next(txn.handle()).await.map_err(|e| classify(&e))? {
+        out.push(f(&row).map_err(|e| SinkError::retriable(format!("neo4j row: {e}")))?);
+    }
+    txn.commit().await.map_err(|e| classify(&e))?;
+    Ok(out)
+}
+
+/// What the graph holds of one workflow up to a seq: its `:WorkflowNode` seqs.
+const AUDIT_NODES: &str = "MATCH (n:Node {workflow_id: $wf}) \
+     WHERE n:WorkflowNode AND n.seq <= $upto RETURN collect(n.seq) AS seqs";
+
+/// … the relationships into its nodes, as `TYPE from to`.
+const AUDIT_RELS: &str = "MATCH (a:Node)-[r]->(b:Node {workflow_id: $wf}) \
+     WHERE r.seq <= $upto RETURN collect(type(r) + ' ' + a.id + ' ' + b.id) AS rels";
+
+/// … and its `(:Workflow)`: status, and whether it points at its root.
+const AUDIT_WORKFLOW: &str = "OPTIONAL MATCH (w:Workflow {id: $wf}) \
+     OPTIONAL MATCH (w)-[h:HAS_ROOT]->(:WorkflowNode) \
+     RETURN coalesce(w.status, '') AS status, count(h) AS roots";
+
 impl Sink for Neo4jSink {
     fn name(&self) -> &'static str {
         NAME
@@ -386,5 +417,64 @@ impl Sink for Neo4jSink {
         self.write(batch)
             .await
             .map_err(|e| e.redacted(&self.redactor))
+    }
+
+    /// Three reads: the workflow's node seqs, the relationships into its nodes, and its
+    /// `(:Workflow)` (status, `HAS_ROOT`). The repair is [`Sink::apply`] of the whole
+    /// workflow: every statement is a MERGE, and the status is kept by its seq.
+    async fn audit(&mut self, workflow: Uuid, items: &[Item]) -> Result<Audit, SinkError> {
+        let Some(last) = items.last() else {
+            return Ok(Audit::InSync);
+        };
+        let graph = self.graph().await?;
+        let q = |text: &str| {
+            query(text)
+                .param("wf", workflow.to_string())
+                .param("upto", int(last.seq()))
+        };
+        let redact = |e: SinkError| e.redacted(&self.redactor);
+        let nodes = read_rows(&graph, q(AUDIT_NODES), |r| r.get::<Vec<i64>>("seqs"))
+            .await
+            .map_err(redact)?;
+        let rels = read_rows(&graph, q(AUDIT_RELS), |r| r.get::<Vec<String>>("rels"))
+            .await
+            .map_err(redact)?;
+        let wf = read_rows(&graph, q(AUDIT_WORKFLOW), |r| {
+            Ok((r.get::<String>("status")?, r.get::<i64>("roots")?))
+        })
+        .await
+        .map_err(redact)?;
+        let want_nodes: Vec<Seq> = items
+            .iter()
+            .filter(|i| i.node().is_some())
+            .map(Item::seq)
+            .collect();
+        let have_nodes = nodes
+            .into_iter()
+            .flatten()
+            .map(|s| u64::try_from(s).unwrap_or(0))
+            .collect();
+        let mut t = Tally::default();
+        t.seqs("nodes", &want_nodes, have_nodes);
+        t.keys(
+            "relationships",
+            &edge_keys(items, true),
+            &rels.into_iter().flatten().collect(),
+        );
+        let (status, roots) = wf.into_iter().next().unwrap_or_default();
+        t.value(
+            "status",
+            status_after(items).map_or("", |s| s.as_str()),
+            &status,
+        );
+        let created = items
+            .iter()
+            .any(|i| matches!(i.event.body, EventBody::WorkflowCreated(_)));
+        t.value(
+            "HAS_ROOT",
+            if created { "1" } else { "0" },
+            &roots.to_string(),
+        );
+        Ok(t.audit())
     }
 }

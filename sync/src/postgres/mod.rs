@@ -47,7 +47,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use uuid::Uuid;
 
 use crate::error::{Redactor, SinkError};
-use crate::sink::{CursorHome, Item, Sink};
+use crate::sink::{edge_keys, status_after, Audit, CursorHome, Item, Sink, Tally};
 
 /// Sink name (cursor row and dead-letter key).
 pub const NAME: &str = "postgres";
@@ -423,8 +423,21 @@ impl PostgresSink {
     }
 
     async fn write(&self, batch: &[Item]) -> Result<(), sqlx::Error> {
+        self.write_as(batch, Commit::Cursor).await
+    }
+
+    /// The conflict-tolerant write of `batch`, in one transaction, ending as `commit` says.
+    async fn write_as(&self, batch: &[Item], commit: Commit) -> Result<(), sqlx::Error> {
         let rows = Rows::of(batch);
         let mut tx = self.pool.begin().await?;
+        if let Commit::Repair(wf) = commit {
+            // Its row is rebuilt from the whole workflow (the upsert keeps a row whose
+            // last_seq is not below the batch's, however wrong the row is).
+            sqlx::query("DELETE FROM arbor_workflows WHERE workflow_id = $1")
+                .bind(wf)
+                .execute(&mut *tx)
+                .await?;
+        }
         sqlx::query(INSERT_EVENTS)
             .bind(&rows.ev_seq)
             .bind(&rows.ev_id)
@@ -470,7 +483,7 @@ impl PostgresSink {
                 .await?;
         }
         rows.write_edges_and_workflows(&mut tx).await?;
-        if let Some(last) = batch.last() {
+        if let (Commit::Cursor, Some(last)) = (commit, batch.last()) {
             sqlx::query(SET_CURSOR)
                 .bind(NAME)
                 .bind(to_i64(last.seq()))
@@ -599,7 +612,92 @@ impl Sink for PostgresSink {
             .await
             .map_err(|e| e.redacted(&self.redactor))
     }
+
+    /// One statement: the seqs of the workflow's events, nodes and drafts, its typed
+    /// edges and its row, compared with what `items` imply.
+    async fn audit(&mut self, workflow: Uuid, items: &[Item]) -> Result<Audit, SinkError> {
+        let Some(last) = items.last() else {
+            return Ok(Audit::InSync);
+        };
+        let (events, nodes, drafts, edges, status, last_seq): AuditRow = sqlx::query_as(AUDIT)
+            .bind(workflow)
+            .bind(to_i64(last.seq()))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| classify(&e).redacted(&self.redactor))?;
+        let seqs = |v: Vec<i64>| {
+            v.into_iter()
+                .map(|s| u64::try_from(s).unwrap_or(0))
+                .collect()
+        };
+        let want_events: Vec<Seq> = items.iter().map(Item::seq).collect();
+        let want_nodes: Vec<Seq> = items
+            .iter()
+            .filter(|i| i.node().is_some())
+            .map(Item::seq)
+            .collect();
+        let want_drafts: Vec<Seq> = items
+            .iter()
+            .filter(|i| i.node().is_some_and(|n| n.node_type == "draft"))
+            .map(Item::seq)
+            .collect();
+        let mut t = Tally::default();
+        t.seqs("events", &want_events, seqs(events));
+        t.seqs("nodes", &want_nodes, seqs(nodes));
+        t.seqs("drafts", &want_drafts, seqs(drafts));
+        t.keys(
+            "edges",
+            &edge_keys(items, false),
+            &edges.into_iter().collect(),
+        );
+        t.value(
+            "status",
+            status_after(items).map_or("", |s| s.as_str()),
+            status.as_deref().unwrap_or(""),
+        );
+        t.value(
+            "last_seq",
+            &last.seq().to_string(),
+            &last_seq.map_or_else(String::new, |s| s.to_string()),
+        );
+        Ok(t.audit())
+    }
+
+    /// The conflict-tolerant write of the whole workflow, its row rebuilt, the cursor
+    /// untouched; one transaction.
+    async fn repair(&mut self, workflow: Uuid, items: &[Item]) -> Result<(), SinkError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        self.present = None;
+        self.write_as(items, Commit::Repair(workflow))
+            .await
+            .map_err(|e| classify(&e).redacted(&self.redactor))
+    }
 }
+
+/// How a conflict-tolerant write ends.
+#[derive(Clone, Copy)]
+enum Commit {
+    /// Moves the cursor to the batch's last seq (a delivery).
+    Cursor,
+    /// Leaves the cursor alone (anti-entropy repairing workflow `.0`).
+    Repair(Uuid),
+}
+
+/// What the replica holds of one workflow up to a seq (`$1` workflow, `$2` seq): event,
+/// node and draft seqs, typed edges as `TYPE from to`, and the workflow row.
+const AUDIT: &str = "SELECT      ARRAY(SELECT seq FROM arbor_events WHERE workflow_id = $1 AND seq <= $2),      ARRAY(SELECT seq FROM arbor_nodes WHERE workflow_id = $1 AND seq <= $2),      ARRAY(SELECT seq FROM draft_content WHERE workflow_run_id = $1 AND seq <= $2),      ARRAY(SELECT type || ' ' || from_id || ' ' || to_id FROM arbor_edges            WHERE workflow_id = $1 AND seq <= $2),      (SELECT status FROM arbor_workflows WHERE workflow_id = $1),      (SELECT last_seq FROM arbor_workflows WHERE workflow_id = $1)";
+
+/// What [`AUDIT`] returns.
+type AuditRow = (
+    Vec<i64>,
+    Vec<i64>,
+    Vec<i64>,
+    Vec<String>,
+    Option<String>,
+    Option<i64>,
+);
 
 /// Column arrays of one batch.
 #[derive(Default)]

@@ -64,7 +64,7 @@ use redis::{AsyncConnectionConfig, RedisError, Value};
 use uuid::Uuid;
 
 use crate::error::{Redactor, SinkError};
-use crate::sink::{CursorHome, Item, Sink};
+use crate::sink::{status_after, Audit, CursorHome, Item, Sink, Tally};
 
 /// Sink name (cursor and dead-letter key).
 pub const NAME: &str = "redis";
@@ -443,6 +443,11 @@ impl RedisSink {
 
     /// The script call for `chunk`.
     fn encode(&self, chunk: &[Item]) -> Result<redis::Cmd, SinkError> {
+        self.encode_quiet(chunk, self.quiet)
+    }
+
+    /// The script call for `chunk`, publishing nothing at or below `quiet`.
+    fn encode_quiet(&self, chunk: &[Item], quiet: Seq) -> Result<redis::Cmd, SinkError> {
         // Few workflows per chunk in practice: a linear search beats hashing.
         let mut wfs: Vec<Uuid> = Vec::new();
         let mut slots = Vec::with_capacity(chunk.len());
@@ -465,7 +470,7 @@ impl RedisSink {
         cmd.arg(&self.mark_key)
             .arg(self.maxlen)
             .arg(last_seq(chunk))
-            .arg(self.quiet)
+            .arg(quiet)
             .arg(self.done)
             .arg(match self.shape {
                 MessageShape::Arbor => "arbor",
@@ -637,6 +642,14 @@ impl Sink for RedisSink {
         }
     }
 
+    async fn audit(&mut self, workflow: Uuid, items: &[Item]) -> Result<Audit, SinkError> {
+        self.audit_workflow(workflow, items).await
+    }
+
+    async fn repair(&mut self, workflow: Uuid, items: &[Item]) -> Result<(), SinkError> {
+        self.rebuild_workflow(workflow, items).await
+    }
+
     /// Chunks of at most [`CHUNK_EVENTS`] events and [`CHUNK_BYTES`] bytes, each one
     /// script call or pipeline. The next chunk is encoded while Redis runs the previous
     /// one; the calls reach Redis in order (a later chunk may hold later events of the
@@ -659,14 +672,7 @@ impl Sink for RedisSink {
         let mut failed: Option<RedisError> = None;
         let mut from = 0;
         while from < batch.len() && failed.is_none() {
-            let mut to = from;
-            let mut bytes = 0;
-            while to < batch.len()
-                && (to == from || (bytes < CHUNK_BYTES && to - from < CHUNK_EVENTS))
-            {
-                bytes += approx_size(&batch[to]);
-                to += 1;
-            }
+            let to = chunk_end(batch, from);
             let chunk = &batch[from..to];
             from = to;
             let fresh = chunk[0].seq() > hwm.max(self.quiet);
@@ -718,6 +724,115 @@ impl Sink for RedisSink {
 }
 
 impl RedisSink {
+    /// Anti-entropy's view of one workflow: the stream's length, first and last entry,
+    /// and the status hash, in one round trip (no entry bodies). The stream must be an
+    /// unbroken suffix of `items` ending at the last, at least `min(MAXLEN, events)`
+    /// long (stream ids are strictly increasing and every one is an event's seq, so the
+    /// length settles whether one in the middle is gone).
+    async fn audit_workflow(&mut self, wf: Uuid, items: &[Item]) -> Result<Audit, SinkError> {
+        let Some(last) = items.last() else {
+            return Ok(Audit::InSync);
+        };
+        let mut conn = self.connection().await?;
+        let key = stream_key(&wf);
+        type Answer = (
+            u64,
+            Vec<Entry>,
+            Vec<Entry>,
+            (Option<String>, Option<String>),
+        );
+        let (len, first, newest, (status, last_seen)): Answer = redis::pipe()
+            .cmd("XLEN")
+            .arg(&key)
+            .cmd("XRANGE")
+            .arg(&key)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .cmd("XREVRANGE")
+            .arg(&key)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .cmd("HMGET")
+            .arg(status_key(&wf))
+            .arg("status")
+            .arg("last_seq")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.fail(&e))?;
+        let seqs: Vec<Seq> = items.iter().map(Item::seq).collect();
+        let n = seqs.len() as u64;
+        let need = match self.maxlen {
+            0 => n,
+            m => n.min(m as u64),
+        };
+        let mut t = Tally::default();
+        let from = match first.first() {
+            None => n,
+            Some((id, _)) => match seqs.binary_search(&entry_seq(id)?) {
+                Ok(i) => i as u64,
+                Err(_) => {
+                    t.value("first stream entry", "an event of the workflow", id);
+                    0
+                }
+            },
+        };
+        // Entries the stream should hold: all from its first on, and at least the last
+        // `need` (fewer means some were trimmed or deleted at its start).
+        t.count("stream entries", (n - from).max(need), len.min(n - from));
+        let newest = match newest.first() {
+            Some((id, _)) => entry_seq(id)?.to_string(),
+            None => String::new(),
+        };
+        t.value("last stream entry", &last.seq().to_string(), &newest);
+        t.value(
+            "status",
+            status_after(items).map_or("", |s| s.as_str()),
+            status.as_deref().unwrap_or(""),
+        );
+        t.value(
+            "last_seq",
+            &last.seq().to_string(),
+            last_seen.as_deref().unwrap_or(""),
+        );
+        Ok(t.audit())
+    }
+
+    /// Rebuilds one workflow's stream and status hash from `items`: XADD cannot put an
+    /// entry below the stream's top, so a lost entry in the middle means writing the
+    /// stream again. Deletes both keys, then replays the workflow through the script,
+    /// publishing nothing (all of it was published before). A reader of the stream may
+    /// see it shorter for the moment this takes.
+    async fn rebuild_workflow(&mut self, wf: Uuid, items: &[Item]) -> Result<(), SinkError> {
+        let mut conn = self.connection().await?;
+        redis::cmd("DEL")
+            .arg(stream_key(&wf))
+            .arg(status_key(&wf))
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| self.fail(&e))?;
+        let quiet = self.quiet.max(last_seq(items));
+        let mut from = 0;
+        while from < items.len() {
+            let to = chunk_end(items, from);
+            let chunk = &items[from..to];
+            let cmd = self
+                .encode_quiet(chunk, quiet)
+                .map_err(|e| e.redacted(&self.redactor))?;
+            if let Err(e) = Request::Script(cmd)
+                .send(conn.clone(), chunk[0].seq())
+                .await
+            {
+                return Err(self.fail(&e));
+            }
+            from = to;
+        }
+        Ok(())
+    }
+
     /// `e`, with the connection dropped unless it is permanent.
     fn lost_if(&mut self, e: SinkError) -> SinkError {
         if !e.is_permanent() {
@@ -773,6 +888,29 @@ impl Request {
     }
 }
 
+/// The end of the chunk of `items` that starts at `from`: at most [`CHUNK_EVENTS`]
+/// events and about [`CHUNK_BYTES`] bytes, at least one event.
+fn chunk_end(items: &[Item], from: usize) -> usize {
+    let mut to = from;
+    let mut bytes = 0;
+    while to < items.len() && (to == from || (bytes < CHUNK_BYTES && to - from < CHUNK_EVENTS)) {
+        bytes += approx_size(&items[to]);
+        to += 1;
+    }
+    to
+}
+
+/// A stream entry as XRANGE returns it.
+type Entry = (String, Vec<(String, String)>);
+
+/// The seq of a stream entry id (`SEQ-0`).
+fn entry_seq(id: &str) -> Result<Seq, SinkError> {
+    id.split('-')
+        .next()
+        .and_then(|s| s.parse::<Seq>().ok())
+        .ok_or_else(|| SinkError::permanent(format!("unexpected stream id {id}")))
+}
+
 fn last_seq(items: &[Item]) -> Seq {
     items.last().map_or(0, Item::seq)
 }
@@ -797,7 +935,6 @@ pub async fn read_workflow(
     conn: &mut MultiplexedConnection,
     wf: &Uuid,
 ) -> Result<StreamState, SinkError> {
-    type Entry = (String, Vec<(String, String)>);
     let raw: Vec<Entry> = redis::cmd("XRANGE")
         .arg(stream_key(wf))
         .arg("-")
@@ -807,11 +944,7 @@ pub async fn read_workflow(
         .map_err(|e| classify(&e))?;
     let mut entries = Vec::with_capacity(raw.len());
     for (id, fields) in raw {
-        let seq = id
-            .split('-')
-            .next()
-            .and_then(|s| s.parse::<Seq>().ok())
-            .ok_or_else(|| SinkError::permanent(format!("unexpected stream id {id}")))?;
+        let seq = entry_seq(&id)?;
         let mut kind = String::new();
         let mut event = String::new();
         for (k, v) in fields {
