@@ -1,32 +1,7 @@
 //! Access control (DESIGN §8) against the real binary and server: tokens created,
 //! listed and revoked offline; their secrets shown once and nowhere after.
 
-use std::path::Path;
-use std::process::{Command, Output};
-
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_arbor");
-
-fn arbor(args: &[&str], dir: &Path) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .env("RUST_LOG", "debug")
-        .output()
-        .expect("run arbor")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "arbor failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn json_lines(s: &str) -> Vec<Value> {
     s.lines()
@@ -116,7 +91,7 @@ use arbor::auth::role::Role;
 use arbor::auth::secret;
 use arbor::auth::token::{issue, NewToken};
 use arbor_storage::{Store, Timestamp, TokenSpec};
-use common::TestServer;
+use common::{arbor, ok, TestServer};
 use serde_json::json;
 use uuid::Uuid;
 

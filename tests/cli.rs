@@ -1,36 +1,16 @@
 //! The real binary's offline commands: import, export (byte-exact round trip of the
 //! shipped sample), verify (clean, then tampered), and their errors.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
 use arbor_storage::Record;
 use arbor_testkit as testkit;
+use common::{arbor, ok};
 
-const BIN: &str = env!("CARGO_BIN_EXE_arbor");
 const SAMPLE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/data/sample-coding-agent.jsonl"
 );
-
-fn arbor(args: &[&str], dir: &Path) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .output()
-        .expect("run arbor")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "arbor failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn sample_workflow_id() -> String {
     let first = std::fs::read_to_string(SAMPLE).unwrap();

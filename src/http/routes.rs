@@ -5,6 +5,7 @@
 //! worker thread. Reads answered by the in-memory index alone (`has_workflow`,
 //! `branches`) stay inline. Responses are the views of [`super::views`].
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::State;
@@ -16,7 +17,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use arbor_storage::{
-    BranchInfo, Edge, EdgeKind, Intent, ListFilter, Meta, NewWorkflow, Outcome, StorageError,
+    BranchInfo, Edge, EdgeKind, Intent, ListFilter, Meta, NewWorkflow, Node, Outcome, StorageError,
     Store, WorkflowStatus, WorkflowSummary,
 };
 
@@ -434,6 +435,32 @@ pub async fn choose(
     }
 }
 
+/// The branch-scoped read of node `id`: checks that `p` sees the node, runs the store
+/// read `f` of it on the blocking pool, and answers 404 when `f` finds no node. Returns
+/// what `p` sees of the node's workflow, for narrowing the answer.
+async fn read_node<T, F>(
+    app: &AppState,
+    p: &Principal,
+    id: Uuid,
+    f: F,
+) -> Result<(Seen, T), Problem>
+where
+    T: Send + 'static,
+    F: FnOnce(&Store, &Uuid) -> Result<Option<T>, StorageError> + Send + 'static,
+{
+    let seen = p.node(&app.store, &id)?;
+    let found = read(&app.store, move |s| f(s, &id))
+        .await?
+        .ok_or_else(|| node_missing(&id))?;
+    Ok((seen, found))
+}
+
+/// The `{nodes}` response of the nodes of `nodes` that `seen` sees.
+fn seen_nodes(seen: &Seen, mut nodes: Vec<Arc<Node>>) -> Response {
+    nodes.retain(|n| seen.node(n));
+    Json(Nodes { nodes: &nodes }).into_response()
+}
+
 /// `GET /v1/nodes/{id}`.
 pub async fn get_node(
     State(app): State<AppState>,
@@ -441,10 +468,7 @@ pub async fn get_node(
     PathParam(id): PathParam<Uuid>,
     _: QueryParams<NoQuery>,
 ) -> ApiResult {
-    let seen = p.node(&app.store, &id)?;
-    let mut node = read(&app.store, move |s| s.node(&id))
-        .await?
-        .ok_or_else(|| node_missing(&id))?;
+    let (seen, mut node) = read_node(&app, &p, id, |s, id| s.node(id)).await?;
     if let Seen::Branches(_) = seen {
         let sees = |other: &Uuid| app.store.place(other).is_some_and(|p| seen.place(&p));
         node.outgoing.retain(|e| sees(&e.to));
@@ -461,10 +485,7 @@ pub async fn get_path(
     QueryParams(q): QueryParams<PathQuery>,
 ) -> ApiResult {
     // The ancestors of a node seen are seen.
-    p.node(&app.store, &id)?;
-    let nodes = read(&app.store, move |s| s.path(&id))
-        .await?
-        .ok_or_else(|| node_missing(&id))?;
+    let (_, nodes) = read_node(&app, &p, id, |s, id| s.path(id)).await?;
     match q.format.as_deref().unwrap_or("nodes") {
         "nodes" => Ok(Json(Nodes { nodes: &nodes }).into_response()),
         "messages" => Ok(Json(Messages::from(&nodes[..])).into_response()),
@@ -481,12 +502,8 @@ pub async fn get_children(
     PathParam(id): PathParam<Uuid>,
     _: QueryParams<NoQuery>,
 ) -> ApiResult {
-    let seen = p.node(&app.store, &id)?;
-    let mut nodes = read(&app.store, move |s| s.children(&id))
-        .await?
-        .ok_or_else(|| node_missing(&id))?;
-    nodes.retain(|n| seen.node(n));
-    Ok(Json(Nodes { nodes: &nodes }).into_response())
+    let (seen, nodes) = read_node(&app, &p, id, |s, id| s.children(id)).await?;
+    Ok(seen_nodes(&seen, nodes))
 }
 
 /// `GET /v1/nodes/{id}/subtree`.
@@ -496,12 +513,8 @@ pub async fn get_subtree(
     PathParam(id): PathParam<Uuid>,
     QueryParams(q): QueryParams<SubtreeQuery>,
 ) -> ApiResult {
-    let seen = p.node(&app.store, &id)?;
-    let mut nodes = read(&app.store, move |s| s.subtree(&id, q.max_depth))
-        .await?
-        .ok_or_else(|| node_missing(&id))?;
-    nodes.retain(|n| seen.node(n));
-    Ok(Json(Nodes { nodes: &nodes }).into_response())
+    let (seen, nodes) = read_node(&app, &p, id, move |s, id| s.subtree(id, q.max_depth)).await?;
+    Ok(seen_nodes(&seen, nodes))
 }
 
 /// `GET /v1/workflows/{wf}/decisions`.

@@ -1,5 +1,6 @@
 //! Shared helpers of the integration tests: a real server on 127.0.0.1:0 in a
-//! temporary directory, a JSON client, and an SSE reader.
+//! temporary directory, a JSON client, an SSE reader, and runners of the real binary
+//! (`arbor serve` in the background, an offline command to completion).
 #![allow(dead_code)]
 
 pub mod browser;
@@ -7,7 +8,7 @@ pub mod browser;
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use arbor::config::ServeConfig;
@@ -271,4 +272,28 @@ pub fn spawn_serve<S: AsRef<OsStr>>(
     };
     std::thread::spawn(move || lines.for_each(drop));
     (child, format!("http://{addr}"))
+}
+
+/// Runs the real binary's offline command `args` over data directory `dir` to
+/// completion, at `RUST_LOG=debug` (so a test sees everything it could log).
+pub fn arbor(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_arbor"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .env("RUST_LOG", "debug")
+        .output()
+        .expect("run arbor")
+}
+
+/// The stdout of a run of [`arbor`], which must have succeeded (else the test fails
+/// showing its stdout and stderr).
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "arbor failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

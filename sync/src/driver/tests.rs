@@ -553,33 +553,7 @@ async fn lag_is_the_age_of_arrival_not_of_an_imported_events_own_time() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = reopen(&dir);
     // An import of a workflow from 264 days ago.
-    let old = arbor_storage::Timestamp(
-        arbor_storage::Timestamp::now().micros() - 264 * 86_400 * 1_000_000,
-    );
-    let meta = Meta {
-        timestamp: Some(old),
-        ..Meta::default()
-    };
-    let created = store
-        .submit(Intent::CreateWorkflow(NewWorkflow::default()), meta.clone())
-        .await
-        .expect("create");
-    let Outcome::WorkflowCreated {
-        workflow_id,
-        root_id,
-        ..
-    } = created
-    else {
-        panic!("unexpected {created:?}")
-    };
-    let nodes = (0..5)
-        .map(|i| NewNode {
-            timestamp: Some(old),
-            ..NewNode::new(root_id, "message", format!("old {i}"))
-        })
-        .collect();
-    store
-        .submit(Intent::AppendNodes { workflow_id, nodes }, meta)
+    let (workflow_id, root_id) = arbor_testkit::import_past_workflow(&store, 264 * 86_400)
         .await
         .expect("import");
     let (events, seconds) = crate::lag(&store, 0);

@@ -734,7 +734,9 @@ pub async fn outage(
     // First an import from 264 days ago (events keep their own time), then a realistic
     // workflow, all replicated.
     let (dir, store) = store();
-    imported(&store, 264 * 86_400).await;
+    arbor_testkit::import_past_workflow(&store, 264 * 86_400)
+        .await
+        .expect("import");
     let set = arbor_sync::start(store.clone(), cfg.clone()).expect("start");
     let before = realistic(&store).await;
     caught_up(&set, &store, 120).await;
@@ -866,39 +868,6 @@ pub async fn assert_only_dead_letter(
         (SinkState::Degraded, 1),
         "{st:?}"
     );
-}
-
-/// Imports a workflow of a few events dated `age_secs` ago (as `arbor import` does: the
-/// events keep their original time).
-pub async fn imported(store: &Store, age_secs: i64) {
-    let at =
-        arbor_storage::Timestamp(arbor_storage::Timestamp::now().micros() - age_secs * 1_000_000);
-    let meta = Meta {
-        timestamp: Some(at),
-        ..Meta::default()
-    };
-    let created = store
-        .submit(Intent::CreateWorkflow(NewWorkflow::default()), meta.clone())
-        .await
-        .expect("import workflow");
-    let Outcome::WorkflowCreated {
-        workflow_id,
-        root_id,
-        ..
-    } = created
-    else {
-        panic!("unexpected {created:?}")
-    };
-    let nodes = (0..5)
-        .map(|i| NewNode {
-            timestamp: Some(at),
-            ..NewNode::new(root_id, "message", format!("imported {i}"))
-        })
-        .collect();
-    store
-        .submit(Intent::AppendNodes { workflow_id, nodes }, meta)
-        .await
-        .expect("import nodes");
 }
 
 /// While the only sink of `set` is down: once its oldest unreplicated event was

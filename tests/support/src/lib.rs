@@ -14,6 +14,9 @@
 //! - [`check()`] and [`Checker`]: an independent checker of the rules import enforces
 //!   (parents before children, branch and depth rules, edge rules, unique ids, strictly
 //!   increasing timestamps per workflow).
+//! - [`import_past_workflow`]: not portable events but a small workflow submitted to a
+//!   [`arbor_storage::Store`] dated in the past, as `arbor import` stores old events
+//!   (sync's lag tests).
 //!
 //! Every generator is a pure function of its seed: the same seed gives the same events
 //! byte for byte on every platform (a portable xoshiro256** stream and no libm
@@ -30,6 +33,7 @@ use arbor_storage::PortableEvent;
 
 pub mod check;
 mod common;
+mod past;
 mod sample;
 mod sample_text;
 mod synthetic;
@@ -37,6 +41,7 @@ mod synthetic;
 mod tests;
 
 pub use check::{check, CheckError, CheckStats, Checker};
+pub use past::import_past_workflow;
 pub use sample::coding_agent_sample;
 pub use synthetic::{deep_chain, synthetic, ContentSize, DeepChain, Synthetic, SyntheticSpec};
 
