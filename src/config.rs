@@ -135,6 +135,14 @@ settings! {
         /// `degraded`, e.g. `30s`, `2m` [default: 30s].
         #[arg(long, env = "ARBOR_SINK_LAG_BOUND")]
         sink_lag_bound: HumanDuration,
+        /// Time between two anti-entropy rounds of each sink (each compares workflows
+        /// in the sink with the log and repairs what diverged), e.g. `60s`; `0s` turns
+        /// anti-entropy off [default: 60s].
+        #[arg(long, env = "ARBOR_ANTI_ENTROPY_INTERVAL")]
+        anti_entropy_interval: HumanDuration,
+        /// Most events one anti-entropy round compares per sink [default: 50000].
+        #[arg(long, env = "ARBOR_ANTI_ENTROPY_BUDGET")]
+        anti_entropy_budget: usize,
     }
 }
 
@@ -217,6 +225,8 @@ impl fmt::Debug for SinkArgs {
             .field("redis_maxlen", &self.redis_maxlen)
             .field("redis_message_shape", &self.redis_message_shape)
             .field("sink_lag_bound", &self.sink_lag_bound)
+            .field("anti_entropy_interval", &self.anti_entropy_interval)
+            .field("anti_entropy_budget", &self.anti_entropy_budget)
             .finish()
     }
 }
@@ -619,6 +629,12 @@ impl ServeConfig {
                 .redis_message_shape
                 .map_or(d.sync.redis_message_shape, Into::into),
             lag_bound: sinks.sink_lag_bound.map_or(d.sync.lag_bound, |t| t.0),
+            anti_entropy_interval: sinks
+                .anti_entropy_interval
+                .map_or(d.sync.anti_entropy_interval, |t| t.0),
+            anti_entropy_budget: sinks
+                .anti_entropy_budget
+                .unwrap_or(d.sync.anti_entropy_budget),
             ..d.sync
         };
         let limits = Limits {

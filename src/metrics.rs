@@ -253,7 +253,7 @@ type SinkSeries = (Family, fn(&SinkStatus) -> f64);
 
 /// Each sink's figures, labelled `sink`.
 fn sink_families(sinks: &[SinkStatus]) -> Vec<MetricFamily> {
-    let series: [SinkSeries; 7] = [
+    let series: [SinkSeries; 11] = [
         (
             Family("arbor_sink_lag_events", "Events not yet replicated", GAUGE),
             |s| s.lag_events as f64,
@@ -289,6 +289,38 @@ fn sink_families(sinks: &[SinkStatus]) -> Vec<MetricFamily> {
                 GAUGE,
             ),
             |s| s.dead_letters as f64,
+        ),
+        (
+            Family(
+                "arbor_sink_audited_workflows_total",
+                "Workflows anti-entropy compared with the log",
+                COUNTER,
+            ),
+            |s| s.anti_entropy.workflows_audited as f64,
+        ),
+        (
+            Family(
+                "arbor_sink_divergences_total",
+                "Workflows anti-entropy found diverged from the log",
+                COUNTER,
+            ),
+            |s| s.anti_entropy.divergences as f64,
+        ),
+        (
+            Family(
+                "arbor_sink_repairs_total",
+                "Diverged workflows anti-entropy repaired",
+                COUNTER,
+            ),
+            |s| s.anti_entropy.repaired as f64,
+        ),
+        (
+            Family(
+                "arbor_sink_unrepaired_workflows",
+                "Workflows diverged from the log that the repair did not mend",
+                GAUGE,
+            ),
+            |s| s.anti_entropy.unrepaired as f64,
         ),
     ];
     let states = [
@@ -335,6 +367,12 @@ mod tests {
             retries: 3,
             errors: 4,
             dead_letters: 1,
+            anti_entropy: arbor_sync::AuditStatus {
+                divergences: 3,
+                repaired: 2,
+                unrepaired: 1,
+                ..Default::default()
+            },
             reasons: Vec::new(),
         }
     }
@@ -380,6 +418,10 @@ mod tests {
         assert!(text.contains("arbor_sink_batches_total{sink=\"postgres\"} 9\n"));
         assert!(text.contains("arbor_sink_lag_seconds{sink=\"redis\"} 0.5\n"));
         assert!(text.contains("arbor_sink_dead_letters{sink=\"redis\"} 1\n"));
+        assert!(text.contains("arbor_sink_divergences_total{sink=\"redis\"} 3\n"));
+        assert!(text.contains("arbor_sink_repairs_total{sink=\"redis\"} 2\n"));
+        assert!(text.contains("arbor_sink_unrepaired_workflows{sink=\"redis\"} 1\n"));
+        assert_eq!(types.get("arbor_sink_repairs_total"), Some(&"counter"));
         assert!(
             text.contains("arbor_sink_state{sink=\"redis\",state=\"ok\"} 1\n"),
             "{text}"

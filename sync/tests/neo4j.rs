@@ -309,3 +309,44 @@ async fn workflow_status_and_scalar_metadata_are_projected() {
     );
     assert_in_sync(&store, &cfg).await;
 }
+
+/// Issue 11, item 5: a node deleted in Neo4j (with its relationships), a typed
+/// relationship deleted and the workflow's status changed behind arbor's back are found
+/// and put back by anti-entropy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anti_entropy_repairs_a_node_deleted_behind_arbors_back() {
+    let cfg = neo_config();
+    let g = graph().await;
+    let damaged = g.clone();
+    let (_dir, store, set, wf) = repaired_after(&cfg, |wf| async move {
+        let typed = "MATCH (:Node)-[r:MONITORS|OPTION_OF|CHOSEN_OPTION]->\
+                     (:WorkflowNode {workflow_id: $wf}) RETURN count(r) AS c";
+        assert!(count(&damaged, typed, wf).await > 0, "no typed relationship to delete");
+        // One transaction, so that an audit sees all of the damage or none of it.
+        let mut txn = damaged.start_txn().await.expect("txn");
+        txn.run_queries([
+            "MATCH (n:WorkflowNode {workflow_id: $wf}) WITH n ORDER BY n.seq SKIP 5 LIMIT 1 \
+             DETACH DELETE n",
+            "MATCH (:Node)-[r:MONITORS|OPTION_OF|CHOSEN_OPTION]->(:WorkflowNode {workflow_id: $wf}) \
+             WITH r LIMIT 1 DELETE r",
+            "MATCH (w:Workflow {id: $wf}) SET w.status = 'failed'",
+        ]
+        .map(|q| neo4rs::query(q).param("wf", wf.to_string())))
+        .await
+        .expect("damage");
+        txn.commit().await.expect("commit");
+    })
+    .await;
+    // The audit reads nodes, relationships and the workflow one after the other, so it
+    // may have seen part of the damage; the repair writes the whole workflow either way.
+    let last = only(&set).anti_entropy.last_divergence.expect("divergence");
+    assert!(
+        ["nodes", "relationships", "status"]
+            .iter()
+            .any(|part| last.what.contains(part)),
+        "{last:?}"
+    );
+    assert_exact(&g, &store, wf).await;
+    assert_same_answers(&store, &NeoReplica(g), wf, 1000).await;
+    set.shutdown().await;
+}

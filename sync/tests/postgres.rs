@@ -470,3 +470,39 @@ async fn node_payloads_and_metadata_are_kept_exactly() {
     assert_in_sync(&store, &cfg).await;
     set.shutdown().await;
 }
+
+/// Issue 11, item 5: rows deleted or changed in PostgreSQL behind arbor's back (an
+/// event, a node, a typed edge; the workflow row's status) are found and put back by
+/// anti-entropy, with no one running `verify --sinks`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anti_entropy_repairs_rows_deleted_behind_arbors_back() {
+    let cfg = pg_config();
+    let pool = pool(&cfg);
+    let damaged = pool.clone();
+    let (_dir, store, set, wf) = repaired_after(&cfg, |wf| async move {
+        let pick = |table: &str, offset: u32| {
+            format!("SELECT seq FROM {table} WHERE workflow_id = '{wf}' ORDER BY seq OFFSET {offset} LIMIT 1")
+        };
+        let edge = format!(
+            "SELECT type, from_id, to_id FROM arbor_edges WHERE workflow_id = '{wf}' ORDER BY seq LIMIT 1"
+        );
+        // One simple query: one transaction, so that an audit (one statement) sees all
+        // of the damage or none of it.
+        let sql = [
+            format!("DELETE FROM arbor_events WHERE seq = ({})", pick("arbor_events", 5)),
+            format!("DELETE FROM arbor_nodes WHERE seq = ({})", pick("arbor_nodes", 7)),
+            format!("DELETE FROM arbor_edges WHERE (type, from_id, to_id) IN ({edge})"),
+            format!("UPDATE arbor_workflows SET status = 'failed' WHERE workflow_id = '{wf}'"),
+        ]
+        .join("; ");
+        exec(&damaged, sql).await;
+    })
+    .await;
+    let last = only(&set).anti_entropy.last_divergence.expect("divergence");
+    for part in ["events", "nodes", "edges", "status"] {
+        assert!(last.what.contains(part), "{part} not found in {last:?}");
+    }
+    assert_exact(&pool, &store).await;
+    assert_same_answers(&store, &PgReplica(pool.clone()), wf, 1000).await;
+    set.shutdown().await;
+}

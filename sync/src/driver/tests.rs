@@ -628,6 +628,7 @@ async fn anti_entropy_finds_a_lost_event_and_repairs_it_without_moving_the_curso
         assert_eq!((st.cursor, st.state), (6, SinkState::Ok), "{home:?}");
         assert_eq!(committed(&store, &script), Some(6), "{home:?}");
         assert_eq!(st.anti_entropy.divergences, 1, "{home:?}");
+        assert_eq!(script.repairs(), 1, "{home:?}");
         let last = st.anti_entropy.last_divergence.expect("last divergence");
         assert_eq!((last.missing, last.repaired), (2, true), "{home:?}");
         assert_eq!(last.what, "2 of 6 events", "{home:?}");

@@ -899,3 +899,51 @@ pub async fn lag_tells_the_truth(set: &SyncSet, acked: &[(arbor_storage::Seq, In
         st.name, st.lag_seconds
     );
 }
+
+/// `cfg` with an anti-entropy round every 200 ms.
+pub fn auditing(cfg: &SyncConfig) -> SyncConfig {
+    SyncConfig {
+        anti_entropy_interval: Duration::from_millis(200),
+        ..cfg.clone()
+    }
+}
+
+/// Issue 11, item 5. Replicates a realistic workflow with anti-entropy on and waits for
+/// a round that finds it whole (no false divergence); then `damage` deletes or changes
+/// what the sink holds of it behind arbor's back, and anti-entropy must find that and
+/// repair it by itself: without moving the cursor, until `verify --sinks` finds
+/// nothing. Returns the running set and the workflow.
+pub async fn repaired_after<F, Fut>(cfg: &SyncConfig, damage: F) -> (TempDir, Store, SyncSet, Uuid)
+where
+    F: FnOnce(Uuid) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let cfg = auditing(cfg);
+    let (dir, store, set, wf) = replicated(&cfg).await;
+    wait_until(60, "a first anti-entropy audit", || {
+        let audited = only(&set).anti_entropy.workflows_audited;
+        async move { audited >= 1 }
+    })
+    .await;
+    let st = only(&set);
+    assert_eq!(st.anti_entropy.divergences, 0, "a false divergence: {st:?}");
+    let head = store.head();
+    damage(wf).await;
+    wait_until(60, "anti-entropy to find and repair the damage", || {
+        let a = only(&set).anti_entropy;
+        async move { a.repaired >= 1 && a.unrepaired == 0 }
+    })
+    .await;
+    let st = only(&set);
+    assert_eq!(st.cursor, head, "the repair moved the cursor: {st:?}");
+    assert_eq!(st.state, SinkState::Ok, "{st:?}");
+    let last = st
+        .anti_entropy
+        .last_divergence
+        .clone()
+        .expect("a divergence recorded");
+    assert!(last.repaired && last.workflow_id == wf, "{last:?}");
+    assert!(last.missing >= 1, "{last:?}");
+    assert_in_sync(&store, &cfg).await;
+    (dir, store, set, wf)
+}
