@@ -7,7 +7,8 @@
 //!   count and digest (`seq ‖ node id`), edge count, workflow row (status, last seq);
 //!   plus the table-wide event count, so rows of unknown workflows show up.
 //! - Neo4j: node count and digest over `:WorkflowNode`s, relationship count between
-//!   `:WorkflowNode`s (an edge whose end is still a placeholder does not count).
+//!   `:WorkflowNode`s (an edge whose end is still a placeholder does not count), and the
+//!   `(:Workflow)`'s status.
 //! - Redis: the stream must be an unbroken suffix of the workflow's events (same seqs,
 //!   same hashes) ending at its last event, at least `min(MAXLEN, events)` long; the
 //!   status hash's `status` and `last_seq` must match.
@@ -383,8 +384,10 @@ async fn verify_neo4j(
     let ids = wf_ids(exp);
     let mut got: HashMap<Uuid, Got> = HashMap::new();
     let mut rels: HashMap<Uuid, i64> = HashMap::new();
+    let mut statuses: HashMap<Uuid, String> = HashMap::new();
     for chunk in ids.chunks(1000) {
         let wfs: Vec<String> = chunk.iter().map(Uuid::to_string).collect();
+        let wfs_status = wfs.clone();
         let q = neo4rs::query(
             "UNWIND $wfs AS wf MATCH (n:WorkflowNode {workflow_id: wf}) \
              RETURN wf, n.seq AS seq, n.id AS id ORDER BY seq",
@@ -420,6 +423,19 @@ async fn verify_neo4j(
                 rels.insert(wf, c);
             }
         }
+        let q = neo4rs::query(
+            "UNWIND $wfs AS wf MATCH (w:Workflow {id: wf}) RETURN wf, coalesce(w.status, '') AS s",
+        )
+        .param("wfs", wfs_status);
+        let found = neo4j::read_rows(&graph, q, |r| {
+            Ok((r.get::<String>("wf")?, r.get::<String>("s")?))
+        })
+        .await?;
+        for (wf, st) in found {
+            if let Ok(wf) = Uuid::parse_str(&wf) {
+                statuses.insert(wf, st);
+            }
+        }
     }
     for wf in ids {
         let (Some(e), g) = (exp.get(&wf), got.remove(&wf).unwrap_or_default()) else {
@@ -434,6 +450,14 @@ async fn verify_neo4j(
             digest(&g.node_digest),
         );
         d.check(w, "edges", e.edges, rels.get(&wf).copied().unwrap_or(0));
+        if e.events > 0 {
+            d.check(
+                w,
+                "status",
+                e.status.map_or("", |s| s.as_str()),
+                statuses.get(&wf).map_or("", String::as_str),
+            );
+        }
     }
     Ok(())
 }

@@ -350,3 +350,33 @@ async fn anti_entropy_repairs_a_node_deleted_behind_arbors_back() {
     assert_same_answers(&store, &NeoReplica(g), wf, 1000).await;
     set.shutdown().await;
 }
+
+/// Issue 11, item 2, for Neo4j: its cursor lives in each arbor store and every node and
+/// workflow is keyed by a globally unique id, so a second store (a restore, a re-import,
+/// a second server) on a graph another store fills starts from its own cursor 0, shows
+/// its true lag, and gets every one of its events; both replicas verify clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_on_one_graph_keep_their_own_cursors_and_lose_nothing() {
+    let cfg = neo_config();
+    let (_d1, first) = store();
+    let a = arbor_sync::start(first.clone(), cfg.clone()).expect("start 1");
+    let w1 = realistic(&first).await;
+    caught_up(&a, &first, 120).await;
+    // The second store has events before its sink starts: it must not read lag 0.
+    let (_d2, second) = store();
+    let w2 = realistic(&second).await;
+    let b = arbor_sync::start(second.clone(), cfg.clone()).expect("start 2");
+    let st = only(&b);
+    assert!(
+        st.cursor < second.head() && st.lag_events > 0,
+        "a fresh store reads as caught up: {st:?}"
+    );
+    caught_up(&b, &second, 120).await;
+    let g = graph().await;
+    assert_exact(&g, &first, w1).await;
+    assert_exact(&g, &second, w2).await;
+    assert_in_sync(&first, &cfg).await;
+    assert_in_sync(&second, &cfg).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
