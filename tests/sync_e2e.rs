@@ -18,8 +18,13 @@
 //!   figure for the issue); asserts only that the load ran and every sink caught up
 //!   afterwards.
 //!
-//! One test function per scenario; both kill or load the shared services, so they
-//! hold a lock and run one at a time.
+//! - `verify_fails_on_a_damaged_replica_and_anti_entropy_repairs_it`: a PostgreSQL
+//!   node row deleted behind arbor's back makes `arbor verify --sinks` exit non-zero;
+//!   `arbor serve --anti-entropy-interval 200ms` finds it, puts it back (`/v1/health`
+//!   and `/metrics` say so), and `verify --sinks` exits 0 again.
+//!
+//! One test function per scenario; they kill, load or damage the shared services, so
+//! they hold a lock and run one at a time.
 
 use std::path::Path;
 use std::process::{Child, Command};
@@ -99,8 +104,13 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path, sinks: &Sinks) -> Server {
+        Server::start_with(dir, sinks, &[])
+    }
+
+    fn start_with(dir: &Path, sinks: &Sinks, extra: &[&str]) -> Server {
         let mut args = vec!["--durability".to_owned(), "fsync".to_owned()];
         args.extend(sinks.args());
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
         let (child, base) = common::spawn_serve(dir, args);
         Server { child, base }
     }
@@ -261,6 +271,10 @@ fn run_cli(args: &[String]) {
 }
 
 fn verify_sinks(dir: &Path, sinks: &Sinks) {
+    run_cli(&verify_args(dir, sinks));
+}
+
+fn verify_args(dir: &Path, sinks: &Sinks) -> Vec<String> {
     let mut args = vec![
         "verify".to_owned(),
         "--sinks".to_owned(),
@@ -268,7 +282,7 @@ fn verify_sinks(dir: &Path, sinks: &Sinks) {
         dir.display().to_string(),
     ];
     args.extend(sinks.args());
-    run_cli(&args);
+    args
 }
 
 /// One outage of `service`, as the module docs describe.
@@ -485,4 +499,75 @@ fn lag_under_steady_load() {
     let t = Instant::now();
     verify_sinks(dir.path(), &sinks);
     eprintln!("verify --sinks in {:.1?}", t.elapsed());
+}
+
+#[test]
+fn verify_fails_on_a_damaged_replica_and_anti_entropy_repairs_it() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let client = reqwest::Client::new();
+    let sinks = Sinks::from_env();
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt.block_on(async {
+        let server = Server::start_with(dir.path(), &sinks, &["--anti-entropy-interval", "0s"]);
+        let (wf, root) = create_workflow(&client, &server.base).await;
+        append_chain(&client, &server.base, &wf, &root, 0, 20).await;
+        wait_health(&client, &server.base, 120, "every sink caught up", all_caught_up).await;
+        server.stop();
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&sinks.postgres)
+            .await
+            .expect("connect to postgres");
+        let deleted = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM \"{schema}\".arbor_nodes WHERE seq = (SELECT max(seq) - 3 FROM \"{schema}\".arbor_nodes)",
+            schema = sinks.schema
+        )))
+        .execute(&pool)
+        .await
+        .expect("delete a node row");
+        assert_eq!(deleted.rows_affected(), 1);
+        pool.close().await;
+    });
+    // The damage is visible: verify exits non-zero and names the sink and the table.
+    let out = Command::new(BIN)
+        .args(verify_args(dir.path(), &sinks))
+        .output()
+        .expect("run verify");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success(),
+        "verify passed a damaged replica: {stdout}"
+    );
+    assert!(
+        stdout.contains("postgres") && stdout.contains("nodes"),
+        "{stdout}"
+    );
+    rt.block_on(async {
+        let server = Server::start_with(dir.path(), &sinks, &["--anti-entropy-interval", "200ms"]);
+        let h = wait_health(&client, &server.base, 60, "the repair", |code, h| {
+            all_caught_up(code, h) && sink(h, "postgres")["anti_entropy"]["repaired"] == 1
+        })
+        .await;
+        let pg = &sink(&h, "postgres")["anti_entropy"];
+        assert_eq!(pg["unrepaired"], 0, "{h}");
+        assert_eq!(pg["last_divergence"]["what"], "1 of 21 nodes", "{h}");
+        for name in ["redis", "neo4j"] {
+            assert_eq!(sink(&h, name)["anti_entropy"]["divergences"], 0, "{h}");
+        }
+        let metrics = client
+            .get(format!("{}/metrics", server.base))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        assert!(
+            metrics.contains("arbor_sink_repairs_total{sink=\"postgres\"} 1\n"),
+            "{metrics}"
+        );
+        server.stop();
+    });
+    verify_sinks(dir.path(), &sinks);
 }
