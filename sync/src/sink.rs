@@ -211,6 +211,18 @@ impl Tally {
         }
     }
 
+    /// A workflow's summary row (PostgreSQL's `arbor_workflows`, Redis's status hash):
+    /// its `status` and `last_seq` after `items` (None: no row, or no such field).
+    pub fn workflow_row(&mut self, items: &[Item], status: Option<&str>, last_seq: Option<String>) {
+        self.value(
+            "status",
+            status_after(items).map_or("", |s| s.as_str()),
+            status.unwrap_or(""),
+        );
+        let last = items.last().map_or(0, Item::seq).to_string();
+        self.value("last_seq", &last, last_seq.as_deref().unwrap_or(""));
+    }
+
     /// The verdict.
     pub fn audit(self) -> Audit {
         if self.missing == 0 {

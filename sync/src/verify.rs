@@ -180,7 +180,10 @@ impl Diffs<'_> {
 
 /// Seqs of `sink`'s dead letters, unresolved or acknowledged: left out of the
 /// comparison (the unresolved ones are reported as such by [`verify_sinks`]).
-fn excluded(store: &Store, sink: &str) -> Result<HashSet<Seq>, arbor_storage::StorageError> {
+pub(crate) fn excluded(
+    store: &Store,
+    sink: &str,
+) -> Result<HashSet<Seq>, arbor_storage::StorageError> {
     let mut seqs: HashSet<Seq> = store
         .dead_letters(sink)?
         .into_iter()

@@ -18,6 +18,7 @@ use uuid::Uuid;
 use super::{guarded, Flow, Worker};
 use crate::error::SinkError;
 use crate::sink::{Audit, Item, Sink};
+use crate::verify::excluded;
 
 /// A workflow with more events than this many budgets is not audited (reading it
 /// whole would hold too much in memory at once); it is counted as skipped.
@@ -144,17 +145,6 @@ impl AuditStats {
     fn found(&self, d: Divergence) {
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(d);
     }
-}
-
-/// Seqs a sink never holds: its dead letters, resolved or acknowledged.
-fn excluded(store: &Store, sink: &str) -> Result<HashSet<Seq>, StorageError> {
-    let mut seqs: HashSet<Seq> = store
-        .dead_letters(sink)?
-        .into_iter()
-        .map(|(q, _)| q)
-        .collect();
-    seqs.extend(store.acked_dead_letters(sink)?.into_iter().map(|(q, _)| q));
-    Ok(seqs)
 }
 
 /// The events of `wf` up to `upto` a sink should hold, as items.

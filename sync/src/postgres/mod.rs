@@ -47,7 +47,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use uuid::Uuid;
 
 use crate::error::{Redactor, SinkError};
-use crate::sink::{edge_keys, status_after, Audit, CursorHome, Item, Sink, Tally};
+use crate::sink::{edge_keys, Audit, CursorHome, Item, Sink, Tally};
 
 /// Sink name (cursor row and dead-letter key).
 pub const NAME: &str = "postgres";
@@ -650,16 +650,7 @@ impl Sink for PostgresSink {
             &edge_keys(items, false),
             &edges.into_iter().collect(),
         );
-        t.value(
-            "status",
-            status_after(items).map_or("", |s| s.as_str()),
-            status.as_deref().unwrap_or(""),
-        );
-        t.value(
-            "last_seq",
-            &last.seq().to_string(),
-            &last_seq.map_or_else(String::new, |s| s.to_string()),
-        );
+        t.workflow_row(items, status.as_deref(), last_seq.map(|s| s.to_string()));
         Ok(t.audit())
     }
 

@@ -64,7 +64,7 @@ use redis::{AsyncConnectionConfig, RedisError, Value};
 use uuid::Uuid;
 
 use crate::error::{Redactor, SinkError};
-use crate::sink::{status_after, Audit, CursorHome, Item, Sink, Tally};
+use crate::sink::{Audit, CursorHome, Item, Sink, Tally};
 
 /// Sink name (cursor and dead-letter key).
 pub const NAME: &str = "redis";
@@ -788,16 +788,7 @@ impl RedisSink {
             None => String::new(),
         };
         t.value("last stream entry", &last.seq().to_string(), &newest);
-        t.value(
-            "status",
-            status_after(items).map_or("", |s| s.as_str()),
-            status.as_deref().unwrap_or(""),
-        );
-        t.value(
-            "last_seq",
-            &last.seq().to_string(),
-            last_seen.as_deref().unwrap_or(""),
-        );
+        t.workflow_row(items, status.as_deref(), last_seen);
         Ok(t.audit())
     }
 
