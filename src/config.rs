@@ -192,6 +192,11 @@ settings! {
         /// a restart [default: 1000].
         #[arg(long, env = "ARBOR_SSE_RETRY_MS")]
         sse_retry_ms: u64,
+        /// An origin whose pages may call the API and open its streams, e.g.
+        /// `https://app.example.com`; repeat the flag for more (`ARBOR_CORS_ORIGIN` and
+        /// the TOML key take a comma-separated list / an array) [default: none].
+        #[arg(long = "cors-origin", env = "ARBOR_CORS_ORIGIN", value_delimiter = ',')]
+        cors_origin: Vec<String>,
         /// TLS certificate chain (PEM); with `--tls-key`, the server speaks HTTPS only.
         #[arg(long, env = "ARBOR_TLS_CERT", requires = "tls_key")]
         tls_cert: PathBuf,
@@ -549,6 +554,8 @@ pub struct ServeConfig {
     pub rate_limit: f64,
     /// Failed authentications per second of one client address (after a burst).
     pub auth_failure_rate: f64,
+    /// Origins whose pages may call the API (checked, lower-case).
+    pub cors_origins: Vec<String>,
 }
 
 /// `--tls-cert` and `--tls-key`.
@@ -585,6 +592,7 @@ impl ServeConfig {
             tls: None,
             rate_limit: DEFAULT_RATE_LIMIT,
             auth_failure_rate: DEFAULT_AUTH_FAILURE_RATE,
+            cors_origins: Vec::new(),
         }
     }
 
@@ -688,6 +696,13 @@ impl ServeConfig {
         };
         let rate_limit = http.rate_limit.map_or(d.rate_limit, |r| r.0);
         let auth_failure_rate = http.auth_failure_rate.map_or(d.auth_failure_rate, |r| r.0);
+        let cors_origins = http
+            .cors_origin
+            .unwrap_or_default()
+            .iter()
+            .map(|o| crate::http::cors::parse_origin(o.trim()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ConfigError::Invalid)?;
         Ok(ServeConfig {
             data_dir: data.data_dir.unwrap_or(d.data_dir),
             listen: http.listen.unwrap_or(d.listen),
@@ -703,6 +718,7 @@ impl ServeConfig {
             tls,
             rate_limit,
             auth_failure_rate,
+            cors_origins,
         })
     }
 }

@@ -211,6 +211,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
         sinks: sinks
             .as_ref()
             .map(|s| Arc::new(s.reporter()) as Arc<dyn SinkReport>),
+        cors_origins: cfg.cors_origins.clone(),
     };
     let app = http::router(state);
     let stop = shutdown_rx;

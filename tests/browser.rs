@@ -302,3 +302,126 @@ async fn a_browser_reconnects_within_retry_after_a_restart() {
         "the browser reconnected within retry + 750 ms: {gap:?}"
     );
 }
+
+/// A page that, with the API at `?api=`, creates a workflow (a preflighted JSON POST),
+/// opens the workflow's EventSource, appends a node, and reports what it could do and
+/// read. Every step that the browser refuses is reported as `"refused"`.
+const CORS_PAGE: &str = r#"<!doctype html><title>cors</title><script type="module">
+const api = new URLSearchParams(location.search).get("api");
+const out = {};
+const json = (body) => ({method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
+try {
+  const r = await fetch(api + "/v1/workflows", json({system_prompt: "from another origin"}));
+  out.create = r.status;
+  const wf = await r.json();
+  out.read_workflow_id = typeof wf.workflow_id === "string";
+  const es = new EventSource(`${api}/v1/workflows/${wf.workflow_id}/stream?after=0`);
+  const seen = [];
+  const streamed = new Promise((resolve) => {
+    es.addEventListener("node.created", (e) => { seen.push(Number(e.lastEventId)); resolve(); });
+    setTimeout(resolve, 10000);
+  });
+  await new Promise((resolve) => { es.onopen = resolve; es.onerror = resolve; });
+  const a = await fetch(`${api}/v1/workflows/${wf.workflow_id}/nodes`,
+    json({parent_id: wf.root_id, type: "message", role: "user", content: "hello"}));
+  out.append = a.status;
+  await streamed;
+  es.close();
+  out.streamed = seen;
+} catch (e) {
+  out.refused = String(e);
+}
+window.__result = out;
+window.__done = true;
+</script>"#;
+
+/// Issue 14 (CORS): with `--cors-origin` naming a page's origin, that page creates a
+/// workflow (a preflighted JSON POST), reads the answer, appends, and follows the
+/// workflow's EventSource; a page on an origin not named gets nothing: the browser
+/// refuses the preflight, so nothing is stored. None is allowed by default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_named_origins_may_call_the_api_from_a_browser() {
+    let allowed = Origin::start(vec![("/cors.html", CORS_PAGE.to_owned())]).await;
+    let other = Origin::start(vec![("/cors.html", CORS_PAGE.to_owned())]).await;
+    let origin = allowed.base.clone();
+    let server = TestServer::start_with(|cfg| cfg.cors_origins = vec![origin]).await;
+    let api = server.url("");
+    let api = api.trim_end_matches('/');
+
+    let got = run_page(
+        &format!("{}/cors.html?api={api}", allowed.base),
+        40,
+        Some(&artifact("cors-allowed.png")),
+    )
+    .await;
+    assert_eq!(got["create"], 201, "{got}");
+    assert_eq!(got["read_workflow_id"], true, "{got}");
+    assert_eq!(got["append"], 201, "{got}");
+    assert_eq!(
+        got["streamed"],
+        json!([2]),
+        "the appended node, live: {got}"
+    );
+    assert_eq!(server.head().await, 2);
+
+    let got = run_page(
+        &format!("{}/cors.html?api={api}", other.base),
+        40,
+        Some(&artifact("cors-refused.png")),
+    )
+    .await;
+    assert!(got["refused"].is_string(), "{got}");
+    assert!(got.get("create").is_none(), "{got}");
+    assert_eq!(server.head().await, 2, "the refused origin stored nothing");
+
+    // No CORS header at all without --cors-origin, and none for an origin not named.
+    let plain = TestServer::start().await;
+    let client = reqwest::Client::new();
+    for (srv, origin) in [
+        (&plain, allowed.base.as_str()),
+        (&server, other.base.as_str()),
+    ] {
+        let r = client
+            .request(reqwest::Method::OPTIONS, srv.url("/v1/workflows"))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header("Access-Control-Request-Headers", "content-type")
+            .send()
+            .await
+            .expect("preflight");
+        assert!(
+            r.headers().get("access-control-allow-origin").is_none(),
+            "{origin}: {:?}",
+            r.headers()
+        );
+    }
+    // The named origin's preflight is answered before authentication, with the headers
+    // a page needs.
+    let r = client
+        .request(reqwest::Method::OPTIONS, server.url("/v1/workflows"))
+        .header("Origin", &allowed.base)
+        .header("Access-Control-Request-Method", "POST")
+        .header(
+            "Access-Control-Request-Headers",
+            "content-type, authorization",
+        )
+        .send()
+        .await
+        .expect("preflight");
+    assert!(r.status().is_success(), "{}", r.status());
+    let h = r.headers();
+    assert_eq!(
+        h.get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok()),
+        Some(allowed.base.as_str())
+    );
+    let allow = h
+        .get("access-control-allow-headers")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(
+        allow.contains("authorization") && allow.contains("content-type"),
+        "{allow}"
+    );
+}

@@ -3,6 +3,7 @@
 //! - [`routes`]: workflows, nodes, edges, queries, replay.
 //! - [`sse`]: per-workflow and global event streams with loss-free resume.
 //! - [`health`]: liveness, readiness, component health, Prometheus metrics.
+//! - [`cors`]: which other origins' pages may call the API (`--cors-origin`).
 //! - [`layers`]: what wraps every route: request spans, the request timeout.
 //! - [`wire`]: request bodies, write responses and strict extractors.
 //! - [`views`]: response bodies of the reads, mapped from the store's results.
@@ -15,6 +16,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod cors;
 pub mod guard;
 pub mod health;
 pub mod layers;
@@ -104,6 +106,8 @@ pub struct AppState {
     pub tasks: tokio::sync::mpsc::Sender<()>,
     /// Rate limiters of tokens and of failed authentications.
     pub access: Arc<auth::Access>,
+    /// Origins whose pages may call the API (`--cors-origin`; none by default).
+    pub cors_origins: Vec<String>,
 }
 
 /// The full router: the routes, the body limit, the request timeout, request spans.
@@ -111,7 +115,8 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.limits.max_body_bytes;
     let timeout = state.limits.request_timeout;
     let auth = axum::middleware::from_fn_with_state(state.clone(), auth::authenticate);
-    Router::new()
+    let cors = cors::layer(&state.cors_origins);
+    let router = Router::new()
         .route(
             "/v1/workflows",
             post(routes::create_workflow).get(routes::list_workflows),
@@ -162,7 +167,13 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             timeout,
             layers::request_timeout,
-        ))
-        .layer(layers::trace())
-        .with_state(state)
+        ));
+    // Outside everything but the request span: a preflight is answered before
+    // authentication, and every answer (a 401, a 429, a 415) carries the CORS headers
+    // the page needs to read it.
+    let router = match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router.layer(layers::trace()).with_state(state)
 }

@@ -1,7 +1,8 @@
 //! Anti-entropy rounds of a worker (see the module docs of [`crate::driver`]).
 //!
 //! A round walks the rotation (all workflows, newest first, wrapping around) until it
-//! has audited `audit_budget` events or come back to where it started. Per workflow:
+//! has audited `audit_budget` events, spent [`ROUND_TIME`] (after its first workflow),
+//! or come back to where it started. Per workflow:
 //! the log's events up to the cursor, dead letters left out → [`Sink::audit`] →
 //! if diverged, [`Sink::repair`] and a second audit that must find it whole.
 
@@ -19,6 +20,10 @@ use super::{guarded, Flow, Worker};
 use crate::error::SinkError;
 use crate::sink::{Audit, Item, Sink};
 use crate::verify::excluded;
+
+/// Longest a round goes on auditing once it has audited one workflow: the worker's
+/// deliveries wait meanwhile, so a round must not add much to the sink's lag.
+const ROUND_TIME: Duration = Duration::from_millis(250);
 
 /// A workflow with more events than this many budgets is not audited (reading it
 /// whole would hold too much in memory at once); it is counted as skipped.
@@ -193,7 +198,8 @@ impl<S: Sink> Worker<S> {
         let cursor = self.stats.cursor();
         let mut spent = 0usize;
         let mut started_over = false;
-        while spent < budget {
+        let began = Instant::now();
+        while spent < budget && (spent == 0 || began.elapsed() < ROUND_TIME) {
             if *self.shutdown.borrow() {
                 return Flow::Stop;
             }

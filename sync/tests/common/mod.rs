@@ -929,12 +929,19 @@ where
     assert_eq!(st.anti_entropy.divergences, 0, "a false divergence: {st:?}");
     let head = store.head();
     damage(wf).await;
+    let damaged = Instant::now();
     wait_until(60, "anti-entropy to find and repair the damage", || {
         let a = only(&set).anti_entropy;
         async move { a.repaired >= 1 && a.unrepaired == 0 }
     })
     .await;
     let st = only(&set);
+    eprintln!(
+        "{}: damage repaired {:.0?} after it was done (rounds every 200 ms); {:?}",
+        st.name,
+        damaged.elapsed(),
+        st.anti_entropy
+    );
     assert_eq!(st.cursor, head, "the repair moved the cursor: {st:?}");
     assert_eq!(st.state, SinkState::Ok, "{st:?}");
     let last = st
