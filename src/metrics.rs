@@ -399,7 +399,10 @@ mod tests {
             .iter()
             .filter(|(n, k)| n.starts_with("arbor_sink_") && **k == "counter")
             .count();
-        assert_eq!(sink_counters, 4, "batches, events, retries, errors");
+        assert_eq!(
+            sink_counters, 7,
+            "batches, events, retries, errors, audited workflows, divergences, repairs"
+        );
         // Unresolved dead letters go down when resolved: a gauge.
         assert_eq!(types.get("arbor_sink_dead_letters"), Some(&"gauge"));
         for (name, kind) in &types {
