@@ -17,7 +17,6 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 use uuid::Uuid;
 
 use super::{guarded, Flow, Worker};
-use crate::error::SinkError;
 use crate::sink::{Audit, Item, Sink};
 use crate::verify::excluded;
 
@@ -336,7 +335,6 @@ impl<S: Sink> Worker<S> {
                 Verdict::Leave(Flow::Next)
             }
             Some(Err(e)) => {
-                let e: SinkError = e;
                 self.retried(&e);
                 Verdict::Leave(Flow::Restart)
             }
