@@ -3,9 +3,9 @@
 //! - A store that never had a token runs open: every request acts as `anonymous` with
 //!   every right (the server refuses a non-loopback bind in that state, so open means
 //!   loopback only). Once any token exists — revoked ones count — it never opens again.
-//! - Otherwise every route but `/healthz` and `/readyz` needs a live token: from
-//!   `Authorization: Bearer <token>`, or `?access_token=` on the GET stream endpoints
-//!   only (EventSource cannot set headers). Missing, malformed, unknown, expired or
+//! - Otherwise every route but `/healthz`, `/readyz` and the web UI's files needs a live
+//!   token: from `Authorization: Bearer <token>`, or `?access_token=` on the GET stream
+//!   endpoints only (EventSource cannot set headers). Missing, malformed, unknown, expired or
 //!   revoked → 401 with `WWW-Authenticate: Bearer`. The `access_token` parameter is
 //!   taken out of the URI before the handler sees it.
 //! - Failed authentications are limited per client address (`--auth-failure-rate`): an
@@ -133,7 +133,8 @@ impl Principal {
 /// What a route needs: `None` for the probes, else the least action.
 pub fn action_of(method: &Method, path: &str) -> Option<Action> {
     match path {
-        "/healthz" | "/readyz" => None,
+        // The probes, and the web UI's files (public: the page holds no data).
+        "/healthz" | "/readyz" | "/" | "/ui/{file}" => None,
         "/v1/tokens" | "/v1/tokens/{id}" | "/v1/stream" | "/v1/audit" | "/metrics"
         | "/v1/health" => Some(Action::Admin),
         _ if *method == Method::GET || *method == Method::HEAD => Some(Action::Read),

@@ -13,6 +13,7 @@
 //! - [`tokens`]: `/v1/tokens` (admin).
 //! - [`audit`]: `/v1/audit` (admin): the admin log, paged and filtered.
 //! - [`scope`]: what a token limited to workflows or branches sees and may append to.
+//! - [`ui`]: the web UI at `/`, embedded in the binary.
 
 pub mod audit;
 pub mod auth;
@@ -25,6 +26,7 @@ pub mod routes;
 pub mod scope;
 pub mod sse;
 pub mod tokens;
+pub mod ui;
 pub mod views;
 pub mod wire;
 
@@ -153,6 +155,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/tokens/{id}", delete(tokens::revoke_token))
         .route("/v1/audit", get(audit::audit))
+        .route("/", get(ui::index))
+        .route("/ui/{file}", get(ui::file))
         .route_layer(auth)
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async {

@@ -246,8 +246,17 @@ pub fn spawn_serve<S: AsRef<OsStr>>(
     dir: &Path,
     extra: impl IntoIterator<Item = S>,
 ) -> (Child, String) {
+    spawn_serve_at(dir, "127.0.0.1:0", extra)
+}
+
+/// [`spawn_serve`] on address `listen` (a restart on the port a page already uses).
+pub fn spawn_serve_at<S: AsRef<OsStr>>(
+    dir: &Path,
+    listen: &str,
+    extra: impl IntoIterator<Item = S>,
+) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_arbor"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["serve", "--listen", listen, "--log-format", "json"])
         .args(["--cache-mb", "16"])
         .args(extra)
         .arg("--data-dir")

@@ -17,6 +17,8 @@
 //! - [`import_past_workflow`]: not portable events but a small workflow submitted to a
 //!   [`arbor_storage::Store`] dated in the past, as `arbor import` stores old events
 //!   (sync's lag tests).
+//! - [`browser::Browser`]: headless Debian chromium driven a command at a time (the web
+//!   UI's tests and benchmark).
 //!
 //! Every generator is a pure function of its seed: the same seed gives the same events
 //! byte for byte on every platform (a portable xoshiro256** stream and no libm
@@ -31,6 +33,7 @@ use std::io::{self, Write};
 
 use arbor_storage::PortableEvent;
 
+pub mod browser;
 pub mod check;
 mod common;
 mod past;

@@ -1,0 +1,358 @@
+// The tree laid out as an outline and drawn virtually.
+//
+// Layout: depth-first, children in seq order. A straight chain (one child) stays in its
+// column; a fork (two or more children at the current seq) indents all its children one
+// level, with a guide line per level. A conversation of 1 000 turns is one column, and
+// the indentation counts forks, not depth.
+//
+// Drawing: the rows are flattened into an array once per change of shape (seq, fold,
+// branch filter, a new node), at most once per animation frame; only the rows in the
+// viewport (plus a margin) exist in the DOM, absolutely placed over a spacer as tall as
+// all rows. Keyboard navigation follows the WAI-ARIA tree pattern, with the focused
+// container pointing at the selected row through aria-activedescendant.
+
+const ROW = 26;
+const OVERSCAN = 12;
+const MAX_INDENT = 40;
+
+export class Outline {
+  /**
+   * `el` is the scrolling container (role=tree); `rowsEl` holds the drawn rows;
+   * `spacerEl` gives the container its full height. `on.select(rec)` hears selection
+   * changes, `on.open(rec)` Enter or a click, `on.drawn()` every redraw.
+   */
+  constructor(el, rowsEl, spacerEl, on) {
+    this.el = el;
+    this.rowsEl = rowsEl;
+    this.spacerEl = spacerEl;
+    this.on = on;
+    this.wf = null;
+    this.seq = 0;
+    this.rows = [];
+    this.indents = new Int32Array(0);
+    this.gen = 0;
+    this.collapsed = new Set();
+    this.anchor = null; // only this node's branch: its ancestors and its subtree
+    this.selected = null;
+    this.onPath = new Set();
+    this.dirtyShape = false;
+    this.dirtyDraw = false;
+    this.frame = 0;
+    this.drawnKey = '';
+    el.addEventListener('scroll', () => this.schedule(false));
+    el.addEventListener('keydown', (e) => this.key(e));
+    el.addEventListener('click', (e) => this.click(e));
+    new ResizeObserver(() => this.schedule(false)).observe(el);
+  }
+
+  setWorkflow(wf) {
+    this.wf = wf;
+    this.seq = wf ? wf.lastSeq : 0;
+    this.collapsed.clear();
+    this.anchor = null;
+    this.selected = null;
+    this.onPath.clear();
+    this.rows = [];
+    this.el.scrollTop = 0;
+    this.schedule(true);
+  }
+
+  setSeq(seq) {
+    if (seq === this.seq) return;
+    this.seq = seq;
+    if (this.selected && this.selected.seq > seq) {
+      // The selected node does not exist yet at this seq: select its newest ancestor that does.
+      let n = this.selected;
+      while (n && n.seq > seq) n = n.parent;
+      this.select(n, { scroll: false });
+    }
+    this.schedule(true);
+  }
+
+  /** Shows only `anchor`'s branch (its ancestors and its subtree), or everything (null). */
+  setAnchor(anchor) {
+    this.anchor = anchor;
+    this.schedule(true);
+  }
+
+  /** Something changed: the shape (re-flatten) or only how rows look (redraw). */
+  schedule(shape) {
+    if (shape) this.dirtyShape = true;
+    this.dirtyDraw = true;
+    if (!this.frame) this.frame = requestAnimationFrame(() => this.flush());
+  }
+
+  /** Does now what is scheduled (a test or the first paint may call it directly). */
+  flush() {
+    if (this.frame) cancelAnimationFrame(this.frame);
+    this.frame = 0;
+    if (this.dirtyShape) this.flatten();
+    if (this.dirtyDraw) this.draw();
+  }
+
+  flatten() {
+    this.dirtyShape = false;
+    this.drawnKey = '';
+    const wf = this.wf;
+    const rows = [];
+    if (!wf || !wf.root || wf.root.seq > this.seq) {
+      this.rows = rows;
+      this.indents = new Int32Array(0);
+      this.spacerEl.style.height = '0px';
+      return;
+    }
+    const seq = this.seq;
+    const gen = ++this.gen;
+    const indents = [];
+    const keep = this.anchor ? ancestorsOf(this.anchor) : null;
+    const stackN = [wf.root];
+    const stackI = [0];
+    while (stackN.length) {
+      const n = stackN.pop();
+      const ind = stackI.pop();
+      n.row = rows.length;
+      n.gen = gen;
+      rows.push(n);
+      indents.push(ind);
+      if (this.collapsed.has(n)) continue;
+      const k = n.childrenAt(seq);
+      if (k === 0) continue;
+      const ci = k >= 2 ? ind + 1 : ind;
+      if (keep && keep.has(n) && n !== this.anchor) {
+        // Above the anchor: only the way down to it.
+        for (let i = 0; i < k; i++) {
+          if (keep.has(n.children[i])) {
+            stackN.push(n.children[i]);
+            stackI.push(ci);
+          }
+        }
+        continue;
+      }
+      for (let i = k - 1; i >= 0; i--) {
+        stackN.push(n.children[i]);
+        stackI.push(ci);
+      }
+    }
+    this.rows = rows;
+    this.indents = Int32Array.from(indents);
+    this.spacerEl.style.height = `${rows.length * ROW}px`;
+    if (this.selected && !this.visible(this.selected)) this.selected = rows[0] || null;
+  }
+
+  visible(rec) {
+    return rec.gen === this.gen && this.rows[rec.row] === rec;
+  }
+
+  draw() {
+    this.dirtyDraw = false;
+    const top = this.el.scrollTop;
+    const height = this.el.clientHeight || 600;
+    const first = Math.max(0, Math.floor(top / ROW) - OVERSCAN);
+    const last = Math.min(this.rows.length, Math.ceil((top + height) / ROW) + OVERSCAN);
+    const wf = this.wf;
+    const frag = document.createDocumentFragment();
+    for (let i = first; i < last; i++) frag.appendChild(this.rowEl(this.rows[i], this.indents[i], i, wf));
+    this.rowsEl.replaceChildren(frag);
+    if (this.selected && this.visible(this.selected)) {
+      this.el.setAttribute('aria-activedescendant', rowId(this.selected));
+    } else {
+      this.el.removeAttribute('aria-activedescendant');
+    }
+    this.on.drawn?.();
+  }
+
+  rowEl(n, ind, i, wf) {
+    const seq = this.seq;
+    const row = document.createElement('div');
+    row.className = `row t-${cssType(n.type)}`;
+    row.id = rowId(n);
+    row.dataset.id = n.id;
+    row.dataset.seq = n.seq;
+    row.setAttribute('role', 'treeitem');
+    row.setAttribute('aria-level', String(ind + 1));
+    row.setAttribute('aria-selected', n === this.selected ? 'true' : 'false');
+    row.style.top = `${i * ROW}px`;
+    if (this.onPath.has(n) && n !== this.selected) row.classList.add('on-path');
+
+    const indent = document.createElement('span');
+    indent.className = 'indent';
+    indent.style.width = `${Math.min(ind, MAX_INDENT) * 16}px`;
+    row.appendChild(indent);
+
+    const k = n.childrenAt(seq);
+    const fold = document.createElement('span');
+    fold.className = 'fold';
+    if (k >= 2 || (k >= 1 && this.collapsed.has(n))) {
+      const open = !this.collapsed.has(n);
+      fold.textContent = open ? '▾' : '▸';
+      fold.dataset.fold = '1';
+      row.setAttribute('aria-expanded', open ? 'true' : 'false');
+    }
+    row.appendChild(fold);
+    if (ind > MAX_INDENT) row.appendChild(badge(`+${ind - MAX_INDENT} levels`, ''));
+
+    const type = document.createElement('span');
+    type.className = 'type';
+    type.textContent = n.type;
+    row.appendChild(type);
+    const role = document.createElement('span');
+    role.className = 'role';
+    role.textContent = n.role || '';
+    row.appendChild(role);
+    const label = document.createElement('span');
+    label.className = 'label';
+    label.textContent = n.label();
+    row.appendChild(label);
+
+    for (const [text, cls] of badgesOf(n, wf, seq)) row.appendChild(badge(text, cls));
+    if (wf.passedOver(n, seq)) row.classList.add('dim');
+    if (this.collapsed.has(n)) row.appendChild(badge(`${countBelow(n, seq)} folded`, ''));
+
+    const s = document.createElement('span');
+    s.className = 'seqno';
+    s.textContent = `#${n.seq}`;
+    row.appendChild(s);
+    return row;
+  }
+
+  /** Selects `rec` (a node record or null), scrolling it into view unless told not to. */
+  select(rec, { scroll = true } = {}) {
+    this.selected = rec;
+    this.onPath = rec ? ancestorsOf(rec) : new Set();
+    if (rec && !this.visible(rec) && !this.dirtyShape) {
+      // Hidden in a folded subtree: unfold the way to it.
+      for (let n = rec.parent; n; n = n.parent) this.collapsed.delete(n);
+      this.dirtyShape = true;
+    }
+    if (scroll && rec) {
+      this.flush();
+      this.scrollTo(rec);
+    }
+    this.schedule(false);
+    this.on.select?.(rec);
+  }
+
+  scrollTo(rec) {
+    if (!this.visible(rec)) return;
+    const y = rec.row * ROW;
+    const h = this.el.clientHeight;
+    if (y < this.el.scrollTop) this.el.scrollTop = y;
+    else if (y + ROW > this.el.scrollTop + h) this.el.scrollTop = y + ROW - h;
+  }
+
+  toggle(rec) {
+    if (this.collapsed.has(rec)) this.collapsed.delete(rec);
+    else if (rec.childrenAt(this.seq) > 0) this.collapsed.add(rec);
+    this.schedule(true);
+  }
+
+  moveBy(delta) {
+    if (!this.rows.length) return;
+    const at = this.selected && this.visible(this.selected) ? this.selected.row : -1;
+    const to = Math.max(0, Math.min(this.rows.length - 1, at + delta));
+    this.select(this.rows[to]);
+  }
+
+  key(e) {
+    if (e.altKey || e.ctrlKey || e.metaKey) return;
+    const page = Math.max(1, Math.floor(this.el.clientHeight / ROW) - 1);
+    const n = this.selected;
+    switch (e.key) {
+      case 'ArrowDown': this.moveBy(1); break;
+      case 'ArrowUp': this.moveBy(-1); break;
+      case 'PageDown': this.moveBy(page); break;
+      case 'PageUp': this.moveBy(-page); break;
+      case 'Home': this.moveBy(-Infinity); break;
+      case 'End': this.moveBy(Infinity); break;
+      case 'ArrowRight':
+        if (!n) break;
+        if (this.collapsed.has(n)) this.toggle(n);
+        else if (n.childrenAt(this.seq) > 0) this.select(n.children[0]);
+        break;
+      case 'ArrowLeft':
+        if (!n) break;
+        if (n.childrenAt(this.seq) >= 2 && !this.collapsed.has(n)) this.toggle(n);
+        else if (n.parent) this.select(n.parent);
+        break;
+      case 'Enter':
+      case ' ':
+        if (n) this.on.open?.(n);
+        break;
+      default:
+        return;
+    }
+    e.preventDefault();
+  }
+
+  click(e) {
+    const rowEl = e.target.closest('.row');
+    if (!rowEl || !this.wf) return;
+    const rec = this.wf.byId.get(rowEl.dataset.id);
+    if (!rec) return;
+    if (e.target.dataset.fold) {
+      this.toggle(rec);
+      return;
+    }
+    this.select(rec, { scroll: false });
+    this.on.open?.(rec);
+  }
+}
+
+function rowId(rec) {
+  return `r-${rec.id}`;
+}
+
+function cssType(t) {
+  return String(t).replace(/[^a-z0-9_-]/gi, '_');
+}
+
+function badge(text, cls) {
+  const b = document.createElement('span');
+  b.className = `badge ${cls}`;
+  b.textContent = text;
+  return b;
+}
+
+/** The node and its ancestors. */
+function ancestorsOf(rec) {
+  const s = new Set();
+  for (let n = rec; n; n = n.parent) s.add(n);
+  return s;
+}
+
+function countBelow(n, seq) {
+  let c = 0;
+  const stack = [n];
+  while (stack.length) {
+    const x = stack.pop();
+    const k = x.childrenAt(seq);
+    for (let i = 0; i < k; i++) stack.push(x.children[i]);
+    c += k;
+  }
+  return c;
+}
+
+/**
+ * The badges of a row: [text, class] pairs. Decisions, options and MONITORS edges now;
+ * drafts and jobs (DESIGN §10, §11) will add theirs here, from the events they bring.
+ */
+export function badgesOf(n, wf, seq) {
+  const out = [];
+  if (n.type === 'decision') {
+    const opts = wf.optionsOf(n, seq).length;
+    const chosen = wf.chosenOf(n, seq);
+    out.push([`${opts} option${opts === 1 ? '' : 's'}`, '']);
+    out.push(chosen ? ['chosen', 'chosen'] : ['open', '']);
+  } else if (n.parent && n.parent.type === 'decision' && n.type === 'option') {
+    const chosen = wf.chosenOf(n.parent, seq);
+    if (chosen === n) out.push(['✓ chosen', 'chosen']);
+    else if (chosen) out.push(['not chosen', 'not-chosen']);
+  }
+  let watches = 0;
+  for (const e of n.out) if (e.type === 'MONITORS' && e.seq <= seq) watches++;
+  if (watches) out.push([`watches ${watches}`, 'watch']);
+  let watched = 0;
+  for (const e of n.in) if (e.type === 'MONITORS' && e.seq <= seq) watched++;
+  if (watched) out.push([`watched by ${watched}`, 'watch']);
+  return out;
+}
