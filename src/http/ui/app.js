@@ -264,12 +264,13 @@ async function openWorkflow(id, nodeId, reopen = false) {
   state.load = abort;
   setConn('loading', 'loading…');
   let after;
+  const timing = {};
   try {
     const summary = get(`/v1/workflows/${id}`, { signal: abort.signal });
     after = await replay(id, (events) => {
       for (const ev of events) wf.apply(ev);
       setConn('loading', `loading… ${wf.nodes.length} nodes`);
-    }, { signal: abort.signal });
+    }, { signal: abort.signal, timing });
     const s = await summary;
     $('wf-title').textContent = titleOf(s);
     $('wf-title').title = id;
@@ -289,7 +290,7 @@ async function openWorkflow(id, nodeId, reopen = false) {
   outline.flush();
   performance.mark('arbor:painted');
   const tPainted = performance.now();
-  probe.perf = { nodes: wf.nodes.length, fetchMs: tLoaded - t0, drawMs: tPainted - tLoaded, paintMs: tPainted };
+  probe.perf = { nodes: wf.nodes.length, loadMs: tLoaded - t0, drawMs: tPainted - tLoaded, paintMs: tPainted, ...timing };
   probe.loaded = id;
   document.body.dataset.loaded = id;
   state.stream = new LiveStream(id, Math.max(after || 0, wf.lastSeq), KINDS, onEvent, onStream);
@@ -312,12 +313,12 @@ function onEvent(ev) {
   const shape = ev.kind === 'node.created' || ev.kind === 'workflow.created';
   if (shape && state.follow && state.anchor && state.live) {
     const rec = wf.byId.get(ev.body.id);
-    if (rec && Workflow.isAncestor(state.anchor, rec)) outline.select(rec);
+    if (rec && Workflow.isAncestor(state.anchor, rec)) outline.select(rec, { now: false });
   }
   if (state.detailFor && ev.kind === 'edge.created' && (ev.body.from === state.detailFor.id || ev.body.to === state.detailFor.id)) {
     showDetail(state.detailFor, false);
   }
-  outline.schedule(shape || ev.kind === 'edge.created');
+  outline.schedule(shape || ev.kind === 'edge.created', true);
   sliderDirty = true;
 }
 
@@ -339,9 +340,8 @@ function syncSlider() {
   const status = wf.statusAt(seq) || 'unknown';
   $('wf-status').textContent = status;
   $('wf-status').dataset.status = status;
-  const branches = new Set();
-  for (let i = 0; i < count; i++) branches.add(wf.nodes[i].body.branch_id);
-  $('wf-counts').textContent = `${count} nodes · ${branches.size} branches · ${wf.decisionsAt(seq).length} decisions · ${wf.monitorsAt(seq).length} monitors`;
+  const t = wf.totalsAt(seq);
+  $('wf-counts').textContent = `${count} nodes · ${t.branches} branches · ${t.decisions} decisions · ${t.monitors} monitors`;
   $('live').setAttribute('aria-pressed', String(state.live));
 }
 

@@ -63,6 +63,26 @@ export class Workflow {
     /** Bumped by every change of shape (a node), and of decoration (an edge, a status). */
     this.shape = 0;
     this.decor = 0;
+    /** Running totals at the newest seq (the slider's past counts them on demand). */
+    this.branchIds = new Set();
+    this.decisions = 0;
+    this.monitors = 0;
+  }
+
+  /** Branches, decisions and MONITORS edges at `seq`. */
+  totalsAt(seq) {
+    if (seq >= this.lastSeq) {
+      return { branches: this.branchIds.size, decisions: this.decisions, monitors: this.monitors };
+    }
+    const count = this.countAt(seq);
+    const branches = new Set();
+    let decisions = 0;
+    for (let i = 0; i < count; i++) {
+      const n = this.nodes[i];
+      branches.add(n.body.branch_id);
+      if (n.type === 'decision') decisions++;
+    }
+    return { branches: branches.size, decisions, monitors: this.monitorsAt(seq).length };
   }
 
   /** Applies one event; false when it was already applied (a resumed stream). */
@@ -102,6 +122,8 @@ export class Workflow {
     else if (!this.root) this.root = rec;
     this.byId.set(rec.id, rec);
     this.nodes.push(rec);
+    this.branchIds.add(body.branch_id);
+    if (rec.type === 'decision') this.decisions++;
     this.shape++;
   }
 
@@ -113,6 +135,7 @@ export class Workflow {
     from.out.push(e);
     to.in.push(e);
     this.edges.push(e);
+    if (e.type === 'MONITORS') this.monitors++;
     this.decor++;
   }
 

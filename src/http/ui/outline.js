@@ -38,6 +38,8 @@ export class Outline {
     this.dirtyShape = false;
     this.dirtyDraw = false;
     this.frame = 0;
+    this.nextFlatten = 0;
+    this.pendingScroll = null;
     this.drawnKey = '';
     el.addEventListener('scroll', () => this.schedule(false));
     el.addEventListener('keydown', (e) => this.key(e));
@@ -75,18 +77,44 @@ export class Outline {
     this.schedule(true);
   }
 
-  /** Something changed: the shape (re-flatten) or only how rows look (redraw). */
-  schedule(shape) {
-    if (shape) this.dirtyShape = true;
+  /**
+   * Something changed: the shape (re-flatten) or only how rows look (redraw). A live
+   * change of shape in a big tree waits for the next flatten slot (see `flush`).
+   */
+  schedule(shape, live = false) {
+    if (shape) {
+      this.dirtyShape = true;
+      if (!live) this.nextFlatten = 0;
+    }
     this.dirtyDraw = true;
-    if (!this.frame) this.frame = requestAnimationFrame(() => this.flush());
+    if (!this.frame) this.frame = requestAnimationFrame(() => this.flush(true));
   }
 
-  /** Does now what is scheduled (a test or the first paint may call it directly). */
-  flush() {
+  /**
+   * Does now what is scheduled (a test or the first paint may call it directly). From an
+   * animation frame, a big tree is re-flattened at most every `flattenEvery` ms, a slot
+   * four times its last flatten's cost (so flattening takes at most a fifth of the time
+   * whatever the rate of events); rows are redrawn every frame meanwhile.
+   */
+  flush(fromFrame = false) {
     if (this.frame) cancelAnimationFrame(this.frame);
     this.frame = 0;
-    if (this.dirtyShape) this.flatten();
+    const now = performance.now();
+    if (this.dirtyShape) {
+      if (fromFrame && now < this.nextFlatten) {
+        this.frame = requestAnimationFrame(() => this.flush(true));
+      } else {
+        this.flatten();
+        const cost = performance.now() - now;
+        this.nextFlatten = performance.now() + Math.min(1000, 4 * cost);
+      }
+    }
+    const target = this.pendingScroll;
+    if (target && !this.dirtyShape) {
+      this.pendingScroll = null;
+      this.scrollTo(target);
+      this.dirtyDraw = true;
+    }
     if (this.dirtyDraw) this.draw();
   }
 
@@ -215,8 +243,11 @@ export class Outline {
     return row;
   }
 
-  /** Selects `rec` (a node record or null), scrolling it into view unless told not to. */
-  select(rec, { scroll = true } = {}) {
+  /**
+   * Selects `rec` (a node record or null), scrolling it into view unless told not to:
+   * at once, or (`now: false`, for live events) when the next flatten has placed it.
+   */
+  select(rec, { scroll = true, now = true } = {}) {
     this.selected = rec;
     this.onPath = rec ? ancestorsOf(rec) : new Set();
     if (rec && !this.visible(rec) && !this.dirtyShape) {
@@ -225,8 +256,8 @@ export class Outline {
       this.dirtyShape = true;
     }
     if (scroll && rec) {
-      this.flush();
-      this.scrollTo(rec);
+      this.pendingScroll = rec;
+      if (now) this.flush();
     }
     this.schedule(false);
     this.on.select?.(rec);

@@ -1,0 +1,262 @@
+//! The web UI with big trees, in headless Debian chromium (issue 14, DESIGN §12): how
+//! long a synthetic workflow of N nodes takes to paint, and how long the page's frames
+//! get while 1 000 events/s are appended to it live.
+//!
+//! ```text
+//! eval "$(bash tests/browser/ensure.sh)"
+//! cargo bench --bench ui                         # 100 000 nodes
+//! ARBOR_UI_NODES=100000,300000,1000000 cargo bench --bench ui
+//! ```
+//!
+//! For each size: the workflow is generated (arbor-testkit's realistic shape: mostly
+//! chains, a fork every 20 nodes, decisions, monitors, content log-normal around 400
+//! bytes) and imported offline; `arbor serve` starts on it; the page opens
+//! `/#/w/{wf}` and reports, from the Performance API, when it had replayed the log
+//! (`fetch`), drawn the outline (`draw`), and the time from navigation start to that
+//! paint (`paint`, the figure the goal bounds at 2 s). Then the page records every
+//! animation frame and every long task (the Long Tasks API) while this program appends
+//! 1 000 nodes/s for `ARBOR_UI_SECONDS` (5) seconds under random existing nodes, so
+//! each one lands inside the outline, not at its end. Frames over 100 ms are counted.
+//! The baseline of the same run is a 269-node tree (the sample's size), so a slow
+//! machine shows as a slow baseline, not as a regression.
+
+use std::io::BufWriter;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use arbor_testkit::browser::{artifact, Browser};
+use arbor_testkit::{synthetic, write_jsonl, SyntheticSpec};
+use serde_json::{json, Value};
+
+/// The real binary, killed when dropped.
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn main() -> Result<()> {
+    // `cargo bench` passes `--bench`; a filter argument is not used here.
+    let sizes: Vec<usize> = std::env::var("ARBOR_UI_NODES")
+        .unwrap_or_else(|_| "100000".into())
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse()
+                .context("ARBOR_UI_NODES: numbers, comma-separated")
+        })
+        .collect::<Result<_>>()?;
+    let seconds: u64 = std::env::var("ARBOR_UI_SECONDS")
+        .ok()
+        .map(|s| s.parse().context("ARBOR_UI_SECONDS"))
+        .transpose()?
+        .unwrap_or(5);
+    let rt = tokio::runtime::Runtime::new()?;
+    println!(
+        "{:>9} {:>8} {:>9} {:>9} {:>9} | live {:>5}/s {:>7} {:>9} {:>9} {:>8}",
+        "nodes",
+        "api ms",
+        "fetch ms",
+        "draw ms",
+        "paint ms",
+        "rate",
+        "frames",
+        "max frame",
+        "long max",
+        ">100ms"
+    );
+    for (i, &n) in std::iter::once(&269).chain(sizes.iter()).enumerate() {
+        let r = rt.block_on(measure(n, seconds, i == 0))?;
+        println!(
+            "{:>9} {:>8.0} {:>9.0} {:>9.0} {:>9.0} | live {:>5.0}/s {:>7} {:>7.0}ms {:>7.0}ms {:>8}",
+            r.nodes,
+            r.api_ms,
+            r.fetch_ms,
+            r.draw_ms,
+            r.paint_ms,
+            r.rate,
+            r.frames,
+            r.max_frame_ms,
+            r.max_long_task_ms,
+            r.over_100
+        );
+    }
+    Ok(())
+}
+
+struct Figures {
+    nodes: u64,
+    api_ms: f64,
+    fetch_ms: f64,
+    draw_ms: f64,
+    paint_ms: f64,
+    rate: f64,
+    frames: u64,
+    max_frame_ms: f64,
+    max_long_task_ms: f64,
+    over_100: u64,
+}
+
+async fn measure(nodes: usize, seconds: u64, baseline: bool) -> Result<Figures> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("wf.jsonl");
+    let spec = SyntheticSpec {
+        workflows: 1,
+        nodes_per_workflow: nodes,
+        max_depth: 4096,
+        finish_ratio: 0.0,
+        seed: 7,
+        ..SyntheticSpec::default()
+    };
+    write_jsonl(
+        BufWriter::new(std::fs::File::create(&file)?),
+        synthetic(&spec),
+    )?;
+    let data = dir.path().join("data");
+    let out = Command::new(env!("CARGO_BIN_EXE_arbor"))
+        .arg("import")
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()?;
+    if !out.status.success() {
+        bail!("import: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let report: Value = serde_json::from_slice(&out.stdout)?;
+    let wf = report["stored_workflows"][0]["workflow_id"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no workflow imported: {report}"))?
+        .to_owned();
+    let (serve, base) = serve(&data)?;
+    let api_ms = replay_ms(&base, &wf).await?;
+
+    let mut page = Browser::start(1280, 800)?;
+    page.goto(&format!("{base}/#/w/{wf}"))?;
+    page.wait(&format!("window.arbor.loaded === '{wf}'"), 300)?;
+    let perf = page.eval("window.arbor.perf")?;
+    eprintln!("{nodes} nodes: page timings {perf}");
+    page.wait(
+        "document.getElementById('conn').dataset.state === 'live'",
+        60,
+    )?;
+    page.screenshot(&artifact(&format!("ui-bench-{nodes}.png")))?;
+
+    // Live appends: 10 every 10 ms under random nodes of the workflow.
+    let ids: Vec<String> = serde_json::from_value(page.eval("window.arbor.snapshot().ids")?)?;
+    let before = page
+        .eval("window.arbor.longTasks.length")?
+        .as_u64()
+        .unwrap_or(0);
+    page.eval("window.arbor.startFrames()")?;
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        tick.tick().await;
+        let mut batch = Vec::with_capacity(10);
+        for _ in 0..10 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let parent = &ids[(rng % ids.len() as u64) as usize];
+            let req = client.post(format!("{base}/v1/workflows/{wf}/nodes")).json(
+                &json!({"parent_id": parent, "type": "message", "role": "assistant",
+                              "content": format!("live {sent}")}),
+            );
+            batch.push(req.send());
+            sent += 1;
+        }
+        for r in futures_util::future::join_all(batch).await {
+            let r = r?;
+            if !r.status().is_success() {
+                bail!("append: {}", r.status());
+            }
+        }
+    }
+    let rate = sent as f64 / started.elapsed().as_secs_f64();
+    let want = ids.len() as u64 + sent;
+    page.wait(&format!("window.arbor.snapshot().nodes >= {want}"), 60)?;
+    let frames = page.eval("window.arbor.stopFrames()")?;
+    let long = page.eval(&format!(
+        "Math.max(0, ...window.arbor.longTasks.slice({before}).map(t => t.duration))"
+    ))?;
+    if !baseline {
+        page.screenshot(&artifact(&format!("ui-bench-{nodes}-live.png")))?;
+    }
+    drop(page);
+    drop(serve);
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    Ok(Figures {
+        nodes: perf["nodes"].as_u64().unwrap_or(0),
+        api_ms,
+        fetch_ms: f(&perf["fetchMs"]),
+        draw_ms: f(&perf["drawMs"]),
+        paint_ms: f(&perf["paintMs"]),
+        rate,
+        frames: frames["count"].as_u64().unwrap_or(0),
+        max_frame_ms: f(&frames["max"]),
+        max_long_task_ms: f(&long),
+        over_100: frames["over100"].as_u64().unwrap_or(0),
+    })
+}
+
+/// Milliseconds to read every event of `wf` from the API the way the page does (pages
+/// of 10 000, parsed by serde_json): the server's and the network's share of the
+/// page's `fetch`.
+async fn replay_ms(base: &str, wf: &str) -> Result<f64> {
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let mut after = 0u64;
+    loop {
+        let body = client
+            .get(format!(
+                "{base}/v1/workflows/{wf}/events?after={after}&limit=10000"
+            ))
+            .send()
+            .await?
+            .bytes()
+            .await?;
+        let page: Value = serde_json::from_slice(&body)?;
+        let next = page["next_after"].as_u64().unwrap_or(after);
+        let n = page["events"].as_array().map_or(0, Vec::len);
+        if n < 10_000 || next <= after {
+            break;
+        }
+        after = next;
+    }
+    Ok(started.elapsed().as_secs_f64() * 1000.0)
+}
+
+/// Starts `arbor serve` on a free loopback port; its base URL once it listens.
+fn serve(data: &std::path::Path) -> Result<(Serve, String)> {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_arbor"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .arg("--data-dir")
+        .arg(data)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
+    let serve = Serve(child);
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .ok_or_else(|| anyhow!("arbor exited before listening"))??;
+        if let Ok(v) = serde_json::from_str::<Value>(&line) {
+            if v["fields"]["message"] == "arbor listening" {
+                break v["fields"]["addr"].as_str().unwrap_or_default().to_owned();
+            }
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    Ok((serve, format!("http://{addr}")))
+}
