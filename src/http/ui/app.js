@@ -267,8 +267,22 @@ async function openWorkflow(id, nodeId, reopen = false) {
   const timing = {};
   try {
     const summary = get(`/v1/workflows/${id}`, { signal: abort.signal });
+    // Painted from the first page on: a big workflow shows its first screen while the
+    // rest of its log is still arriving (each later page re-flattens in a slot).
+    let first = true;
     after = await replay(id, (events) => {
+      if (state.wf !== wf) return;
       for (const ev of events) wf.apply(ev);
+      if (first && wf.root) {
+        first = false;
+        outline.setWorkflow(wf);
+        outline.flush();
+        timing.firstRowsMs = performance.now();
+      } else {
+        outline.seq = wf.lastSeq;
+        outline.schedule(true, true);
+      }
+      syncSlider();
       setConn('loading', `loading… ${wf.nodes.length} nodes`);
     }, { signal: abort.signal, timing });
     const s = await summary;
@@ -282,7 +296,9 @@ async function openWorkflow(id, nodeId, reopen = false) {
   }
   if (state.wf !== wf) return; // another workflow was opened meanwhile
   const tLoaded = performance.now();
-  outline.setWorkflow(wf);
+  if (outline.wf !== wf) outline.setWorkflow(wf);
+  outline.seq = wf.lastSeq;
+  outline.schedule(true);
   syncSlider();
   const start = (nodeId && wf.byId.get(nodeId)) || wf.root;
   outline.flush();
