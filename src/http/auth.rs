@@ -3,7 +3,8 @@
 //! - A store that never had a token runs open: every request acts as `anonymous` with
 //!   every right (the server refuses a non-loopback bind in that state, so open means
 //!   loopback only). Once any token exists — revoked ones count — it never opens again.
-//! - Otherwise every route but `/healthz` and `/readyz` needs a live token: from
+//! - Otherwise every route but `/healthz`, `/readyz`, `/openapi.json` and `/docs` (the
+//!   API's description and its page) needs a live token: from
 //!   `Authorization: Bearer <token>`, or `?access_token=` on the GET stream endpoints
 //!   only (EventSource cannot set headers). Missing, malformed, unknown, expired or
 //!   revoked → 401 with `WWW-Authenticate: Bearer`. The `access_token` parameter is
@@ -133,7 +134,7 @@ impl Principal {
 /// What a route needs: `None` for the probes, else the least action.
 pub fn action_of(method: &Method, path: &str) -> Option<Action> {
     match path {
-        "/healthz" | "/readyz" => None,
+        "/healthz" | "/readyz" | "/openapi.json" | "/docs" => None,
         "/v1/tokens" | "/v1/tokens/{id}" | "/v1/stream" | "/v1/audit" | "/metrics"
         | "/v1/health" => Some(Action::Admin),
         _ if *method == Method::GET || *method == Method::HEAD => Some(Action::Read),
@@ -148,7 +149,7 @@ fn manages_access(path: &str) -> bool {
 }
 
 /// Whether `?access_token=` is accepted on this route.
-fn takes_query_token(method: &Method, path: &str) -> bool {
+pub fn takes_query_token(method: &Method, path: &str) -> bool {
     *method == Method::GET && matches!(path, "/v1/stream" | "/v1/workflows/{wf}/stream")
 }
 
@@ -320,6 +321,8 @@ mod tests {
         let get = Method::GET;
         assert_eq!(action_of(&get, "/healthz"), None);
         assert_eq!(action_of(&get, "/readyz"), None);
+        assert_eq!(action_of(&get, "/openapi.json"), None);
+        assert_eq!(action_of(&get, "/docs"), None);
         assert_eq!(action_of(&get, "/v1/workflows/{wf}"), Some(Action::Read));
         assert_eq!(
             action_of(&Method::PATCH, "/v1/workflows/{wf}"),
