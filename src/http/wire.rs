@@ -220,10 +220,12 @@ pub struct CreateWorkflow {
     /// Client-chosen id (idempotency key).
     pub id: Option<Uuid>,
     /// The system prompt (root content).
+    #[schema(pattern = "^[^\\u0000]*$")]
     pub system_prompt: String,
-    /// Workflow metadata (an object).
+    /// Workflow metadata (an object; no U+0000 in its strings).
     pub metadata: Option<Map<String, Value>>,
     /// Owner.
+    #[schema(pattern = "^[^\\u0000]*$")]
     pub user_id: Option<String>,
 }
 
@@ -246,14 +248,17 @@ pub struct CreateNode {
     #[schema(value_type = Option<schemas::Role>)]
     pub role: Option<Role>,
     /// Content.
+    #[schema(pattern = "^[^\\u0000]*$")]
     pub content: String,
-    /// Payload.
+    /// Payload: any JSON (no U+0000 in its strings).
     pub payload: Option<Value>,
-    /// Metadata (an object).
+    /// Metadata (an object; no U+0000 in its strings).
     pub metadata: Option<Map<String, Value>>,
     /// Agent.
+    #[schema(pattern = "^[^\\u0000]*$")]
     pub agent_id: Option<String>,
     /// User.
+    #[schema(pattern = "^[^\\u0000]*$")]
     pub user_id: Option<String>,
     /// Only append if the parent has no child yet (continue a branch, never fork by
     /// accident): else 409.
