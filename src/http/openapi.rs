@@ -30,7 +30,7 @@ use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
 };
 use utoipa::openapi::{Components, Content, Header, Ref, RefOr};
-use utoipa::{Modify, OpenApi};
+use utoipa::{IntoResponses, Modify, OpenApi};
 
 use super::auth::{action_of, takes_query_token};
 use super::problem::Problem;
@@ -188,6 +188,22 @@ const COMMON: &[Common] = &[
         header: None,
     },
 ];
+
+/// The 404 of the routes of one workflow, for their `responses(...)`.
+#[derive(IntoResponses)]
+#[response(
+    status = 404,
+    description = "No such workflow (or not in the token's scope: the same answer)"
+)]
+pub struct WorkflowMissing;
+
+/// The 404 of the routes of one node, for their `responses(...)`.
+#[derive(IntoResponses)]
+#[response(
+    status = 404,
+    description = "No such node (or one the token does not see: the same answer)"
+)]
+pub struct NodeMissing;
 
 /// Adds what holds for every route (see the module docs).
 struct Conventions;
@@ -680,14 +696,16 @@ mod tests {
             revoked_at: None,
         };
         fits(&doc, "Token", &view);
-        let mut anti_entropy = AuditStatus::default();
-        anti_entropy.last_divergence = Some(Divergence {
-            workflow_id: root.workflow_id,
-            what: "nodes".to_owned(),
-            missing: 3,
-            repaired: true,
-            found_at: "2026-11-23T18:00:00.123456Z".to_owned(),
-        });
+        let anti_entropy = AuditStatus {
+            last_divergence: Some(Divergence {
+                workflow_id: root.workflow_id,
+                what: "nodes".to_owned(),
+                missing: 3,
+                repaired: true,
+                found_at: "2026-11-23T18:00:00.123456Z".to_owned(),
+            }),
+            ..AuditStatus::default()
+        };
         let sink = SinkStatus {
             name: "redis".to_owned(),
             state: SinkState::Degraded,

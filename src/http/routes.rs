@@ -23,6 +23,7 @@ use arbor_storage::{
 };
 
 use super::auth::Principal;
+use super::openapi::{NodeMissing, WorkflowMissing};
 use super::problem::Problem;
 use super::schemas;
 use super::scope::{self, forbidden, node_missing, workflow_missing, EventScope, Seen};
@@ -281,7 +282,7 @@ pub async fn list_workflows(
     responses(
         (status = 200, description = "The workflow (counted as far as the token sees)",
             body = WorkflowView),
-        (status = 404, description = "No such workflow (or not in the token's scope)"),
+        WorkflowMissing,
     ))]
 pub async fn get_workflow(
     State(app): State<AppState>,
@@ -320,7 +321,7 @@ fn narrow(w: &mut WorkflowSummary, store: &Store, seen: &Seen) {
         (status = 200, description = "The workflow, with its new status", body = WorkflowView),
         (status = 400, description = "A malformed body, an unknown field or status"),
         (status = 403, description = "A token scoped to branches may not change the status"),
-        (status = 404, description = "No such workflow (or not in the token's scope)"),
+        WorkflowMissing,
         (status = 409, description = "The workflow's status is final"),
     ))]
 pub async fn patch_workflow(
@@ -586,7 +587,7 @@ fn seen_nodes(seen: &Seen, mut nodes: Vec<Arc<Node>>) -> Response {
     responses(
         (status = 200, description = "The node and `edges: {out, in}` (those the token sees)",
             body = NodeView),
-        (status = 404, description = "No such node (or one the token does not see)"),
+        NodeMissing,
     ))]
 pub async fn get_node(
     State(app): State<AppState>,
@@ -612,7 +613,7 @@ pub async fn get_node(
     responses(
         (status = 200, description = "`{nodes}` or, with `format=messages`, `{messages}`",
             body = PathView),
-        (status = 404, description = "No such node (or one the token does not see)"),
+        NodeMissing,
     ))]
 pub async fn get_path(
     State(app): State<AppState>,
@@ -636,7 +637,7 @@ pub async fn get_path(
     params(NodePath),
     responses(
         (status = 200, description = "The children (those the token sees)", body = Nodes),
-        (status = 404, description = "No such node (or one the token does not see)"),
+        NodeMissing,
     ))]
 pub async fn get_children(
     State(app): State<AppState>,
@@ -653,7 +654,7 @@ pub async fn get_children(
     params(NodePath, SubtreeQuery),
     responses(
         (status = 200, description = "The subtree (the nodes the token sees)", body = Nodes),
-        (status = 404, description = "No such node (or one the token does not see)"),
+        NodeMissing,
     ))]
 pub async fn get_subtree(
     State(app): State<AppState>,
@@ -671,7 +672,7 @@ pub async fn get_subtree(
     responses(
         (status = 200, description = "The decisions (as far as the token sees)",
             body = Decisions),
-        (status = 404, description = "No such workflow (or not in the token's scope)"),
+        WorkflowMissing,
     ))]
 pub async fn get_decisions(
     State(app): State<AppState>,
@@ -699,7 +700,7 @@ pub async fn get_decisions(
     responses(
         (status = 200, description = "The branches (as far as the token sees)",
             body = Branches),
-        (status = 404, description = "No such workflow (or not in the token's scope)"),
+        WorkflowMissing,
     ))]
 pub async fn get_branches(
     State(app): State<AppState>,
@@ -748,7 +749,7 @@ pub async fn get_branch(
     responses(
         (status = 200, description = "The monitors (both ends seen by the token)",
             body = Monitors),
-        (status = 404, description = "No such workflow (or not in the token's scope)"),
+        WorkflowMissing,
     ))]
 pub async fn get_monitors(
     State(app): State<AppState>,
@@ -769,7 +770,7 @@ pub async fn get_monitors(
     params(WorkflowPath, EventsQuery),
     responses(
         (status = 200, description = "A page of events (those the token sees)", body = Events),
-        (status = 404, description = "No such workflow (or not in the token's scope)"),
+        WorkflowMissing,
     ))]
 pub async fn get_events(
     State(app): State<AppState>,

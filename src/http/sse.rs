@@ -46,6 +46,7 @@ use uuid::Uuid;
 use arbor_storage::{Event, Seq, Store, Timestamp};
 
 use super::auth::Principal;
+use super::openapi::WorkflowMissing;
 use super::problem::Problem;
 use super::routes::read;
 use super::schemas::SseEvent;
@@ -134,7 +135,7 @@ async fn fan_out(
             body = SseEvent, content_type = "text/event-stream"),
         (status = 400, description = "A resume position beyond the log's head or not a seq, \
             or an unknown parameter"),
-        (status = 404, description = "No such workflow (or not in the token's scope)"),
+        WorkflowMissing,
     ))]
 pub async fn workflow_stream(
     State(app): State<AppState>,

@@ -14,15 +14,6 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 . "$here/../services/lib.sh"
 
 venv="$ARBOR_CACHE_DIR/openapi-venv"
-want="$(cat "$here/requirements.txt")"
-if [ ! -x "$venv/bin/schemathesis" ] || [ "$(cat "$venv/.requirements" 2>/dev/null)" != "$want" ]; then
-    svc_log "creating $venv (pip: $(tr '\n' ' ' <"$here/requirements.txt"))"
-    rm -rf "$venv"
-    mkdir -p "$ARBOR_CACHE_DIR"
-    python3 -m venv "$venv" || svc_die "python3 -m venv failed (Debian: apt-get install python3-venv)"
-    "$venv/bin/pip" install -q --disable-pip-version-check -r "$here/requirements.txt" >&2 ||
-        svc_die "pip install failed"
-    printf '%s' "$want" >"$venv/.requirements"
-fi
+svc_venv "$venv" "$here/requirements.txt"
 echo "export ARBOR_TEST_SCHEMATHESIS=$venv/bin/schemathesis"
 echo "export ARBOR_TEST_OPENAPI_PYTHON=$venv/bin/python"
