@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use arbor_storage::{Store, Timestamp, Token, TokenError, TokenSpec};
@@ -16,16 +17,20 @@ use super::secret::{self, TokenSecret};
 
 /// A token as shown by `arbor token list` and `GET /v1/tokens`: what it was created
 /// as, by whom and when, and whether it is revoked.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = Token)]
 pub struct TokenView {
     /// Id, name, role, scope, expiry, rate.
     #[serde(flatten)]
+    #[schema(value_type = crate::http::schemas::TokenSpec)]
     pub token: TokenSpec,
     /// Creation time.
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
     /// Creator (token id, `anonymous`, or `cli`).
     pub created_by: String,
-    /// Revocation time.
+    /// Revocation time (null while the token is not revoked).
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
     pub revoked_at: Option<Timestamp>,
 }
 

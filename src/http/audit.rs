@@ -12,22 +12,26 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
 
-use arbor_storage::{AdminBody, AdminEvent, Seq, Timestamp};
+use arbor_storage::{AdminBody, AdminEvent, Seq, Timestamp, TokenSpec};
 
 use super::problem::Problem;
 use super::routes::read;
+use super::schemas;
 use super::wire::QueryParams;
 use super::AppState;
 
 /// Query of `GET /v1/audit`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Start after this admin-log seq (default 0).
     pub after: Option<u64>,
-    /// Most entries to return (1..=1000, default 100).
+    /// Most entries to return (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// Only entries by this actor (a token id, `anonymous` or `cli`).
     pub actor: Option<String>,
@@ -36,23 +40,64 @@ pub struct AuditQuery {
 }
 
 /// One audit entry on the wire.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = AuditEntry)]
 struct Entry {
+    /// Admin-log seq (gap-free from 1, apart from the workflows' log).
+    #[schema(value_type = u64)]
     seq: Seq,
-    id: uuid::Uuid,
+    /// Event id.
+    id: Uuid,
+    #[schema(value_type = String, format = DateTime)]
     timestamp: Timestamp,
+    /// Who did it: a token id, `anonymous` or `cli`.
     actor: String,
+    /// `token.created` or `token.revoked`.
     kind: &'static str,
     /// What the action was about (never a secret or its hash).
-    details: Value,
+    details: Details,
+    /// BLAKE3 chain hash (hex).
     hash: String,
+}
+
+/// What an admin action was about.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+#[schema(as = AuditDetails)]
+enum Details {
+    /// `token.created`: the token.
+    TokenCreated {
+        /// The new token.
+        #[schema(value_type = schemas::TokenSpec)]
+        token: TokenSpec,
+    },
+    /// `token.revoked`: which one.
+    TokenRevoked {
+        /// The revoked token.
+        token_id: Uuid,
+    },
+}
+
+/// `{events:[…], next_after}`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = AuditPage)]
+struct Page {
+    /// The page of entries, oldest first.
+    events: Vec<Entry>,
+    /// Where the next page starts: past every entry this page looked at.
+    #[schema(value_type = u64)]
+    next_after: Seq,
 }
 
 impl From<&AdminEvent> for Entry {
     fn from(e: &AdminEvent) -> Entry {
         let details = match &e.body {
-            AdminBody::TokenCreated { token, .. } => json!({ "token": token }),
-            AdminBody::TokenRevoked { token_id } => json!({ "token_id": token_id }),
+            AdminBody::TokenCreated { token, .. } => Details::TokenCreated {
+                token: token.clone(),
+            },
+            AdminBody::TokenRevoked { token_id } => Details::TokenRevoked {
+                token_id: *token_id,
+            },
         };
         Entry {
             seq: e.seq,
@@ -69,7 +114,13 @@ impl From<&AdminEvent> for Entry {
 /// Admin events read per scan step while filtering.
 const SCAN: usize = 1000;
 
-/// `GET /v1/audit`.
+/// Pages the admin log, oldest first.
+///
+/// The actions taken on the store itself (tokens created and revoked), each with its
+/// actor, time and chain hash; filtered by actor and kind.
+#[utoipa::path(get, path = "/v1/audit", tag = "audit",
+    params(AuditQuery),
+    responses((status = 200, description = "A page of the admin log", body = Page)))]
 pub async fn audit(
     State(app): State<AppState>,
     QueryParams(q): QueryParams<AuditQuery>,
@@ -103,5 +154,9 @@ pub async fn audit(
         }
     })
     .await?;
-    Ok(Json(json!({ "events": entries, "next_after": next_after })).into_response())
+    Ok(Json(Page {
+        events: entries,
+        next_after,
+    })
+    .into_response())
 }

@@ -3,9 +3,10 @@
 //! - A store that never had a token runs open: every request acts as `anonymous` with
 //!   every right (the server refuses a non-loopback bind in that state, so open means
 //!   loopback only). Once any token exists — revoked ones count — it never opens again.
-//! - Otherwise every route but `/healthz`, `/readyz` and the web UI's files needs a live
-//!   token: from `Authorization: Bearer <token>`, or `?access_token=` on the GET stream
-//!   endpoints only (EventSource cannot set headers). Missing, malformed, unknown, expired or
+//! - Otherwise every route but `/healthz`, `/readyz`, the web UI's files, `/openapi.json`
+//!   and `/docs` (the API's description and its page) needs a live token: from
+//!   `Authorization: Bearer <token>`, or `?access_token=` on the GET stream endpoints
+//!   only (EventSource cannot set headers). Missing, malformed, unknown, expired or
 //!   revoked → 401 with `WWW-Authenticate: Bearer`. The `access_token` parameter is
 //!   taken out of the URI before the handler sees it.
 //! - Failed authentications are limited per client address (`--auth-failure-rate`): an
@@ -133,8 +134,8 @@ impl Principal {
 /// What a route needs: `None` for the probes, else the least action.
 pub fn action_of(method: &Method, path: &str) -> Option<Action> {
     match path {
-        // The probes, and the web UI's files (public: the page holds no data).
-        "/healthz" | "/readyz" | "/" | "/ui/{file}" => None,
+        // The probes, the web UI's files and the API's description (public: no data).
+        "/healthz" | "/readyz" | "/" | "/ui/{file}" | "/openapi.json" | "/docs" => None,
         "/v1/tokens" | "/v1/tokens/{id}" | "/v1/stream" | "/v1/audit" | "/metrics"
         | "/v1/health" => Some(Action::Admin),
         _ if *method == Method::GET || *method == Method::HEAD => Some(Action::Read),
@@ -149,7 +150,7 @@ fn manages_access(path: &str) -> bool {
 }
 
 /// Whether `?access_token=` is accepted on this route.
-fn takes_query_token(method: &Method, path: &str) -> bool {
+pub fn takes_query_token(method: &Method, path: &str) -> bool {
     *method == Method::GET && matches!(path, "/v1/stream" | "/v1/workflows/{wf}/stream")
 }
 
@@ -321,6 +322,8 @@ mod tests {
         let get = Method::GET;
         assert_eq!(action_of(&get, "/healthz"), None);
         assert_eq!(action_of(&get, "/readyz"), None);
+        assert_eq!(action_of(&get, "/openapi.json"), None);
+        assert_eq!(action_of(&get, "/docs"), None);
         assert_eq!(action_of(&get, "/v1/workflows/{wf}"), Some(Action::Read));
         assert_eq!(
             action_of(&Method::PATCH, "/v1/workflows/{wf}"),

@@ -14,6 +14,8 @@
 //! - [`audit`]: `/v1/audit` (admin): the admin log, paged and filtered.
 //! - [`scope`]: what a token limited to workflows or branches sees and may append to.
 //! - [`ui`]: the web UI at `/`, embedded in the binary.
+//! - [`openapi`]: the OpenAPI 3.1 description (`/openapi.json`) and its page (`/docs`);
+//!   [`schemas`] describes the wire shapes of the storage and sync types.
 
 pub mod audit;
 pub mod auth;
@@ -21,8 +23,10 @@ pub mod cors;
 pub mod guard;
 pub mod health;
 pub mod layers;
+pub mod openapi;
 pub mod problem;
 pub mod routes;
+pub mod schemas;
 pub mod scope;
 pub mod sse;
 pub mod tokens;
@@ -157,6 +161,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit", get(audit::audit))
         .route("/", get(ui::index))
         .route("/ui/{file}", get(ui::file))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .route("/docs", get(openapi::docs))
         .route_layer(auth)
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async {

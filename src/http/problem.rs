@@ -3,6 +3,7 @@
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use arbor_storage::{AppendError, StorageError};
 
@@ -17,12 +18,21 @@ pub struct Problem {
     pub detail: String,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
+/// A problem on the wire (`application/problem+json`, RFC 9457).
+#[derive(Serialize, ToSchema)]
+#[schema(as = Problem)]
+pub struct ProblemJson<'a> {
+    /// `https://arbor.dev/problems/<slug>`: the kind of problem (`bad-request`,
+    /// `not-found`, `conflict`, `unprocessable`, `too-large`, `unauthorized`,
+    /// `forbidden`, `rate-limited`, `timeout`, `unavailable`, …).
     #[serde(rename = "type")]
+    #[schema(format = "uri")]
     kind: String,
+    /// The status's reason phrase.
     title: &'a str,
+    /// The HTTP status.
     status: u16,
+    /// What exactly went wrong.
     detail: &'a str,
 }
 
@@ -96,7 +106,7 @@ impl From<AppendError> for Problem {
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let title = self.status.canonical_reason().unwrap_or("Error");
-        let body = Body {
+        let body = ProblemJson {
             kind: format!("https://arbor.dev/problems/{}", self.kind),
             title,
             status: self.status.as_u16(),

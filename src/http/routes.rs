@@ -13,7 +13,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use arbor_storage::{
@@ -22,15 +23,18 @@ use arbor_storage::{
 };
 
 use super::auth::Principal;
+use super::openapi::{NodeMissing, WorkflowMissing};
 use super::problem::Problem;
+use super::schemas;
 use super::scope::{self, forbidden, node_missing, workflow_missing, EventScope, Seen};
 use super::views::{
-    BranchView, Branches, Decisions, Events, Messages, Monitors, NodeView, Nodes, WorkflowView,
+    BranchView, Branches, Decisions, Events, Messages, Monitors, NodeView, Nodes, PathView,
+    WorkflowView,
 };
 use super::wire::{
-    Choose, CreateBatch, CreateEdge, CreateNode, CreateWorkflow, EdgeCreated, EventsQuery,
-    JsonBody, ListQuery, MonitorsQuery, NoQuery, PatchWorkflow, PathParam, PathQuery, QueryParams,
-    SubtreeQuery, WorkflowCreated,
+    BranchPath, Choose, CreateBatch, CreateEdge, CreateNode, CreateWorkflow, EdgeCreated,
+    EventsQuery, JsonBody, ListQuery, MonitorsQuery, NoQuery, NodePath, PatchWorkflow, PathParam,
+    PathQuery, QueryParams, SubtreeQuery, WorkflowCreated, WorkflowPath,
 };
 use super::AppState;
 
@@ -134,7 +138,22 @@ fn json_len<T: serde::Serialize + ?Sized>(v: &T) -> usize {
     c.0
 }
 
-/// `POST /v1/workflows`.
+/// Creates a workflow and its root node.
+///
+/// The root is a `system` node whose content is the system prompt. With an `id`, the
+/// request is idempotent: the same body again answers 200 with what was stored.
+#[utoipa::path(post, path = "/v1/workflows", tag = "workflows",
+    request_body = CreateWorkflow,
+    responses(
+        (status = 201, description = "Created", body = WorkflowCreated),
+        (status = 200, description = "An identical replay of `id`: what was stored",
+            body = WorkflowCreated),
+        (status = 400, description = "A malformed body or an unknown field"),
+        (status = 403, description = "A token scoped to workflows or branches may not create \
+            workflows"),
+        (status = 409, description = "`id` exists with another body"),
+        (status = 413, description = "The system prompt or the metadata is over its limit"),
+    ))]
 pub async fn create_workflow(
     State(app): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -195,7 +214,26 @@ fn parse_status(s: &str) -> Result<WorkflowStatus, Problem> {
     })
 }
 
-/// `GET /v1/workflows`.
+/// `{workflows:[…], next_cursor}`: a page of `GET /v1/workflows`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = WorkflowList)]
+pub struct WorkflowList<'a> {
+    /// The page, newest first.
+    workflows: Vec<WorkflowView<'a>>,
+    /// The `cursor` of the next page; null on the last.
+    #[schema(required = true)]
+    next_cursor: Option<String>,
+}
+
+/// Lists workflows, newest first, a page at a time.
+#[utoipa::path(get, path = "/v1/workflows", tag = "workflows",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of workflows (those the token sees)",
+            body = WorkflowList),
+        (status = 400, description = "`limit` out of range, a malformed `cursor`, an unknown \
+            `status` or an unknown parameter"),
+    ))]
 pub async fn list_workflows(
     State(app): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -231,16 +269,21 @@ pub async fn list_workflows(
             narrow(w, &app.store, &seen);
         }
     }
-    let workflows: Vec<WorkflowView> = workflows.iter().map(WorkflowView::from).collect();
-    // Through `json!`, as ever: the keys of this listing come out sorted.
-    Ok(Json(json!({
-        "workflows": workflows,
-        "next_cursor": next.map(|s| s.to_string()),
-    }))
+    Ok(Json(WorkflowList {
+        workflows: workflows.iter().map(WorkflowView::from).collect(),
+        next_cursor: next.map(|s| s.to_string()),
+    })
     .into_response())
 }
 
-/// `GET /v1/workflows/{wf}`.
+/// A workflow: status, root, counts, branch heads, times, last seq.
+#[utoipa::path(get, path = "/v1/workflows/{wf}", tag = "workflows",
+    params(WorkflowPath),
+    responses(
+        (status = 200, description = "The workflow (counted as far as the token sees)",
+            body = WorkflowView),
+        WorkflowMissing,
+    ))]
 pub async fn get_workflow(
     State(app): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -268,7 +311,19 @@ fn narrow(w: &mut WorkflowSummary, store: &Store, seen: &Seen) {
     }
 }
 
-/// `PATCH /v1/workflows/{wf}`.
+/// Sets a workflow's status.
+///
+/// `running` and `waiting` may change; `completed`, `failed` and `cancelled` are final.
+#[utoipa::path(patch, path = "/v1/workflows/{wf}", tag = "workflows",
+    params(WorkflowPath),
+    request_body = PatchWorkflow,
+    responses(
+        (status = 200, description = "The workflow, with its new status", body = WorkflowView),
+        (status = 400, description = "A malformed body, an unknown field or status"),
+        (status = 403, description = "A token scoped to branches may not change the status"),
+        WorkflowMissing,
+        (status = 409, description = "The workflow's status is final"),
+    ))]
 pub async fn patch_workflow(
     State(app): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -296,7 +351,26 @@ pub async fn patch_workflow(
     .await
 }
 
-/// `POST /v1/workflows/{wf}/nodes`.
+/// Appends one node.
+///
+/// With `expect_leaf: true` only if the parent has no child yet (continue a branch,
+/// never fork by accident). With an `id`, the request is idempotent.
+#[utoipa::path(post, path = "/v1/workflows/{wf}/nodes", tag = "nodes",
+    params(WorkflowPath),
+    request_body = CreateNode,
+    responses(
+        (status = 201, description = "The node, appended", body = schemas::Node),
+        (status = 200, description = "An identical replay of `id`: the stored node",
+            body = schemas::Node),
+        (status = 400, description = "A malformed body, an unknown field, an invalid type or \
+            role"),
+        (status = 403, description = "Under a branch scope: the parent is read-only to the token"),
+        (status = 404, description = "No such workflow, or a parent the token does not see"),
+        (status = 409, description = "`id` exists with another body, or `expect_leaf` and the \
+            parent has a child"),
+        (status = 413, description = "The content, payload or metadata is over its limit"),
+        (status = 422, description = "The parent is unknown or in another workflow"),
+    ))]
 pub async fn create_node(
     State(app): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -327,7 +401,25 @@ pub async fn create_node(
     }
 }
 
-/// `POST /v1/workflows/{wf}/nodes/batch`.
+/// Appends nodes atomically: all or none.
+///
+/// A node's parent may be an earlier item of the batch.
+#[utoipa::path(post, path = "/v1/workflows/{wf}/nodes/batch", tag = "nodes",
+    params(WorkflowPath),
+    request_body = CreateBatch,
+    responses(
+        (status = 201, description = "The nodes, appended, in order", body = Nodes),
+        (status = 200, description = "An identical replay: the stored nodes", body = Nodes),
+        (status = 400, description = "A malformed body or item, an unknown field, an invalid \
+            type or role"),
+        (status = 403, description = "Under a branch scope: a parent is read-only to the token"),
+        (status = 404, description = "No such workflow, or a parent the token does not see"),
+        (status = 409, description = "An `id` exists with another body, or `expect_leaf` and \
+            the parent has a child"),
+        (status = 413, description = "Too many nodes, or an item's content, payload or \
+            metadata over its limit"),
+        (status = 422, description = "A parent is unknown or in another workflow"),
+    ))]
 pub async fn create_batch(
     State(app): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -363,6 +455,7 @@ pub async fn create_batch(
     };
     match app.submit(intent).await? {
         Outcome::Nodes { nodes, replayed } => {
+            let nodes: Vec<Arc<Node>> = nodes.into_iter().map(Arc::new).collect();
             Ok((created(replayed), Json(Nodes { nodes: &nodes })).into_response())
         }
         other => Err(unexpected(&other)),
@@ -378,7 +471,21 @@ fn edge_response(edge: Edge, seq: u64) -> EdgeCreated {
     }
 }
 
-/// `POST /v1/workflows/{wf}/edges`.
+/// Records a MONITORS, OPTION_OF or CHOSEN_OPTION edge.
+#[utoipa::path(post, path = "/v1/workflows/{wf}/edges", tag = "nodes",
+    params(WorkflowPath),
+    request_body = CreateEdge,
+    responses(
+        (status = 201, description = "The edge, recorded", body = EdgeCreated),
+        (status = 200, description = "The edge was there already", body = EdgeCreated),
+        (status = 400, description = "A malformed body, an unknown field or edge type"),
+        (status = 403, description = "Under a branch scope: `from` is read-only to the token"),
+        (status = 404, description = "No such workflow, or an end the token does not see"),
+        (status = 409, description = "The decision chose another option already"),
+        (status = 422, description = "An end is not a node of the workflow, or the edge breaks \
+            its type's rule (MONITORS from a monitor, OPTION_OF from a decision to an option, \
+            CHOSEN_OPTION to an option of the decision)"),
+    ))]
 pub async fn create_edge(
     State(app): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -415,7 +522,20 @@ pub async fn create_edge(
     }
 }
 
-/// `POST /v1/nodes/{id}/choose`.
+/// Records a decision's choice (CHOSEN_OPTION).
+#[utoipa::path(post, path = "/v1/nodes/{id}/choose", tag = "nodes",
+    params(NodePath),
+    request_body = Choose,
+    responses(
+        (status = 200, description = "The CHOSEN_OPTION edge", body = EdgeCreated),
+        (status = 400, description = "A malformed body or an unknown field"),
+        (status = 403, description = "Under a branch scope: the decision is read-only to the \
+            token"),
+        (status = 404, description = "No such node, or one the token does not see"),
+        (status = 409, description = "The decision chose another option already"),
+        (status = 422, description = "The node is not a decision, or the option not one of its \
+            options"),
+    ))]
 pub async fn choose(
     State(app): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -461,7 +581,14 @@ fn seen_nodes(seen: &Seen, mut nodes: Vec<Arc<Node>>) -> Response {
     Json(Nodes { nodes: &nodes }).into_response()
 }
 
-/// `GET /v1/nodes/{id}`.
+/// A node, with its edges.
+#[utoipa::path(get, path = "/v1/nodes/{id}", tag = "nodes",
+    params(NodePath),
+    responses(
+        (status = 200, description = "The node and `edges: {out, in}` (those the token sees)",
+            body = NodeView),
+        NodeMissing,
+    ))]
 pub async fn get_node(
     State(app): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -477,7 +604,17 @@ pub async fn get_node(
     Ok(Json(NodeView::from(&node)).into_response())
 }
 
-/// `GET /v1/nodes/{id}/path`.
+/// The path from the root to a node, root first.
+///
+/// With `format=messages`: the path's nodes that have a role, as `{role, content}`,
+/// ready for an LLM call (the root's role is `system`).
+#[utoipa::path(get, path = "/v1/nodes/{id}/path", tag = "nodes",
+    params(NodePath, PathQuery),
+    responses(
+        (status = 200, description = "`{nodes}` or, with `format=messages`, `{messages}`",
+            body = PathView),
+        NodeMissing,
+    ))]
 pub async fn get_path(
     State(app): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -487,15 +624,21 @@ pub async fn get_path(
     // The ancestors of a node seen are seen.
     let (_, nodes) = read_node(&app, &p, id, |s, id| s.path(id)).await?;
     match q.format.as_deref().unwrap_or("nodes") {
-        "nodes" => Ok(Json(Nodes { nodes: &nodes }).into_response()),
-        "messages" => Ok(Json(Messages::from(&nodes[..])).into_response()),
+        "nodes" => Ok(Json(PathView::Nodes(Nodes { nodes: &nodes })).into_response()),
+        "messages" => Ok(Json(PathView::Messages(Messages::from(&nodes[..]))).into_response()),
         other => Err(Problem::bad_request(format!(
             "format {other:?} is not one of nodes, messages"
         ))),
     }
 }
 
-/// `GET /v1/nodes/{id}/children`.
+/// A node's children, in seq order.
+#[utoipa::path(get, path = "/v1/nodes/{id}/children", tag = "nodes",
+    params(NodePath),
+    responses(
+        (status = 200, description = "The children (those the token sees)", body = Nodes),
+        NodeMissing,
+    ))]
 pub async fn get_children(
     State(app): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -506,7 +649,13 @@ pub async fn get_children(
     Ok(seen_nodes(&seen, nodes))
 }
 
-/// `GET /v1/nodes/{id}/subtree`.
+/// A node and those below it, breadth-first.
+#[utoipa::path(get, path = "/v1/nodes/{id}/subtree", tag = "nodes",
+    params(NodePath, SubtreeQuery),
+    responses(
+        (status = 200, description = "The subtree (the nodes the token sees)", body = Nodes),
+        NodeMissing,
+    ))]
 pub async fn get_subtree(
     State(app): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -517,7 +666,14 @@ pub async fn get_subtree(
     Ok(seen_nodes(&seen, nodes))
 }
 
-/// `GET /v1/workflows/{wf}/decisions`.
+/// A workflow's decisions, their options and the chosen one.
+#[utoipa::path(get, path = "/v1/workflows/{wf}/decisions", tag = "workflows",
+    params(WorkflowPath),
+    responses(
+        (status = 200, description = "The decisions (as far as the token sees)",
+            body = Decisions),
+        WorkflowMissing,
+    ))]
 pub async fn get_decisions(
     State(app): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -538,7 +694,14 @@ pub async fn get_decisions(
     Ok(Json(Decisions::from(&decisions[..])).into_response())
 }
 
-/// `GET /v1/workflows/{wf}/branches` (from the index alone).
+/// A workflow's branches: fork point, head, length (from the index alone).
+#[utoipa::path(get, path = "/v1/workflows/{wf}/branches", tag = "workflows",
+    params(WorkflowPath),
+    responses(
+        (status = 200, description = "The branches (as far as the token sees)",
+            body = Branches),
+        WorkflowMissing,
+    ))]
 pub async fn get_branches(
     State(app): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -551,7 +714,13 @@ pub async fn get_branches(
     Ok(Json(Branches::from(branches)).into_response())
 }
 
-/// `GET /v1/workflows/{wf}/branches/{branch_id}`.
+/// A branch and its nodes, in seq order.
+#[utoipa::path(get, path = "/v1/workflows/{wf}/branches/{branch_id}", tag = "workflows",
+    params(BranchPath),
+    responses(
+        (status = 200, description = "The branch (the nodes the token sees)", body = BranchView),
+        (status = 404, description = "No such workflow or branch (or not in the token's scope)"),
+    ))]
 pub async fn get_branch(
     State(app): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -574,7 +743,14 @@ pub async fn get_branch(
     Ok(Json(BranchView::from(&nodes)).into_response())
 }
 
-/// `GET /v1/workflows/{wf}/monitors`.
+/// A workflow's MONITORS edges, with both ends.
+#[utoipa::path(get, path = "/v1/workflows/{wf}/monitors", tag = "workflows",
+    params(WorkflowPath, MonitorsQuery),
+    responses(
+        (status = 200, description = "The monitors (both ends seen by the token)",
+            body = Monitors),
+        WorkflowMissing,
+    ))]
 pub async fn get_monitors(
     State(app): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -589,7 +765,13 @@ pub async fn get_monitors(
     Ok(Json(Monitors::from(&monitors[..])).into_response())
 }
 
-/// `GET /v1/workflows/{wf}/events`.
+/// Replays a workflow's events from the log, in order, a page at a time.
+#[utoipa::path(get, path = "/v1/workflows/{wf}/events", tag = "workflows",
+    params(WorkflowPath, EventsQuery),
+    responses(
+        (status = 200, description = "A page of events (those the token sees)", body = Events),
+        WorkflowMissing,
+    ))]
 pub async fn get_events(
     State(app): State<AppState>,
     Extension(p): Extension<Principal>,

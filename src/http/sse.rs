@@ -46,10 +46,12 @@ use uuid::Uuid;
 use arbor_storage::{Event, Seq, Store, Timestamp};
 
 use super::auth::Principal;
+use super::openapi::WorkflowMissing;
 use super::problem::Problem;
 use super::routes::read;
+use super::schemas::SseEvent;
 use super::scope::EventScope;
-use super::wire::{PathParam, QueryParams, StreamQuery};
+use super::wire::{PathParam, QueryParams, ResumeHeader, StreamQuery, WorkflowPath};
 use super::AppState;
 
 /// Events read from the log per catch-up page.
@@ -119,7 +121,22 @@ async fn fan_out(
     }
 }
 
-/// `GET /v1/workflows/{wf}/stream`.
+/// A workflow's events as Server-Sent Events, live.
+///
+/// Each event is `id: <seq>`, `event: <kind>`, `data: <event JSON>` (an `Event`, with
+/// its `seq`). Without a position the stream sends new events only; it resumes after
+/// `Last-Event-ID` or `?after=` (`0` = the whole history first) with no gap and no
+/// duplicate. A heartbeat comment goes out every 15 s (by default). The stream does
+/// not end by itself. EventSource cannot send headers: the token may come as `?access_token=`.
+#[utoipa::path(get, path = "/v1/workflows/{wf}/stream", tag = "streams",
+    params(WorkflowPath, StreamQuery, ResumeHeader),
+    responses(
+        (status = 200, description = "The event stream; the schema is one event's",
+            body = SseEvent, content_type = "text/event-stream"),
+        (status = 400, description = "A resume position beyond the log's head or not a seq, \
+            or an unknown parameter"),
+        WorkflowMissing,
+    ))]
 pub async fn workflow_stream(
     State(app): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -134,7 +151,17 @@ pub async fn workflow_stream(
     open(app, &p, Some(wf), &headers, q.after)
 }
 
-/// `GET /v1/stream`: every workflow.
+/// Every workflow's events as Server-Sent Events, live.
+///
+/// As the per-workflow stream, for the whole store.
+#[utoipa::path(get, path = "/v1/stream", tag = "streams",
+    params(StreamQuery, ResumeHeader),
+    responses(
+        (status = 200, description = "The event stream; the schema is one event's",
+            body = SseEvent, content_type = "text/event-stream"),
+        (status = 400, description = "A resume position beyond the log's head or not a seq, \
+            or an unknown parameter"),
+    ))]
 pub async fn global_stream(
     State(app): State<AppState>,
     Extension(p): Extension<Principal>,

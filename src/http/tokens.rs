@@ -6,23 +6,29 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use arbor_storage::{Store, Timestamp, TokenError};
 
 use super::auth::Principal;
 use super::problem::Problem;
-use super::wire::{JsonBody, NoQuery, PathParam, QueryParams};
+use super::wire::{JsonBody, NoQuery, PathParam, QueryParams, TokenPath};
 use super::AppState;
 use crate::auth::role::Role;
 use crate::auth::token::{issue, IssueError, NewToken, TokenView};
 
 /// Body of `POST /v1/tokens`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
-    /// Name.
+    /// Name: 1–128 characters, none of them a control character.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub name: String,
     /// Role.
     pub role: Role,
@@ -32,13 +38,34 @@ pub struct CreateToken {
     /// Branches in scope.
     #[serde(default)]
     pub branches: Vec<Uuid>,
-    /// Expiry (RFC 3339).
+    /// Expiry (RFC 3339); one in the past is 400.
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<Timestamp>,
-    /// Requests per second.
+    /// Requests per second (else the server's `--rate-limit`).
+    #[schema(exclusive_minimum = 0)]
     pub rate: Option<f64>,
 }
 
 impl super::wire::Body for CreateToken {}
+
+/// `201` of `POST /v1/tokens`: the token, and its secret.
+#[derive(Serialize, ToSchema)]
+#[schema(as = CreatedToken)]
+pub struct Created<'a> {
+    /// The token.
+    #[serde(flatten)]
+    view: TokenView,
+    /// The secret to present as `Authorization: Bearer <token>`: shown only here.
+    token: &'a str,
+}
+
+/// `{tokens:[…]}`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = TokenList)]
+pub struct Tokens {
+    /// Every token, oldest first (revoked ones too; never a secret).
+    tokens: Vec<TokenView>,
+}
 
 fn problem(e: TokenError) -> Problem {
     match e {
@@ -70,7 +97,18 @@ async fn blocking<T: Send + 'static>(
         })?
 }
 
-/// `POST /v1/tokens`.
+/// Creates a token.
+///
+/// The answer holds the token's secret, shown only here. The first token ends open
+/// mode: from then on every route but the public ones needs a token.
+#[utoipa::path(post, path = "/v1/tokens", tag = "tokens",
+    request_body = CreateToken,
+    responses(
+        (status = 201, description = "The token and its secret", body = Created),
+        (status = 400, description = "A malformed body, an unknown field, a name of the wrong \
+            length, an expiry in the past, a rate that is not positive"),
+        (status = 409, description = "A token with this id exists already"),
+    ))]
 pub async fn create_token(
     State(app): State<AppState>,
     Extension(who): Extension<Principal>,
@@ -98,19 +136,30 @@ pub async fn create_token(
         })
     })
     .await?;
-    let mut body = serde_json::to_value(&view)
-        .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
-    body["token"] = secret.expose().into();
+    let body = Created {
+        view,
+        token: secret.expose(),
+    };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-/// `GET /v1/tokens`.
+/// Lists the tokens.
+#[utoipa::path(get, path = "/v1/tokens", tag = "tokens",
+    responses((status = 200, description = "Every token, oldest first", body = Tokens)))]
 pub async fn list_tokens(State(app): State<AppState>, _: QueryParams<NoQuery>) -> Response {
-    let tokens: Vec<TokenView> = app.store.tokens().iter().map(TokenView::from).collect();
-    Json(serde_json::json!({ "tokens": tokens })).into_response()
+    let tokens = app.store.tokens().iter().map(TokenView::from).collect();
+    Json(Tokens { tokens }).into_response()
 }
 
-/// `DELETE /v1/tokens/{id}`.
+/// Revokes a token, at once.
+///
+/// Its open streams end within a second. Revoking a revoked token changes nothing.
+#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens",
+    params(TokenPath),
+    responses(
+        (status = 200, description = "The token, revoked", body = TokenView),
+        (status = 404, description = "No such token"),
+    ))]
 pub async fn revoke_token(
     State(app): State<AppState>,
     Extension(who): Extension<Principal>,

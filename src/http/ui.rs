@@ -66,11 +66,26 @@ static ASSETS: &[Asset] = assets! {
 };
 
 /// `GET /`: the page.
+#[utoipa::path(get, path = "/", tag = "ui",
+    responses(
+        (status = 200, description = "The web UI's page (public: it holds no data)",
+            body = String, content_type = "text/html"),
+        (status = 304, description = "Not modified since the ETag sent in If-None-Match"),
+    ))]
 pub async fn index(headers: HeaderMap) -> Response {
     serve("index.html", &headers)
 }
 
 /// `GET /ui/{file}`: one of the page's files; 404 for any other name.
+#[utoipa::path(get, path = "/ui/{file}", tag = "ui",
+    params(("file" = String, Path, description = "A file of the page: app.js, api.js, \
+        model.js, outline.js, style.css or icon.svg")),
+    responses(
+        (status = 200, description = "The file", content(
+            (String = "text/javascript"), (String = "text/css"), (String = "image/svg+xml"))),
+        (status = 304, description = "Not modified since the ETag sent in If-None-Match"),
+        (status = 404, description = "No such file"),
+    ))]
 pub async fn file(Path(name): Path<String>, headers: HeaderMap) -> Response {
     if name == "index.html" {
         // One address for the page, so that relative links have one base.

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use arbor_storage::{
@@ -16,19 +17,34 @@ use arbor_storage::{
     Timestamp, WorkflowStatus, WorkflowSummary,
 };
 
+use super::schemas;
+
 /// `GET /v1/workflows/{wf}` (and each item of `GET /v1/workflows`).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Workflow)]
 pub struct WorkflowView<'a> {
     workflow_id: Uuid,
+    #[schema(value_type = schemas::WorkflowStatus)]
     status: WorkflowStatus,
     root_id: Uuid,
+    /// Nodes (that the token sees).
     node_count: usize,
+    /// Branches (that the token sees).
     branch_count: usize,
+    /// The head (last node) of each branch.
+    #[schema(value_type = Vec<Uuid>)]
     heads: &'a [Uuid],
+    #[schema(value_type = String, format = DateTime)]
     created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
     updated_at: Timestamp,
+    /// Seq of the workflow's last event.
+    #[schema(value_type = u64)]
     last_seq: Seq,
+    /// The user who started the workflow.
+    #[schema(value_type = Option<String>, required = true)]
     user_id: Option<&'a str>,
+    #[schema(value_type = Object)]
     metadata: &'a Map<String, Value>,
 }
 
@@ -51,30 +67,37 @@ impl<'a> From<&'a WorkflowSummary> for WorkflowView<'a> {
 }
 
 /// `GET /v1/nodes/{id}`: the node's own fields, then `edges: {out, in}`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = NodeWithEdges)]
 pub struct NodeView<'a> {
     #[serde(flatten)]
+    #[schema(value_type = schemas::Node)]
     node: &'a Node,
     edges: EdgesView,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = NodeEdges)]
 struct EdgesView {
+    /// Edges from this node.
     out: Vec<OutEdge>,
+    /// Edges to this node.
     #[serde(rename = "in")]
     incoming: Vec<InEdge>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct OutEdge {
     #[serde(rename = "type")]
+    #[schema(value_type = schemas::EdgeKind)]
     kind: EdgeKind,
     to: Uuid,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct InEdge {
     #[serde(rename = "type")]
+    #[schema(value_type = schemas::EdgeKind)]
     kind: EdgeKind,
     from: Uuid,
 }
@@ -100,22 +123,31 @@ impl<'a> From<&'a NodeWithEdges> for NodeView<'a> {
 }
 
 /// `{nodes:[…]}`.
-#[derive(Serialize)]
-pub struct Nodes<'a, T> {
+#[derive(Serialize, ToSchema)]
+#[schema(as = NodeList)]
+pub struct Nodes<'a> {
     /// The nodes.
-    pub nodes: &'a [T],
+    #[schema(value_type = Vec<schemas::Node>)]
+    pub nodes: &'a [Arc<Node>],
 }
 
 /// `GET /v1/workflows/{wf}/decisions`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Decisions<'a> {
     decisions: Vec<DecisionView<'a>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Decision)]
 struct DecisionView<'a> {
+    /// The decision node.
+    #[schema(value_type = schemas::Node)]
     decision: &'a Node,
+    /// Its options (OPTION_OF targets).
+    #[schema(value_type = Vec<schemas::Node>)]
     options: &'a [Arc<Node>],
+    /// The chosen option; null until chosen.
+    #[schema(value_type = Option<schemas::Node>, required = true)]
     chosen: Option<&'a Node>,
 }
 
@@ -133,14 +165,19 @@ impl<'a> From<&'a [Decision]> for Decisions<'a> {
 }
 
 /// `GET /v1/workflows/{wf}/monitors`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Monitors<'a> {
     monitors: Vec<MonitorView<'a>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Monitor)]
 struct MonitorView<'a> {
+    /// The monitor node.
+    #[schema(value_type = schemas::Node)]
     monitor: &'a Node,
+    /// What it monitors.
+    #[schema(value_type = schemas::Node)]
     target: &'a Node,
 }
 
@@ -157,16 +194,21 @@ impl<'a> From<&'a [Monitor]> for Monitors<'a> {
 }
 
 /// `GET /v1/workflows/{wf}/branches`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Branches {
     branches: Vec<BranchSummary>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct BranchSummary {
+    /// The id of the branch's first node.
     branch_id: Uuid,
+    /// The node the branch forks from; null for the root's branch.
+    #[schema(required = true)]
     fork_node_id: Option<Uuid>,
+    /// The branch's last node.
     head_id: Uuid,
+    /// Nodes on the branch.
     length: u32,
 }
 
@@ -185,10 +227,15 @@ impl From<Vec<BranchInfo>> for Branches {
 }
 
 /// `GET /v1/workflows/{wf}/branches/{branch_id}`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Branch)]
 pub struct BranchView<'a> {
     branch_id: Uuid,
+    /// Null for the root's branch.
+    #[schema(required = true)]
     fork_node_id: Option<Uuid>,
+    /// The branch's nodes in seq order.
+    #[schema(value_type = Vec<schemas::Node>)]
     nodes: &'a [Arc<Node>],
 }
 
@@ -203,22 +250,36 @@ impl<'a> From<&'a BranchNodes> for BranchView<'a> {
 }
 
 /// `GET /v1/workflows/{wf}/events`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = EventPage)]
 pub struct Events<'a> {
     /// The page of events.
+    #[schema(value_type = Vec<schemas::Event>)]
     pub events: &'a [Event],
     /// Where the next page starts.
+    #[schema(value_type = u64)]
     pub next_after: Seq,
 }
 
+/// `GET /v1/nodes/{id}/path`: `{nodes}`, or `{messages}` with `format=messages`.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum PathView<'a> {
+    /// The path's nodes, root first.
+    Nodes(Nodes<'a>),
+    /// The path's nodes that have a role, as messages.
+    Messages(Messages<'a>),
+}
+
 /// `GET /v1/nodes/{id}/path?format=messages`: the path's nodes that have a role.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Messages<'a> {
     messages: Vec<Message<'a>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Message<'a> {
+    #[schema(value_type = schemas::Role)]
     role: &'static str,
     content: &'a str,
 }

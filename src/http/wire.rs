@@ -8,11 +8,13 @@ use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use arbor_storage::{NewNode, Role};
 
 use super::problem::Problem;
+use super::schemas;
 
 /// A JSON request body, parsed strictly: a JSON object (never a positional array), with
 /// every error naming the offending field in the API's words.
@@ -212,45 +214,54 @@ fn api_words(msg: &str) -> String {
 }
 
 /// `POST /v1/workflows`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWorkflow {
     /// Client-chosen id (idempotency key).
     pub id: Option<Uuid>,
     /// The system prompt (root content).
+    #[schema(pattern = "^[^\\u0000]*$")]
     pub system_prompt: String,
-    /// Workflow metadata (an object).
+    /// Workflow metadata (an object; no U+0000 in its strings).
     pub metadata: Option<Map<String, Value>>,
     /// Owner.
+    #[schema(pattern = "^[^\\u0000]*$")]
     pub user_id: Option<String>,
 }
 
 impl Body for CreateWorkflow {}
 
 /// `POST /v1/workflows/{wf}/nodes` and each item of a batch.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateNode {
     /// Client-chosen id (idempotency key).
     pub id: Option<Uuid>,
     /// Parent node.
     pub parent_id: Uuid,
-    /// Node type.
+    /// Node type: `system`, `message`, `action`, `decision`, `option`, `monitor` or any
+    /// lowercase word.
     #[serde(rename = "type")]
+    #[schema(pattern = "^[a-z][a-z0-9_]{0,31}$")]
     pub node_type: String,
-    /// Role.
+    /// Conversation role.
+    #[schema(value_type = Option<schemas::Role>)]
     pub role: Option<Role>,
     /// Content.
+    #[schema(pattern = "^[^\\u0000]*$")]
     pub content: String,
-    /// Payload.
+    /// Payload: any JSON (no U+0000 in its strings).
     pub payload: Option<Value>,
-    /// Metadata (an object).
+    /// Metadata (an object; no U+0000 in its strings).
     pub metadata: Option<Map<String, Value>>,
     /// Agent.
+    #[schema(pattern = "^[^\\u0000]*$")]
     pub agent_id: Option<String>,
     /// User.
+    #[schema(pattern = "^[^\\u0000]*$")]
     pub user_id: Option<String>,
-    /// Only append if the parent has no child yet.
+    /// Only append if the parent has no child yet (continue a branch, never fork by
+    /// accident): else 409.
     #[serde(default)]
     pub expect_leaf: bool,
 }
@@ -277,10 +288,11 @@ impl CreateNode {
 }
 
 /// `POST /v1/workflows/{wf}/nodes/batch`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBatch {
-    /// The nodes, in order.
+    /// The nodes, in order (at least one).
+    #[schema(min_items = 1)]
     pub nodes: Vec<CreateNode>,
 }
 
@@ -289,11 +301,12 @@ impl Body for CreateBatch {
 }
 
 /// `POST /v1/workflows/{wf}/edges`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEdge {
     /// MONITORS, OPTION_OF or CHOSEN_OPTION.
     #[serde(rename = "type")]
+    #[schema(value_type = schemas::NewEdgeKind)]
     pub kind: String,
     /// Source.
     pub from: Uuid,
@@ -304,7 +317,7 @@ pub struct CreateEdge {
 impl Body for CreateEdge {}
 
 /// `POST /v1/nodes/{id}/choose`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Choose {
     /// The option to choose.
@@ -314,17 +327,18 @@ pub struct Choose {
 impl Body for Choose {}
 
 /// `PATCH /v1/workflows/{wf}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchWorkflow {
-    /// New status.
+    /// New status (none from a terminal one: 409).
+    #[schema(value_type = schemas::WorkflowStatus)]
     pub status: String,
 }
 
 impl Body for PatchWorkflow {}
 
 /// `201 {workflow_id, root_id, seq}`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct WorkflowCreated {
     /// Workflow id.
     pub workflow_id: Uuid,
@@ -335,10 +349,11 @@ pub struct WorkflowCreated {
 }
 
 /// An edge as returned by `POST …/edges` and `choose`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EdgeCreated {
     /// Edge type.
     #[serde(rename = "type")]
+    #[schema(value_type = schemas::EdgeKind)]
     pub kind: String,
     /// Source.
     pub from: Uuid,
@@ -349,39 +364,48 @@ pub struct EdgeCreated {
 }
 
 /// Query of `GET /v1/workflows`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// Page size (1..=1000, default 50).
+    /// Page size (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// Cursor from the previous page's `next_cursor`.
+    #[param(pattern = "^[1-9][0-9]*$")]
     pub cursor: Option<String>,
     /// Status filter.
+    #[param(value_type = Option<schemas::WorkflowStatus>)]
     pub status: Option<String>,
     /// Owner filter.
     pub user_id: Option<String>,
 }
 
 /// Query of `GET …/events`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// Start after this seq (default 0).
     pub after: Option<u64>,
-    /// Page size (1..=10000, default 1000).
+    /// Page size (default 1000).
+    #[param(minimum = 1, maximum = 10000)]
     pub limit: Option<usize>,
 }
 
 /// Query of `GET /v1/nodes/{id}/path`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PathQuery {
     /// `nodes` (default) or `messages`.
+    #[param(value_type = Option<schemas::PathFormat>)]
     pub format: Option<String>,
 }
 
 /// Query of `GET /v1/nodes/{id}/subtree`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SubtreeQuery {
     /// Levels below the node (unbounded when absent).
@@ -389,7 +413,8 @@ pub struct SubtreeQuery {
 }
 
 /// Query of `GET …/monitors`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct MonitorsQuery {
     /// Only monitors whose target is on another branch.
@@ -398,10 +423,12 @@ pub struct MonitorsQuery {
 }
 
 /// Query of the SSE endpoints.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct StreamQuery {
-    /// Resume after this seq (0 = whole history first).
+    /// Resume after this seq (0 = whole history first; beyond the log's head: 400). The
+    /// `Last-Event-ID` header, when sent, wins.
     pub after: Option<u64>,
 }
 
@@ -463,4 +490,48 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> axum::extract::FromRequestParts
             .map(|p| PathParam(p.0))
             .map_err(|e| Problem::bad_request(format!("invalid path: {}", e.body_text())))
     }
+}
+
+/// The path parameter of the routes under `/v1/workflows/{wf}`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct WorkflowPath {
+    /// Workflow id.
+    pub wf: Uuid,
+}
+
+/// The path parameters of `/v1/workflows/{wf}/branches/{branch_id}`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct BranchPath {
+    /// Workflow id.
+    pub wf: Uuid,
+    /// Branch id: the id of the branch's first node.
+    pub branch_id: Uuid,
+}
+
+/// The path parameter of the routes under `/v1/nodes/{id}`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct NodePath {
+    /// Node id.
+    pub id: Uuid,
+}
+
+/// The path parameter of `/v1/tokens/{id}`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct TokenPath {
+    /// Token id (the `<id>` of `arbor_<id>_<secret>`).
+    pub id: Uuid,
+}
+
+/// The `Last-Event-ID` header of the SSE routes.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct ResumeHeader {
+    /// Resume after this seq (what a browser's EventSource sends when it reconnects);
+    /// wins over `?after=`. Beyond the log's head, or not a seq: 400.
+    #[param(rename = "Last-Event-ID")]
+    pub last_event_id: Option<u64>,
 }

@@ -22,15 +22,6 @@ fi
 chromium_bin="$(command -v chromium)"
 
 venv="$ARBOR_CACHE_DIR/browser-venv"
-want="$(cat "$here/requirements.txt")"
-if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.requirements" 2>/dev/null)" != "$want" ]; then
-    svc_log "creating $venv (pip: $(tr '\n' ' ' <"$here/requirements.txt"))"
-    rm -rf "$venv"
-    mkdir -p "$ARBOR_CACHE_DIR"
-    python3 -m venv "$venv" || svc_die "python3 -m venv failed (Debian: apt-get install python3-venv)"
-    PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 "$venv/bin/pip" install -q --disable-pip-version-check \
-        -r "$here/requirements.txt" >&2 || svc_die "pip install failed"
-    printf '%s' "$want" >"$venv/.requirements"
-fi
+PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 svc_venv "$venv" "$here/requirements.txt"
 echo "export ARBOR_TEST_BROWSER_PYTHON=$venv/bin/python"
 echo "export ARBOR_TEST_CHROMIUM=$chromium_bin"

@@ -211,6 +211,25 @@ svc_cache_fill() {
     fi
 }
 
+# svc_venv VENV REQUIREMENTS: makes VENV a Python venv with exactly the pip packages of
+# the REQUIREMENTS file, unless it already is (its .requirements holds the file's text):
+# the test tools of tests/browser and tests/openapi. Extra pip environment (e.g.
+# PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1) passes through.
+svc_venv() {
+    local venv="$1" requirements="$2" want
+    want="$(cat "$requirements")"
+    if [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.requirements" 2>/dev/null)" = "$want" ]; then
+        return 0
+    fi
+    svc_log "creating $venv (pip: $(tr '\n' ' ' <"$requirements"))"
+    rm -rf "$venv"
+    mkdir -p "$(dirname "$venv")"
+    python3 -m venv "$venv" || svc_die "python3 -m venv failed (Debian: apt-get install python3-venv)"
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements" >&2 ||
+        svc_die "pip install failed"
+    printf '%s' "$want" >"$venv/.requirements"
+}
+
 svc_neo4j_fetch_jars() { # POM OUT
     mvn -B -q -f "$1" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$2"
 }
