@@ -1,0 +1,323 @@
+//! The instrument check (issue 13): before any HTTP figure means anything, the
+//! harness's own client must not be the bound. In one case of the append scenario —
+//! closed loop, `--connections` keep-alive connections (64), whole seconds — it
+//! measures, one after the other on the same server:
+//!
+//! - the HTTP floor, `GET /healthz`, from the harness's client and from wrk: their
+//!   ratio is the floor check (goal: the harness within 1.5× of wrk);
+//! - single appends of one fixed node (`--content-median` bytes, a child of the root,
+//!   a fresh id per request) from both clients, on arbor with fsync and with
+//!   durability none: the same requests, so the two clients' figures should agree;
+//! - the same row into PostgreSQL from pgbench (one INSERT per transaction, its own
+//!   client, the same connections and seconds), with fsync and `full_page_writes` on
+//!   (as durable as arbor) and off.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use arbor_storage::Role;
+
+use super::external::{Pgbench, Wrk};
+use super::load::{self, Pace};
+use super::plan::{Plan, System};
+use super::report::{Report, Row, SystemInfo};
+use super::scenarios::{
+    bar, bounds, row, verify_stored, Systems, ARBOR, ARBOR_NONE, HTTP_FLOOR, PROMPT,
+};
+use super::stats::Summary;
+use super::systems::arbor::ArborHttp;
+use super::systems::Target;
+use super::workload::NodeOp;
+
+/// wrk's `GET /healthz`.
+pub const WRK_FLOOR: &str = "HTTP floor (GET /healthz), wrk";
+/// arbor's appends sent by wrk.
+pub const ARBOR_WRK: &str = "arbor, wrk";
+/// arbor (durability none) appends sent by wrk.
+pub const ARBOR_NONE_WRK: &str = "arbor (durability none), wrk";
+/// pgbench, fsync on.
+pub const PGBENCH_ON: &str = "postgres, pgbench, fsync on";
+/// pgbench, fsync off.
+pub const PGBENCH_OFF: &str = "postgres, pgbench, fsync off";
+/// How far below wrk's floor the harness's may be.
+pub const FLOOR_TOLERANCE: f64 = 1.5;
+
+/// The case name of the instrument check.
+pub fn case(plan: &Plan) -> String {
+    format!(
+        "closed loop, {} connections, {} s: the instrument check and one {}-byte node per request",
+        plan.connections,
+        seconds(plan),
+        plan.workload.content_median
+    )
+}
+
+/// Whole seconds of each series (wrk takes no fraction).
+pub fn seconds(plan: &Plan) -> u64 {
+    plan.append_duration.as_secs_f64().ceil().max(1.0) as u64
+}
+
+/// The fixed node's JSON around its id: `(before, after)`.
+fn template(content_bytes: usize, parent: Uuid) -> anyhow::Result<(String, String)> {
+    let phrase = "the agent thought about it and answered; ";
+    let content: String = phrase.chars().cycle().take(content_bytes.max(1)).collect();
+    let node = NodeOp {
+        id: Uuid::nil(),
+        parent_id: parent,
+        node_type: "message".into(),
+        role: Some(Role::Assistant),
+        content,
+        payload: Value::Null,
+        metadata: Map::new(),
+        agent_id: Some("bench".into()),
+    };
+    let json = serde_json::to_string(&node)?;
+    let (a, b) = json
+        .split_once(&Uuid::nil().to_string())
+        .ok_or_else(|| anyhow::anyhow!("the node's JSON lacks its id"))?;
+    Ok((a.to_owned(), b.to_owned()))
+}
+
+/// Lua for wrk: POST the fixed node with a fresh id (`tag`-thread-counter) each time.
+fn wrk_appends(path: &str, (before, after): &(String, String)) -> String {
+    let tag = format!("{:08x}", rand::random::<u32>());
+    format!(
+        r#"wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local before = [==[{before}]==]
+local after = [==[{after}]==]
+local n = 0
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
+function request()
+  n = n + 1
+  local id = string.format("{tag}-%04x-4000-8000-%012x", tid or 0, n)
+  return wrk.format(nil, "{path}", nil, before .. id .. after)
+end
+"#
+    )
+}
+
+/// A row from a child tool's summary.
+fn tool_row(case: &str, system: &str, unit: &str, s: anyhow::Result<Summary>) -> Row {
+    let mut r = row("append", case, system, unit, &load::LoadOutcome::default());
+    match s {
+        Ok(s) => r.summary = s,
+        Err(e) => r.error = Some(format!("{e:#}")),
+    }
+    r
+}
+
+/// The harness's floor: `GET /healthz` from `plan.connections` agents, closed loop.
+async fn harness_floor(plan: &Plan, http: &ArborHttp, case: &str) -> Row {
+    let progress = bar("instrument: HTTP floor, harness".into());
+    let agents: Vec<_> = (0..plan.connections)
+        .map(|_| std::iter::repeat_n((), usize::MAX))
+        .collect();
+    let h = http.clone();
+    let secs = Duration::from_secs(seconds(plan));
+    let out = load::drive(
+        agents,
+        Pace::Closed,
+        bounds(plan, secs),
+        &progress,
+        move |()| {
+            let h = h.clone();
+            async move { h.healthz().await }
+        },
+    )
+    .await;
+    progress.finish_and_clear();
+    let mut r = row("append", case, HTTP_FLOOR, "request", &out);
+    r.extra.insert(
+        "what".into(),
+        Value::from("GET /healthz from the harness's keep-alive client: no storage"),
+    );
+    r
+}
+
+/// Fixed appends from the harness's client; the row checks that every acknowledged
+/// node is stored.
+async fn harness_appends(plan: &Plan, name: &str, http: &ArborHttp, case: &str) -> Row {
+    let res = async {
+        let (wf, root) = http.create_workflow(PROMPT).await?;
+        let (before, after) = template(plan.workload.content_median, root)?;
+        let (before, after) = (Arc::<str>::from(before), Arc::<str>::from(after));
+        let path = Arc::<str>::from(format!("/v1/workflows/{wf}/nodes"));
+        let progress = bar(format!("instrument: {name}, harness"));
+        let agents: Vec<_> = (0..plan.connections)
+            .map(|_| std::iter::repeat_n((), usize::MAX))
+            .collect();
+        let client = http.client().clone();
+        let out = load::drive(
+            agents,
+            Pace::Closed,
+            bounds(plan, Duration::from_secs(seconds(plan))),
+            &progress,
+            move |()| {
+                let (client, path) = (client.clone(), path.clone());
+                let body = Bytes::from(format!("{before}{}{after}", Uuid::now_v7()));
+                async move { client.post(&path, body).await?.ok("append").map(drop) }
+            },
+        )
+        .await;
+        progress.finish_and_clear();
+        let mut r = row("append", case, name, "event", &out);
+        verify_stored(&Target::Arbor(http.clone()), wf, out.latency.count(), &mut r).await;
+        Ok::<_, anyhow::Error>(r)
+    }
+    .await;
+    res.unwrap_or_else(|e| tool_row(case, name, "event", Err(e)))
+}
+
+/// The same appends from wrk.
+async fn wrk_append_row(plan: &Plan, wrk: &Wrk, name: &str, http: &ArborHttp, case: &str) -> Row {
+    let res = async {
+        let (wf, root) = http.create_workflow(PROMPT).await?;
+        let path = format!("/v1/workflows/{wf}/nodes");
+        let s = wrk
+            .run(
+                &format!("{}{path}", http.base()),
+                &wrk_appends(&path, &template(plan.workload.content_median, root)?),
+            )
+            .await?;
+        let mut r = tool_row(case, name, "event", Ok(s));
+        verify_stored(&Target::Arbor(http.clone()), wf, r.summary.count, &mut r).await;
+        Ok::<_, anyhow::Error>(r)
+    }
+    .await;
+    res.unwrap_or_else(|e| tool_row(case, name, "event", Err(e)))
+}
+
+/// The instrument check: floor, fixed appends, pgbench (see the module doc).
+pub(crate) async fn run(plan: &Plan, sys: &Systems, report: &mut Report) {
+    let case = case(plan);
+    let secs = seconds(plan);
+    let wrk = Wrk::find(plan.connections, secs);
+    let missing = |tool: &str| {
+        format!("{tool} is not installed: run `bash benches/tools.sh` (installs wrk and pgbench)")
+    };
+    let Some(a) = sys.arbor.as_ref().filter(|_| plan.has(System::Arbor)) else {
+        return;
+    };
+    report.results.push(harness_floor(plan, &a.http, &case).await);
+    report.results.push(match &wrk {
+        Some(w) => tool_row(
+            &case,
+            WRK_FLOOR,
+            "request",
+            w.run(&format!("{}/healthz", a.http.base()), "").await,
+        ),
+        None => tool_row(&case, WRK_FLOOR, "request", Err(anyhow::anyhow!(missing("wrk")))),
+    });
+    for (arbor, by_wrk) in [(&sys.arbor, ARBOR_WRK), (&sys.arbor_none, ARBOR_NONE_WRK)] {
+        let Some(a) = arbor else { continue };
+        if a.name == ARBOR_NONE && !plan.has(System::ArborNone) {
+            continue;
+        }
+        report
+            .results
+            .push(harness_appends(plan, a.name, &a.http, &case).await);
+        report.results.push(match &wrk {
+            Some(w) => wrk_append_row(plan, w, by_wrk, &a.http, &case).await,
+            None => tool_row(&case, by_wrk, "event", Err(anyhow::anyhow!(missing("wrk")))),
+        });
+    }
+    let (Some(p), Some(url)) = (&sys.postgres, &plan.services.postgres_url) else {
+        return;
+    };
+    let Some(pgbench) = Pgbench::find(plan.connections, secs) else {
+        for name in [PGBENCH_ON, PGBENCH_OFF] {
+            report.results.push(tool_row(
+                &case,
+                name,
+                "event",
+                Err(anyhow::anyhow!(missing("pgbench"))),
+            ));
+        }
+        return;
+    };
+    report.systems.push(SystemInfo {
+        name: "postgres, pgbench".into(),
+        detail: format!(
+            "pgbench ({} clients, {} threads, prepared statements) on the same server and \
+             table: one INSERT of the same {}-byte node per transaction (autocommit), run \
+             with fsync and full_page_writes on (durable against power loss, like arbor's \
+             fsync) and off (ALTER SYSTEM + reload, restored afterwards)",
+            pgbench.clients, pgbench.threads, plan.workload.content_median
+        ),
+    });
+    let saved = match p.set_durability(true).await {
+        Ok(b) => Some(b),
+        Err(e) => {
+            for name in [PGBENCH_ON, PGBENCH_OFF] {
+                report
+                    .results
+                    .push(tool_row(&case, name, "event", Err(e.context("switching fsync"))));
+            }
+            return;
+        }
+    };
+    for (on, name) in [(true, PGBENCH_ON), (false, PGBENCH_OFF)] {
+        if !on {
+            if let Err(e) = p.set_durability(false).await {
+                report
+                    .results
+                    .push(tool_row(&case, name, "event", Err(e.context("switching fsync"))));
+                continue;
+            }
+        }
+        let r = async {
+            let (wf, root) = (Uuid::now_v7(), Uuid::now_v7());
+            p.create_root(wf, root, PROMPT).await?;
+            let (before, after) = template(plan.workload.content_median, root)?;
+            let node: Value = serde_json::from_str(&format!("{before}{}{after}", Uuid::nil()))?;
+            let content = node["content"].as_str().unwrap_or_default();
+            let script = format!(
+                "INSERT INTO arbor_bench_events (id, workflow_id, kind, parent_id, node_type, \
+                 role, content, agent_id) VALUES (gen_random_uuid(), '{wf}', 'node', '{root}', \
+                 'message', 'assistant', '{content}', 'pgbench');\n"
+            );
+            let mut r = tool_row(&case, name, "event", pgbench.run(url, &script).await);
+            verify_stored(&Target::Postgres(p.clone()), wf, r.summary.count, &mut r).await;
+            Ok::<_, anyhow::Error>(r)
+        }
+        .await;
+        report
+            .results
+            .push(r.unwrap_or_else(|e| tool_row(&case, name, "event", Err(e))));
+    }
+    if let Some(b) = saved {
+        if let Err(e) = p.restore_durability(&b).await {
+            tracing::warn!(error = %e, "restoring PostgreSQL's fsync setting");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_template_is_the_node_json_around_its_id() {
+        let root = Uuid::from_u64_pair(1, 2);
+        let (a, b) = template(400, root).unwrap_or_default();
+        let id = Uuid::from_u64_pair(3, 4);
+        let v: Value = serde_json::from_str(&format!("{a}{id}{b}")).unwrap_or(Value::Null);
+        assert_eq!(v["id"], Value::from(id.to_string()));
+        assert_eq!(v["parent_id"], Value::from(root.to_string()));
+        assert_eq!(
+            v["content"].as_str().map(str::len),
+            Some(400)
+        );
+        let lua = wrk_appends("/v1/workflows/x/nodes", &(a, b));
+        assert!(lua.contains("function request()") && lua.contains("thread:set(\"tid\""));
+    }
+}
