@@ -13,6 +13,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -39,7 +40,13 @@ struct Inner {
     addr: SocketAddr,
     host: HeaderValue,
     timeout: Duration,
-    idle: Mutex<Vec<Sender>>,
+    idle: Mutex<Vec<Idle>>,
+}
+
+/// An idle connection and the thread its connection task runs on.
+struct Idle {
+    home: ThreadId,
+    sender: Sender,
 }
 
 /// An answer read to its end.
@@ -117,19 +124,27 @@ impl HttpClient {
         Ok(sender)
     }
 
-    /// An idle connection, or a new one.
-    async fn checkout(&self) -> anyhow::Result<Sender> {
+    /// An idle connection (one whose task runs on this thread if there is one: the
+    /// load runs one event loop per thread), or a new one.
+    async fn checkout(&self) -> anyhow::Result<(Sender, ThreadId)> {
+        let here = std::thread::current().id();
         loop {
-            let idle = self.inner.idle.lock().pop();
+            let idle = {
+                let mut idle = self.inner.idle.lock();
+                match idle.iter().rposition(|c| c.home == here) {
+                    Some(i) => Some(idle.swap_remove(i)),
+                    None => idle.pop(),
+                }
+            };
             match idle {
-                Some(mut s) => {
+                Some(mut c) => {
                     // Ready once its connection task has seen the previous answer end;
                     // an error means the server closed it: drop it, try the next.
-                    if s.ready().await.is_ok() {
-                        return Ok(s);
+                    if c.sender.ready().await.is_ok() {
+                        return Ok((c.sender, c.home));
                     }
                 }
-                None => return self.dial().await,
+                None => return Ok((self.dial().await?, here)),
             }
         }
     }
@@ -149,13 +164,13 @@ impl HttpClient {
     pub async fn send(&self, method: Method, path: &str, body: Option<Bytes>) -> anyhow::Result<Answer> {
         let req = self.request(method, path, body)?;
         let exchange = async {
-            let mut s = self.checkout().await?;
+            let (mut s, home) = self.checkout().await?;
             let res = s.send_request(req).await?;
             let status = res.status();
             let body = res.into_body().collect().await?.to_bytes();
             // Read to its end: the connection is free for the next request.
             if !s.is_closed() {
-                self.inner.idle.lock().push(s);
+                self.inner.idle.lock().push(Idle { home, sender: s });
             }
             Ok::<_, anyhow::Error>(Answer { status, body })
         };

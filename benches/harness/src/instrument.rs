@@ -26,7 +26,7 @@ use super::load::{self, Pace};
 use super::plan::{Plan, System};
 use super::report::{Report, Row, SystemInfo};
 use super::scenarios::{
-    bar, bounds, row, verify_stored, Systems, ARBOR, ARBOR_NONE, HTTP_FLOOR, PROMPT,
+    bar, bounds, row, verify_stored, Systems, ARBOR_NONE, HTTP_FLOOR, PROMPT,
 };
 use super::stats::Summary;
 use super::systems::arbor::ArborHttp;
@@ -258,9 +258,8 @@ pub(crate) async fn run(plan: &Plan, sys: &Systems, report: &mut Report) {
         Ok(b) => Some(b),
         Err(e) => {
             for name in [PGBENCH_ON, PGBENCH_OFF] {
-                report
-                    .results
-                    .push(tool_row(&case, name, "event", Err(e.context("switching fsync"))));
+                let e = anyhow::anyhow!("switching fsync: {e:#}");
+                report.results.push(tool_row(&case, name, "event", Err(e)));
             }
             return;
         }

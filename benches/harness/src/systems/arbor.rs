@@ -228,11 +228,50 @@ fn sinks_of(health: &Value) -> impl Iterator<Item = &Value> {
 }
 
 /// A server the harness started in-process, with its temporary data directory.
+///
+/// It runs on a tokio runtime of its own (as many worker threads as `arbor serve` has:
+/// one per core), not on the harness's: the load generator and the server get threads
+/// of their own, as a client process and `arbor serve` would, and neither is scheduled
+/// behind the other's tasks.
 pub struct LocalArbor {
     running: Running,
+    runtime: ServerRuntime,
     _dir: tempfile::TempDir,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
+}
+
+/// The server's runtime; dropped without blocking (allowed inside the harness's own).
+struct ServerRuntime(Option<tokio::runtime::Runtime>);
+
+impl ServerRuntime {
+    fn new() -> anyhow::Result<ServerRuntime> {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("arbor-server")
+            .enable_all()
+            .build()
+            .context("starting the server's runtime")?;
+        Ok(ServerRuntime(Some(rt)))
+    }
+
+    /// Runs `f` on the server's runtime and waits for it.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let rt = self.0.as_ref().context("the server's runtime is gone")?;
+        rt.spawn(f).await.context("a task of the server's runtime failed")
+    }
+}
+
+impl Drop for ServerRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// Sinks for an in-process server (sync-lag scenario).
@@ -273,12 +312,15 @@ impl LocalArbor {
                 user,
                 password,
             });
-        let running = ::arbor::server::start(cfg)
-            .await
+        let runtime = ServerRuntime::new()?;
+        let running = runtime
+            .run(::arbor::server::start(cfg))
+            .await?
             .context("starting the in-process arbor server")?;
         let base = format!("http://{}", running.addr());
         Ok(LocalArbor {
             running,
+            runtime,
             _dir: dir,
             base,
         })
@@ -291,7 +333,7 @@ impl LocalArbor {
 
     /// Graceful shutdown; the data directory is removed.
     pub async fn stop(self) -> anyhow::Result<()> {
-        self.running.shutdown().await?;
+        self.runtime.run(self.running.shutdown()).await??;
         Ok(())
     }
 }
