@@ -29,7 +29,11 @@ pub fn which(name: &str) -> Option<PathBuf> {
 }
 
 /// Runs `cmd` to its end within `limit`; its stdout, or an error with its stderr.
-async fn run(mut cmd: tokio::process::Command, what: &str, limit: Duration) -> anyhow::Result<String> {
+async fn run(
+    mut cmd: tokio::process::Command,
+    what: &str,
+    limit: Duration,
+) -> anyhow::Result<String> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -42,7 +46,12 @@ async fn run(mut cmd: tokio::process::Command, what: &str, limit: Duration) -> a
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        bail!("{what} failed ({}): {} {}", out.status, err.trim(), stdout.trim());
+        bail!(
+            "{what} failed ({}): {} {}",
+            out.status,
+            err.trim(),
+            stdout.trim()
+        );
     }
     Ok(stdout)
 }
@@ -107,7 +116,9 @@ impl Wrk {
     /// request over and over); the figures as a [`Summary`].
     pub async fn run(&self, url: &str, requests: &str) -> anyhow::Result<Summary> {
         crate::check_loopback("wrk target", url)?;
-        let dir = tempfile::Builder::new().prefix("arbor-bench-wrk-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("arbor-bench-wrk-")
+            .tempdir()?;
         let script = dir.path().join("script.lua");
         std::fs::write(&script, format!("{requests}\n{WRK_DONE}"))
             .with_context(|| format!("writing {}", script.display()))?;
@@ -143,7 +154,11 @@ pub fn parse_wrk(out: &str) -> anyhow::Result<Summary> {
         count: ok,
         errors,
         seconds: round3(secs),
-        per_second: if secs > 0.0 { round3(ok as f64 / secs) } else { 0.0 },
+        per_second: if secs > 0.0 {
+            round3(ok as f64 / secs)
+        } else {
+            0.0
+        },
         p50_us: round3(d.p50),
         p99_us: round3(d.p99.max(d.p50)),
         p999_us: round3(d.p999.max(d.p99).max(d.p50)),
@@ -191,7 +206,9 @@ impl Pgbench {
     /// latencies from its log.
     pub async fn run(&self, url: &str, script: &str) -> anyhow::Result<Summary> {
         crate::check_loopback("pgbench target", url)?;
-        let dir = tempfile::Builder::new().prefix("arbor-bench-pgbench-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("arbor-bench-pgbench-")
+            .tempdir()?;
         let file = dir.path().join("script.sql");
         std::fs::write(&file, script).with_context(|| format!("writing {}", file.display()))?;
         let mut cmd = tokio::process::Command::new(&self.bin);
@@ -290,7 +307,10 @@ mod tests {
         assert_eq!(s.errors, 13);
         assert_eq!(s.seconds, 2.0);
         assert_eq!(s.per_second, 99_995.0);
-        assert_eq!((s.p50_us, s.p99_us, s.p999_us, s.max_us), (500.0, 2_100.0, 4_000.0, 9_000.0));
+        assert_eq!(
+            (s.p50_us, s.p99_us, s.p999_us, s.max_us),
+            (500.0, 2_100.0, 4_000.0, 9_000.0)
+        );
         assert!(parse_wrk("Running 2s test\nunable to connect").is_err());
     }
 
@@ -321,7 +341,9 @@ mod tests {
             threads: 1,
             seconds: 1,
         };
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
         let Ok(rt) = rt else { return };
         let e = rt.block_on(w.run("http://10.1.1.1:80/", "")).err();
         assert!(e.is_some_and(|e| format!("{e}").contains("loopback")));

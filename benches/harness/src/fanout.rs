@@ -250,15 +250,16 @@ where
                 match item {
                     Some(Ok(item)) => {
                         let mut got = 0;
-                        each(item, &mut |n| {
-                            match n.and_then(|n| times.since_sent(n, now)) {
+                        each(
+                            item,
+                            &mut |n| match n.and_then(|n| times.since_sent(n, now)) {
                                 Some(ns) => {
                                     out.latency.record_ns(ns);
                                     got += 1;
                                 }
                                 None => out.unmatched += 1,
-                            }
-                        });
+                            },
+                        );
                         received.fetch_add(got, Ordering::Relaxed);
                     }
                     Some(Err(e)) => {
@@ -321,10 +322,7 @@ pub async fn redis_subscribers(
     subscribe(m, fan, || {
         let (client, channel) = (client.clone(), channel.to_owned());
         let connect = async move {
-            let mut ps = client
-                .get_async_pubsub()
-                .await
-                .context("redis subscribe")?;
+            let mut ps = client.get_async_pubsub().await.context("redis subscribe")?;
             ps.subscribe(&channel).await.context("redis subscribe")?;
             Ok(ps.into_on_message().map(Ok))
         };

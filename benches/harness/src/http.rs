@@ -149,7 +149,12 @@ impl HttpClient {
         }
     }
 
-    fn request(&self, method: Method, path: &str, body: Option<Bytes>) -> anyhow::Result<Request<Full<Bytes>>> {
+    fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> anyhow::Result<Request<Full<Bytes>>> {
         let mut b = Request::builder()
             .method(method)
             .uri(path)
@@ -161,7 +166,12 @@ impl HttpClient {
     }
 
     /// Sends one request on a pooled connection and reads the whole answer.
-    pub async fn send(&self, method: Method, path: &str, body: Option<Bytes>) -> anyhow::Result<Answer> {
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> anyhow::Result<Answer> {
         let req = self.request(method, path, body)?;
         let exchange = async {
             let (mut s, home) = self.checkout().await?;
@@ -220,7 +230,10 @@ mod tests {
             Ok(l) => l,
             Err(e) => panic!("bind: {e}"),
         };
-        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         let conns = Arc::new(AtomicUsize::new(0));
         let c = conns.clone();
         tokio::spawn(async move {
@@ -259,7 +272,11 @@ mod tests {
             assert_eq!(a.status, StatusCode::OK);
             assert_eq!(&a.body[..], b"hello");
         }
-        assert_eq!(conns.load(Ordering::Relaxed), 1, "one kept-alive connection");
+        assert_eq!(
+            conns.load(Ordering::Relaxed),
+            1,
+            "one kept-alive connection"
+        );
         // Concurrent callers get one connection each.
         let calls: Vec<_> = (0..4)
             .map(|_| {

@@ -25,11 +25,10 @@ use super::external::{Pgbench, Wrk};
 use super::load::{self, Pace};
 use super::plan::{Plan, System};
 use super::report::{Report, Row, SystemInfo};
-use super::scenarios::{
-    bar, bounds, row, verify_stored, Systems, ARBOR_NONE, HTTP_FLOOR, PROMPT,
-};
+use super::scenarios::{bar, bounds, row, verify_stored, Systems, ARBOR_NONE, HTTP_FLOOR, PROMPT};
 use super::stats::Summary;
 use super::systems::arbor::ArborHttp;
+use super::systems::postgres::Postgres;
 use super::systems::Target;
 use super::workload::NodeOp;
 
@@ -170,30 +169,77 @@ async fn harness_appends(plan: &Plan, name: &str, http: &ArborHttp, case: &str) 
         .await;
         progress.finish_and_clear();
         let mut r = row("append", case, name, "event", &out);
-        verify_stored(&Target::Arbor(http.clone()), wf, out.latency.count(), &mut r).await;
+        verify_stored(
+            &Target::Arbor(http.clone()),
+            wf,
+            (out.latency.count(), 0),
+            &mut r,
+        )
+        .await;
         Ok::<_, anyhow::Error>(r)
     }
     .await;
     res.unwrap_or_else(|e| tool_row(case, name, "event", Err(e)))
 }
 
+/// The row of a child tool's run `s` on workflow `wf` of `target`, checked against
+/// what the workflow holds (the tool stops counting with up to `in_flight` requests
+/// still in flight).
+async fn checked(
+    case: &str,
+    name: &str,
+    (target, wf, in_flight): (Target, Uuid, usize),
+    s: anyhow::Result<Summary>,
+) -> Row {
+    let mut r = tool_row(case, name, "event", s);
+    if r.error.is_none() {
+        let acked = (r.summary.count, in_flight as u64);
+        verify_stored(&target, wf, acked, &mut r).await;
+    }
+    r
+}
+
 /// The same appends from wrk.
 async fn wrk_append_row(plan: &Plan, wrk: &Wrk, name: &str, http: &ArborHttp, case: &str) -> Row {
-    let res = async {
-        let (wf, root) = http.create_workflow(PROMPT).await?;
-        let path = format!("/v1/workflows/{wf}/nodes");
-        let s = wrk
-            .run(
-                &format!("{}{path}", http.base()),
-                &wrk_appends(&path, &template(plan.workload.content_median, root)?),
-            )
-            .await?;
-        let mut r = tool_row(case, name, "event", Ok(s));
-        verify_stored(&Target::Arbor(http.clone()), wf, r.summary.count, &mut r).await;
-        Ok::<_, anyhow::Error>(r)
+    let (wf, root) = match http.create_workflow(PROMPT).await {
+        Ok(x) => x,
+        Err(e) => return tool_row(case, name, "event", Err(e)),
+    };
+    let path = format!("/v1/workflows/{wf}/nodes");
+    let s = async {
+        let lua = wrk_appends(&path, &template(plan.workload.content_median, root)?);
+        wrk.run(&format!("{}{path}", http.base()), &lua).await
     }
     .await;
-    res.unwrap_or_else(|e| tool_row(case, name, "event", Err(e)))
+    let target = (Target::Arbor(http.clone()), wf, wrk.connections);
+    checked(case, name, target, s).await
+}
+
+/// pgbench's INSERT of the fixed node under a fresh root.
+async fn pgbench_row(
+    plan: &Plan,
+    pgbench: &Pgbench,
+    p: &Postgres,
+    url: &str,
+    case: &str,
+    name: &str,
+) -> Row {
+    let (wf, root) = (Uuid::now_v7(), Uuid::now_v7());
+    let s = async {
+        p.create_root(wf, root, PROMPT).await?;
+        let (before, after) = template(plan.workload.content_median, root)?;
+        let node: Value = serde_json::from_str(&format!("{before}{}{after}", Uuid::nil()))?;
+        let content = node["content"].as_str().unwrap_or_default();
+        let script = format!(
+            "INSERT INTO arbor_bench_events (id, workflow_id, kind, parent_id, node_type, \
+             role, content, agent_id) VALUES (gen_random_uuid(), '{wf}', 'node', '{root}', \
+             'message', 'assistant', '{content}', 'pgbench');\n"
+        );
+        pgbench.run(url, &script).await
+    }
+    .await;
+    let target = (Target::Postgres(p.clone()), wf, pgbench.clients);
+    checked(case, name, target, s).await
 }
 
 /// The instrument check: floor, fixed appends, pgbench (see the module doc).
@@ -207,7 +253,9 @@ pub(crate) async fn run(plan: &Plan, sys: &Systems, report: &mut Report) {
     let Some(a) = sys.arbor.as_ref().filter(|_| plan.has(System::Arbor)) else {
         return;
     };
-    report.results.push(harness_floor(plan, &a.http, &case).await);
+    report
+        .results
+        .push(harness_floor(plan, &a.http, &case).await);
     report.results.push(match &wrk {
         Some(w) => tool_row(
             &case,
@@ -215,7 +263,12 @@ pub(crate) async fn run(plan: &Plan, sys: &Systems, report: &mut Report) {
             "request",
             w.run(&format!("{}/healthz", a.http.base()), "").await,
         ),
-        None => tool_row(&case, WRK_FLOOR, "request", Err(anyhow::anyhow!(missing("wrk")))),
+        None => tool_row(
+            &case,
+            WRK_FLOOR,
+            "request",
+            Err(anyhow::anyhow!(missing("wrk"))),
+        ),
     });
     for (arbor, by_wrk) in [(&sys.arbor, ARBOR_WRK), (&sys.arbor_none, ARBOR_NONE_WRK)] {
         let Some(a) = arbor else { continue };
@@ -233,65 +286,36 @@ pub(crate) async fn run(plan: &Plan, sys: &Systems, report: &mut Report) {
     let (Some(p), Some(url)) = (&sys.postgres, &plan.services.postgres_url) else {
         return;
     };
-    let Some(pgbench) = Pgbench::find(plan.connections, secs) else {
-        for name in [PGBENCH_ON, PGBENCH_OFF] {
-            report.results.push(tool_row(
-                &case,
-                name,
-                "event",
-                Err(anyhow::anyhow!(missing("pgbench"))),
-            ));
-        }
-        return;
-    };
-    report.systems.push(SystemInfo {
-        name: "postgres, pgbench".into(),
-        detail: format!(
-            "pgbench ({} clients, {} threads, prepared statements) on the same server and \
-             table: one INSERT of the same {}-byte node per transaction (autocommit), run \
-             with fsync and full_page_writes on (durable against power loss, like arbor's \
-             fsync) and off (ALTER SYSTEM + reload, restored afterwards)",
-            pgbench.clients, pgbench.threads, plan.workload.content_median
-        ),
-    });
-    let saved = match p.set_durability(true).await {
-        Ok(b) => Some(b),
-        Err(e) => {
-            for name in [PGBENCH_ON, PGBENCH_OFF] {
-                let e = anyhow::anyhow!("switching fsync: {e:#}");
-                report.results.push(tool_row(&case, name, "event", Err(e)));
-            }
-            return;
-        }
-    };
+    let pgbench = Pgbench::find(plan.connections, secs);
+    if let Some(pg) = &pgbench {
+        report.systems.push(SystemInfo {
+            name: "postgres, pgbench".into(),
+            detail: format!(
+                "pgbench ({} clients, {} threads, prepared statements) on the same server and \
+                 table: one INSERT of the same {}-byte node per transaction (autocommit), run \
+                 with fsync and full_page_writes on (durable against power loss, like arbor's \
+                 fsync) and off (ALTER SYSTEM + reload, restored afterwards)",
+                pg.clients, pg.threads, plan.workload.content_median
+            ),
+        });
+    }
+    // What the server had before the first switch, to put back.
+    let mut saved = None;
     for (on, name) in [(true, PGBENCH_ON), (false, PGBENCH_OFF)] {
-        if !on {
-            if let Err(e) = p.set_durability(false).await {
-                report
-                    .results
-                    .push(tool_row(&case, name, "event", Err(e.context("switching fsync"))));
-                continue;
-            }
-        }
-        let r = async {
-            let (wf, root) = (Uuid::now_v7(), Uuid::now_v7());
-            p.create_root(wf, root, PROMPT).await?;
-            let (before, after) = template(plan.workload.content_median, root)?;
-            let node: Value = serde_json::from_str(&format!("{before}{}{after}", Uuid::nil()))?;
-            let content = node["content"].as_str().unwrap_or_default();
-            let script = format!(
-                "INSERT INTO arbor_bench_events (id, workflow_id, kind, parent_id, node_type, \
-                 role, content, agent_id) VALUES (gen_random_uuid(), '{wf}', 'node', '{root}', \
-                 'message', 'assistant', '{content}', 'pgbench');\n"
-            );
-            let mut r = tool_row(&case, name, "event", pgbench.run(url, &script).await);
-            verify_stored(&Target::Postgres(p.clone()), wf, r.summary.count, &mut r).await;
-            Ok::<_, anyhow::Error>(r)
-        }
-        .await;
-        report
-            .results
-            .push(r.unwrap_or_else(|e| tool_row(&case, name, "event", Err(e))));
+        let ready = match &pgbench {
+            None => Err(anyhow::anyhow!(missing("pgbench"))),
+            Some(pg) => match p.set_durability(on).await {
+                Ok(before) => {
+                    saved.get_or_insert(before);
+                    Ok(pg)
+                }
+                Err(e) => Err(e.context("switching fsync")),
+            },
+        };
+        report.results.push(match ready {
+            Ok(pg) => pgbench_row(plan, pg, p, url, &case, name).await,
+            Err(e) => tool_row(&case, name, "event", Err(e)),
+        });
     }
     if let Some(b) = saved {
         if let Err(e) = p.restore_durability(&b).await {
@@ -312,10 +336,7 @@ mod tests {
         let v: Value = serde_json::from_str(&format!("{a}{id}{b}")).unwrap_or(Value::Null);
         assert_eq!(v["id"], Value::from(id.to_string()));
         assert_eq!(v["parent_id"], Value::from(root.to_string()));
-        assert_eq!(
-            v["content"].as_str().map(str::len),
-            Some(400)
-        );
+        assert_eq!(v["content"].as_str().map(str::len), Some(400));
         let lua = wrk_appends("/v1/workflows/x/nodes", &(a, b));
         assert!(lua.contains("function request()") && lua.contains("thread:set(\"tid\""));
     }

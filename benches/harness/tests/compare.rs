@@ -198,7 +198,10 @@ fn quick_compare_runs_every_scenario_on_every_system() {
         );
     }
     for (arbor, baseline) in [
-        ("HTTP floor (GET /healthz), harness client", "HTTP floor (GET /healthz), wrk"),
+        (
+            "HTTP floor (GET /healthz), harness client",
+            "HTTP floor (GET /healthz), wrk",
+        ),
         ("arbor", "arbor, wrk"),
         ("arbor", "postgres, pgbench, fsync on"),
         ("arbor (durability none)", "postgres, pgbench, fsync off"),

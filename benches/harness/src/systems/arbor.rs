@@ -262,7 +262,9 @@ impl ServerRuntime {
         f: impl std::future::Future<Output = T> + Send + 'static,
     ) -> anyhow::Result<T> {
         let rt = self.0.as_ref().context("the server's runtime is gone")?;
-        rt.spawn(f).await.context("a task of the server's runtime failed")
+        rt.spawn(f)
+            .await
+            .context("a task of the server's runtime failed")
     }
 }
 

@@ -127,7 +127,8 @@ impl Postgres {
             ("full_page_writes", &before.full_page_writes),
         ] {
             if *by_alter {
-                self.exec(&format!("ALTER SYSTEM SET {name} = {value}")).await?;
+                self.exec(&format!("ALTER SYSTEM SET {name} = {value}"))
+                    .await?;
             } else {
                 self.exec(&format!("ALTER SYSTEM RESET {name}")).await?;
             }
