@@ -3,8 +3,9 @@
 //! closed loop, `--connections` keep-alive connections (64), whole seconds — it
 //! measures, one after the other on the same server:
 //!
-//! - the HTTP floor, `GET /healthz`, from the harness's client and from wrk: their
-//!   ratio is the floor check (goal: the harness within 1.5× of wrk);
+//! - the HTTP floor, `GET /healthz`, from the harness's client and from wrk, in three
+//!   rounds that alternate which goes first: the ratio of their median rounds is the
+//!   floor check (goal: the harness within 1.5× of wrk);
 //! - single appends of one fixed node (`--content-median` bytes, a child of the root,
 //!   a fresh id per request) from both clients, on arbor with fsync and with
 //!   durability none: the same requests, so the two clients' figures should agree;
@@ -26,7 +27,7 @@ use super::load::{self, Pace};
 use super::plan::{Plan, System};
 use super::report::{Report, Row, SystemInfo};
 use super::scenarios::{bar, bounds, row, verify_stored, Systems, ARBOR_NONE, HTTP_FLOOR, PROMPT};
-use super::stats::Summary;
+use super::stats::{fmt_rate, Summary};
 use super::systems::arbor::ArborHttp;
 use super::systems::postgres::Postgres;
 use super::systems::Target;
@@ -42,6 +43,8 @@ pub const ARBOR_NONE_WRK: &str = "arbor (durability none), wrk";
 pub const PGBENCH_ON: &str = "postgres, pgbench, fsync on";
 /// pgbench, fsync off.
 pub const PGBENCH_OFF: &str = "postgres, pgbench, fsync off";
+/// Rounds of the floor check (harness and wrk alternated).
+pub const FLOOR_ROUNDS: usize = 3;
 /// How far below wrk's floor the harness's may be.
 pub const FLOOR_TOLERANCE: f64 = 1.5;
 
@@ -242,6 +245,22 @@ async fn pgbench_row(
     checked(case, name, target, s).await
 }
 
+/// The row of the median round (by rate), with every round's rate in its notes.
+fn median_round(mut rounds: Vec<Row>) -> Row {
+    let rates: Vec<String> = rounds
+        .iter()
+        .map(|r| fmt_rate(r.summary.per_second))
+        .collect();
+    rounds.sort_by(|a, b| a.summary.per_second.total_cmp(&b.summary.per_second));
+    let mid = rounds.len() / 2;
+    let mut r = rounds.swap_remove(mid);
+    r.extra.insert(
+        "rounds".into(),
+        Value::from(format!("{}/s (the median is this row)", rates.join(", "))),
+    );
+    r
+}
+
 /// The instrument check: floor, fixed appends, pgbench (see the module doc).
 pub(crate) async fn run(plan: &Plan, sys: &Systems, report: &mut Report) {
     let case = case(plan);
@@ -253,23 +272,34 @@ pub(crate) async fn run(plan: &Plan, sys: &Systems, report: &mut Report) {
     let Some(a) = sys.arbor.as_ref().filter(|_| plan.has(System::Arbor)) else {
         return;
     };
-    report
-        .results
-        .push(harness_floor(plan, &a.http, &case).await);
-    report.results.push(match &wrk {
-        Some(w) => tool_row(
-            &case,
-            WRK_FLOOR,
-            "request",
-            w.run(&format!("{}/healthz", a.http.base()), "").await,
-        ),
-        None => tool_row(
-            &case,
-            WRK_FLOOR,
-            "request",
-            Err(anyhow::anyhow!(missing("wrk"))),
-        ),
-    });
+    // The floor check, in rounds that alternate which client goes first, so that the
+    // drift of a shared machine's load falls on both; the median round of each is the
+    // row, every round's rate is in its notes.
+    let (mut harness, mut by_wrk) = (Vec::new(), Vec::new());
+    for round in 0..FLOOR_ROUNDS {
+        for wrk_now in [round % 2 == 1, round % 2 == 0] {
+            if !wrk_now {
+                harness.push(harness_floor(plan, &a.http, &case).await);
+                continue;
+            }
+            by_wrk.push(match &wrk {
+                Some(w) => tool_row(
+                    &case,
+                    WRK_FLOOR,
+                    "request",
+                    w.run(&format!("{}/healthz", a.http.base()), "").await,
+                ),
+                None => tool_row(
+                    &case,
+                    WRK_FLOOR,
+                    "request",
+                    Err(anyhow::anyhow!(missing("wrk"))),
+                ),
+            });
+        }
+    }
+    report.results.push(median_round(harness));
+    report.results.push(median_round(by_wrk));
     for (arbor, by_wrk) in [(&sys.arbor, ARBOR_WRK), (&sys.arbor_none, ARBOR_NONE_WRK)] {
         let Some(a) = arbor else { continue };
         if a.name == ARBOR_NONE && !plan.has(System::ArborNone) {
