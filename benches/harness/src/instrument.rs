@@ -253,6 +253,12 @@ fn median_round(mut rounds: Vec<Row>) -> Row {
         .collect();
     rounds.sort_by(|a, b| a.summary.per_second.total_cmp(&b.summary.per_second));
     let mid = rounds.len() / 2;
+    if mid >= rounds.len() {
+        return Row {
+            error: Some("no round was run".into()),
+            ..row("append", "", "", "request", &load::LoadOutcome::default())
+        };
+    }
     let mut r = rounds.swap_remove(mid);
     r.extra.insert(
         "rounds".into(),
