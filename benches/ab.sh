@@ -38,8 +38,9 @@ seconds="${AB_SECONDS:-5}"
 durability="${AB_DURABILITY:-fsync}"
 agents="${AB_AGENTS:-16}"
 connections="${AB_CONNECTIONS:-64}"
-dir="${AB_DIR:-${TMPDIR:-/tmp}/arbor-ab}"
-target="${AB_TARGET_DIR:-$dir/target}"
+# Absolute: the builds run inside the worktrees.
+dir="$(realpath -m "${AB_DIR:-${TMPDIR:-/tmp}/arbor-ab}")"
+target="$(realpath -m "${AB_TARGET_DIR:-$dir/target}")"
 mkdir -p "$dir/bin" "$dir/reports"
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-1}"
 
