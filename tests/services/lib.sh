@@ -163,6 +163,16 @@ svc_ensure_packages() {
                 ;;
         esac
     done
+    svc_apt_install "${pkgs[@]}"
+    if printf '%s\n' "$@" | grep -qx postgres && [ -z "$(svc_pg_bin)" ]; then
+        svc_die "postgresql installed but no /usr/lib/postgresql/*/bin/initdb found"
+    fi
+}
+
+# Installs the given Debian packages (none: nothing to do), without starting their system
+# services.
+svc_apt_install() {
+    local pkgs=("$@")
     [ "${#pkgs[@]}" -gt 0 ] || return 0
 
     svc_log "installing missing packages: ${pkgs[*]}"
@@ -183,9 +193,6 @@ svc_ensure_packages() {
     fi
     [ "$made_policy" -eq 0 ] || svc_as_root rm -f "$policy"
     [ "$rc" -eq 0 ] || svc_die "apt-get failed (exit $rc) installing: ${pkgs[*]}"
-    if printf '%s\n' "$@" | grep -qx postgres && [ -z "$(svc_pg_bin)" ]; then
-        svc_die "postgresql installed but no /usr/lib/postgresql/*/bin/initdb found"
-    fi
 }
 
 # svc_cache_fill DEST DESCRIPTION CMD...: unless DEST/.complete exists, runs CMD with $1 = a

@@ -9,15 +9,21 @@
 //! they need (the SSE `data:` line's first `"id":"…"`, or the prefix), so the client
 //! side stays cheap.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use anyhow::Context;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use http_body_util::BodyDataStream;
 use memchr::memmem::Finder;
 use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use super::http::HttpClient;
 use super::stats::Recorder;
 use super::workload::IdAlloc;
 
@@ -195,28 +201,25 @@ impl Fan {
     }
 }
 
-/// Opens `m` SSE subscriptions to `url` (at most 64 connecting at once); returns once
-/// every one is established (or failed), with the join handles.
-pub async fn arbor_subscribers(
-    url: &str,
-    m: usize,
-    ids: IdAlloc,
-    fan: &Fan,
-) -> anyhow::Result<Vec<tokio::task::JoinHandle<Receipts>>> {
-    let client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(0)
-        .build()?;
+/// Opens `m` subscribers (at most 64 connecting at once) and returns once every one is
+/// established (or failed), with their join handles. `open` makes one subscriber: its
+/// connection (a future of a stream of items) and how an item turns into event numbers
+/// (`each` calls its `found` once per event in the item, `None` for one it cannot place).
+async fn subscribe<S, T, O, OFut, E>(m: usize, fan: &Fan, open: O) -> Vec<JoinHandle<Receipts>>
+where
+    O: Fn() -> (OFut, E),
+    OFut: Future<Output = anyhow::Result<S>> + Send + 'static,
+    S: Stream<Item = anyhow::Result<T>> + Unpin + Send + 'static,
+    T: Send + 'static,
+    E: FnMut(T, &mut dyn FnMut(Option<u64>)) + Send + 'static,
+{
     let gate = Arc::new(Semaphore::new(64));
     let mut ready = Vec::with_capacity(m);
     let mut handles = Vec::with_capacity(m);
     for _ in 0..m {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         ready.push(rx);
-        let client = client.clone();
-        let url = url.to_owned();
-        let ids = ids.clone();
+        let (connect, mut each) = open();
         let times = fan.times.clone();
         let received = fan.received.clone();
         let mut stop = fan.stop.subscribe();
@@ -227,50 +230,41 @@ pub async fn arbor_subscribers(
                 ..Receipts::default()
             };
             let permit = gate.acquire_owned().await;
-            let resp = client.get(&url).send().await;
+            let stream = connect.await;
             drop(permit);
-            let resp = match resp {
-                Ok(r) if r.status().is_success() => r,
-                Ok(r) => {
-                    out.failed_subscribers = 1;
-                    out.first_error = Some(format!("SSE subscribe: {}", r.status()));
-                    return out;
-                }
+            let mut stream = match stream {
+                Ok(s) => s,
                 Err(e) => {
                     out.failed_subscribers = 1;
-                    out.first_error = Some(format!("SSE subscribe: {e}"));
+                    out.first_error = Some(format!("{e:#}"));
                     return out;
                 }
             };
             let _ = tx.send(());
-            let mut body = resp.bytes_stream();
-            let mut frames = FrameSplitter::with_capacity(16 * 1024);
             loop {
-                let chunk = tokio::select! {
-                    c = body.next() => c,
+                let item = tokio::select! {
+                    i = stream.next() => i,
                     _ = stop.wait_for(|s| *s) => break,
                 };
                 let now = Instant::now();
-                match chunk {
-                    Some(Ok(bytes)) => {
+                match item {
+                    Some(Ok(item)) => {
                         let mut got = 0;
-                        frames.push(&bytes, |data| {
-                            match event_id(data)
-                                .and_then(|id| ids.index_of(&id))
-                                .and_then(|n| times.since_sent(n, now))
-                            {
+                        each(
+                            item,
+                            &mut |n| match n.and_then(|n| times.since_sent(n, now)) {
                                 Some(ns) => {
                                     out.latency.record_ns(ns);
                                     got += 1;
                                 }
                                 None => out.unmatched += 1,
-                            }
-                        });
+                            },
+                        );
                         received.fetch_add(got, Ordering::Relaxed);
                     }
                     Some(Err(e)) => {
                         out.failed_subscribers = 1;
-                        out.first_error = Some(format!("SSE stream: {e}"));
+                        out.first_error = Some(format!("{e:#}"));
                         break;
                     }
                     None => break,
@@ -283,78 +277,66 @@ pub async fn arbor_subscribers(
         // A subscriber that failed dropped its sender; its handle reports why.
         let _ = r.await;
     }
-    Ok(handles)
+    handles
 }
 
-/// Opens `m` Redis pub/sub subscriptions to `channel`, each on its own connection.
+/// Opens `m` SSE subscriptions to `path` of `client`'s server, each on its own
+/// connection; an event's number is recovered from its node id (`ids`).
+pub async fn arbor_subscribers(
+    client: &HttpClient,
+    path: &str,
+    m: usize,
+    ids: IdAlloc,
+    fan: &Fan,
+) -> Vec<JoinHandle<Receipts>> {
+    subscribe(m, fan, || {
+        let (client, path) = (client.clone(), path.to_owned());
+        let connect = async move {
+            let (status, body) = client.stream(&path).await.context("SSE subscribe")?;
+            if !status.is_success() {
+                anyhow::bail!("SSE subscribe: {status}");
+            }
+            Ok(BodyDataStream::new(body).map(|c| c.context("SSE stream")))
+        };
+        let ids = ids.clone();
+        let mut frames = FrameSplitter::with_capacity(16 * 1024);
+        let each = move |chunk: Bytes, found: &mut dyn FnMut(Option<u64>)| {
+            frames.push(&chunk, |data| {
+                found(event_id(data).and_then(|id| ids.index_of(&id)));
+            });
+        };
+        (connect, each)
+    })
+    .await
+}
+
+/// Opens `m` Redis pub/sub subscriptions to `channel`, each on its own connection;
+/// `index` recovers an event's number from a payload.
 pub async fn redis_subscribers(
     client: &redis::Client,
     channel: &str,
     m: usize,
     fan: &Fan,
-) -> anyhow::Result<Vec<tokio::task::JoinHandle<Receipts>>> {
-    let gate = Arc::new(Semaphore::new(64));
-    let mut ready = Vec::with_capacity(m);
-    let mut handles = Vec::with_capacity(m);
-    for _ in 0..m {
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        ready.push(rx);
-        let client = client.clone();
-        let channel = channel.to_owned();
-        let times = fan.times.clone();
-        let received = fan.received.clone();
-        let mut stop = fan.stop.subscribe();
-        let gate = gate.clone();
-        handles.push(tokio::spawn(async move {
-            let mut out = Receipts {
-                latency: Recorder::with_precision(2),
-                ..Receipts::default()
-            };
-            let permit = gate.acquire_owned().await;
-            let ps = async {
-                let mut ps = client.get_async_pubsub().await?;
-                ps.subscribe(&channel).await?;
-                Ok::<_, redis::RedisError>(ps)
-            }
-            .await;
-            drop(permit);
-            let mut ps = match ps {
-                Ok(ps) => ps,
-                Err(e) => {
-                    out.failed_subscribers = 1;
-                    out.first_error = Some(format!("redis subscribe: {e}"));
-                    return out;
-                }
-            };
-            let _ = tx.send(());
-            let mut msgs = ps.on_message();
-            loop {
-                let msg = tokio::select! {
-                    m = msgs.next() => m,
-                    _ = stop.wait_for(|s| *s) => break,
-                };
-                let now = Instant::now();
-                let Some(msg) = msg else { break };
-                match payload_index(msg.get_payload_bytes()).and_then(|n| times.since_sent(n, now))
-                {
-                    Some(ns) => {
-                        out.latency.record_ns(ns);
-                        received.fetch_add(1, Ordering::Relaxed);
-                    }
-                    None => out.unmatched += 1,
-                }
-            }
-            out
-        }));
-    }
-    for r in ready {
-        let _ = r.await;
-    }
-    Ok(handles)
+    index: impl Fn(&[u8]) -> Option<u64> + Clone + Send + 'static,
+) -> Vec<JoinHandle<Receipts>> {
+    subscribe(m, fan, || {
+        let (client, channel) = (client.clone(), channel.to_owned());
+        let connect = async move {
+            let mut ps = client.get_async_pubsub().await.context("redis subscribe")?;
+            ps.subscribe(&channel).await.context("redis subscribe")?;
+            Ok(ps.into_on_message().map(Ok))
+        };
+        let index = index.clone();
+        let each = move |msg: redis::Msg, found: &mut dyn FnMut(Option<u64>)| {
+            found(index(msg.get_payload_bytes()));
+        };
+        (connect, each)
+    })
+    .await
 }
 
 /// Collects the subscribers' receipts.
-pub async fn collect(handles: Vec<tokio::task::JoinHandle<Receipts>>) -> Receipts {
+pub async fn collect(handles: Vec<JoinHandle<Receipts>>) -> Receipts {
     let mut all = Receipts::default();
     for h in handles {
         match h.await {

@@ -11,7 +11,12 @@
 //!
 //! # Layout
 //! - [`workload`]: the agents' ops, from the test kit's synthetic generator (`arbor-testkit`).
+//! - [`http`]: the keep-alive HTTP/1.1 client every HTTP scenario uses (hyper, one
+//!   connection per concurrent caller).
 //! - [`load`]: open- and closed-loop drivers, bounded in count and time.
+//! - [`external`]: wrk and pgbench as child processes, their figures as rows.
+//! - [`instrument`]: the floor check (the harness's client against wrk) and the fixed
+//!   appends against pgbench with fsync on and off.
 //! - [`stats`]: HdrHistogram recording and the percentile summary.
 //! - [`fanout`]: SSE and Redis pub/sub subscribers, append → receipt latency.
 //! - [`systems`]: arbor (HTTP and in-process), the seeds' design, PostgreSQL, Redis.
@@ -23,8 +28,11 @@
 //!
 //! Only loopback addresses may be targeted: every URL is checked before use.
 
+pub mod external;
 pub mod fanout;
 pub mod generate;
+pub mod http;
+pub mod instrument;
 pub mod load;
 pub mod machine;
 pub mod plan;
@@ -158,6 +166,10 @@ pub struct CommonArgs {
     /// Concurrent agents (append scenarios).
     #[arg(long)]
     pub agents: Option<usize>,
+    /// Keep-alive connections of the instrument check (HTTP floor, fixed appends from
+    /// the harness's client and from wrk, pgbench clients).
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
     /// Seed of the workload.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -214,7 +226,7 @@ pub struct ServiceArgs {
 
 /// Refuses any URL whose host is not a loopback address.
 pub fn check_loopback(what: &str, url: &str) -> anyhow::Result<()> {
-    let parsed = reqwest::Url::parse(url).with_context(|| format!("{what}: not a URL"))?;
+    let parsed = url::Url::parse(url).with_context(|| format!("{what}: not a URL"))?;
     let host = parsed
         .host_str()
         .with_context(|| format!("{what}: the URL names no host"))?;

@@ -2,6 +2,9 @@
 //! closed loop (next item as soon as the previous one is answered) or open loop (items
 //! due at a fixed aggregate rate, whatever the answers do).
 //!
+//! The agents run on threads of their own ([`LoadThreads`]), not on the harness's
+//! runtime.
+//!
 //! Open-loop latency is measured from when an item was *due*, not from when it was
 //! sent, so a system that falls behind its schedule shows it in the percentiles (no
 //! coordinated omission); the time from send to answer is kept apart as `service`.
@@ -11,11 +14,14 @@
 //! own timeout.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use indicatif::ProgressBar;
 use parking_lot::Mutex;
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
 
 use super::stats::Recorder;
 
@@ -79,6 +85,63 @@ pub struct LoadOutcome {
     pub first_error: Option<String>,
 }
 
+/// The threads the agents run on: one per core, each a current-thread tokio runtime of
+/// its own, as wrk runs one event loop per thread. An agent, the connections it dials
+/// and its timers then stay on one thread (no work stealing, no cross-thread wake-ups),
+/// and the load has threads of its own beside the server's. They live as long as the
+/// process, so whatever a client library spawned on them (connection tasks) keeps
+/// running between series.
+struct LoadThreads {
+    handles: Vec<Handle>,
+    next: AtomicUsize,
+}
+
+impl LoadThreads {
+    /// The process's load threads, started on first use; `None` if no thread could be
+    /// started (the agents then run on the caller's runtime).
+    fn get() -> Option<&'static LoadThreads> {
+        static THREADS: OnceLock<Option<LoadThreads>> = OnceLock::new();
+        THREADS.get_or_init(LoadThreads::start).as_ref()
+    }
+
+    fn start() -> Option<LoadThreads> {
+        let n = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let mut handles = Vec::with_capacity(n);
+        for i in 0..n {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            handles.push(rt.handle().clone());
+            std::thread::Builder::new()
+                .name(format!("bench-load-{i}"))
+                .spawn(move || rt.block_on(std::future::pending::<()>()))
+                .ok()?;
+        }
+        Some(LoadThreads {
+            handles,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// Spawns `f` on the next thread, round robin.
+    fn spawn<T: Send + 'static>(
+        &self,
+        f: impl Future<Output = T> + Send + 'static,
+    ) -> JoinHandle<T> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
+        self.handles[i].spawn(f)
+    }
+}
+
+/// Spawns an agent: on the load threads, or on the caller's runtime without them.
+fn spawn_agent<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> JoinHandle<T> {
+    match LoadThreads::get() {
+        Some(t) => t.spawn(f),
+        None => tokio::spawn(f),
+    }
+}
+
 /// When agent `agent` of `agents` should send its `k`-th item, relative to the start.
 pub fn due(pace: Pace, agents: usize, agent: usize, k: u64) -> Duration {
     match pace {
@@ -114,7 +177,7 @@ where
         let apply = apply.clone();
         let progress = progress.clone();
         let first_error = first_error.clone();
-        tasks.push(tokio::spawn(async move {
+        tasks.push(spawn_agent(async move {
             let mut latency = Recorder::default();
             let mut service = Recorder::default();
             let mut failures = 0u32;

@@ -105,6 +105,8 @@ pub struct Plan {
     pub workload: WorkloadSpec,
     /// Concurrent agents of the append scenarios.
     pub agents: usize,
+    /// Connections of the instrument check (floor, fixed appends, pgbench).
+    pub connections: usize,
     /// Pacings of the append scenario.
     #[serde(serialize_with = "paces")]
     pub append_paces: Vec<Pace>,
@@ -207,6 +209,7 @@ impl Plan {
                 content_max: common.content_max,
             },
             agents: common.agents.unwrap_or(16).clamp(1, 1_024),
+            connections: common.connections.clamp(1, 1_024),
             // Open loop: a rate every system sustains (the seeds' design tops out at a few
             // hundred events/s here), so latencies compare at equal load; the full run
             // adds one only arbor, PostgreSQL and Redis can carry.

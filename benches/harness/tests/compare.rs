@@ -4,7 +4,8 @@
 //! markdown reports must be complete and well-formed. No speed is asserted.
 //!
 //! Needs the services: `bash tests/services/with-services.sh cargo test -p arbor-bench
-//! --release`. Without their variables it fails (loudly) rather than skip.
+//! --release`. Without their variables it fails (loudly) rather than skip. Needs wrk and
+//! pgbench too (`bash benches/tools.sh`; `tests/run-all.sh` runs it).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -177,7 +178,47 @@ fn quick_compare_runs_every_scenario_on_every_system() {
             "no ratio for {scenario}"
         );
     }
-    assert_eq!(report.goals.len(), 5);
+    assert_eq!(report.goals.len(), 6);
+    // The instrument check: the harness's floor beside wrk's, the same appends from
+    // both clients, and pgbench with fsync on and off, each with a ratio.
+    for system in [
+        "HTTP floor (GET /healthz), harness client",
+        "HTTP floor (GET /healthz), wrk",
+        "arbor, wrk",
+        "arbor (durability none), wrk",
+        "postgres, pgbench, fsync on",
+        "postgres, pgbench, fsync off",
+    ] {
+        assert!(
+            report
+                .results
+                .iter()
+                .any(|r| r.system == system && r.case.contains("instrument check")),
+            "no instrument row for {system}"
+        );
+    }
+    for (arbor, baseline) in [
+        (
+            "HTTP floor (GET /healthz), harness client",
+            "HTTP floor (GET /healthz), wrk",
+        ),
+        ("arbor", "arbor, wrk"),
+        ("arbor", "postgres, pgbench, fsync on"),
+        ("arbor (durability none)", "postgres, pgbench, fsync off"),
+    ] {
+        assert!(
+            report
+                .comparisons
+                .iter()
+                .any(|c| c.arbor == arbor && c.baseline == baseline && c.ratio > 0.0),
+            "no ratio of {arbor} to {baseline}"
+        );
+    }
+    assert!(
+        report.goals[0].goal.starts_with("instrument") && report.goals[0].met.is_some(),
+        "the floor check is measured: {:?}",
+        report.goals[0]
+    );
 
     let md = std::fs::read_to_string(dir.path().join("report.md")).expect("report.md");
     assert_eq!(md, stdout, "the markdown file is what went to stdout");

@@ -4,21 +4,22 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use arbor_storage::{Durability, Node};
 
+use crate::http::HttpClient;
 use crate::workload::{NodeOp, Op};
 use ::arbor::config::ServeConfig;
 use ::arbor::server::Running;
 
-/// A client of one arbor server.
+/// A client of one arbor server, on the harness's keep-alive client ([`HttpClient`]).
 #[derive(Clone)]
 pub struct ArborHttp {
-    base: String,
-    client: reqwest::Client,
+    client: HttpClient,
 }
 
 #[derive(Deserialize)]
@@ -32,6 +33,15 @@ struct Nodes {
     nodes: Vec<Node>,
 }
 
+/// An answer of a node query that was decoded: its length and node count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Known {
+    /// Bytes of the body.
+    pub bytes: usize,
+    /// Nodes in it.
+    pub nodes: usize,
+}
+
 #[derive(Deserialize)]
 struct Count {
     node_count: usize,
@@ -40,60 +50,35 @@ struct Count {
 impl ArborHttp {
     /// A client of `base` (`http://127.0.0.1:PORT`); checks `/healthz`.
     pub async fn connect(base: &str, timeout: Duration) -> anyhow::Result<ArborHttp> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .build()?;
         let a = ArborHttp {
-            base: base.trim_end_matches('/').to_owned(),
-            client,
+            client: HttpClient::new(base, timeout)?,
         };
-        let r = a
-            .client
-            .get(a.url("/healthz"))
-            .send()
+        a.healthz()
             .await
             .with_context(|| format!("arbor at {base} does not answer"))?;
-        if !r.status().is_success() {
-            bail!("arbor at {base}: /healthz answered {}", r.status());
-        }
         Ok(a)
     }
 
     /// The base URL.
     pub fn base(&self) -> &str {
-        &self.base
+        self.client.base()
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
+    /// The HTTP client (SSE subscriptions open their streams on it).
+    pub fn client(&self) -> &HttpClient {
+        &self.client
     }
 
-    async fn post(&self, path: &str, body: &impl serde::Serialize) -> anyhow::Result<Vec<u8>> {
-        let r = self.client.post(self.url(path)).json(body).send().await?;
-        let status = r.status();
-        let bytes = r.bytes().await?;
-        if !status.is_success() {
-            bail!(
-                "POST {path}: {status}: {}",
-                String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
-            );
-        }
-        Ok(bytes.to_vec())
+    async fn post(&self, path: &str, body: &impl serde::Serialize) -> anyhow::Result<Bytes> {
+        let json = Bytes::from(serde_json::to_vec(body)?);
+        self.client
+            .post(path, json)
+            .await?
+            .ok(&format!("POST {path}"))
     }
 
-    async fn get(&self, path: &str) -> anyhow::Result<Vec<u8>> {
-        let r = self.client.get(self.url(path)).send().await?;
-        let status = r.status();
-        let bytes = r.bytes().await?;
-        if !status.is_success() {
-            bail!(
-                "GET {path}: {status}: {}",
-                String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
-            );
-        }
-        Ok(bytes.to_vec())
+    async fn get(&self, path: &str) -> anyhow::Result<Bytes> {
+        self.client.get(path).await?.ok(&format!("GET {path}"))
     }
 
     /// Creates a workflow: `(workflow_id, root_id)`.
@@ -156,18 +141,33 @@ impl ArborHttp {
         .map(drop)
     }
 
-    /// `GET /v1/nodes/{id}/path`, decoded; returns the number of nodes.
-    pub async fn path(&self, id: Uuid) -> anyhow::Result<usize> {
-        let b = self.get(&format!("/v1/nodes/{id}/path")).await?;
-        let n: Nodes = serde_json::from_slice(&b)?;
-        Ok(n.nodes.len())
+    /// `GET /v1/nodes/{id}/path`: the number of nodes (see [`ArborHttp::nodes`]).
+    pub async fn path(&self, id: Uuid, known: Option<Known>) -> anyhow::Result<Known> {
+        self.nodes(&format!("/v1/nodes/{id}/path"), known).await
     }
 
-    /// `GET /v1/nodes/{id}/subtree`, decoded; returns the number of nodes.
-    pub async fn subtree(&self, id: Uuid) -> anyhow::Result<usize> {
-        let b = self.get(&format!("/v1/nodes/{id}/subtree")).await?;
-        let n: Nodes = serde_json::from_slice(&b)?;
-        Ok(n.nodes.len())
+    /// `GET /v1/nodes/{id}/subtree`: the number of nodes (see [`ArborHttp::nodes`]).
+    pub async fn subtree(&self, id: Uuid, known: Option<Known>) -> anyhow::Result<Known> {
+        self.nodes(&format!("/v1/nodes/{id}/subtree"), known).await
+    }
+
+    /// `GET path`, an answer `{"nodes": [...]}` read to its end; its node count. An
+    /// answer is decoded into arbor's `Node`s unless it is byte for byte as long as
+    /// `known`, an earlier answer to the same request that was decoded (the data of a
+    /// query series does not change, so the client's decoding stays out of the
+    /// server's figure, as a database client's row decoding is cheap next to JSON).
+    pub async fn nodes(&self, path: &str, known: Option<Known>) -> anyhow::Result<Known> {
+        let b = self.get(path).await?;
+        match known {
+            Some(k) if k.bytes == b.len() => Ok(k),
+            _ => {
+                let n: Nodes = serde_json::from_slice(&b)?;
+                Ok(Known {
+                    bytes: b.len(),
+                    nodes: n.nodes.len(),
+                })
+            }
+        }
     }
 
     /// Nodes of workflow `wf`, root included.
@@ -228,11 +228,52 @@ fn sinks_of(health: &Value) -> impl Iterator<Item = &Value> {
 }
 
 /// A server the harness started in-process, with its temporary data directory.
+///
+/// It runs on a tokio runtime of its own (as many worker threads as `arbor serve` has:
+/// one per core), not on the harness's: the load generator and the server get threads
+/// of their own, as a client process and `arbor serve` would, and neither is scheduled
+/// behind the other's tasks.
 pub struct LocalArbor {
     running: Running,
+    runtime: ServerRuntime,
     _dir: tempfile::TempDir,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
+}
+
+/// The server's runtime; dropped without blocking (allowed inside the harness's own).
+struct ServerRuntime(Option<tokio::runtime::Runtime>);
+
+impl ServerRuntime {
+    fn new() -> anyhow::Result<ServerRuntime> {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("arbor-server")
+            .enable_all()
+            .build()
+            .context("starting the server's runtime")?;
+        Ok(ServerRuntime(Some(rt)))
+    }
+
+    /// Runs `f` on the server's runtime and waits for it.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let rt = self.0.as_ref().context("the server's runtime is gone")?;
+        rt.spawn(f)
+            .await
+            .context("a task of the server's runtime failed")
+    }
+}
+
+impl Drop for ServerRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// Sinks for an in-process server (sync-lag scenario).
@@ -273,12 +314,15 @@ impl LocalArbor {
                 user,
                 password,
             });
-        let running = ::arbor::server::start(cfg)
-            .await
+        let runtime = ServerRuntime::new()?;
+        let running = runtime
+            .run(::arbor::server::start(cfg))
+            .await?
             .context("starting the in-process arbor server")?;
         let base = format!("http://{}", running.addr());
         Ok(LocalArbor {
             running,
+            runtime,
             _dir: dir,
             base,
         })
@@ -291,7 +335,7 @@ impl LocalArbor {
 
     /// Graceful shutdown; the data directory is removed.
     pub async fn stop(self) -> anyhow::Result<()> {
-        self.running.shutdown().await?;
+        self.runtime.run(self.running.shutdown()).await??;
         Ok(())
     }
 }

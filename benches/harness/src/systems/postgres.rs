@@ -22,6 +22,13 @@ pub struct Postgres {
     pool: PgPool,
 }
 
+/// The durability settings a server had: (value, set by `ALTER SYSTEM`).
+#[derive(Clone, Debug)]
+pub struct Durable {
+    fsync: (String, bool),
+    full_page_writes: (String, bool),
+}
+
 const SCHEMA: &[&str] = &[
     "DROP TABLE IF EXISTS arbor_bench_events",
     "CREATE TABLE arbor_bench_events (
@@ -92,6 +99,80 @@ impl Postgres {
             .fetch_one(&self.pool)
             .await?;
         Ok(row.try_get::<String, _>(0)?)
+    }
+
+    /// Turns `fsync` and `full_page_writes` on or off (`ALTER SYSTEM`, then a reload,
+    /// then waits until a fresh session sees the value, then a `CHECKPOINT`), so the
+    /// pgbench baselines can run as durable as arbor and without durability on one
+    /// server. Needs a superuser (the service script's is one). Returns what the
+    /// server had before, for [`Postgres::restore_durability`].
+    pub async fn set_durability(&self, on: bool) -> anyhow::Result<Durable> {
+        let before = Durable {
+            fsync: self.setting_source("fsync").await?,
+            full_page_writes: self.setting_source("full_page_writes").await?,
+        };
+        let v = if on { "on" } else { "off" };
+        for name in ["fsync", "full_page_writes"] {
+            self.exec(&format!("ALTER SYSTEM SET {name} = {v}")).await?;
+        }
+        self.reload_until("fsync", v).await?;
+        self.exec("CHECKPOINT").await?;
+        Ok(before)
+    }
+
+    /// Puts back what [`Postgres::set_durability`] found.
+    pub async fn restore_durability(&self, before: &Durable) -> anyhow::Result<()> {
+        for (name, (value, by_alter)) in [
+            ("fsync", &before.fsync),
+            ("full_page_writes", &before.full_page_writes),
+        ] {
+            if *by_alter {
+                self.exec(&format!("ALTER SYSTEM SET {name} = {value}"))
+                    .await?;
+            } else {
+                self.exec(&format!("ALTER SYSTEM RESET {name}")).await?;
+            }
+        }
+        self.reload_until("fsync", &before.fsync.0).await
+    }
+
+    /// A setting's value, and whether it came from `ALTER SYSTEM`.
+    async fn setting_source(&self, name: &'static str) -> anyhow::Result<(String, bool)> {
+        let row = sqlx::query(
+            "SELECT setting, coalesce(sourcefile LIKE '%postgresql.auto.conf', false)              FROM pg_settings WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_one(&self.pool)
+        .await?;
+        let (setting, auto): (String, bool) = (row.try_get(0)?, row.try_get(1)?);
+        Ok((setting, auto))
+    }
+
+    async fn exec(&self, sql: &str) -> anyhow::Result<()> {
+        sqlx::query(AssertSqlSafe(sql.to_owned()))
+            .execute(&self.pool)
+            .await
+            .with_context(|| format!("postgres: {sql}"))?;
+        Ok(())
+    }
+
+    /// `pg_reload_conf()`, then polls (up to 10 s) until `SHOW name` says `want`.
+    async fn reload_until(&self, name: &'static str, want: &str) -> anyhow::Result<()> {
+        self.exec("SELECT pg_reload_conf()").await?;
+        let t0 = std::time::Instant::now();
+        loop {
+            let mut c = self.pool.acquire().await?;
+            let row = sqlx::query(AssertSqlSafe(format!("SHOW {name}")))
+                .fetch_one(&mut *c)
+                .await?;
+            if row.try_get::<String, _>(0)? == want {
+                return Ok(());
+            }
+            if t0.elapsed() > Duration::from_secs(10) {
+                anyhow::bail!("postgres: {name} is not {want} 10 s after pg_reload_conf()");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Inserts the root row of a workflow.
