@@ -310,12 +310,10 @@ impl Drop for Binary {
     }
 }
 
-/// Ids of the sample to steer schemathesis to real workflows, nodes and branches (as
-/// well as the random ids it makes up).
-async fn sample_ids(
-    client: &reqwest::Client,
-    base: &str,
-) -> (Vec<String>, Vec<String>, Vec<String>) {
+/// Ids to steer schemathesis to real workflows, nodes and branches (as well as the
+/// random ids it makes up): the sample's (a completed workflow), and those of a running
+/// workflow made here with a decision, its options and a monitor, which takes appends.
+async fn seed_ids(client: &reqwest::Client, base: &str) -> (Vec<String>, Vec<String>, Vec<String>) {
     let get = |path: String| {
         let client = client.clone();
         let url = format!("{base}{path}");
@@ -325,6 +323,33 @@ async fn sample_ids(
             r.json::<Value>().await.expect("json")
         }
     };
+    let post = |path: String, body: Value| {
+        let client = client.clone();
+        let url = format!("{base}{path}");
+        async move {
+            let r = client.post(url).json(&body).send().await.expect("POST");
+            assert_eq!(r.status(), 201);
+            r.json::<Value>().await.expect("json")
+        }
+    };
+    let running = post("/v1/workflows".into(), json!({"system_prompt": "fuzz"})).await;
+    let wf = running["workflow_id"].as_str().expect("workflow_id");
+    let mut parent = running["root_id"].as_str().expect("root_id").to_owned();
+    for (node_type, child_of_decision) in [
+        ("decision", false),
+        ("option", true),
+        ("option", true),
+        ("monitor", false),
+    ] {
+        let node = post(
+            format!("/v1/workflows/{wf}/nodes"),
+            json!({"parent_id": parent, "type": node_type, "content": node_type}),
+        )
+        .await;
+        if !child_of_decision {
+            parent = node["id"].as_str().expect("id").to_owned();
+        }
+    }
     let list = get("/v1/workflows".to_owned()).await;
     let wfs: Vec<String> = list["workflows"]
         .as_array()
@@ -430,7 +455,7 @@ async fn schemathesis_finds_nothing() {
     );
     let server = Binary { child, base };
     let client = reqwest::Client::new();
-    let (wfs, nodes, branches) = sample_ids(&client, &server.base).await;
+    let (wfs, nodes, branches) = seed_ids(&client, &server.base).await;
 
     // Real ids half of the time, made-up ones the other half. Streams: a bounded read
     // (they never end by themselves).
