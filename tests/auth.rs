@@ -330,6 +330,8 @@ async fn every_route_against_every_kind_of_caller() {
         ),
         ("GET", "/healthz", "/healthz".into(), None, None),
         ("GET", "/readyz", "/readyz".into(), None, None),
+        ("GET", "/openapi.json", "/openapi.json".into(), None, None),
+        ("GET", "/docs", "/docs".into(), None, None),
         (
             "GET",
             "/v1/health",

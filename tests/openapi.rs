@@ -36,7 +36,7 @@ const SAMPLE: &str = concat!(
 const METHODS: &[&str] = &["get", "post", "put", "patch", "delete"];
 
 /// The (METHOD, path) pairs `router` declares, read from its source: every
-/// `.route("PATH", get(…).post(…))` before its `.route_layer(…)`.
+/// `.route("PATH", get(…).post(…))` in it.
 fn router_routes() -> BTreeSet<(String, String)> {
     let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/http/mod.rs"))
         .expect("read src/http/mod.rs");
@@ -46,42 +46,58 @@ fn router_routes() -> BTreeSet<(String, String)> {
         .and_then(|b| b.split("\n}\n").next())
         .expect("src/http/mod.rs has `pub fn router(`");
     for unseen in [
-        ".nest(",
-        ".nest_service(",
-        ".merge(",
-        ".route_service(",
-        "any(",
-        "on(",
+        "nest",
+        "nest_service",
+        "merge",
+        "route_service",
+        "any",
+        "on",
     ] {
         assert!(
-            !body.contains(unseen),
-            "router uses `{unseen}`: this test reads only `.route(PATH, METHOD(handler)…)` \
+            calls(body, unseen).next().is_none(),
+            "router calls `{unseen}(…)`: this test reads only `.route(PATH, METHOD(handler)…)` \
              calls; teach it that form (and describe the routes it adds with \
              #[utoipa::path])"
         );
     }
-    let table = body
-        .split(".route_layer(")
-        .next()
-        .expect("split yields a first part");
     let mut routes = BTreeSet::new();
-    for call in table.split(".route(").skip(1) {
-        let path = call.split('"').nth(1).expect("a route's path literal");
-        let mut found = false;
-        for m in METHODS {
-            let pattern = format!("{m}(");
-            for (i, _) in call.match_indices(&pattern) {
-                let before = call[..i].chars().next_back().unwrap_or(' ');
-                if !(before.is_alphanumeric() || before == '_') {
-                    routes.insert((m.to_uppercase(), path.to_owned()));
-                    found = true;
-                }
-            }
+    for call in body.split(".route(").skip(1) {
+        // A catch-all `{*rest}` is `{rest}` in OpenAPI (which has no catch-all).
+        let path = call
+            .split('"')
+            .nth(1)
+            .expect("a route's path literal")
+            .replace("{*", "{");
+        // This call's arguments: up to the next call on the router.
+        let call = call.split("\n        .").next().unwrap_or(call);
+        let methods: Vec<&&str> = METHODS
+            .iter()
+            .filter(|m| calls(call, m).next().is_some())
+            .collect();
+        assert!(
+            !methods.is_empty(),
+            "no method found in route {path:?}: {call}"
+        );
+        for m in methods {
+            routes.insert((m.to_uppercase(), path.clone()));
         }
-        assert!(found, "no method found in route {path:?}: {call}");
     }
     assert!(routes.len() >= 25, "{routes:?}");
     routes
+}
+
+/// Where `src` calls a function or method named `name` (not one whose name merely ends
+/// so).
+fn calls<'a>(src: &'a str, name: &'a str) -> impl Iterator<Item = usize> + 'a {
+    let pattern = format!("{name}(");
+    src.match_indices(&pattern)
+        .map(|(i, _)| i)
+        .filter(|&i| {
+            let before = src[..i].chars().next_back().unwrap_or(' ');
+            !(before.is_alphanumeric() || before == '_')
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
 }
 
 /// The (METHOD, path) pairs a description names.
@@ -310,12 +326,10 @@ impl Drop for Binary {
     }
 }
 
-/// Ids of the sample to steer schemathesis to real workflows, nodes and branches (as
-/// well as the random ids it makes up).
-async fn sample_ids(
-    client: &reqwest::Client,
-    base: &str,
-) -> (Vec<String>, Vec<String>, Vec<String>) {
+/// Ids to steer schemathesis to real workflows, nodes and branches (as well as the
+/// random ids it makes up): the sample's (a completed workflow), and those of a running
+/// workflow made here with a decision, its options and a monitor, which takes appends.
+async fn seed_ids(client: &reqwest::Client, base: &str) -> (Vec<String>, Vec<String>, Vec<String>) {
     let get = |path: String| {
         let client = client.clone();
         let url = format!("{base}{path}");
@@ -325,6 +339,33 @@ async fn sample_ids(
             r.json::<Value>().await.expect("json")
         }
     };
+    let post = |path: String, body: Value| {
+        let client = client.clone();
+        let url = format!("{base}{path}");
+        async move {
+            let r = client.post(url).json(&body).send().await.expect("POST");
+            assert_eq!(r.status(), 201);
+            r.json::<Value>().await.expect("json")
+        }
+    };
+    let running = post("/v1/workflows".into(), json!({"system_prompt": "fuzz"})).await;
+    let wf = running["workflow_id"].as_str().expect("workflow_id");
+    let mut parent = running["root_id"].as_str().expect("root_id").to_owned();
+    for (node_type, child_of_decision) in [
+        ("decision", false),
+        ("option", true),
+        ("option", true),
+        ("monitor", false),
+    ] {
+        let node = post(
+            format!("/v1/workflows/{wf}/nodes"),
+            json!({"parent_id": parent, "type": node_type, "content": node_type}),
+        )
+        .await;
+        if !child_of_decision {
+            parent = node["id"].as_str().expect("id").to_owned();
+        }
+    }
     let list = get("/v1/workflows".to_owned()).await;
     let wfs: Vec<String> = list["workflows"]
         .as_array()
@@ -430,7 +471,7 @@ async fn schemathesis_finds_nothing() {
     );
     let server = Binary { child, base };
     let client = reqwest::Client::new();
-    let (wfs, nodes, branches) = sample_ids(&client, &server.base).await;
+    let (wfs, nodes, branches) = seed_ids(&client, &server.base).await;
 
     // Real ids half of the time, made-up ones the other half. Streams: a bounded read
     // (they never end by themselves).

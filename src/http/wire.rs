@@ -239,8 +239,8 @@ pub struct CreateNode {
     pub id: Option<Uuid>,
     /// Parent node.
     pub parent_id: Uuid,
-    /// Node type: `system`, `message`, `action`, `decision`, `option`, `monitor` or any
-    /// lowercase word.
+    /// Node type: `message`, `action`, `decision`, `option`, `monitor` or any lowercase
+    /// word (`system` is the root's alone: 400).
     #[serde(rename = "type")]
     #[schema(pattern = "^[a-z][a-z0-9_]{0,31}$")]
     pub node_type: String,
