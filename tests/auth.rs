@@ -332,6 +332,8 @@ async fn every_route_against_every_kind_of_caller() {
         ("GET", "/readyz", "/readyz".into(), None, None),
         ("GET", "/openapi.json", "/openapi.json".into(), None, None),
         ("GET", "/docs", "/docs".into(), None, None),
+        ("GET", "/", "/".into(), None, None),
+        ("GET", "/ui/{file}", "/ui/app.js".into(), None, None),
         (
             "GET",
             "/v1/health",
