@@ -1,8 +1,8 @@
 //! The in-memory workflow index: one petgraph graph per workflow, derived from the log.
 //!
 //! Nodes hold only what traversals need ([`NodeMeta`], 40 bytes): id, seq, parent,
-//! depth, branch, kind. Content and everything else stays in sled and is fetched by
-//! seq. `parent` is kept in the node itself so that the path to the root is a chain
+//! depth, branch, type (interned, see [`TypeNames`]) and role. Content and everything
+//! else stays in sled and is fetched by seq. `parent` is kept in the node itself so that the path to the root is a chain
 //! of array lookups; the graph's edges serve children, subtrees and the typed edges.
 //!
 //! Invariants (checked by [`Index::apply`], which rebuild and verify rely on):
@@ -20,7 +20,7 @@ use petgraph::Direction;
 use uuid::Uuid;
 
 use crate::model::Edge;
-use crate::model::{EdgeKind, Seq, WorkflowStatus};
+use crate::model::{EdgeKind, Role, Seq, WorkflowStatus};
 use crate::record::{NodeRecord, Record, RecordBody};
 use crate::time::Timestamp;
 
@@ -109,6 +109,10 @@ pub struct IndexNode {
     pub parent_id: Option<Uuid>,
     /// Kind from the type name.
     pub kind: NodeKind,
+    /// The type name.
+    pub node_type: TypeName,
+    /// Role, if the node is a message.
+    pub role: Option<Role>,
     /// Stored branch id (checked against the tree).
     pub branch_id: Uuid,
     /// Stored depth (checked against the tree).
@@ -116,14 +120,143 @@ pub struct IndexNode {
 }
 
 impl IndexNode {
-    fn of(n: &NodeRecord) -> IndexNode {
+    /// What the index needs of a node whose type is `node_type`.
+    pub fn new(
+        id: Uuid,
+        parent_id: Option<Uuid>,
+        node_type: &str,
+        role: Option<Role>,
+        branch_id: Uuid,
+        depth: u32,
+    ) -> IndexNode {
         IndexNode {
-            id: n.id,
-            parent_id: n.parent_id,
-            kind: NodeKind::of(&n.node_type),
-            branch_id: n.branch_id,
-            depth: n.depth,
+            id,
+            parent_id,
+            kind: NodeKind::of(node_type),
+            node_type: TypeName::new(node_type),
+            role,
+            branch_id,
+            depth,
         }
+    }
+}
+
+/// A node type name held inline (no allocation per decoded record): valid type names
+/// are at most 32 bytes (`valid_node_type`); a longer one (never stored by this
+/// version) is kept as "not interned" and read from the log when asked for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TypeName {
+    len: u8,
+    bytes: [u8; 32],
+}
+
+impl TypeName {
+    /// `name`, or the "too long" marker.
+    pub fn new(name: &str) -> TypeName {
+        let mut bytes = [0u8; 32];
+        match bytes.get_mut(..name.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(name.as_bytes());
+                TypeName {
+                    len: name.len() as u8,
+                    bytes,
+                }
+            }
+            None => TypeName {
+                len: u8::MAX,
+                bytes,
+            },
+        }
+    }
+
+    /// The name, or None when it was too long to hold.
+    pub fn as_str(&self) -> Option<&str> {
+        let b = self.bytes.get(..usize::from(self.len))?;
+        std::str::from_utf8(b).ok()
+    }
+}
+
+impl std::fmt::Debug for TypeName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+/// Type id of a node whose type is not interned (the table is full, or the name too
+/// long): its type is read from its record.
+pub const TYPE_NOT_INTERNED: u16 = u16::MAX;
+
+/// Most distinct type names interned; later ones are [`TYPE_NOT_INTERNED`], so a
+/// client inventing types cannot grow the table without bound.
+pub const MAX_TYPE_NAMES: usize = 16_384;
+
+/// Node type names interned to `u16` ids shared by all workflows. Ids 0–3 are the
+/// types traversals distinguish (system, decision, option, monitor), so a node's
+/// [`NodeKind`] follows from its id.
+#[derive(Debug)]
+pub struct TypeNames {
+    names: Vec<Box<str>>,
+    ids: HashMap<Box<str>, u16>,
+}
+
+impl Default for TypeNames {
+    fn default() -> TypeNames {
+        let mut t = TypeNames {
+            names: Vec::new(),
+            ids: HashMap::new(),
+        };
+        for name in ["system", "decision", "option", "monitor"] {
+            t.intern(TypeName::new(name));
+        }
+        t
+    }
+}
+
+impl TypeNames {
+    /// The id of `name`, interning it if there is room.
+    pub fn intern(&mut self, name: TypeName) -> u16 {
+        let Some(s) = name.as_str() else {
+            return TYPE_NOT_INTERNED;
+        };
+        if let Some(id) = self.ids.get(s) {
+            return *id;
+        }
+        if self.names.len() >= MAX_TYPE_NAMES {
+            return TYPE_NOT_INTERNED;
+        }
+        let id = self.names.len() as u16;
+        self.names.push(s.into());
+        self.ids.insert(s.into(), id);
+        id
+    }
+
+    /// The name of type id `id` (None for [`TYPE_NOT_INTERNED`]).
+    pub fn name(&self, id: u16) -> Option<&str> {
+        self.names.get(usize::from(id)).map(|n| &**n)
+    }
+}
+
+/// The kind of a node of type id `ty` (see [`TypeNames`]).
+fn kind_of_type_id(ty: u16) -> NodeKind {
+    match ty {
+        0 => NodeKind::System,
+        1 => NodeKind::Decision,
+        2 => NodeKind::Option,
+        3 => NodeKind::Monitor,
+        _ => NodeKind::Other,
+    }
+}
+
+impl IndexNode {
+    fn of(n: &NodeRecord) -> IndexNode {
+        IndexNode::new(
+            n.id,
+            n.parent_id,
+            &n.node_type,
+            n.role,
+            n.branch_id,
+            n.depth,
+        )
     }
 }
 
@@ -163,10 +296,19 @@ pub struct NodeMeta {
     pub depth: u32,
     /// Branch slot in [`WorkflowIndex::branches`].
     pub branch: u32,
-    /// Kind, for edge rules.
-    pub kind: NodeKind,
+    /// Type id in [`Index::type_names`] (its [`NodeKind`] follows from it).
+    pub ty: u16,
+    /// Role, if the node is a message.
+    pub role: Option<Role>,
     /// Whether the node has a child yet (decides first-child branch continuation).
     pub has_child: bool,
+}
+
+impl NodeMeta {
+    /// Kind, for edge rules.
+    pub fn kind(&self) -> NodeKind {
+        kind_of_type_id(self.ty)
+    }
 }
 
 /// A branch: a chain of first children.
@@ -297,6 +439,7 @@ pub struct Index {
     workflows: Vec<WorkflowIndex>,
     by_wf: HashMap<Uuid, u32>,
     by_node: HashMap<Uuid, NodeRef>,
+    types: TypeNames,
     head: Seq,
 }
 
@@ -378,7 +521,8 @@ impl Index {
                     parent: NONE,
                     depth: 0,
                     branch: 0,
-                    kind: NodeKind::System,
+                    ty: self.types.intern(root.node_type),
+                    role: root.role,
                     has_child: false,
                 });
                 self.workflows.push(WorkflowIndex {
@@ -458,11 +602,12 @@ impl Index {
                     parent: p.idx,
                     depth: parent.depth + 1,
                     branch,
-                    kind,
+                    ty: self.types.intern(n.node_type),
+                    role: n.role,
                     has_child: false,
                 });
                 w.graph.add_edge(pi, ni, EdgeKind::ParentOf);
-                if NodeKind::implies_option_of(parent.kind, kind) {
+                if NodeKind::implies_option_of(parent.kind(), kind) {
                     w.graph.add_edge(pi, ni, EdgeKind::OptionOf);
                 }
                 if kind == NodeKind::Decision {
@@ -480,8 +625,8 @@ impl Index {
                     EdgeKind::Monitors => w.monitors.push((from, to)),
                     EdgeKind::OptionOf => {
                         if !NodeKind::implies_option_of(
-                            w.graph[NodeIndex::new(from as usize)].kind,
-                            w.graph[NodeIndex::new(to as usize)].kind,
+                            w.graph[NodeIndex::new(from as usize)].kind(),
+                            w.graph[NodeIndex::new(to as usize)].kind(),
                         ) {
                             return Err(err(r.seq, "OPTION_OF must go decision → option"));
                         }
@@ -550,6 +695,11 @@ impl Index {
     /// The workflow in slot `slot`.
     pub fn workflow_at(&self, slot: u32) -> &WorkflowIndex {
         &self.workflows[slot as usize]
+    }
+
+    /// The interned node type names.
+    pub fn type_names(&self) -> &TypeNames {
+        &self.types
     }
 
     /// The node at `r`.
@@ -866,6 +1016,35 @@ mod tests {
         let b = w.branch_slot(&id(4), &ix).unwrap();
         assert_eq!(w.branch_nodes(b), vec![3]);
         assert_eq!(w.branch_slot(&id(2), &ix), None, "2 is not a branch start");
+    }
+
+    #[test]
+    fn node_meta_stays_40_bytes_with_its_type_and_role() {
+        assert_eq!(std::mem::size_of::<NodeMeta>(), 40);
+    }
+
+    #[test]
+    fn type_names_intern_up_to_the_cap_then_mark_the_rest() {
+        let mut t = TypeNames::default();
+        assert_eq!(t.intern(TypeName::new("decision")), 1, "kinds come first");
+        assert_eq!(kind_of_type_id(1), NodeKind::Decision);
+        let msg = t.intern(TypeName::new("message"));
+        assert_eq!(t.intern(TypeName::new("message")), msg);
+        assert_eq!(t.name(msg), Some("message"));
+        assert_eq!(kind_of_type_id(msg), NodeKind::Other);
+        let long = "x".repeat(33);
+        assert_eq!(TypeName::new(&long).as_str(), None);
+        assert_eq!(t.intern(TypeName::new(&long)), TYPE_NOT_INTERNED);
+        for i in 0..MAX_TYPE_NAMES {
+            t.intern(TypeName::new(&format!("t{i}")));
+        }
+        assert_eq!(t.intern(TypeName::new("one_too_many")), TYPE_NOT_INTERNED);
+        assert_eq!(t.name(TYPE_NOT_INTERNED), None);
+        assert_eq!(
+            t.intern(TypeName::new("message")),
+            msg,
+            "known names still resolve"
+        );
     }
 
     #[test]

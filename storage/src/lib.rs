@@ -62,7 +62,7 @@ pub use node_cache::NodeCacheStats;
 pub use record::{NodeRecord, Record, RecordBody};
 pub use store::{
     BranchNodes, Decision, Durability, GroupObserver, GroupStats, ListFilter, Monitor, NodePlace,
-    NodeWithEdges, RebuildProgress, Store, StoreOptions, WorkflowSummary,
+    NodeWithEdges, Outline, OutlineNode, RebuildProgress, Store, StoreOptions, WorkflowSummary,
 };
 pub use time::Timestamp;
 pub use verify::{verify_dir, verify_store, VerifyError, VerifyReport};

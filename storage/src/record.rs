@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::error::StorageError;
-use crate::index::{IndexBody, IndexEvent, IndexNode, NodeKind};
+use crate::index::{IndexBody, IndexEvent, IndexNode};
 use crate::model::{
     Edge, Event, EventBody, Node, Role, Seq, StatusChanged, WorkflowCreated, WorkflowStatus,
 };
@@ -271,7 +271,7 @@ pub fn decode_index_event(bytes: &[u8]) -> Result<IndexEvent, StorageError> {
         id: Uuid,
         parent_id: Option<Uuid>,
         node_type: &'a str,
-        _role: IgnoredAny,
+        role: Option<Role>,
         _content_hash: IgnoredAny,
         _payload: IgnoredAny,
         _metadata: IgnoredAny,
@@ -281,13 +281,7 @@ pub fn decode_index_event(bytes: &[u8]) -> Result<IndexEvent, StorageError> {
         depth: u32,
     }
     fn node(n: &HeadNode<'_>) -> IndexNode {
-        IndexNode {
-            id: n.id,
-            parent_id: n.parent_id,
-            kind: NodeKind::of(n.node_type),
-            branch_id: n.branch_id,
-            depth: n.depth,
-        }
+        IndexNode::new(n.id, n.parent_id, n.node_type, n.role, n.branch_id, n.depth)
     }
     let h: Head<'_> = rmp_serde::from_slice(bytes)
         .map_err(|e| StorageError::Corrupt(format!("undecodable log record: {e}")))?;

@@ -18,6 +18,7 @@
 //! [`Monitor`], [`BranchNodes`], `Arc<Node>` lists). How they look on the wire is the
 //! HTTP layer's business, and so is the SSE framing of what [`Store::subscribe`] sends.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -35,7 +36,7 @@ use crate::error::{AppendError, StorageError};
 use crate::index::{BranchInfo, BranchScope, Index, IndexEvent, NodeKind};
 use crate::intent::{Intent, Meta, Outcome};
 use crate::log::{Engine, GroupWrite};
-use crate::model::{Edge, Event, EventBody, Node, Seq, WorkflowStatus};
+use crate::model::{Edge, Event, EventBody, Node, Role, Seq, WorkflowStatus};
 use crate::node_cache::{NodeCache, NodeCacheStats};
 use crate::record::{decode_index_event, Hash, Record, RecordBody, ZERO_HASH};
 use crate::time::Timestamp;
@@ -154,6 +155,40 @@ pub struct Monitor {
     pub monitor: Arc<Node>,
     /// The watched node.
     pub target: Arc<Node>,
+}
+
+/// A workflow's whole tree from the index, for drawing it (the web UI's first paint):
+/// every node's place and type, no content; the events that are not node creations
+/// (edges, status changes) in full. Consistent with the log up to `head`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outline {
+    /// The durable head this outline reflects (a live stream resumes after it).
+    pub head: Seq,
+    /// The type names `nodes` refer to, by position.
+    pub types: Vec<String>,
+    /// Nodes in seq order (the root first).
+    pub nodes: Vec<OutlineNode>,
+    /// The workflow's other events (edges, status changes) in seq order.
+    pub events: Vec<Event>,
+}
+
+/// One node of an [`Outline`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OutlineNode {
+    /// Seq of its creating event.
+    pub seq: Seq,
+    /// Id.
+    pub id: Uuid,
+    /// The parent's position in [`Outline::nodes`] (None for the root).
+    pub parent: Option<u32>,
+    /// The type's position in [`Outline::types`].
+    pub node_type: u32,
+    /// Role, if a message.
+    pub role: Option<Role>,
+    /// Branch id.
+    pub branch_id: Uuid,
+    /// Depth (root 0).
+    pub depth: u32,
 }
 
 /// A branch with its nodes.
@@ -396,7 +431,7 @@ impl Store {
     fn option_parent(&self, parent: Option<Uuid>, node_type: &str) -> Option<Uuid> {
         let parent = parent?;
         let ix = self.shared.index.read();
-        let p = ix.meta(ix.node_ref(&parent)?).kind;
+        let p = ix.meta(ix.node_ref(&parent)?).kind();
         NodeKind::implies_option_of(p, NodeKind::of(node_type)).then_some(parent)
     }
 
@@ -534,6 +569,103 @@ impl Store {
             .map(|s| self.event(*s))
             .collect::<Result<_, _>>()
             .map(Some)
+    }
+
+    /// The outline of workflow `wf` (see [`Outline`]): node places and types from the
+    /// index (no log reads per node), edges and status changes from the log. `None` if
+    /// the workflow does not exist.
+    pub fn outline(&self, wf: &Uuid) -> Result<Option<Outline>, StorageError> {
+        let head = self.head();
+        let found = {
+            let ix = self.shared.index.read();
+            ix.workflow(wf).map(|w| {
+                let names = ix.type_names();
+                let mut types: Vec<String> = Vec::new();
+                let mut local: HashMap<u16, u32> = HashMap::new();
+                let mut unnamed = Vec::new();
+                let mut nodes = Vec::with_capacity(w.graph.node_count());
+                for i in 0..w.graph.node_count() as u32 {
+                    let m = w.node(i);
+                    if m.seq > head {
+                        break; // node indices are in seq order
+                    }
+                    let node_type = match names.name(m.ty) {
+                        Some(name) => *local.entry(m.ty).or_insert_with(|| {
+                            types.push(name.to_owned());
+                            types.len() as u32 - 1
+                        }),
+                        None => {
+                            unnamed.push(nodes.len());
+                            u32::MAX
+                        }
+                    };
+                    nodes.push(OutlineNode {
+                        seq: m.seq,
+                        id: m.id,
+                        parent: (m.parent != crate::index::NONE).then_some(m.parent),
+                        node_type,
+                        role: m.role,
+                        branch_id: w.node(w.branches[m.branch as usize].first).id,
+                        depth: m.depth,
+                    });
+                }
+                (nodes, types, unnamed)
+            })
+        };
+        let Some((mut nodes, mut types, unnamed)) = found else {
+            return Ok(None);
+        };
+        // Types the index could not intern (never in practice) come from the records.
+        for at in unnamed {
+            let name = self.node_at(nodes[at].seq)?.node_type.clone();
+            nodes[at].node_type = match types.iter().position(|t| *t == name) {
+                Some(p) => p as u32,
+                None => {
+                    types.push(name);
+                    types.len() as u32 - 1
+                }
+            };
+        }
+        // The other events: the workflow's seqs that create no node (a merge walk, both
+        // lists being in seq order).
+        let seqs = self.shared.engine.workflow_seqs(wf, 0, head, usize::MAX)?;
+        let mut node_seqs = nodes.iter().map(|n| n.seq).peekable();
+        let mut events = Vec::new();
+        for s in seqs {
+            while node_seqs.next_if(|n| *n < s).is_some() {}
+            if node_seqs.next_if_eq(&s).is_none() {
+                events.push(self.event(s)?);
+            }
+        }
+        Ok(Some(Outline {
+            head,
+            types,
+            nodes,
+            events,
+        }))
+    }
+
+    /// The nodes of workflow `wf` among `ids`, in the order asked; ids of no node of
+    /// `wf` are left out. `None` if the workflow does not exist.
+    pub fn nodes_of(
+        &self,
+        wf: &Uuid,
+        ids: &[Uuid],
+    ) -> Result<Option<Vec<Arc<Node>>>, StorageError> {
+        let seqs = {
+            let head = self.head();
+            let ix = self.shared.index.read();
+            if ix.workflow(wf).is_none() {
+                return Ok(None);
+            }
+            ids.iter()
+                .filter_map(|id| ix.node_ref(id))
+                .filter(|r| ix.workflow_at(r.wf).id == *wf)
+                .map(|r| ix.meta(r).seq)
+                .filter(|seq| *seq <= head)
+                .collect::<Vec<_>>()
+        };
+        self.nodes_at(&seqs).map(Some)
     }
 
     /// Whether workflow `wf` exists.

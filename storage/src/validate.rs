@@ -141,7 +141,7 @@ impl Ctx<'_> {
         let m = w.node(r.idx);
         Some(Facts {
             wf: w.id,
-            kind: m.kind,
+            kind: m.kind(),
             depth: m.depth,
             branch_id: w.node(w.branches[m.branch as usize].first).id,
             has_child: m.has_child || child(id),

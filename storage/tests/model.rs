@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 
 use arbor_storage::{
-    verify_dir, verify_store, AppendError, BranchInfo, Durability, Edge, EdgeKind, Intent, Meta,
-    NewNode, NewWorkflow, Outcome, Store, StoreOptions, WorkflowStatus,
+    verify_dir, verify_store, AppendError, BranchInfo, Durability, Edge, EdgeKind, EventBody,
+    Intent, Meta, NewNode, NewWorkflow, Outcome, Role, Store, StoreOptions, WorkflowStatus,
 };
 use proptest::prelude::*;
 use proptest::sample::Index as Pick;
@@ -246,6 +246,10 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let mut n = NewNode::new(parent, ty, format!("content {id}"));
                 n.id = Some(id);
                 n.expect_leaf = expect_leaf;
+                // Messages alternate roles (the outline carries them).
+                if ty == "message" && expect_leaf {
+                    n.role = Some(Role::Assistant);
+                }
                 let out = store
                     .submit(
                         Intent::AppendNodes {
@@ -569,6 +573,16 @@ fn compare(store: &Store, m: &Model) -> Result<(), TestCaseError> {
             .filter(|(a, b)| m.nodes[a].branch != m.nodes[b].branch)
             .collect();
         prop_assert_eq!(cross, expected);
+        outline_agrees_with_the_log(store, &w.id)?;
+        // nodes_of: the workflow's nodes among the ids asked, none of another workflow.
+        let asked: Vec<Uuid> = m.nodes.keys().copied().collect();
+        let got = ids(&store.nodes_of(&w.id, &asked).unwrap().unwrap());
+        let expected: Vec<Uuid> = asked
+            .iter()
+            .copied()
+            .filter(|id| m.nodes[id].wf == w.id)
+            .collect();
+        prop_assert_eq!(got, expected);
     }
     let listed = store
         .list_workflows(&Default::default(), None, 10_000)
@@ -582,6 +596,39 @@ fn compare(store: &Store, m: &Model) -> Result<(), TestCaseError> {
             .collect::<Vec<_>>(),
         m.wfs.iter().map(|w| w.id).collect::<Vec<_>>()
     );
+    Ok(())
+}
+
+/// The outline (the index's view, for the web UI) says what replaying the workflow's
+/// events says: the same nodes in the same order with the same parent, type, role,
+/// branch and depth, and exactly the other events.
+fn outline_agrees_with_the_log(store: &Store, wf: &Uuid) -> Result<(), TestCaseError> {
+    let o = store.outline(wf).unwrap().unwrap();
+    prop_assert_eq!(o.head, store.head());
+    let mut nodes = Vec::new();
+    let mut others = Vec::new();
+    for e in store
+        .read_workflow_events(wf, 0, usize::MAX)
+        .unwrap()
+        .unwrap()
+    {
+        match &e.body {
+            EventBody::WorkflowCreated(c) => nodes.push((e.seq, c.root.clone())),
+            EventBody::NodeCreated(n) => nodes.push((e.seq, n.clone())),
+            _ => others.push(e),
+        }
+    }
+    prop_assert_eq!(o.nodes.len(), nodes.len());
+    for (got, (seq, n)) in o.nodes.iter().zip(&nodes) {
+        prop_assert_eq!(got.seq, *seq);
+        prop_assert_eq!(got.id, n.id);
+        prop_assert_eq!(got.parent.map(|p| o.nodes[p as usize].id), n.parent_id);
+        prop_assert_eq!(&o.types[got.node_type as usize], &n.node_type);
+        prop_assert_eq!(got.role, n.role);
+        prop_assert_eq!(got.branch_id, n.branch_id);
+        prop_assert_eq!(got.depth, n.depth);
+    }
+    prop_assert_eq!(o.events, others);
     Ok(())
 }
 
