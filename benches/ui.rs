@@ -12,10 +12,10 @@
 //! chains, a fork every 20 nodes, decisions, monitors, content log-normal around 400
 //! bytes) and imported offline; `arbor serve` starts on it; the page opens
 //! `/#/w/{wf}` and reports, from the Performance API: the time spent fetching and
-//! parsing the log's pages (`fetch`; `api` is the same replay by this program, the
-//! server's share), the last draw (`draw`), and, from navigation start, when the first
-//! page's rows were on screen (`first`) and when the whole tree was (`paint`, the figure
-//! the goal bounds at 2 s). Then the page records every
+//! parsing the workflow's outline (`fetch`; `api` is the same fetch by this program,
+//! the server's share), the draw (`draw`), and, from navigation start, when the rows on
+//! screen were drawn (`first`) and when they had their labels, the tree being complete
+//! (`paint`, the figure the goal bounds at 2 s). Then the page records every
 //! animation frame and every long task (the Long Tasks API) while this program appends
 //! 1 000 nodes/s for `ARBOR_UI_SECONDS` (5) seconds under random existing nodes, so
 //! each one lands inside the outline, not at its end. Frames over 100 ms are counted.
@@ -136,7 +136,7 @@ async fn measure(nodes: usize, seconds: u64, baseline: bool) -> Result<Figures> 
         .ok_or_else(|| anyhow!("no workflow imported: {report}"))?
         .to_owned();
     let (serve, base) = serve(&data)?;
-    let api_ms = replay_ms(&base, &wf).await?;
+    let api_ms = outline_ms(&base, &wf).await?;
 
     let mut page = Browser::start(1280, 800)?;
     page.goto(&format!("{base}/#/w/{wf}"))?;
@@ -211,29 +211,25 @@ async fn measure(nodes: usize, seconds: u64, baseline: bool) -> Result<Figures> 
     })
 }
 
-/// Milliseconds to read every event of `wf` from the API the way the page does (pages
-/// of 10 000, parsed by serde_json): the server's and the network's share of the
+/// Milliseconds to fetch and parse `wf`'s outline the way the page does (one
+/// `GET …/outline`, parsed by serde_json): the server's and the network's share of the
 /// page's `fetch`.
-async fn replay_ms(base: &str, wf: &str) -> Result<f64> {
+async fn outline_ms(base: &str, wf: &str) -> Result<f64> {
     let client = reqwest::Client::new();
     let started = Instant::now();
-    let mut after = 0u64;
-    loop {
-        let body = client
-            .get(format!(
-                "{base}/v1/workflows/{wf}/events?after={after}&limit=10000"
-            ))
-            .send()
-            .await?
-            .bytes()
-            .await?;
-        let page: Value = serde_json::from_slice(&body)?;
-        let next = page["next_after"].as_u64().unwrap_or(after);
-        let n = page["events"].as_array().map_or(0, Vec::len);
-        if n < 10_000 || next <= after {
-            break;
-        }
-        after = next;
+    let body = client
+        .get(format!("{base}/v1/workflows/{wf}/outline"))
+        .send()
+        .await?
+        .error_for_status()?
+        .bytes()
+        .await?;
+    let outline: Value = serde_json::from_slice(&body)?;
+    if outline["nodes"]["id"].as_array().map_or(0, Vec::len) == 0 {
+        bail!(
+            "empty outline: {}",
+            String::from_utf8_lossy(&body[..body.len().min(300)])
+        );
     }
     Ok(started.elapsed().as_secs_f64() * 1000.0)
 }

@@ -162,6 +162,31 @@ async fn the_page_shows_the_sample_workflow_as_the_api_does() {
         json!(want.len()),
         "nothing folded: a row per node"
     );
+    // The rows on screen carry the first line of their node's content (labels are
+    // fetched for what is drawn: the page is "loaded" only once they are in).
+    let rows = page.eval(
+        "[...document.querySelectorAll('#tree .row')]\
+           .map(r => [r.dataset.id, r.querySelector('.label').textContent])",
+    );
+    let rows: Vec<(String, String)> = serde_json::from_value(rows).expect("rows");
+    assert!(rows.len() >= 20, "a screenful of rows: {}", rows.len());
+    for (id, label) in &rows {
+        let node = get(&client, &format!("{base}/v1/nodes/{id}"), None).await;
+        let content = node["content"].as_str().expect("content").trim_start();
+        let line: String = content
+            .split('\n')
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(240)
+            .collect();
+        let want = if line.is_empty() {
+            "(empty)".to_owned()
+        } else {
+            line
+        };
+        assert_eq!(label, &want, "row {id}");
+    }
     page.shot("ui-sample-tree.png");
 
     // Decisions: each decision, its options and the chosen one, as the API says.
@@ -280,6 +305,18 @@ async fn the_page_shows_the_sample_workflow_as_the_api_does() {
             .len()
             .to_string())
     );
+    // The node panel shows the node's whole content, fetched when it opened.
+    let node = get(
+        &client,
+        &format!("{base}/v1/nodes/{}", node.as_str().expect("id")),
+        None,
+    )
+    .await;
+    let shown = page.wait(
+        "(() => { const c = document.querySelector('#d-body pre.content'); \
+           return c && c.textContent !== 'loading…' ? c.textContent : null; })()",
+    );
+    assert_eq!(shown, node["content"], "the panel shows the node's content");
     page.shot("ui-sample-detail.png");
     page.press("Escape");
     page.press("End");

@@ -142,6 +142,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/workflows/{wf}/monitors", get(routes::get_monitors))
         .route("/v1/workflows/{wf}/events", get(routes::get_events))
+        .route("/v1/workflows/{wf}/outline", get(routes::get_outline))
+        .route("/v1/workflows/{wf}/labels", get(routes::get_labels))
         .route("/v1/workflows/{wf}/stream", get(sse::workflow_stream))
         .route("/v1/stream", get(sse::global_stream))
         .route("/v1/nodes/{id}", get(routes::get_node))

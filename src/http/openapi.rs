@@ -75,6 +75,8 @@ const QUERY_TOKEN: &str = "access_token";
         routes::get_branch,
         routes::get_monitors,
         routes::get_events,
+        routes::get_outline,
+        routes::get_labels,
         sse::workflow_stream,
         sse::global_stream,
         routes::get_node,

@@ -28,13 +28,13 @@ use super::problem::Problem;
 use super::schemas;
 use super::scope::{self, forbidden, node_missing, workflow_missing, EventScope, Seen};
 use super::views::{
-    BranchView, Branches, Decisions, Events, Messages, Monitors, NodeView, Nodes, PathView,
-    WorkflowView,
+    BranchView, Branches, Decisions, Events, Labels, Messages, Monitors, NodeView, Nodes,
+    OutlineView, PathView, WorkflowView,
 };
 use super::wire::{
     BranchPath, Choose, CreateBatch, CreateEdge, CreateNode, CreateWorkflow, EdgeCreated,
-    EventsQuery, JsonBody, ListQuery, MonitorsQuery, NoQuery, NodePath, PatchWorkflow, PathParam,
-    PathQuery, QueryParams, SubtreeQuery, WorkflowCreated, WorkflowPath,
+    EventsQuery, JsonBody, LabelsQuery, ListQuery, MonitorsQuery, NoQuery, NodePath, PatchWorkflow,
+    PathParam, PathQuery, QueryParams, SubtreeQuery, WorkflowCreated, WorkflowPath,
 };
 use super::AppState;
 
@@ -763,6 +763,74 @@ pub async fn get_monitors(
         .ok_or_else(|| workflow_missing(&wf))?;
     monitors.retain(|m| seen.node(&m.monitor) && seen.node(&m.target));
     Ok(Json(Monitors::from(&monitors[..])).into_response())
+}
+
+/// A workflow's whole tree for drawing it (the web UI's first paint): every node's
+/// place, type and role from the in-memory index, and the events that create no node.
+#[utoipa::path(get, path = "/v1/workflows/{wf}/outline", tag = "workflows",
+    params(WorkflowPath),
+    responses(
+        (status = 200, description = "The outline (what the token sees)", body = OutlineView),
+        WorkflowMissing,
+    ))]
+pub async fn get_outline(
+    State(app): State<AppState>,
+    Extension(p): Extension<Principal>,
+    PathParam(wf): PathParam<Uuid>,
+    _: QueryParams<NoQuery>,
+) -> ApiResult {
+    let seen = p.workflow(&app.store, &wf)?;
+    let outline = read(&app.store, move |s| s.outline(&wf))
+        .await?
+        .ok_or_else(|| workflow_missing(&wf))?;
+    let mut events = outline.events.clone();
+    if let Some(mut scope) = EventScope::of(&p) {
+        events.retain(|e| scope.sees(&app.store, e));
+    }
+    let view = OutlineView::new(wf, &outline, &events, |b, d| seen.at(b, d));
+    Ok(Json(view).into_response())
+}
+
+/// Most ids one `GET …/labels` may ask for.
+const MAX_LABELS: usize = 500;
+
+/// The first line of the content of some nodes of a workflow: what a drawn row shows,
+/// fetched for the rows on screen.
+#[utoipa::path(get, path = "/v1/workflows/{wf}/labels", tag = "workflows",
+    params(WorkflowPath, LabelsQuery),
+    responses(
+        (status = 200, description = "Labels of the nodes asked for that the token sees",
+            body = Labels),
+        (status = 400, description = "`ids` empty, too many, or not node ids"),
+        WorkflowMissing,
+    ))]
+pub async fn get_labels(
+    State(app): State<AppState>,
+    Extension(p): Extension<Principal>,
+    PathParam(wf): PathParam<Uuid>,
+    QueryParams(q): QueryParams<LabelsQuery>,
+) -> ApiResult {
+    let seen = p.workflow(&app.store, &wf)?;
+    let ids = q
+        .ids
+        .split(',')
+        .map(|s| {
+            Uuid::parse_str(s.trim())
+                .map_err(|_| Problem::bad_request(format!("ids: {s:?} is not a node id")))
+        })
+        .collect::<Result<Vec<Uuid>, Problem>>()?;
+    if !(1..=MAX_LABELS).contains(&ids.len()) {
+        return Err(Problem::bad_request(format!(
+            "ids: between 1 and {MAX_LABELS} node ids, comma-separated"
+        )));
+    }
+    let nodes = read(&app.store, move |s| s.nodes_of(&wf, &ids))
+        .await?
+        .ok_or_else(|| workflow_missing(&wf))?;
+    Ok(Json(Labels::of(
+        nodes.iter().map(|n| &**n).filter(|n| seen.node(n)),
+    ))
+    .into_response())
 }
 
 /// Replays a workflow's events from the log, in order, a page at a time.

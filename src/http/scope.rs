@@ -48,9 +48,14 @@ pub enum Seen {
 impl Seen {
     /// Whether node `n` is seen.
     pub fn node(&self, n: &Node) -> bool {
+        self.at(&n.branch_id, n.depth)
+    }
+
+    /// Whether a node of branch `branch_id` at `depth` is seen.
+    pub fn at(&self, branch_id: &Uuid, depth: u32) -> bool {
         match self {
             Seen::All => true,
-            Seen::Branches(s) => s.sees(&n.branch_id, n.depth),
+            Seen::Branches(s) => s.sees(branch_id, depth),
         }
     }
 

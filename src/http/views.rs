@@ -13,8 +13,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use arbor_storage::{
-    BranchInfo, BranchNodes, Decision, Edge, EdgeKind, Event, Monitor, Node, NodeWithEdges, Seq,
-    Timestamp, WorkflowStatus, WorkflowSummary,
+    BranchInfo, BranchNodes, Decision, Edge, EdgeKind, Event, Monitor, Node, NodeWithEdges,
+    Outline, Role, Seq, Timestamp, WorkflowStatus, WorkflowSummary,
 };
 
 use super::schemas;
@@ -259,6 +259,107 @@ pub struct Events<'a> {
     /// Where the next page starts.
     #[schema(value_type = u64)]
     pub next_after: Seq,
+}
+
+/// `GET /v1/workflows/{wf}/outline`: the whole tree for drawing it, from the index.
+/// Nodes come as columns (one array per field, in seq order) to keep a 100 000-node
+/// tree a few megabytes; content is not included (see `GET …/labels`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = Outline)]
+pub struct OutlineView<'a> {
+    workflow_id: Uuid,
+    /// The log position the outline reflects: a live stream resumes after it.
+    #[schema(value_type = u64)]
+    head: Seq,
+    /// Node type names; `nodes.type` holds positions in this list.
+    types: &'a [String],
+    nodes: OutlineColumns,
+    /// The workflow's events that create no node (edges, status changes), in seq order.
+    #[schema(value_type = Vec<schemas::Event>)]
+    events: &'a [Event],
+}
+
+/// The outline's nodes, one array per field, all of the same length, in seq order.
+#[derive(Default, Serialize, ToSchema)]
+struct OutlineColumns {
+    /// Seq of the creating event.
+    #[schema(value_type = Vec<u64>)]
+    seq: Vec<Seq>,
+    /// Node id.
+    id: Vec<Uuid>,
+    /// Position of the parent in these arrays (null for the root).
+    parent: Vec<Option<u32>>,
+    /// Position of the type name in `types`.
+    #[serde(rename = "type")]
+    node_type: Vec<u32>,
+    /// Role (null when not a message).
+    #[schema(value_type = Vec<Option<schemas::Role>>)]
+    role: Vec<Option<Role>>,
+}
+
+impl<'a> OutlineView<'a> {
+    /// The view of `o`, keeping the nodes `seen` says (parents of seen nodes are
+    /// seen: scopes see ancestors) and the events `event_seen` says.
+    pub fn new(
+        wf: Uuid,
+        o: &'a Outline,
+        events: &'a [Event],
+        seen: impl Fn(&Uuid, u32) -> bool,
+    ) -> OutlineView<'a> {
+        let mut cols = OutlineColumns::default();
+        let mut at = vec![u32::MAX; o.nodes.len()];
+        for (i, n) in o.nodes.iter().enumerate() {
+            if !seen(&n.branch_id, n.depth) {
+                continue;
+            }
+            let parent = n.parent.and_then(|p| at.get(p as usize).copied());
+            if n.parent.is_some() && parent.is_none_or(|p| p == u32::MAX) {
+                continue; // defensive: an unseen parent hides its subtree
+            }
+            at[i] = cols.seq.len() as u32;
+            cols.seq.push(n.seq);
+            cols.id.push(n.id);
+            cols.parent.push(parent);
+            cols.node_type.push(n.node_type);
+            cols.role.push(n.role);
+        }
+        OutlineView {
+            workflow_id: wf,
+            head: o.head,
+            types: &o.types,
+            nodes: cols,
+            events,
+        }
+    }
+}
+
+/// Longest label `GET …/labels` returns, in characters.
+pub const LABEL_CHARS: usize = 240;
+
+/// `GET /v1/workflows/{wf}/labels`: node id → the first line of its content.
+#[derive(Serialize, ToSchema)]
+pub struct Labels {
+    /// Node id → the first non-blank line of its content (leading blanks dropped), at
+    /// most 240 characters; empty for empty content. Ids the token does not see, or
+    /// of no node of the workflow, are left out.
+    labels: std::collections::BTreeMap<Uuid, String>,
+}
+
+impl Labels {
+    /// The labels of `nodes`.
+    pub fn of<'n>(nodes: impl Iterator<Item = &'n Node>) -> Labels {
+        Labels {
+            labels: nodes.map(|n| (n.id, label_of(&n.content))).collect(),
+        }
+    }
+}
+
+/// The first line of `content` after leading whitespace, at most [`LABEL_CHARS`]
+/// characters (what the web UI shows on a row).
+pub fn label_of(content: &str) -> String {
+    let c = content.trim_start();
+    let line = c.split('\n').next().unwrap_or("");
+    line.chars().take(LABEL_CHARS).collect()
 }
 
 /// `GET /v1/nodes/{id}/path`: `{nodes}`, or `{messages}` with `format=messages`.

@@ -412,6 +412,15 @@ pub struct SubtreeQuery {
     pub max_depth: Option<u32>,
 }
 
+/// Query of `GET …/labels`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct LabelsQuery {
+    /// Node ids, comma-separated (1 to 500).
+    pub ids: String,
+}
+
 /// Query of `GET …/monitors`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]

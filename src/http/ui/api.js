@@ -47,29 +47,6 @@ export async function get(path, { signal } = {}) {
 }
 
 /**
- * Every event of workflow `wf` from the log, page by page (each page to `onPage`).
- * `timing` (optional) gets the milliseconds spent waiting for and parsing the pages
- * (`fetchMs`) and in `onPage` (`applyMs`).
- */
-export async function replay(wf, onPage, { signal, pageSize = 10000, timing = {} } = {}) {
-  let after = 0;
-  timing.fetchMs = 0;
-  timing.applyMs = 0;
-  timing.pages = 0;
-  for (;;) {
-    const t0 = performance.now();
-    const page = await get(`/v1/workflows/${wf}/events?after=${after}&limit=${pageSize}`, { signal });
-    const t1 = performance.now();
-    onPage(page.events);
-    timing.fetchMs += t1 - t0;
-    timing.applyMs += performance.now() - t1;
-    timing.pages++;
-    if (page.events.length < pageSize || page.next_after <= after) return page.next_after;
-    after = page.next_after;
-  }
-}
-
-/**
  * The live stream of workflow `wf` after seq `after`, for the event `kinds` the page
  * draws. `onEvent(ev)` gets each event once,
  * in order: the browser resumes a dropped stream with Last-Event-ID, and when it gives

@@ -1,11 +1,14 @@
 // arbor's page: the workflow list, a workflow's live tree, the node panel, the token.
 //
-// Data flow: opening a workflow replays its events from the log (`/events`, 10 000 a
-// page) into a Workflow model, paints once, then follows `/stream?after=<last seq>`.
-// Every event, replayed or live, goes through `Workflow.apply`, which ignores a seq it
-// has seen — so a stream resumed after a restart can neither duplicate nor skip a node.
+// Data flow: opening a workflow loads its outline (`/outline`: every node's place, type
+// and role from the server's in-memory index, and the few events that create no node)
+// into a Workflow model, paints, fetches the labels of the rows on screen (`/labels`,
+// 200 at a time, as rows and panels ask for them), then follows
+// `/stream?after=<outline head>`. Every live event goes through `Workflow.apply`, which
+// ignores a seq it has seen — so a stream resumed after a restart can neither duplicate
+// nor skip a node. A node's full body is fetched when its panel opens.
 
-import { get, replay, LiveStream, token, ApiError } from './api.js';
+import { get, LiveStream, token, ApiError } from './api.js';
 import { Workflow, KINDS } from './model.js';
 import { Outline, badgesOf } from './outline.js';
 
@@ -14,7 +17,7 @@ const $ = (id) => document.getElementById(id);
 const state = {
   wf: null, // the open workflow's model
   stream: null,
-  load: null, // AbortController of the replay in progress
+  load: null, // AbortController of the outline load in progress
   live: true, // the slider follows the newest event
   follow: false, // the selection follows the newest node below the anchor
   anchor: null,
@@ -71,8 +74,52 @@ try {
 const outline = new Outline($('tree'), $('tree-rows'), $('tree-spacer'), {
   select: (rec) => onSelect(rec),
   open: (rec) => showDetail(rec, true),
-  drawn: () => drawPanels(),
+  drawn: () => { drawPanels(); loadLabels(); },
 });
+
+// ---- labels: fetched for what is drawn ---------------------------------------------
+
+const labels = { busy: null, retryAt: 0 };
+
+/**
+ * Fetches the labels the drawn rows and panels asked for (`Workflow.want`), 200 per
+ * request, one request at a time; resolves when none is wanted any more. After an error
+ * the next try waits two seconds.
+ */
+function loadLabels() {
+  const wf = state.wf;
+  if (!wf || wf.wanted.size === 0) return Promise.resolve();
+  if (labels.busy) return labels.busy;
+  const wait = labels.retryAt - performance.now();
+  if (wait > 0) {
+    setTimeout(loadLabels, wait);
+    return Promise.resolve();
+  }
+  const asked = [];
+  for (const rec of wf.wanted) {
+    asked.push(rec);
+    rec.asked = true;
+    if (asked.length === 200) break;
+  }
+  for (const rec of asked) wf.wanted.delete(rec);
+  const ids = asked.map((r) => r.id).join(',');
+  labels.busy = get(`/v1/workflows/${wf.id}/labels?ids=${ids}`).then(
+    (r) => { wf.setLabels(asked, r.labels); },
+    (e) => {
+      for (const rec of asked) rec.asked = false;
+      labels.retryAt = performance.now() + 2000;
+      if (e instanceof ApiError && e.status === 401) askToken();
+    },
+  ).then(() => {
+    labels.busy = null;
+    if (state.wf !== wf) return undefined;
+    outline.schedule(false);
+    if (state.tab !== 'tree') drawPanels(true);
+    if (state.detailFor) refreshDetailLabels();
+    return wf.wanted.size && performance.now() >= labels.retryAt ? loadLabels() : undefined;
+  });
+  return labels.busy;
+}
 
 // ---- connection state -------------------------------------------------------------
 
@@ -267,24 +314,14 @@ async function openWorkflow(id, nodeId, reopen = false) {
   const timing = {};
   try {
     const summary = get(`/v1/workflows/${id}`, { signal: abort.signal });
-    // Painted from the first page on: a big workflow shows its first screen while the
-    // rest of its log is still arriving (each later page re-flattens in a slot).
-    let first = true;
-    after = await replay(id, (events) => {
-      if (state.wf !== wf) return;
-      for (const ev of events) wf.apply(ev);
-      if (first && wf.root) {
-        first = false;
-        outline.setWorkflow(wf);
-        outline.flush();
-        timing.firstRowsMs = performance.now();
-      } else {
-        outline.seq = wf.lastSeq;
-        outline.schedule(true, true);
-      }
-      syncSlider();
-      setConn('loading', `loading… ${wf.nodes.length} nodes`);
-    }, { signal: abort.signal, timing });
+    const tFetch = performance.now();
+    const o = await get(`/v1/workflows/${id}/outline`, { signal: abort.signal });
+    timing.fetchMs = performance.now() - tFetch;
+    if (state.wf !== wf) return;
+    const tApply = performance.now();
+    wf.loadOutline(o);
+    timing.applyMs = performance.now() - tApply;
+    after = o.head;
     const s = await summary;
     $('wf-title').textContent = titleOf(s);
     $('wf-title').title = id;
@@ -296,13 +333,17 @@ async function openWorkflow(id, nodeId, reopen = false) {
   }
   if (state.wf !== wf) return; // another workflow was opened meanwhile
   const tLoaded = performance.now();
-  if (outline.wf !== wf) outline.setWorkflow(wf);
+  outline.setWorkflow(wf);
   outline.seq = wf.lastSeq;
-  outline.schedule(true);
   syncSlider();
   const start = (nodeId && wf.byId.get(nodeId)) || wf.root;
   outline.flush();
   if (start) outline.select(start);
+  outline.flush();
+  timing.firstRowsMs = performance.now();
+  // The rows on screen asked for their labels while drawing: painted once they are in.
+  await loadLabels();
+  if (state.wf !== wf) return;
   outline.flush();
   performance.mark('arbor:painted');
   const tPainted = performance.now();
@@ -434,13 +475,13 @@ function drawPanels(force) {
   if (state.tab === 'decisions') {
     for (const d of wf.decisionsAt(seq)) {
       const card = div('card decision');
-      card.append(jump(d, d.label()));
+      card.append(jump(d));
       const chosen = wf.chosenOf(d, seq);
       const ul = document.createElement('ul');
       for (const o of wf.optionsOf(d, seq)) {
         const li = document.createElement('li');
         if (o === chosen) li.className = 'chosen';
-        li.append(jump(o, o.label()), text(o === chosen ? ' ✓ chosen' : ''));
+        li.append(jump(o), text(o === chosen ? ' ✓ chosen' : ''));
         ul.appendChild(li);
       }
       card.append(ul, text(chosen ? '' : 'not chosen yet'));
@@ -450,8 +491,9 @@ function drawPanels(force) {
   } else if (state.tab === 'branches') {
     for (const b of wf.branchesAt(seq)) {
       const card = div('card branch');
+      if (b.fork) wf.want(b.fork);
       const from = b.fork ? `from #${b.fork.seq} ${b.fork.label()}` : 'the main line';
-      card.append(text(`${b.length} nodes, ${from} → `), jump(b.head, `#${b.head.seq} ${b.head.label()}`));
+      card.append(text(`${b.length} nodes, ${from} → `), jump(b.head, `#${b.head.seq} `));
       const f = document.createElement('button');
       f.type = 'button';
       f.textContent = 'Follow';
@@ -466,8 +508,8 @@ function drawPanels(force) {
   } else if (state.tab === 'monitors') {
     for (const e of wf.monitorsAt(seq)) {
       const card = div('card monitor');
-      const cross = e.from.body.branch_id !== e.to.body.branch_id;
-      card.append(jump(e.from, `#${e.from.seq} ${e.from.label()}`), text(' watches '), jump(e.to, `#${e.to.seq} ${e.to.label()}`), text(cross ? ' (across branches)' : ''));
+      const cross = e.from.branch !== e.to.branch;
+      card.append(jump(e.from, `#${e.from.seq} `), text(' watches '), jump(e.to, `#${e.to.seq} `), text(cross ? ' (across branches)' : ''));
       frag.appendChild(card);
     }
     if (!frag.childNodes.length) frag.appendChild(text('No MONITORS edges at this seq.'));
@@ -481,18 +523,33 @@ function div(cls) {
   return d;
 }
 
-function jump(rec, label) {
+/** A button naming `rec` (`prefix` + its label) that selects it. */
+function jump(rec, prefix = '') {
+  state.wf?.want(rec);
   const b = document.createElement('button');
   b.type = 'button';
   b.className = 'jump';
-  b.textContent = label;
+  b.textContent = prefix + rec.label();
   b.dataset.id = rec.id;
+  b.dataset.prefix = prefix;
+  if (rec.text === null) b.dataset.pending = '1';
   b.addEventListener('click', () => {
     if (state.tab !== 'tree') showTab('tree');
     outline.select(rec);
     showDetail(rec, false);
   });
   return b;
+}
+
+/** Fills in the labels that have arrived on the jump buttons of the node panel. */
+function refreshDetailLabels() {
+  const wf = state.wf;
+  for (const b of $('d-body').querySelectorAll('.jump[data-pending]')) {
+    const rec = wf && wf.byId.get(b.dataset.id);
+    if (!rec || rec.text === null) continue;
+    b.textContent = b.dataset.prefix + rec.label();
+    delete b.dataset.pending;
+  }
 }
 
 // ---- the node panel ----------------------------------------------------------------
@@ -520,6 +577,20 @@ function showDetail(rec, focus) {
   const wf = state.wf;
   if (!wf) return;
   state.detailFor = rec;
+  if (!rec.full && !rec.loading && !rec.loadError) {
+    // A node from the outline: its content, payload and metadata come with the node.
+    rec.loading = get(`/v1/nodes/${rec.id}`).then(
+      (n) => { rec.setBody(n); },
+      (e) => {
+        if (e instanceof ApiError && e.status === 401) askToken();
+        else rec.loadError = e.message;
+      },
+    ).then(() => {
+      rec.loading = null;
+      if (state.detailFor === rec && state.wf === wf) showDetail(rec, false);
+      outline.schedule(false);
+    });
+  }
   const seq = outline.seq;
   $('detail').hidden = false;
   $('d-title').textContent = `${rec.type}${rec.role ? ` · ${rec.role}` : ''} #${rec.seq}`;
@@ -552,7 +623,7 @@ function showDetail(rec, focus) {
   row('seq', rec.seq);
   row('time', when(b.timestamp));
   row('depth', rec.depth);
-  row('branch', b.branch_id);
+  row('branch', rec.branch);
   row('agent', b.agent_id);
   row('user', b.user_id);
   row('children', rec.childrenAt(seq));
@@ -563,7 +634,8 @@ function showDetail(rec, focus) {
   frag.appendChild(heading('Content'));
   const content = document.createElement('pre');
   content.className = 'content';
-  content.textContent = typeof b.content === 'string' ? b.content : JSON.stringify(b.content, null, 2);
+  if (!rec.full) content.textContent = rec.loadError ? `could not load the node: ${rec.loadError}` : 'loading…';
+  else content.textContent = typeof b.content === 'string' ? b.content : JSON.stringify(b.content, null, 2);
   frag.appendChild(content);
   if (b.payload !== null && b.payload !== undefined) {
     frag.appendChild(heading('Payload'));
@@ -580,7 +652,7 @@ function showDetail(rec, focus) {
     const ul = document.createElement('ul');
     for (const o of wf.optionsOf(rec, seq)) {
       const li = document.createElement('li');
-      li.append(jump(o, o.label()), text(o === chosen ? ' ✓ chosen' : ''));
+      li.append(jump(o), text(o === chosen ? ' ✓ chosen' : ''));
       ul.appendChild(li);
     }
     frag.appendChild(ul);
@@ -595,7 +667,7 @@ function showDetail(rec, focus) {
     const ul = document.createElement('ul');
     for (const r of recs) {
       const li = document.createElement('li');
-      li.append(jump(r, `#${r.seq} ${r.type}: ${r.label()}`));
+      li.append(jump(r, `#${r.seq} ${r.type}: `));
       ul.appendChild(li);
     }
     frag.appendChild(ul);

@@ -1,5 +1,10 @@
-// A workflow's tree, built from its events in log order. Every record keeps the seq that
-// made it, so the tree "as it was at seq N" (the slider) is a filter, not a rebuild.
+// A workflow's tree, built from its outline (`/outline`: every node's place, type and
+// role from the server's index, plus the events that create no node) and then from live
+// events in log order. Every record keeps the seq that made it, so the tree "as it was
+// at seq N" (the slider) is a filter, not a rebuild.
+//
+// A node from the outline has no content yet: its row label is fetched with the labels
+// of the rows on screen (`wanted`, `setLabels`) and its full body when its panel opens.
 //
 // The event kinds drawn are listed in KINDS; a kind this page does not know yet (drafts,
 // jobs) is counted in `other` and reaches the node it names through `decorate`, so new
@@ -8,6 +13,13 @@
 /** The event kinds this page understands. */
 export const KINDS = ['workflow.created', 'node.created', 'edge.created', 'workflow.status_changed'];
 
+/** The first line of `content` after leading blanks, at most 240 characters. */
+export function firstLine(content) {
+  const c = typeof content === 'string' ? content.trimStart() : '';
+  const nl = c.indexOf('\n');
+  return (nl >= 0 ? c.slice(0, nl) : c).slice(0, 240);
+}
+
 /** One node of the tree. */
 export class NodeRec {
   constructor(body, seq, parent) {
@@ -15,10 +27,17 @@ export class NodeRec {
     this.seq = seq;
     this.type = body.type;
     this.role = body.role ?? null;
+    /** The node as the API sends it; only id, parent_id, type and role until `full`. */
     this.body = body;
+    this.full = body.content !== undefined;
+    /** The row label: null until known. */
+    this.text = this.full ? firstLine(body.content) : null;
     this.parent = parent;
     this.children = [];
     this.depth = parent ? parent.depth + 1 : 0;
+    // A node continues its parent's branch iff it is the parent's first child (the
+    // children list does not hold it yet); otherwise it starts a branch named after it.
+    this.branch = body.branch_id ?? (parent && parent.children.length === 0 ? parent.branch : body.id);
     /** Edges out of and into this node, other than the parent's: {type, from, to, seq}. */
     this.out = [];
     this.in = [];
@@ -27,12 +46,17 @@ export class NodeRec {
     this.gen = 0;
   }
 
-  /** The first line of the content, short. */
+  /** The first line of the content, short ('…' while it is being fetched). */
   label() {
-    const c = typeof this.body.content === 'string' ? this.body.content.trimStart() : '';
-    const nl = c.indexOf('\n');
-    const line = (nl >= 0 ? c.slice(0, nl) : c).slice(0, 240);
-    return line || '(empty)';
+    if (this.text === null) return '…';
+    return this.text || '(empty)';
+  }
+
+  /** Takes the full node (from `/v1/nodes/{id}`). */
+  setBody(node) {
+    this.body = node;
+    this.full = true;
+    this.text = firstLine(node.content);
   }
 
   /** Children that exist at `seq` (children are kept in seq order). */
@@ -60,9 +84,8 @@ export class Workflow {
     this.edges = [];
     /** Event counts by kind, for kinds not drawn yet. */
     this.other = new Map();
-    /** Bumped by every change of shape (a node), and of decoration (an edge, a status). */
-    this.shape = 0;
-    this.decor = 0;
+    /** Nodes whose label a drawing asked for and that nobody is fetching yet. */
+    this.wanted = new Set();
     /** Running totals at the newest seq (the slider's past counts them on demand). */
     this.branchIds = new Set();
     this.decisions = 0;
@@ -79,10 +102,47 @@ export class Workflow {
     let decisions = 0;
     for (let i = 0; i < count; i++) {
       const n = this.nodes[i];
-      branches.add(n.body.branch_id);
+      branches.add(n.branch);
       if (n.type === 'decision') decisions++;
     }
     return { branches: branches.size, decisions, monitors: this.monitorsAt(seq).length };
+  }
+
+  /**
+   * Loads an outline (`GET /v1/workflows/{wf}/outline`): its nodes, then its other
+   * events, both in seq order. Must come first, on an empty workflow.
+   */
+  loadOutline(o) {
+    const { seq, id, parent, type, role } = o.nodes;
+    const recs = new Array(id.length);
+    for (let i = 0; i < id.length; i++) {
+      const p = parent[i] === null ? null : recs[parent[i]];
+      const body = { id: id[i], parent_id: p ? p.id : null, type: o.types[type[i]], role: role[i] };
+      recs[i] = this.addNode(body, seq[i]);
+    }
+    if (this.root) this.statuses.push({ seq: this.root.seq, status: 'running' });
+    for (const ev of o.events) {
+      if (ev.kind === 'edge.created') this.addEdge(ev.body, ev.seq);
+      else if (ev.kind === 'workflow.status_changed') this.statuses.push({ seq: ev.seq, status: ev.body.to });
+      else this.other.set(ev.kind, (this.other.get(ev.kind) || 0) + 1);
+    }
+    if (recs.length) this.firstSeq = recs[0].seq;
+    this.lastSeq = Math.max(o.head, this.lastSeq);
+  }
+
+  /** Asks for `rec`'s label (drawn rows and panels call this; see app.js's loader). */
+  want(rec) {
+    if (rec.text === null && !rec.asked) this.wanted.add(rec);
+  }
+
+  /** Takes `labels` (id → first line) for the nodes `asked`. */
+  setLabels(asked, labels) {
+    for (const rec of asked) {
+      rec.asked = false;
+      if (rec.text !== null) continue;
+      // A node left out is one the token does not see: it gets an empty label.
+      rec.text = labels[rec.id] ?? '';
+    }
   }
 
   /** Applies one event; false when it was already applied (a resumed stream). */
@@ -94,8 +154,6 @@ export class Workflow {
     switch (ev.kind) {
       case 'workflow.created':
         this.statuses.push({ seq: ev.seq, status: 'running' });
-        this.meta = b.metadata || {};
-        this.userId = b.user_id ?? null;
         this.addNode(b.root, ev.seq);
         break;
       case 'node.created':
@@ -106,7 +164,6 @@ export class Workflow {
         break;
       case 'workflow.status_changed':
         this.statuses.push({ seq: ev.seq, status: b.to });
-        this.decor++;
         break;
       default:
         this.other.set(ev.kind, (this.other.get(ev.kind) || 0) + 1);
@@ -115,16 +172,16 @@ export class Workflow {
   }
 
   addNode(body, seq) {
-    if (!body || this.byId.has(body.id)) return;
+    if (!body || this.byId.has(body.id)) return null;
     const parent = body.parent_id ? this.byId.get(body.parent_id) ?? null : null;
     const rec = new NodeRec(body, seq, parent);
     if (parent) parent.children.push(rec);
     else if (!this.root) this.root = rec;
     this.byId.set(rec.id, rec);
     this.nodes.push(rec);
-    this.branchIds.add(body.branch_id);
+    this.branchIds.add(rec.branch);
     if (rec.type === 'decision') this.decisions++;
-    this.shape++;
+    return rec;
   }
 
   addEdge(body, seq) {
@@ -136,7 +193,6 @@ export class Workflow {
     to.in.push(e);
     this.edges.push(e);
     if (e.type === 'MONITORS') this.monitors++;
-    this.decor++;
   }
 
   /** The status at `seq`. */
@@ -203,14 +259,14 @@ export class Workflow {
   }
 
   /**
-   * The branches at `seq`, as arbor counts them (a node's `branch_id`): for each, the
+   * The branches at `seq`, as arbor counts them (a node's branch): for each, the
    * fork it leaves from, its newest node and its length; oldest branch first.
    */
   branchesAt(seq) {
     const by = new Map();
     for (const n of this.nodes) {
       if (n.seq > seq) break;
-      const id = n.body.branch_id || this.root?.id;
+      const id = n.branch;
       let b = by.get(id);
       if (!b) {
         b = { id, first: n, head: n, length: 0 };

@@ -40,7 +40,6 @@ export class Outline {
     this.frame = 0;
     this.nextFlatten = 0;
     this.pendingScroll = null;
-    this.drawnKey = '';
     el.addEventListener('scroll', () => this.schedule(false));
     el.addEventListener('keydown', (e) => this.key(e));
     el.addEventListener('click', (e) => this.click(e));
@@ -120,7 +119,6 @@ export class Outline {
 
   flatten() {
     this.dirtyShape = false;
-    this.drawnKey = '';
     const wf = this.wf;
     const rows = [];
     if (!wf || !wf.root || wf.root.seq > this.seq) {
@@ -230,6 +228,7 @@ export class Outline {
     const label = document.createElement('span');
     label.className = 'label';
     label.textContent = n.label();
+    wf.want(n);
     row.appendChild(label);
 
     for (const [text, cls] of badgesOf(n, wf, seq)) row.appendChild(badge(text, cls));
