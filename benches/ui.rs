@@ -59,22 +59,24 @@ fn main() -> Result<()> {
         .unwrap_or(5);
     let rt = tokio::runtime::Runtime::new()?;
     println!(
-        "{:>9} {:>8} {:>9} {:>9} {:>9} | live {:>5}/s {:>7} {:>9} {:>9} {:>8}",
+        "{:>9} {:>8} {:>9} {:>9} {:>9} {:>9} | live {:>5}/s {:>7} {:>9} {:>9} {:>8} {:>11}",
         "nodes",
         "api ms",
         "fetch ms",
         "draw ms",
+        "first ms",
         "paint ms",
         "rate",
         "frames",
         "max frame",
         "long max",
-        ">100ms"
+        ">100ms",
+        "flatten max"
     );
     for (i, &n) in std::iter::once(&269).chain(sizes.iter()).enumerate() {
         let r = rt.block_on(measure(n, seconds, i == 0))?;
         println!(
-            "{:>9} {:>8.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} | live {:>5.0}/s {:>7} {:>7.0}ms {:>7.0}ms {:>8}",
+            "{:>9} {:>8.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} | live {:>5.0}/s {:>7} {:>7.0}ms {:>7.0}ms {:>8} {:>9.0}ms",
             r.nodes,
             r.api_ms,
             r.fetch_ms,
@@ -85,7 +87,8 @@ fn main() -> Result<()> {
             r.frames,
             r.max_frame_ms,
             r.max_long_task_ms,
-            r.over_100
+            r.over_100,
+            r.max_flatten_ms
         );
     }
     Ok(())
@@ -103,6 +106,7 @@ struct Figures {
     max_frame_ms: f64,
     max_long_task_ms: f64,
     over_100: u64,
+    max_flatten_ms: f64,
 }
 
 async fn measure(nodes: usize, seconds: u64, baseline: bool) -> Result<Figures> {
@@ -185,8 +189,9 @@ async fn measure(nodes: usize, seconds: u64, baseline: bool) -> Result<Figures> 
     }
     let rate = sent as f64 / started.elapsed().as_secs_f64();
     let want = ids.len() as u64 + sent;
-    page.wait(&format!("window.arbor.snapshot().nodes >= {want}"), 60)?;
+    page.wait(&format!("window.arbor.nodeCount() >= {want}"), 60)?;
     let frames = page.eval("window.arbor.stopFrames()")?;
+    let flattens = page.eval("window.arbor.flattens()")?;
     let long = page.eval(&format!(
         "Math.max(0, ...window.arbor.longTasks.slice({before}).map(t => t.duration))"
     ))?;
@@ -208,6 +213,7 @@ async fn measure(nodes: usize, seconds: u64, baseline: bool) -> Result<Figures> 
         max_frame_ms: f(&frames["max"]),
         max_long_task_ms: f(&long),
         over_100: frames["over100"].as_u64().unwrap_or(0),
+        max_flatten_ms: f(&flattens["max"]),
     })
 }
 

@@ -806,6 +806,7 @@ async fn edges_choices_and_every_query() {
 
     // One rule for every route's query: an unknown parameter, and each real parameter
     // malformed, is a 400 naming the parameter.
+    let too_many = vec![user.as_str(); 501].join(",");
     let routes: Vec<(String, Vec<(&str, &str)>)> = vec![
         (
             "/v1/workflows".into(),
@@ -827,6 +828,11 @@ async fn edges_choices_and_every_query() {
         (
             format!("/v1/workflows/{wf}/events"),
             vec![("after", "-1"), ("limit", "abc"), ("limit", "0")],
+        ),
+        (format!("/v1/workflows/{wf}/outline"), vec![]),
+        (
+            format!("/v1/workflows/{wf}/labels"),
+            vec![("ids", "zz"), ("ids", ""), ("ids", too_many.as_str())],
         ),
         (format!("/v1/workflows/{wf}/stream"), vec![("after", "x")]),
         ("/v1/stream".into(), vec![("after", "1.5")]),
@@ -855,6 +861,42 @@ async fn edges_choices_and_every_query() {
             );
         }
     }
+    // Labels: the first line of the content of the workflow's nodes asked for; an id of
+    // no node of this workflow is left out, not an error.
+    let ghost = "0190f0a0-0000-7000-8000-00000000ffff";
+    let (s, b) = srv
+        .get(&format!("/v1/workflows/{wf}/labels?ids={user},{ghost}"))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (_, node) = srv.get(&format!("/v1/nodes/{user}")).await;
+    let content = node["content"].as_str().unwrap().trim_start();
+    let first: String = content
+        .split('\n')
+        .next()
+        .unwrap()
+        .chars()
+        .take(240)
+        .collect();
+    assert_eq!(b, json!({ "labels": { user.as_str(): first } }));
+    // The outline: every node of the workflow once, root first, parents before
+    // children, types by name; the head is the log's.
+    let (s, o) = srv.get(&format!("/v1/workflows/{wf}/outline")).await;
+    assert_eq!(s, 200, "{o}");
+    let (_, view) = srv.get(&format!("/v1/workflows/{wf}")).await;
+    let ids = o["nodes"]["id"].as_array().unwrap();
+    assert_eq!(json!(ids.len()), view["node_count"]);
+    assert_eq!(ids[0], view["root_id"]);
+    assert_eq!(
+        o["types"][o["nodes"]["type"][0].as_u64().unwrap() as usize],
+        "system"
+    );
+    let at = ids.iter().position(|i| *i == json!(user)).unwrap();
+    assert_eq!(o["nodes"]["parent"][at], json!(0), "{o}");
+    assert_eq!(
+        o["types"][o["nodes"]["type"][at].as_u64().unwrap() as usize],
+        "message"
+    );
+    assert_eq!(o["head"], json!(srv.head().await));
     let (s, b) = srv
         .get(&format!("/v1/nodes/{user}/children?limit=abc&bogus=1"))
         .await;

@@ -281,6 +281,20 @@ async fn every_route_against_every_kind_of_caller() {
         ),
         (
             "GET",
+            "/v1/workflows/{wf}/outline",
+            format!("/v1/workflows/{wf}/outline"),
+            None,
+            Some(Role::Reader),
+        ),
+        (
+            "GET",
+            "/v1/workflows/{wf}/labels",
+            format!("/v1/workflows/{wf}/labels?ids={user}"),
+            None,
+            Some(Role::Reader),
+        ),
+        (
+            "GET",
             "/v1/workflows/{wf}/stream",
             format!("/v1/workflows/{wf}/stream"),
             None,

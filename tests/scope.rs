@@ -254,6 +254,7 @@ async fn scoped_tokens_against_every_route() {
 
     // 1. Workflow scope: B answers exactly what a workflow that does not exist answers.
     let ghost = Uuid::now_v7().to_string();
+    let labels_of_b = format!("/v1/workflows/{{}}/labels?ids={b_root}");
     let per_workflow = [
         ("GET", "/v1/workflows/{}", None),
         (
@@ -285,6 +286,8 @@ async fn scoped_tokens_against_every_route() {
         ),
         ("GET", "/v1/workflows/{}/monitors", None),
         ("GET", "/v1/workflows/{}/events", None),
+        ("GET", "/v1/workflows/{}/outline", None),
+        ("GET", &labels_of_b, None),
         ("GET", "/v1/workflows/{}/stream?after=0", None),
     ];
     for (method, pattern, body) in &per_workflow {
@@ -771,6 +774,43 @@ async fn check(case: Case) -> Result<(), TestCaseError> {
         }
     }
     prop_assert_eq!(&replayed, &model.names(model.visible.clone()));
+    // The outline (the web UI's view): exactly the seen nodes, each with a seen parent,
+    // and edges between seen nodes; labels only of seen nodes.
+    let (s, o) = api.get(&format!("/v1/workflows/{wf}/outline")).await;
+    prop_assert_eq!(s, 200, "{}", o);
+    let outlined: Vec<String> = serde_json::from_value(o["nodes"]["id"].clone()).expect("ids");
+    let parents = o["nodes"]["parent"].as_array().expect("parents");
+    for (i, p) in parents.iter().enumerate() {
+        prop_assert!(
+            p.is_null() == (i == 0),
+            "only the root lacks a parent: {}",
+            o
+        );
+        if let Some(p) = p.as_u64() {
+            prop_assert!((p as usize) < i, "parents come first: {}", o);
+        }
+    }
+    prop_assert_eq!(
+        outlined.iter().cloned().collect::<BTreeSet<_>>(),
+        model.names(model.visible.clone())
+    );
+    for e in o["events"].as_array().expect("events") {
+        if e["kind"] == "edge.created" {
+            prop_assert!(model.seen(e["body"]["from"].as_str().expect("id")), "{}", e);
+            prop_assert!(model.seen(e["body"]["to"].as_str().expect("id")), "{}", e);
+        }
+    }
+    let (s, l) = api
+        .get(&format!("/v1/workflows/{wf}/labels?ids={}", ids.join(",")))
+        .await;
+    prop_assert_eq!(s, 200, "{}", l);
+    let labelled: BTreeSet<String> = l["labels"]
+        .as_object()
+        .expect("labels")
+        .keys()
+        .cloned()
+        .collect();
+    prop_assert_eq!(labelled, model.names(model.visible.clone()));
     let mut sse = api
         .stream(&format!("/v1/workflows/{wf}/stream?after=0"))
         .await;

@@ -527,3 +527,24 @@ async fn with_auth_on_the_token_is_entered_once() {
     assert_eq!(open, json!(false), "the token is kept for the tab");
     page.assert_clean();
 }
+
+/// The outline's flatten (a walk over the model's typed arrays, built for speed) draws
+/// exactly what a naive recursive outline draws: random trees, loaded as an outline or
+/// grown by live events, at random seqs, with folds and "only this branch" anchors.
+#[test]
+fn the_outline_flatten_matches_a_naive_recursive_outline() {
+    let out = std::process::Command::new("node")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/browser/outline_check.mjs"
+        ))
+        .output()
+        .expect("node (installed on the machine) runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("ok 240 cases"), "{stdout}");
+}

@@ -427,14 +427,14 @@ mod tests {
 
     use arbor_storage::{
         BranchInfo, BranchNodes, Decision, Edge, EdgeKind, Event, EventBody, Monitor, Node,
-        NodeWithEdges, StatusChanged, Timestamp, TokenSpec, WorkflowCreated, WorkflowStatus,
-        WorkflowSummary,
+        NodeWithEdges, Outline, OutlineNode, Role, StatusChanged, Timestamp, TokenSpec,
+        WorkflowCreated, WorkflowStatus, WorkflowSummary,
     };
     use arbor_sync::{AuditStatus, Divergence, SinkState, SinkStatus};
 
     use super::super::views::{
-        BranchView, Branches, Decisions, Events, Messages, Monitors, NodeView, Nodes, PathView,
-        WorkflowView,
+        BranchView, Branches, Decisions, Events, Labels, Messages, Monitors, NodeView, Nodes,
+        OutlineView, PathView, WorkflowView,
     };
     use super::*;
     use crate::auth::token::TokenView;
@@ -745,6 +745,37 @@ mod tests {
             incoming: Vec::new(),
         };
         fits(&doc, "NodeWithEdges", &NodeView::from(&with_edges));
+        let outline = Outline {
+            head: 9,
+            types: vec!["decision".to_owned(), "option".to_owned()],
+            nodes: vec![
+                OutlineNode {
+                    seq: 1,
+                    id: d.id,
+                    parent: None,
+                    node_type: 0,
+                    role: None,
+                    branch_id: d.id,
+                    depth: 0,
+                },
+                OutlineNode {
+                    seq: 2,
+                    id: o.id,
+                    parent: Some(0),
+                    node_type: 1,
+                    role: Some(Role::Assistant),
+                    branch_id: d.id,
+                    depth: 1,
+                },
+            ],
+            events: Vec::new(),
+        };
+        let view = OutlineView::new(d.workflow_id, &outline, &outline.events, |_, _| true);
+        fits(&doc, "Outline", &view);
+        let v = serde_json::to_value(&view).expect("json");
+        assert_eq!(v["nodes"]["parent"], json!([null, 0]));
+        assert_eq!(v["nodes"]["role"], json!([null, "assistant"]));
+        fits(&doc, "Labels", &Labels::of([&*d, &*o].into_iter()));
         let path = [d.clone(), o.clone()];
         fits(&doc, "PathView", &PathView::Nodes(Nodes { nodes: &path }));
         fits(

@@ -403,6 +403,15 @@ impl<'a> From<&'a [Arc<Node>]> for Messages<'a> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_label_is_the_first_line_after_blanks_cut_at_240_characters() {
+        assert_eq!(label_of("  \n\n  hello\nworld"), "hello");
+        assert_eq!(label_of(""), "");
+        assert_eq!(label_of("\n\n"), "");
+        let long = "é".repeat(300);
+        assert_eq!(label_of(&long), "é".repeat(240), "characters, not bytes");
+    }
+
     fn node(n: u64, node_type: &str) -> Arc<Node> {
         Arc::new(
             serde_json::from_value(serde_json::json!({

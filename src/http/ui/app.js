@@ -34,6 +34,14 @@ const probe = {
   longTasks: [],
   errors: [], // uncaught errors and Content-Security-Policy violations
   frames: null,
+  /** Nodes in the open workflow's model (cheap, unlike `snapshot`). */
+  nodeCount() {
+    return state.wf ? state.wf.nodes.length : 0;
+  },
+  /** Outline flatten costs: count, last and max ms. */
+  flattens() {
+    return { ...outline.flattens };
+  },
   snapshot() {
     const wf = state.wf;
     return wf
@@ -42,6 +50,7 @@ const probe = {
   },
   /** Starts recording frame gaps (requestAnimationFrame to requestAnimationFrame). */
   startFrames() {
+    outline.flattens = { count: 0, last: 0, max: 0 };
     const f = { count: 0, max: 0, over100: 0, running: true, last: performance.now() };
     probe.frames = f;
     const tick = (t) => {
@@ -88,8 +97,8 @@ const labels = { busy: null, retryAt: 0 };
  */
 function loadLabels() {
   const wf = state.wf;
-  if (!wf || wf.wanted.size === 0) return Promise.resolve();
   if (labels.busy) return labels.busy;
+  if (!wf || wf.wanted.size === 0) return Promise.resolve();
   const wait = labels.retryAt - performance.now();
   if (wait > 0) {
     setTimeout(loadLabels, wait);

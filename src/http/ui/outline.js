@@ -30,7 +30,8 @@ export class Outline {
     this.seq = 0;
     this.rows = [];
     this.indents = new Int32Array(0);
-    this.gen = 0;
+    this.rowOf = new Int32Array(0); // node idx → row, valid where rows[row] is the node
+    this.indentOf = new Int32Array(0);
     this.collapsed = new Set();
     this.anchor = null; // only this node's branch: its ancestors and its subtree
     this.selected = null;
@@ -40,6 +41,10 @@ export class Outline {
     this.frame = 0;
     this.nextFlatten = 0;
     this.pendingScroll = null;
+    this.stackN = null;
+    this.stackI = null;
+    /** Flatten costs in ms (for the benchmark): count, last, max. */
+    this.flattens = { count: 0, last: 0, max: 0 };
     el.addEventListener('scroll', () => this.schedule(false));
     el.addEventListener('keydown', (e) => this.key(e));
     el.addEventListener('click', (e) => this.click(e));
@@ -48,6 +53,8 @@ export class Outline {
 
   setWorkflow(wf) {
     this.wf = wf;
+    this.stackN = null; // the flatten's reused stacks hold the previous tree's records
+    this.stackI = null;
     this.seq = wf ? wf.lastSeq : 0;
     this.collapsed.clear();
     this.anchor = null;
@@ -105,6 +112,9 @@ export class Outline {
       } else {
         this.flatten();
         const cost = performance.now() - now;
+        this.flattens.count++;
+        this.flattens.last = cost;
+        this.flattens.max = Math.max(this.flattens.max, cost);
         this.nextFlatten = performance.now() + Math.min(1000, 4 * cost);
       }
     }
@@ -120,53 +130,84 @@ export class Outline {
   flatten() {
     this.dirtyShape = false;
     const wf = this.wf;
-    const rows = [];
+    const rows = this.rows;
+    rows.length = 0;
     if (!wf || !wf.root || wf.root.seq > this.seq) {
-      this.rows = rows;
-      this.indents = new Int32Array(0);
       this.spacerEl.style.height = '0px';
       return;
     }
-    const seq = this.seq;
-    const gen = ++this.gen;
-    const indents = [];
-    const keep = this.anchor ? ancestorsOf(this.anchor) : null;
-    const stackN = [wf.root];
-    const stackI = [0];
-    while (stackN.length) {
-      const n = stackN.pop();
-      const ind = stackI.pop();
-      n.row = rows.length;
-      n.gen = gen;
-      rows.push(n);
-      indents.push(ind);
-      if (this.collapsed.has(n)) continue;
-      const k = n.childrenAt(seq);
-      if (k === 0) continue;
-      const ci = k >= 2 ? ind + 1 : ind;
-      if (keep && keep.has(n) && n !== this.anchor) {
-        // Above the anchor: only the way down to it.
-        for (let i = 0; i < k; i++) {
-          if (keep.has(n.children[i])) {
-            stackN.push(n.children[i]);
-            stackI.push(ci);
-          }
-        }
-        continue;
-      }
-      for (let i = k - 1; i >= 0; i--) {
-        stackN.push(n.children[i]);
-        stackI.push(ci);
-      }
+    // Preorder over the model's typed arrays (first child / next sibling / parent), with
+    // no allocation in the steady state: a live re-flatten of a big tree is one short
+    // task. Children are in seq order, so the first child past `seq` ends a sibling run.
+    const need = wf.t.cap;
+    if (this.indents.length < need) {
+      this.indents = new Int32Array(need);
+      this.rowOf = new Int32Array(need);
+      this.indentOf = new Int32Array(need);
     }
-    this.rows = rows;
-    this.indents = Int32Array.from(indents);
-    this.spacerEl.style.height = `${rows.length * ROW}px`;
+    const { parent, firstChild, nextSibling } = wf.t;
+    const seqOf = wf.t.seq;
+    const nodes = wf.nodes;
+    const indents = this.indents;
+    const rowOf = this.rowOf;
+    const indentOf = this.indentOf;
+    const seq = this.seq;
+    const folded = this.collapsed.size ? this.collapsed : null;
+    const keep = this.anchor ? ancestorsOf(this.anchor) : null;
+    const anchor = this.anchor;
+    // Whether child `c` of `p` is drawn: it exists at `seq`, and above the anchor only
+    // the way down to it is.
+    const admit = (c, p) => !keep || !keep.has(nodes[p]) || nodes[p] === anchor || keep.has(nodes[c]);
+    // The first drawn child of `p` from `c` on, or -1.
+    const from = (c, p) => {
+      for (; c >= 0 && seqOf[c] <= seq; c = nextSibling[c]) if (admit(c, p)) return c;
+      return -1;
+    };
+    const root = wf.root.idx;
+    let i = root;
+    let count = 0;
+    indentOf[root] = 0;
+    for (;;) {
+      rowOf[i] = count;
+      rows.push(nodes[i]);
+      indents[count++] = indentOf[i];
+      // Down to the first drawn child, if any and not folded.
+      const c1 = firstChild[i];
+      if (c1 >= 0 && seqOf[c1] <= seq && !(folded && folded.has(nodes[i]))) {
+        const c2 = nextSibling[c1];
+        const fork = c2 >= 0 && seqOf[c2] <= seq;
+        const c = from(c1, i);
+        if (c >= 0) {
+          indentOf[c] = indentOf[i] + (fork ? 1 : 0);
+          i = c;
+          continue;
+        }
+      }
+      // Else to the next drawn sibling of the nearest ancestor that has one.
+      let next = -1;
+      while (i !== root) {
+        const p = parent[i];
+        next = from(nextSibling[i], p);
+        if (next >= 0) {
+          indentOf[next] = indentOf[i];
+          break;
+        }
+        i = p;
+      }
+      if (next < 0) break;
+      i = next;
+    }
+    this.spacerEl.style.height = `${count * ROW}px`;
     if (this.selected && !this.visible(this.selected)) this.selected = rows[0] || null;
   }
 
+  /** Row of `rec` in the outline (-1 when not drawn). */
+  rowIndex(rec) {
+    return this.visible(rec) ? this.rowOf[rec.idx] : -1;
+  }
+
   visible(rec) {
-    return rec.gen === this.gen && this.rows[rec.row] === rec;
+    return rec.idx >= 0 && rec.idx < this.rowOf.length && this.rows[this.rowOf[rec.idx]] === rec;
   }
 
   draw() {
@@ -264,7 +305,7 @@ export class Outline {
 
   scrollTo(rec) {
     if (!this.visible(rec)) return;
-    const y = rec.row * ROW;
+    const y = this.rowIndex(rec) * ROW;
     const h = this.el.clientHeight;
     if (y < this.el.scrollTop) this.el.scrollTop = y;
     else if (y + ROW > this.el.scrollTop + h) this.el.scrollTop = y + ROW - h;
@@ -278,7 +319,7 @@ export class Outline {
 
   moveBy(delta) {
     if (!this.rows.length) return;
-    const at = this.selected && this.visible(this.selected) ? this.selected.row : -1;
+    const at = this.selected ? this.rowIndex(this.selected) : -1;
     const to = Math.max(0, Math.min(this.rows.length - 1, at + delta));
     this.select(this.rows[to]);
   }
