@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use arbor_storage::{Store, StoreOptions};
 
 use crate::config::ServeConfig;
-use crate::http::{self, AppState, SinkReport};
+use crate::http::{self, AppState, Shared, SinkReport};
 use crate::metrics::Metrics;
 
 /// Errors starting the server.
@@ -197,7 +197,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
     })?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (task_tx, tasks) = mpsc::channel(1);
-    let state = AppState {
+    let state = AppState::new(Shared {
         tasks: task_tx,
         access: Arc::new(http::auth::Access::new(
             cfg.rate_limit,
@@ -212,7 +212,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
             .as_ref()
             .map(|s| Arc::new(s.reporter()) as Arc<dyn SinkReport>),
         cors_origins: cfg.cors_origins.clone(),
-    };
+    });
     let app = http::router(state);
     let stop = shutdown_rx;
     let listen = crate::listen::ListenOptions {

@@ -92,9 +92,29 @@ pub trait SinkReport: Send + Sync {
     fn sinks(&self) -> Vec<arbor_sync::SinkStatus>;
 }
 
-/// What every handler shares.
+/// The handlers' state: one `Arc`, so the clone axum makes for every extractor and
+/// middleware of every request is one reference count, not a copy of each field (a
+/// watch receiver, an mpsc sender's count, the CORS origins' vector…).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// The state of a server sharing `shared`.
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What every handler shares.
+pub struct Shared {
     /// The store.
     pub store: Store,
     /// The store's events, re-broadcast for the SSE streams ([`sse::Live::start`]).
