@@ -23,7 +23,7 @@
 //! machine shows as a slow baseline, not as a regression.
 
 use std::io::BufWriter;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -31,15 +31,7 @@ use arbor_testkit::browser::{artifact, Browser};
 use arbor_testkit::{synthetic, write_jsonl, SyntheticSpec};
 use serde_json::{json, Value};
 
-/// The real binary, killed when dropped.
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use arbor_testkit::serve::{spawn_serve, KillOnDrop as Serve};
 
 fn main() -> Result<()> {
     // `cargo bench` passes `--bench`; a filter argument is not used here.
@@ -242,28 +234,7 @@ async fn outline_ms(base: &str, wf: &str) -> Result<f64> {
 
 /// Starts `arbor serve` on a free loopback port; its base URL once it listens.
 fn serve(data: &std::path::Path) -> Result<(Serve, String)> {
-    use std::io::{BufRead, BufReader};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_arbor"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-        .arg("--data-dir")
-        .arg(data)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
-    let serve = Serve(child);
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .ok_or_else(|| anyhow!("arbor exited before listening"))??;
-        if let Ok(v) = serde_json::from_str::<Value>(&line) {
-            if v["fields"]["message"] == "arbor listening" {
-                break v["fields"]["addr"].as_str().unwrap_or_default().to_owned();
-            }
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
-    Ok((serve, format!("http://{addr}")))
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_arbor"));
+    let (child, base) = spawn_serve(bin, data, "127.0.0.1:0", std::iter::empty::<&str>())?;
+    Ok((Serve(child), base))
 }

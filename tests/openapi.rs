@@ -20,8 +20,10 @@
 mod common;
 
 use std::collections::BTreeSet;
+
+use arbor_testkit::serve::KillOnDrop;
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::Instant;
 
 use common::{arbor, ok, TestServer};
@@ -315,15 +317,8 @@ async fn the_docs_page_is_self_contained() {
 
 /// `arbor serve` on a free loopback port; killed on drop.
 struct Binary {
-    child: Child,
+    _child: KillOnDrop,
     base: String,
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Ids to steer schemathesis to real workflows, nodes and branches (as well as the
@@ -469,7 +464,10 @@ async fn schemathesis_finds_nothing() {
         &data,
         ["--durability", "none", "--auth-failure-rate", "100000/s"],
     );
-    let server = Binary { child, base };
+    let server = Binary {
+        _child: KillOnDrop(child),
+        base,
+    };
     let client = reqwest::Client::new();
     let (wfs, nodes, branches) = seed_ids(&client, &server.base).await;
 

@@ -16,6 +16,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use arbor_testkit::serve::KillOnDrop;
 use serde_json::Value;
 
 /// The README.
@@ -70,7 +71,7 @@ fn path_with_arbor() -> std::ffi::OsString {
 
 /// The server of the README's first command, on its default address; killed on drop.
 struct Server {
-    child: std::process::Child,
+    _child: KillOnDrop,
     _dir: tempfile::TempDir,
 }
 
@@ -84,7 +85,10 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("start arbor");
-        let server = Server { child, _dir: dir };
+        let server = Server {
+            _child: KillOnDrop(child),
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let up = Command::new("curl")
@@ -100,13 +104,6 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -11,8 +11,9 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+
+use arbor_testkit::serve::KillOnDrop;
 use std::path::Path;
-use std::process::Child;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -106,21 +107,17 @@ impl Api {
 
 /// `arbor serve` on a free loopback port; killed on drop.
 struct Binary {
-    child: Child,
+    _child: KillOnDrop,
     base: String,
 }
 
 impl Binary {
     fn start(dir: &Path) -> Binary {
         let (child, base) = common::spawn_serve(dir, ["--durability", "none"]);
-        Binary { child, base }
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        Binary {
+            _child: KillOnDrop(child),
+            base,
+        }
     }
 }
 

@@ -9,7 +9,6 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Child;
 
 use arbor_testkit::browser::{artifact, Browser};
 use common::{arbor, ok, spawn_serve, spawn_serve_at};
@@ -21,14 +20,7 @@ const SAMPLE: &str = concat!(
 );
 
 /// The real binary, killed when the test ends.
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use arbor_testkit::serve::KillOnDrop as Serve;
 
 /// A browser page, failing the test with the page's log on any error.
 struct Page(Browser);
@@ -433,8 +425,7 @@ async fn appended_nodes_appear_live_and_survive_a_restart() {
     // kill -9, appends while the page cannot reach arbor are impossible (arbor is down),
     // so restart on the same port and append: the page resumes and draws each node once.
     let port = base.rsplit(':').next().expect("port").to_owned();
-    let _ = serve.0.kill();
-    let _ = serve.0.wait();
+    serve.kill().expect("kill -9 the server");
     page.wait("document.getElementById('conn').dataset.state === 'reconnecting'");
     let (child, base2) = spawn_serve_at(
         dir.path(),

@@ -6,9 +6,8 @@
 pub mod browser;
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::Duration;
 
 use arbor::config::ServeConfig;
@@ -255,32 +254,10 @@ pub fn spawn_serve_at<S: AsRef<OsStr>>(
     listen: &str,
     extra: impl IntoIterator<Item = S>,
 ) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_arbor"))
-        .args(["serve", "--listen", listen, "--log-format", "json"])
-        .args(["--cache-mb", "16"])
-        .args(extra)
-        .arg("--data-dir")
-        .arg(dir)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn arbor serve");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("server exited before listening")
-            .expect("read stderr");
-        if let Ok(v) = serde_json::from_str::<Value>(&line) {
-            if v["fields"]["message"] == "arbor listening" {
-                break v["fields"]["addr"].as_str().expect("addr").to_owned();
-            }
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
-    (child, format!("http://{addr}"))
+    let mut args: Vec<std::ffi::OsString> = vec!["--cache-mb".into(), "16".into()];
+    args.extend(extra.into_iter().map(|s| s.as_ref().to_owned()));
+    arbor_testkit::serve::spawn_serve(Path::new(env!("CARGO_BIN_EXE_arbor")), dir, listen, args)
+        .expect("arbor serve starts and listens")
 }
 
 /// Runs the real binary's offline command `args` over data directory `dir` to

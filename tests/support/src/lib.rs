@@ -19,6 +19,8 @@
 //!   (sync's lag tests).
 //! - [`browser::Browser`]: headless Debian chromium driven a command at a time (the web
 //!   UI's tests and benchmark).
+//! - [`serve::spawn_serve`] and [`serve::KillOnDrop`]: the real `arbor serve`, started
+//!   once it listens and killed when the test ends.
 //!
 //! Every generator is a pure function of its seed: the same seed gives the same events
 //! byte for byte on every platform (a portable xoshiro256** stream and no libm
@@ -39,6 +41,7 @@ mod common;
 mod past;
 mod sample;
 mod sample_text;
+pub mod serve;
 mod synthetic;
 #[cfg(test)]
 mod tests;
