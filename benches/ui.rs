@@ -184,6 +184,7 @@ async fn measure(nodes: usize, seconds: u64, baseline: bool) -> Result<Figures> 
     page.wait(&format!("window.arbor.nodeCount() >= {want}"), 60)?;
     let frames = page.eval("window.arbor.stopFrames()")?;
     let flattens = page.eval("window.arbor.flattens()")?;
+    eprintln!("{nodes} nodes: live flattens and direct inserts {flattens}");
     let long = page.eval(&format!(
         "Math.max(0, ...window.arbor.longTasks.slice({before}).map(t => t.duration))"
     ))?;

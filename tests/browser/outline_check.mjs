@@ -1,8 +1,10 @@
 // The outline's flatten (src/http/ui/outline.js, which walks the model's typed arrays)
 // against a naive recursive outline over the records' children, on random trees, at
-// random seqs (the slider), with random folds and "only this branch" anchors. Run by
-// tests/ui.rs: `node tests/browser/outline_check.mjs`; prints one line per case and
-// exits 1 on the first difference.
+// random seqs (the slider), with random folds and "only this branch" anchors; then live
+// growth: nodes appended one by one and placed by `Outline.insert` (or a flatten when it
+// declines), checked against the naive outline after every node. Run by tests/ui.rs:
+// `node tests/browser/outline_check.mjs`; prints a summary line and exits 1 on the
+// first difference.
 import { Workflow } from '../../src/http/ui/model.js';
 
 globalThis.requestAnimationFrame = () => 0;
@@ -87,4 +89,60 @@ for (let t = 0; t < 40; t++) {
     }
   }
 }
-console.log(`ok ${cases} cases`);
+function same(o, wf, what) {
+  const got = o.rows.map((r, i) => `${r.id}:${o.indents[i]}`);
+  const want = naive(wf, o.seq, o.collapsed, o.anchor);
+  if (got.join(',') !== want.join(',')) {
+    console.log(`DIFFERENT after ${what}`);
+    console.log(`  got  ${got.slice(0, 30).join(' ')}`);
+    console.log(`  want ${want.slice(0, 30).join(' ')}`);
+    process.exit(1);
+  }
+  for (const r of o.rows) {
+    if (o.rows[o.rowIndex(r)] !== r) {
+      console.log(`row index wrong for ${r.id} after ${what}`);
+      process.exit(1);
+    }
+  }
+}
+
+// Live growth.
+let inserted = 0;
+let declined = 0;
+for (let t = 0; t < 30; t++) {
+  state = 1000 + t;
+  const wf = new Workflow('w');
+  let s = 1;
+  wf.apply({ seq: s, kind: 'workflow.created', body: { root: { id: 'r', parent_id: null, type: 'system', content: 'x' } } });
+  const o = new Outline(el, { replaceChildren() {} }, { style: {} }, {});
+  o.setWorkflow(wf);
+  o.flatten();
+  const grow = 1 + rand(t < 10 ? 15 : 2500);
+  for (let i = 0; i < grow; i++) {
+    // Now and then a fold or "only this branch" comes and goes (insert declines then).
+    if (rand(50) === 0) {
+      o.collapsed = rand(2) ? new Set([wf.nodes[rand(wf.nodes.length)]]) : new Set();
+      o.anchor = rand(3) === 0 ? wf.nodes[rand(wf.nodes.length)] : null;
+      o.flatten();
+    }
+    s += 1 + rand(2);
+    const parent = rand(3) === 0 ? wf.nodes[rand(wf.nodes.length)] : wf.nodes[wf.nodes.length - 1 - rand(Math.min(5, wf.nodes.length))];
+    const id = `l${t}_${i}`;
+    wf.apply({ seq: s, kind: 'node.created', body: { id, parent_id: parent.id, type: 'message', content: id } });
+    o.seq = wf.lastSeq;
+    const rec = wf.byId.get(id);
+    const plain = !o.anchor && o.collapsed.size === 0 && rec.idx < o.rowOf.length;
+    if (o.insert(rec)) inserted++;
+    else {
+      declined++;
+      // Without a filter and with room, a live node is always placed directly.
+      if (plain) {
+        console.log(`insert declined a plain live node: tree ${t} node ${i}`);
+        process.exit(1);
+      }
+      o.flatten();
+    }
+    if (t < 10 || i % 97 === 0 || i === grow - 1) same(o, wf, `tree ${t} node ${i}`);
+  }
+}
+console.log(`ok ${cases} cases, ${inserted} live nodes placed (${declined} by a flatten)`);

@@ -38,9 +38,9 @@ const probe = {
   nodeCount() {
     return state.wf ? state.wf.nodes.length : 0;
   },
-  /** Outline flatten costs: count, last and max ms. */
+  /** Outline flatten costs (count, last and max ms) and live nodes placed without one. */
   flattens() {
-    return { ...outline.flattens };
+    return { ...outline.flattens, inserts: outline.inserts };
   },
   snapshot() {
     const wf = state.wf;
@@ -377,14 +377,20 @@ function onEvent(ev) {
     outline.seq = wf.lastSeq;
   }
   const shape = ev.kind === 'node.created' || ev.kind === 'workflow.created';
-  if (shape && state.follow && state.anchor && state.live) {
-    const rec = wf.byId.get(ev.body.id);
-    if (rec && Workflow.isAncestor(state.anchor, rec)) outline.select(rec, { now: false });
+  if (shape) {
+    // A live node is placed into the drawn rows directly; otherwise (slider in the
+    // past, a filter, a fold) the outline re-flattens in its next slot.
+    const rec = wf.byId.get(ev.kind === 'node.created' ? ev.body.id : ev.body.root?.id);
+    if (!rec || !outline.insert(rec)) outline.schedule(true, true);
+    if (rec && state.follow && state.anchor && state.live && Workflow.isAncestor(state.anchor, rec)) {
+      outline.select(rec, { now: false });
+    }
+  } else {
+    outline.schedule(false); // edges and statuses change how rows look, not the rows
   }
   if (state.detailFor && ev.kind === 'edge.created' && (ev.body.from === state.detailFor.id || ev.body.to === state.detailFor.id)) {
     showDetail(state.detailFor, false);
   }
-  outline.schedule(shape || ev.kind === 'edge.created', true);
   sliderDirty = true;
 }
 

@@ -31,6 +31,7 @@ export class Outline {
     this.rows = [];
     this.indents = new Int32Array(0);
     this.rowOf = new Int32Array(0); // node idx → row, valid where rows[row] is the node
+    this.rowNode = new Int32Array(0); // row → node idx
     this.indentOf = new Int32Array(0);
     this.collapsed = new Set();
     this.anchor = null; // only this node's branch: its ancestors and its subtree
@@ -41,8 +42,7 @@ export class Outline {
     this.frame = 0;
     this.nextFlatten = 0;
     this.pendingScroll = null;
-    this.stackN = null;
-    this.stackI = null;
+    this.inserts = 0; // live nodes placed without a flatten
     /** Flatten costs in ms (for the benchmark): count, last, max. */
     this.flattens = { count: 0, last: 0, max: 0 };
     el.addEventListener('scroll', () => this.schedule(false));
@@ -53,8 +53,6 @@ export class Outline {
 
   setWorkflow(wf) {
     this.wf = wf;
-    this.stackN = null; // the flatten's reused stacks hold the previous tree's records
-    this.stackI = null;
     this.seq = wf ? wf.lastSeq : 0;
     this.collapsed.clear();
     this.anchor = null;
@@ -143,8 +141,10 @@ export class Outline {
     if (this.indents.length < need) {
       this.indents = new Int32Array(need);
       this.rowOf = new Int32Array(need);
+      this.rowNode = new Int32Array(need);
       this.indentOf = new Int32Array(need);
     }
+    const rowNode = this.rowNode;
     const { parent, firstChild, nextSibling } = wf.t;
     const seqOf = wf.t.seq;
     const nodes = wf.nodes;
@@ -169,6 +169,7 @@ export class Outline {
     indentOf[root] = 0;
     for (;;) {
       rowOf[i] = count;
+      rowNode[count] = i;
       rows.push(nodes[i]);
       indents[count++] = indentOf[i];
       // Down to the first drawn child, if any and not folded.
@@ -199,6 +200,60 @@ export class Outline {
     }
     this.spacerEl.style.height = `${count * ROW}px`;
     if (this.selected && !this.visible(this.selected)) this.selected = rows[0] || null;
+  }
+
+  /**
+   * Places a node just appended live (`rec`, the newest child of its parent) into the
+   * flattened rows without re-flattening: its row is the end of its parent's subtree,
+   * and when it makes its parent a fork, its older sibling's subtree moves one level in.
+   * Costs a shift of the rows after it (typed arrays), not a walk of the tree. Returns
+   * false when only a full flatten will do (a flatten pending, the slider in the past,
+   * "only this branch", a folded or hidden parent, arrays full); the caller schedules
+   * one then.
+   */
+  insert(rec) {
+    const wf = this.wf;
+    const p = rec.parent;
+    if (!wf || !p || this.dirtyShape || this.anchor || rec.seq > this.seq) return false;
+    if (!this.visible(p) || this.collapsed.has(p) || this.visible(rec)) return false;
+    const n = this.rows.length;
+    if (n + 1 > this.indents.length || rec.idx >= this.rowOf.length) return false;
+    const t = wf.t;
+    if (t.lastChild[p.idx] !== rec.idx) return false; // not the newest child
+    // The end of p's subtree: the row of the next node in preorder after it.
+    let at = n;
+    for (let i = p.idx; i !== wf.root.idx; i = t.parent[i]) {
+      const s = t.nextSibling[i];
+      if (s >= 0) {
+        at = this.rowOf[s];
+        break;
+      }
+    }
+    const indents = this.indents;
+    const pRow = this.rowOf[p.idx];
+    const first = t.firstChild[p.idx];
+    let ind;
+    if (first === rec.idx) {
+      ind = indents[pRow]; // an only child continues its parent's column
+    } else if (t.nextSibling[first] === rec.idx) {
+      // The second child makes a fork: the first child's subtree moves one level in.
+      ind = indents[pRow] + 1;
+      for (let r = this.rowOf[first]; r < at; r++) indents[r]++;
+    } else {
+      ind = indents[this.rowOf[first]];
+    }
+    indents.copyWithin(at + 1, at, n);
+    this.rowNode.copyWithin(at + 1, at, n);
+    indents[at] = ind;
+    this.rowNode[at] = rec.idx;
+    this.rows.splice(at, 0, rec);
+    const rowOf = this.rowOf;
+    const rowNode = this.rowNode;
+    for (let r = at; r <= n; r++) rowOf[rowNode[r]] = r;
+    this.spacerEl.style.height = `${(n + 1) * ROW}px`;
+    this.inserts++;
+    this.schedule(false);
+    return true;
   }
 
   /** Row of `rec` in the outline (-1 when not drawn). */
