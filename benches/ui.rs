@@ -185,6 +185,8 @@ async fn measure(nodes: usize, seconds: u64, baseline: bool) -> Result<Figures> 
     let frames = page.eval("window.arbor.stopFrames()")?;
     let flattens = page.eval("window.arbor.flattens()")?;
     eprintln!("{nodes} nodes: live flattens and direct inserts {flattens}");
+    let slowest = page.eval("window.arbor.slowest()")?;
+    eprintln!("{nodes} nodes: the page's slowest tasks (ms) {slowest}");
     let long = page.eval(&format!(
         "Math.max(0, ...window.arbor.longTasks.slice({before}).map(t => t.duration))"
     ))?;

@@ -131,11 +131,13 @@ for (let t = 0; t < 30; t++) {
     wf.apply({ seq: s, kind: 'node.created', body: { id, parent_id: parent.id, type: 'message', content: id } });
     o.seq = wf.lastSeq;
     const rec = wf.byId.get(id);
-    const plain = !o.anchor && o.collapsed.size === 0 && rec.idx < o.rowOf.length;
+    if (rand(3)) o.insertsThisFrame = 0; // a new animation frame (flush resets it)
+    const plain = !o.anchor && o.collapsed.size === 0 && rec.idx < o.rowOf.length && o.insertsThisFrame < 4;
     if (o.insert(rec)) inserted++;
     else {
       declined++;
-      // Without a filter and with room, a live node is always placed directly.
+      // Without a filter, with room and under the frame's quota, a live node is always
+      // placed directly.
       if (plain) {
         console.log(`insert declined a plain live node: tree ${t} node ${i}`);
         process.exit(1);

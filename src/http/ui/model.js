@@ -20,27 +20,35 @@ export function firstLine(content) {
   return (nl >= 0 ? c.slice(0, nl) : c).slice(0, 240);
 }
 
+/** The children or edges of a node that has none: shared, so that 100 000 leaves cost no
+ * arrays (fewer objects make the garbage collector's pauses shorter). Never pushed to. */
+const NONE = Object.freeze([]);
+
 /** One node of the tree. */
 export class NodeRec {
-  constructor(body, seq, parent) {
-    this.id = body.id;
+  /**
+   * `body` is the node as the API sends it (a live event, `/v1/nodes/{id}`), or null for
+   * a node from the outline until its panel fetches it.
+   */
+  constructor(id, seq, type, role, parent, body) {
+    this.id = id;
     this.seq = seq;
-    this.type = body.type;
-    this.role = body.role ?? null;
-    /** The node as the API sends it; only id, parent_id, type and role until `full`. */
+    this.type = type;
+    this.role = role;
     this.body = body;
-    this.full = body.content !== undefined;
+    this.full = body !== null && body.content !== undefined;
     /** The row label: null until known. */
     this.text = this.full ? firstLine(body.content) : null;
     this.parent = parent;
-    this.children = [];
+    /** Children in seq order (NONE until the first). */
+    this.children = NONE;
     this.depth = parent ? parent.depth + 1 : 0;
     // A node continues its parent's branch iff it is the parent's first child (the
     // children list does not hold it yet); otherwise it starts a branch named after it.
-    this.branch = body.branch_id ?? (parent && parent.children.length === 0 ? parent.branch : body.id);
+    this.branch = (body && body.branch_id) || (parent && parent.children.length === 0 ? parent.branch : id);
     /** Edges out of and into this node, other than the parent's: {type, from, to, seq}. */
-    this.out = [];
-    this.in = [];
+    this.out = NONE;
+    this.in = NONE;
     /** Position in `Workflow.nodes` (and in its typed arrays). */
     this.idx = -1;
     // Fetch state, set here so every record keeps one shape (the flatten loop stays
@@ -126,8 +134,7 @@ export class Workflow {
     const recs = new Array(id.length);
     for (let i = 0; i < id.length; i++) {
       const p = parent[i] === null ? null : recs[parent[i]];
-      const body = { id: id[i], parent_id: p ? p.id : null, type: o.types[type[i]], role: role[i] };
-      recs[i] = this.addNode(body, seq[i]);
+      recs[i] = this.addRec(id[i], seq[i], o.types[type[i]], role[i], p, null);
     }
     if (this.root) this.statuses.push({ seq: this.root.seq, status: 'running' });
     for (const ev of o.events) {
@@ -197,10 +204,16 @@ export class Workflow {
   }
 
   addNode(body, seq) {
-    if (!body || this.byId.has(body.id)) return null;
+    if (!body) return null;
     const parent = body.parent_id ? this.byId.get(body.parent_id) ?? null : null;
-    if (!parent && this.root) return null; // a second root cannot be drawn
-    const rec = new NodeRec(body, seq, parent);
+    return this.addRec(body.id, seq, body.type, body.role ?? null, parent, body);
+  }
+
+  /** Adds a node under `parent` (null: the root); null if it cannot be drawn. */
+  addRec(id, seq, type, role, parent, body) {
+    if (this.byId.has(id)) return null;
+    if (!parent && this.root) return null; // a second root, or a parent not in the tree
+    const rec = new NodeRec(id, seq, type, role, parent, body);
     rec.idx = this.nodes.length;
     if (rec.idx >= this.t.cap) this.grow(this.t.cap * 2);
     const t = this.t;
@@ -211,7 +224,8 @@ export class Workflow {
       if (t.lastChild[p] < 0) t.firstChild[p] = rec.idx;
       else t.nextSibling[t.lastChild[p]] = rec.idx;
       t.lastChild[p] = rec.idx;
-      parent.children.push(rec);
+      if (parent.children === NONE) parent.children = [rec];
+      else parent.children.push(rec);
     } else {
       this.root = rec;
     }
@@ -227,8 +241,10 @@ export class Workflow {
     const to = this.byId.get(body.to);
     if (!from || !to) return;
     const e = { type: body.type, from, to, seq };
-    from.out.push(e);
-    to.in.push(e);
+    if (from.out === NONE) from.out = [e];
+    else from.out.push(e);
+    if (to.in === NONE) to.in = [e];
+    else to.in.push(e);
     this.edges.push(e);
     if (e.type === 'MONITORS') this.monitors++;
   }

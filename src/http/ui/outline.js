@@ -14,6 +14,8 @@
 const ROW = 26;
 const OVERSCAN = 12;
 const MAX_INDENT = 40;
+/** Live nodes placed directly per frame; past that, one flatten takes the burst. */
+const INSERTS_PER_FRAME = 4;
 
 export class Outline {
   /**
@@ -43,6 +45,7 @@ export class Outline {
     this.nextFlatten = 0;
     this.pendingScroll = null;
     this.inserts = 0; // live nodes placed without a flatten
+    this.insertsThisFrame = 0;
     /** Flatten costs in ms (for the benchmark): count, last, max. */
     this.flattens = { count: 0, last: 0, max: 0 };
     el.addEventListener('scroll', () => this.schedule(false));
@@ -103,6 +106,7 @@ export class Outline {
   flush(fromFrame = false) {
     if (this.frame) cancelAnimationFrame(this.frame);
     this.frame = 0;
+    this.insertsThisFrame = 0;
     const now = performance.now();
     if (this.dirtyShape) {
       if (fromFrame && now < this.nextFlatten) {
@@ -206,15 +210,17 @@ export class Outline {
    * Places a node just appended live (`rec`, the newest child of its parent) into the
    * flattened rows without re-flattening: its row is the end of its parent's subtree,
    * and when it makes its parent a fork, its older sibling's subtree moves one level in.
-   * Costs a shift of the rows after it (typed arrays), not a walk of the tree. Returns
-   * false when only a full flatten will do (a flatten pending, the slider in the past,
-   * "only this branch", a folded or hidden parent, arrays full); the caller schedules
-   * one then.
+   * Costs a shift of the rows after it (typed arrays), not a walk of the tree: the way
+   * for a trickle of events. Returns false when a full flatten is the better way (more
+   * than `INSERTS_PER_FRAME` this frame: a burst costs less as one flatten in its next
+   * slot) or the only one (a flatten pending, the slider in the past, "only this
+   * branch", a folded or hidden parent, arrays full); the caller schedules one then.
    */
   insert(rec) {
     const wf = this.wf;
     const p = rec.parent;
     if (!wf || !p || this.dirtyShape || this.anchor || rec.seq > this.seq) return false;
+    if (this.insertsThisFrame >= INSERTS_PER_FRAME) return false;
     if (!this.visible(p) || this.collapsed.has(p) || this.visible(rec)) return false;
     const n = this.rows.length;
     if (n + 1 > this.indents.length || rec.idx >= this.rowOf.length) return false;
@@ -252,6 +258,7 @@ export class Outline {
     for (let r = at; r <= n; r++) rowOf[rowNode[r]] = r;
     this.spacerEl.style.height = `${(n + 1) * ROW}px`;
     this.inserts++;
+    this.insertsThisFrame++;
     this.schedule(false);
     return true;
   }
