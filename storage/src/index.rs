@@ -69,6 +69,8 @@ impl NodeKind {
 pub struct IndexEvent {
     /// Log position.
     pub seq: Seq,
+    /// The event's id (for a node, the node's id; for a workflow, the workflow's).
+    pub id: Uuid,
     /// Workflow.
     pub workflow_id: Uuid,
     /// Server time.
@@ -265,6 +267,7 @@ impl IndexEvent {
     pub fn of(r: &Record) -> IndexEvent {
         IndexEvent {
             seq: r.seq,
+            id: r.id,
             workflow_id: r.workflow_id,
             timestamp: r.timestamp,
             body: match &r.body {
@@ -351,6 +354,10 @@ pub struct WorkflowIndex {
     pub chosen: HashMap<u32, u32>,
     /// (monitor, target) pairs in seq order.
     pub monitors: Vec<(u32, u32)>,
+    /// Seqs of the workflow's events that create no node (edges, status changes), in
+    /// order. With the graph's nodes (which are in seq order) these are all its events:
+    /// see [`WorkflowIndex::seqs`].
+    pub events: Vec<Seq>,
 }
 
 /// Where a node lives: workflow slot and node index.
@@ -439,6 +446,9 @@ pub struct Index {
     workflows: Vec<WorkflowIndex>,
     by_wf: HashMap<Uuid, u32>,
     by_node: HashMap<Uuid, NodeRef>,
+    /// Ids of the events that create no node (edges, status changes) → their seq.
+    /// Node and workflow ids are found through `by_node` and `by_wf`.
+    by_event: HashMap<Uuid, Seq>,
     types: TypeNames,
     head: Seq,
 }
@@ -483,10 +493,12 @@ impl Index {
             w.branches.shrink_to_fit();
             w.decisions.shrink_to_fit();
             w.monitors.shrink_to_fit();
+            w.events.shrink_to_fit();
         }
         self.workflows.shrink_to_fit();
         self.by_node.shrink_to_fit();
         self.by_wf.shrink_to_fit();
+        self.by_event.shrink_to_fit();
     }
 
     /// Applies one record. Records must come in seq order, each one valid against
@@ -503,10 +515,10 @@ impl Index {
         }
         match &r.body {
             IndexBody::WorkflowCreated { root, user_id } => {
-                if self.by_wf.contains_key(&r.workflow_id) {
-                    return Err(err(r.seq, "workflow created twice"));
+                if self.id_known(&r.workflow_id) {
+                    return Err(err(r.seq, "workflow created twice or its id reused"));
                 }
-                if self.by_node.contains_key(&root.id) || root.parent_id.is_some() {
+                if self.id_known(&root.id) || root.parent_id.is_some() {
                     return Err(err(r.seq, "root node id reused or root has a parent"));
                 }
                 if root.branch_id != root.id || root.depth != 0 {
@@ -543,13 +555,14 @@ impl Index {
                     decisions: Vec::new(),
                     chosen: HashMap::new(),
                     monitors: Vec::new(),
+                    events: Vec::new(),
                 });
                 self.by_wf.insert(r.workflow_id, slot);
                 self.by_node.insert(root.id, NodeRef { wf: slot, idx: 0 });
             }
             IndexBody::NodeCreated(n) => {
                 let slot = self.slot(r)?;
-                if self.by_node.contains_key(&n.id) || self.by_wf.contains_key(&n.id) {
+                if self.id_known(&n.id) {
                     return Err(err(r.seq, format!("node id {} reused", n.id)));
                 }
                 let parent_id = n
@@ -617,6 +630,7 @@ impl Index {
             }
             IndexBody::EdgeCreated(e) => {
                 let slot = self.slot(r)?;
+                self.refuse_known_event_id(r)?;
                 let from = self.local(slot, e.from, r.seq)?;
                 let to = self.local(slot, e.to, r.seq)?;
                 let w = &mut self.workflows[slot as usize];
@@ -646,9 +660,12 @@ impl Index {
                     NodeIndex::new(to as usize),
                     e.kind,
                 );
+                w.events.push(r.seq);
+                self.by_event.insert(r.id, r.seq);
             }
             IndexBody::StatusChanged { from, to } => {
                 let slot = self.slot(r)?;
+                self.refuse_known_event_id(r)?;
                 let w = &mut self.workflows[slot as usize];
                 if w.status != *from || w.status.is_terminal() {
                     return Err(err(
@@ -657,6 +674,8 @@ impl Index {
                     ));
                 }
                 w.status = *to;
+                w.events.push(r.seq);
+                self.by_event.insert(r.id, r.seq);
             }
         }
         let slot = self.by_wf[&r.workflow_id];
@@ -665,6 +684,33 @@ impl Index {
         w.updated_at = r.timestamp;
         self.head = r.seq;
         Ok(())
+    }
+
+    /// Whether `id` names anything already indexed: a workflow, a node or an event.
+    fn id_known(&self, id: &Uuid) -> bool {
+        self.by_node.contains_key(id)
+            || self.by_wf.contains_key(id)
+            || self.by_event.contains_key(id)
+    }
+
+    /// Refuses an event (that creates no node) whose id is already taken.
+    fn refuse_known_event_id(&self, r: &IndexEvent) -> Result<(), IndexError> {
+        if self.id_known(&r.id) {
+            return Err(err(r.seq, format!("event id {} reused", r.id)));
+        }
+        Ok(())
+    }
+
+    /// The seq of the event that introduced `id`: a workflow's creation, a node's, or
+    /// an edge's or status change's own id. `None` if no indexed event has that id.
+    pub fn seq_of_id(&self, id: &Uuid) -> Option<Seq> {
+        if let Some(r) = self.by_node.get(id) {
+            return Some(self.workflows[r.wf as usize].node(r.idx).seq);
+        }
+        if let Some(slot) = self.by_wf.get(id) {
+            return Some(self.workflows[*slot as usize].created_seq);
+        }
+        self.by_event.get(id).copied()
     }
 
     fn slot(&self, r: &IndexEvent) -> Result<u32, IndexError> {
@@ -829,6 +875,48 @@ impl WorkflowIndex {
     /// Number of nodes.
     pub fn node_count(&self) -> usize {
         self.graph.node_count()
+    }
+
+    /// Seqs of this workflow's events in `(after, max]`, at most `limit`, in order: the
+    /// nodes' creations (node indices are in seq order) merged with [`Self::events`].
+    pub fn seqs(&self, after: Seq, max: Seq, limit: usize) -> Vec<Seq> {
+        let nodes = self.graph.node_count();
+        // The first node after `after`, by binary search over the seq-ordered nodes.
+        let (mut lo, mut hi) = (0usize, nodes);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.graph[NodeIndex::new(mid)].seq <= after {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let mut i = lo;
+        let mut j = self.events.partition_point(|s| *s <= after);
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let node = (i < nodes).then(|| self.graph[NodeIndex::new(i)].seq);
+            let next = match (node, self.events.get(j).copied()) {
+                (Some(n), Some(e)) if n < e => {
+                    i += 1;
+                    n
+                }
+                (Some(n), None) => {
+                    i += 1;
+                    n
+                }
+                (_, Some(e)) => {
+                    j += 1;
+                    e
+                }
+                (None, None) => break,
+            };
+            if next > max {
+                break;
+            }
+            out.push(next);
+        }
+        out
     }
 
     /// The branch report for slot `b`.

@@ -3,10 +3,6 @@
 //!
 //! Trees:
 //! - `log`: seq (u64 BE) → rmp [`Record`]: the source of truth.
-//! - `ids`: event or node id (16 bytes) → seq (u64 BE) of the event that introduced it.
-//! - `wf`: workflow id (16 bytes) ‖ seq (u64 BE) → empty: a workflow's events in order.
-//!   (DESIGN names a per-workflow seq as key; the global seq orders the same way and
-//!   is what replay and SSE positions are expressed in, so it is used directly.)
 //! - `content`: BLAKE3 (32 bytes) → UTF-8 bytes, written once per distinct content.
 //! - `cursors`: sink name → seq (u64 BE).
 //! - `dead`: sink name ‖ 0 ‖ seq (u64 BE) → error text, for poison events not resolved.
@@ -18,32 +14,31 @@
 //! - `dead_acked`: same key → error text and acknowledgement note: dead letters an
 //!   operator accepted as lost (`arbor sync dead-letters ack`).
 //!
-//! Commit protocol: one group = three single-tree batches ([`sled::Tree::apply_batch`]),
-//! in this order (see [`Engine::write_group`]):
+//! DESIGN §3 also names two secondary maps, id → seq and workflow → its events. They
+//! are derived from the log, so they live in memory with the index (`by_node`,
+//! `by_event` and each workflow's node and event seqs, see [`crate::index`]) and are
+//! rebuilt with it at open, which reads the whole log anyway. Keeping them in sled
+//! trees cost two more keys per event on disk (space amplification 4.9× instead of
+//! the ~2× DESIGN allows) and two more sled batches per group on the writer; stores
+//! written before that have `ids` and `wf` trees, which [`Engine::open`] drops.
+//!
+//! Commit protocol: one group = at most two single-tree batches
+//! ([`sled::Tree::apply_batch`]), in this order (see [`Engine::write_group`]):
 //! 1. `content`: the group's new blobs (content-addressed, so writing one twice or
 //!    leaving one unreferenced is harmless);
-//! 2. `log`: the group's records, **the commit point**;
-//! 3. `ids` then `wf`: the secondary entries, derived from the records.
+//! 2. `log`: the group's records, **the commit point**.
 //!
 //! then [`Engine::make_durable`]: `Db::flush` (which on Linux only issues
 //! `sync_file_range`, sled issue #1452), followed by `fdatasync` of sled's data file and
 //! of any new blob files (sled writes values over its blob threshold to separate files
 //! and never syncs them).
 //!
-//! Why this is crash-safe without a multi-tree transaction (which costs an extra tree
-//! lookup per key and about a third of the writer's time): sled recovers each batch
+//! Why this is crash-safe without a multi-tree transaction: sled recovers each batch
 //! whole or not at all, and recovers a *prefix* of its write-ahead log (recovery stops
-//! at the first torn batch, `LogIter`). So after a crash:
-//! - a recovered log record has its content (written before it);
-//! - only the tail of the log (the last group written) may lack its `ids`/`wf`
-//!   entries, and never has entries beyond it (they are written after the records).
-//!
-//! [`Engine::open`] repairs that tail ([`Engine::repair_tail`]): walking back from the
-//! last record, it re-derives the missing `ids`/`wf` entries from the log until it meets
-//! a record whose entries are all present (every earlier record has them too, by the
-//! prefix property), then makes the repair durable. Acknowledged appends are untouched:
-//! with `fsync` durability a group is acknowledged only after all three batches are
-//! durable.
+//! at the first torn batch, `LogIter`). So after a crash a recovered log record has its
+//! content (written before it), and a group is in the log whole or not at all.
+//! Acknowledged appends are untouched: with `fsync` durability a group is acknowledged
+//! only after it is durable.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -54,7 +49,10 @@ use uuid::Uuid;
 
 use crate::error::StorageError;
 use crate::model::Seq;
-use crate::record::{Hash, Record, RecordBody};
+use crate::record::{Hash, Record};
+
+/// Trees of earlier versions that [`Engine::open`] drops.
+const LEGACY_TREES: [&str; 2] = ["ids", "wf"];
 
 /// Values at least this large may have gone to a sled blob file.
 const BLOB_CANDIDATE_BYTES: usize = 32 * 1024;
@@ -63,8 +61,6 @@ const BLOB_CANDIDATE_BYTES: usize = 32 * 1024;
 pub struct Engine {
     db: sled::Db,
     log: sled::Tree,
-    ids: sled::Tree,
-    wf: sled::Tree,
     content: sled::Tree,
     cursors: sled::Tree,
     dead: sled::Tree,
@@ -130,21 +126,10 @@ impl Drop for LockRelease {
 pub struct GroupWrite {
     /// Encoded records with their seqs.
     pub records: Vec<(Seq, Vec<u8>)>,
-    /// New id → seq entries.
-    pub ids: Vec<(Uuid, Seq)>,
-    /// (workflow, seq) entries.
-    pub wf: Vec<(Uuid, Seq)>,
     /// New content blobs.
     pub content: Vec<(Hash, Vec<u8>)>,
     /// An arrival mark (first seq, now) when the group holds records older than now.
     pub arrival: Option<(Seq, crate::time::Timestamp)>,
-}
-
-fn wf_key(wf: &Uuid, seq: Seq) -> [u8; 24] {
-    let mut k = [0u8; 24];
-    k[..16].copy_from_slice(wf.as_bytes());
-    k[16..].copy_from_slice(&seq.to_be_bytes());
-    k
 }
 
 fn seq_of(bytes: &[u8]) -> Result<Seq, StorageError> {
@@ -165,8 +150,6 @@ impl Engine {
         let data_file = File::open(dir.join("db"))?;
         let mut e = Engine {
             log: db.open_tree("log")?,
-            ids: db.open_tree("ids")?,
-            wf: db.open_tree("wf")?,
             content: db.open_tree("content")?,
             cursors: db.open_tree("cursors")?,
             dead: db.open_tree("dead")?,
@@ -183,62 +166,26 @@ impl Engine {
             },
         };
         *e.synced_blobs.get_mut() = e.blob_files()?;
-        let repaired = e.repair_tail()?;
-        if repaired > 0 {
-            tracing::warn!(
-                records = repaired,
-                "re-derived missing ids/wf entries of the log tail (interrupted group)"
-            );
-            e.make_durable(false)?;
-        }
+        e.drop_legacy_trees()?;
         Ok(e)
     }
 
-    /// Re-derives the `ids`/`wf` entries of the log's tail that a crash between the
-    /// log batch and the secondary batches left out (see the module docs). Returns the
-    /// number of records repaired.
-    pub fn repair_tail(&self) -> Result<usize, StorageError> {
-        let mut ids = Batch::default();
-        let mut wf = Batch::default();
-        let mut repaired = 0usize;
-        for kv in self.log.iter().rev() {
-            let (k, v) = kv?;
-            let seq = seq_of(&k)?;
-            let r = Record::decode(&v)?;
-            let mut introduced = vec![r.id];
-            if let RecordBody::WorkflowCreated { root, .. } = &r.body {
-                introduced.push(root.id);
+    /// Drops the `ids` and `wf` trees of a store written before they moved to memory
+    /// (see the module docs), reclaiming their space. Harmless to interrupt: they are
+    /// derived data that nothing reads any more.
+    fn drop_legacy_trees(&self) -> Result<(), StorageError> {
+        let names = self.db.tree_names();
+        let mut dropped = false;
+        for legacy in LEGACY_TREES {
+            if names.iter().any(|n| n.as_ref() == legacy.as_bytes()) {
+                dropped |= self.db.drop_tree(legacy)?;
             }
-            let mut complete = true;
-            for id in &introduced {
-                match self.id_seq(id)? {
-                    Some(s) if s == seq => {}
-                    Some(s) => {
-                        return Err(StorageError::Corrupt(format!(
-                            "ids: {id} maps to seq {s}, log has it at {seq}"
-                        )))
-                    }
-                    None => {
-                        complete = false;
-                        ids.insert(id.as_bytes(), &seq.to_be_bytes());
-                    }
-                }
-            }
-            let key = wf_key(&r.workflow_id, seq);
-            if !self.wf.contains_key(key)? {
-                complete = false;
-                wf.insert(&key, &[]);
-            }
-            if complete {
-                break;
-            }
-            repaired += 1;
         }
-        if repaired > 0 {
-            self.ids.apply_batch(ids)?;
-            self.wf.apply_batch(wf)?;
+        if dropped {
+            tracing::info!("dropped the ids and wf trees (now held in memory)");
+            self.db.flush()?;
         }
-        Ok(repaired)
+        Ok(())
     }
 
     fn blob_files(&self) -> Result<HashSet<PathBuf>, StorageError> {
@@ -250,8 +197,7 @@ impl Engine {
     }
 
     /// Writes one group (not yet durable): content, then the log records (the commit
-    /// point), then the `ids` and `wf` entries, each tree in one atomic batch. See the
-    /// module docs for why a crash between them is repaired at open.
+    /// point), each tree in one atomic batch (see the module docs).
     pub fn write_group(&self, g: &GroupWrite) -> Result<(), StorageError> {
         if !g.content.is_empty() {
             let mut content = Batch::default();
@@ -271,16 +217,6 @@ impl Engine {
             log.insert(&seq.to_be_bytes(), bytes.as_slice());
         }
         self.log.apply_batch(log)?;
-        let mut ids = Batch::default();
-        for (id, seq) in &g.ids {
-            ids.insert(id.as_bytes(), &seq.to_be_bytes());
-        }
-        self.ids.apply_batch(ids)?;
-        let mut wf = Batch::default();
-        for (w, seq) in &g.wf {
-            wf.insert(&wf_key(w, *seq), &[]);
-        }
-        self.wf.apply_batch(wf)?;
         Ok(())
     }
 
@@ -353,53 +289,6 @@ impl Engine {
             let (k, v) = kv?;
             Ok((seq_of(&k)?, v))
         })
-    }
-
-    /// Seqs of workflow `wf`'s events after `after`, at most `limit`, none above `max`.
-    pub fn workflow_seqs(
-        &self,
-        wf: &Uuid,
-        after: Seq,
-        max: Seq,
-        limit: usize,
-    ) -> Result<Vec<Seq>, StorageError> {
-        let start = wf_key(wf, after.saturating_add(1));
-        let end = wf_key(wf, max);
-        let mut out = Vec::new();
-        if after >= max {
-            return Ok(out);
-        }
-        for kv in self.wf.range(start..=end).take(limit) {
-            let (k, _) = kv?;
-            out.push(seq_of(&k[16..])?);
-        }
-        Ok(out)
-    }
-
-    /// Iterates the whole `wf` tree: (workflow, seq).
-    pub fn scan_wf(&self) -> impl Iterator<Item = Result<(Uuid, Seq), StorageError>> + '_ {
-        self.wf.iter().map(|kv| {
-            let (k, _) = kv?;
-            if k.len() != 24 {
-                return Err(StorageError::Corrupt(format!(
-                    "wf key of {} bytes",
-                    k.len()
-                )));
-            }
-            let id =
-                Uuid::from_slice(&k[..16]).map_err(|e| StorageError::Corrupt(e.to_string()))?;
-            Ok((id, seq_of(&k[16..])?))
-        })
-    }
-
-    /// The seq recorded for id `id`.
-    pub fn id_seq(&self, id: &Uuid) -> Result<Option<Seq>, StorageError> {
-        self.ids.get(id.as_bytes())?.map(|v| seq_of(&v)).transpose()
-    }
-
-    /// Number of entries in the ids tree.
-    pub fn ids_len(&self) -> usize {
-        self.ids.len()
     }
 
     /// The content with hash `h`.
@@ -568,7 +457,8 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     //! Fault tests of the commit protocol: the states a crash can leave between the
-    //! three batches of a group (see the module docs), and the repair at open.
+    //! two batches of a group (see the module docs), and the open of a store written
+    //! by an earlier version (with `ids` and `wf` trees).
 
     use uuid::Uuid;
 
@@ -631,11 +521,12 @@ mod tests {
             .collect()
     }
 
-    /// A crash after a group's log batch but before (or during) its `ids`/`wf` batches:
-    /// the open repairs the tail, verify passes, and idempotent replays still answer
-    /// with the stored result.
+    /// A store written by an earlier version, with the `ids` and `wf` trees it kept:
+    /// the open drops them, and after the restart the in-memory maps (rebuilt from the
+    /// log) answer idempotent replays with the stored result and list each
+    /// workflow's events.
     #[test]
-    fn open_repairs_secondary_entries_of_the_log_tail() {
+    fn open_drops_the_legacy_trees_and_replays_still_answer() {
         let dir = tempfile::tempdir().unwrap();
         let rt = rt();
         let (wf1, wf2) = (Uuid::now_v7(), Uuid::now_v7());
@@ -658,24 +549,27 @@ mod tests {
             store.close().await;
             (root1, root2)
         });
-        // Simulate the crash: seq 5 (workflow 2) lost both its ids entries and its wf
-        // entry, seq 4 (the batch's last node) its wf entry only.
+        {
+            // Dropped after `db`: waits for sled to let go of the directory.
+            let _release = LockRelease {
+                lock_file: dir.path().join("db"),
+            };
+            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            for name in LEGACY_TREES {
+                let t = db.open_tree(name).unwrap();
+                t.insert(wf1.as_bytes(), &1u64.to_be_bytes()).unwrap();
+            }
+            db.flush().unwrap();
+        }
         {
             let e = Engine::open(dir.path(), 8 << 20).unwrap();
-            e.ids.remove(wf2.as_bytes()).unwrap();
-            e.ids.remove(root2.as_bytes()).unwrap();
-            e.wf.remove(wf_key(&wf2, 5)).unwrap();
-            e.wf.remove(wf_key(&wf1, 4)).unwrap();
-            assert_eq!(e.repair_tail().unwrap(), 2);
-            assert_eq!(e.id_seq(&wf2).unwrap(), Some(5));
-            assert_eq!(e.id_seq(&root2).unwrap(), Some(5));
-            assert_eq!(e.workflow_seqs(&wf1, 0, 5, 10).unwrap(), vec![1, 2, 3, 4]);
-            assert_eq!(e.workflow_seqs(&wf2, 0, 5, 10).unwrap(), vec![5]);
-            assert_eq!(e.repair_tail().unwrap(), 0);
-            // Break it again and let `Engine::open` (as `Store::open` and verify do) repair.
-            e.ids.remove(root2.as_bytes()).unwrap();
-            e.wf.remove(wf_key(&wf2, 5)).unwrap();
-            e.flush().unwrap();
+            let names = e.db.tree_names();
+            for name in LEGACY_TREES {
+                assert!(
+                    !names.iter().any(|n| n.as_ref() == name.as_bytes()),
+                    "{name}"
+                );
+            }
         }
         let report = verify_dir(dir.path()).unwrap();
         assert_eq!(report.events, 5);
@@ -730,6 +624,89 @@ mod tests {
             crate::verify::verify_store(&store).unwrap();
             store.close().await;
         });
+    }
+
+    /// Ids are unique across the log, now checked against the in-memory maps: a node
+    /// whose client-chosen id is a future edge's derived event id makes that edge a
+    /// conflict, a status change reusing any id (alone or with another in the same
+    /// group) is a conflict, and none of it stops the store from taking writes.
+    #[test]
+    fn reused_event_ids_are_conflicts_and_do_not_poison_the_store() {
+        use crate::intent::edge_event_id;
+        use crate::model::{Edge, EdgeKind, WorkflowStatus};
+        let dir = tempfile::tempdir().unwrap();
+        rt().block_on(async {
+            let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+            let wf = Uuid::now_v7();
+            let (root, _) = create(&store, wf).await;
+            let monitor = Uuid::now_v7();
+            let mut m = NewNode::new(root, "monitor", "watch");
+            m.id = Some(monitor);
+            let squatter = edge_event_id(EdgeKind::Monitors, monitor, root);
+            let mut n = NewNode::new(root, "message", "took the edge's id");
+            n.id = Some(squatter);
+            store
+                .submit(
+                    Intent::AppendNodes {
+                        workflow_id: wf,
+                        nodes: vec![m, n],
+                    },
+                    Meta::default(),
+                )
+                .await
+                .unwrap();
+            let edge = Intent::AddEdge {
+                workflow_id: wf,
+                edge: Edge {
+                    kind: EdgeKind::Monitors,
+                    from: monitor,
+                    to: root,
+                },
+            };
+            let refused = store.submit(edge, Meta::default()).await;
+            assert!(
+                matches!(refused, Err(crate::AppendError::Conflict(_))),
+                "{refused:?}"
+            );
+            let status = |to, id| {
+                let meta = Meta {
+                    event_id: Some(id),
+                    ..Meta::default()
+                };
+                store.submit(
+                    Intent::SetStatus {
+                        workflow_id: wf,
+                        status: to,
+                    },
+                    meta,
+                )
+            };
+            let taken = status(WorkflowStatus::Waiting, squatter).await;
+            assert!(
+                matches!(taken, Err(crate::AppendError::Conflict(_))),
+                "{taken:?}"
+            );
+            // Two changes with one id, submitted together (one group or two): one is
+            // taken, the other refused, whichever the writer sees first.
+            let id = Uuid::now_v7();
+            let (a, b) = tokio::join!(
+                status(WorkflowStatus::Waiting, id),
+                status(WorkflowStatus::Completed, id)
+            );
+            let conflict = |r: &Result<Outcome, crate::AppendError>| {
+                matches!(r, Err(crate::AppendError::Conflict(_)))
+            };
+            assert!(
+                (a.is_ok() && conflict(&b)) || (conflict(&a) && b.is_ok()),
+                "{a:?} {b:?}"
+            );
+            let head = store.head();
+            create(&store, Uuid::now_v7()).await;
+            assert_eq!(store.head(), head + 1);
+            crate::verify::verify_store(&store).unwrap();
+            store.close().await;
+        });
+        verify_dir(dir.path()).unwrap();
     }
 
     /// A crash after a group's content batch but before its log batch leaves only

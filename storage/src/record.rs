@@ -241,7 +241,7 @@ pub fn decode_index_event(bytes: &[u8]) -> Result<IndexEvent, StorageError> {
     #[derive(Deserialize)]
     struct Head<'a> {
         seq: Seq,
-        _id: IgnoredAny,
+        id: Uuid,
         workflow_id: Uuid,
         timestamp: Timestamp,
         _actor: IgnoredAny,
@@ -287,6 +287,7 @@ pub fn decode_index_event(bytes: &[u8]) -> Result<IndexEvent, StorageError> {
         .map_err(|e| StorageError::Corrupt(format!("undecodable log record: {e}")))?;
     Ok(IndexEvent {
         seq: h.seq,
+        id: h.id,
         workflow_id: h.workflow_id,
         timestamp: h.timestamp,
         body: match h.body {

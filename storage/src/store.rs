@@ -558,13 +558,16 @@ impl Store {
         after: Seq,
         limit: usize,
     ) -> Result<Option<Vec<Event>>, StorageError> {
-        if self.shared.index.read().workflow(wf).is_none() {
-            return Ok(None);
-        }
-        let seqs = self
+        let head = self.head();
+        let Some(seqs) = self
             .shared
-            .engine
-            .workflow_seqs(wf, after, self.head(), limit)?;
+            .index
+            .read()
+            .workflow(wf)
+            .map(|w| w.seqs(after, head, limit))
+        else {
+            return Ok(None);
+        };
         seqs.iter()
             .map(|s| self.event(*s))
             .collect::<Result<_, _>>()
@@ -609,10 +612,16 @@ impl Store {
                         depth: m.depth,
                     });
                 }
-                (nodes, types, unnamed)
+                let others: Vec<Seq> = w
+                    .events
+                    .iter()
+                    .copied()
+                    .take_while(|s| *s <= head)
+                    .collect();
+                (nodes, types, unnamed, others)
             })
         };
-        let Some((mut nodes, mut types, unnamed)) = found else {
+        let Some((mut nodes, mut types, unnamed, others)) = found else {
             return Ok(None);
         };
         // Types the index could not intern (never in practice) come from the records.
@@ -626,17 +635,11 @@ impl Store {
                 }
             };
         }
-        // The other events: the workflow's seqs that create no node (a merge walk, both
-        // lists being in seq order).
-        let seqs = self.shared.engine.workflow_seqs(wf, 0, head, usize::MAX)?;
-        let mut node_seqs = nodes.iter().map(|n| n.seq).peekable();
-        let mut events = Vec::new();
-        for s in seqs {
-            while node_seqs.next_if(|n| *n < s).is_some() {}
-            if node_seqs.next_if_eq(&s).is_none() {
-                events.push(self.event(s)?);
-            }
-        }
+        // The other events: the workflow's seqs that create no node.
+        let events = others
+            .into_iter()
+            .map(|s| self.event(s))
+            .collect::<Result<_, _>>()?;
         Ok(Some(Outline {
             head,
             types,
@@ -1302,11 +1305,6 @@ impl Writer {
             d.event.hash = crate::record::hex(&d.record.hash);
             big |= Engine::is_blob_candidate(bytes.len());
             g.records.push((d.record.seq, bytes));
-            g.ids.push((d.record.id, d.record.seq));
-            if let RecordBody::WorkflowCreated { root, .. } = &d.record.body {
-                g.ids.push((root.id, d.record.seq));
-            }
-            g.wf.push((d.record.workflow_id, d.record.seq));
             if let Some((h, text)) = d.content.take() {
                 // Content is keyed by its hash, so writing it again is harmless: small
                 // blobs are written without looking them up first (a tree lookup costs

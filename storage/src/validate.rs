@@ -66,6 +66,9 @@ pub struct Pending {
     /// Edges accepted in this group, with the seq of the event that carries them.
     edges: HashMap<(EdgeKind, Uuid, Uuid), Seq>,
     chosen: HashMap<Uuid, Uuid>,
+    /// Ids of the events accepted in this group that create no node (edges, status
+    /// changes): ids are unique across the log, and the index refuses a reused one.
+    events: HashSet<Uuid>,
 }
 
 #[derive(Clone)]
@@ -83,6 +86,7 @@ impl Pending {
         self.with_child.extend(other.with_child);
         self.edges.extend(other.edges);
         self.chosen.extend(other.chosen);
+        self.events.extend(other.events);
     }
 }
 
@@ -185,14 +189,14 @@ impl Ctx<'_> {
     }
 
     /// Whether `id` is taken by anything: workflow, node, or any event id.
-    fn id_taken(&self, scratch: &Pending, id: &Uuid) -> Result<bool, StorageError> {
-        Ok(scratch.nodes.contains_key(id)
+    fn id_taken(&self, scratch: &Pending, id: &Uuid) -> bool {
+        scratch.nodes.contains_key(id)
             || self.group.nodes.contains_key(id)
             || scratch.workflows.contains_key(id)
             || self.group.workflows.contains_key(id)
-            || self.index.node_ref(id).is_some()
-            || self.index.workflow(id).is_some()
-            || self.engine.id_seq(id)?.is_some())
+            || scratch.events.contains(id)
+            || self.group.events.contains(id)
+            || self.index.seq_of_id(id).is_some()
     }
 
     /// The event time: the import's original time when given (which does not move the
@@ -297,7 +301,7 @@ impl Ctx<'_> {
             if let Some(replay) = self.replay_workflow(&w, id, scratch)? {
                 return Ok(replay);
             }
-            if self.id_taken(scratch, &id)? {
+            if self.id_taken(scratch, &id) {
                 return Err(conflict(format!(
                     "id {id} is already used by a node or event"
                 )));
@@ -305,7 +309,7 @@ impl Ctx<'_> {
         }
         let wf = w.id.unwrap_or_else(Uuid::now_v7);
         let root_id = w.root_id.unwrap_or_else(Uuid::now_v7);
-        if root_id == wf || (w.root_id.is_some() && self.id_taken(scratch, &root_id)?) {
+        if root_id == wf || (w.root_id.is_some() && self.id_taken(scratch, &root_id)) {
             return Err(conflict(format!("root id {root_id} is already used")));
         }
         let seq = self.take_seq();
@@ -554,7 +558,7 @@ impl Ctx<'_> {
         }
         let id = match n.id {
             Some(id) => {
-                if self.id_taken(scratch, &id)? {
+                if self.id_taken(scratch, &id) {
                     return Err(conflict(format!("id {id} is already used")));
                 }
                 id
@@ -691,8 +695,8 @@ impl Ctx<'_> {
                 // An explicit edge has its own event; an automatic OPTION_OF rides on
                 // the option's node.created.
                 None => self
-                    .engine
-                    .id_seq(&edge_event_id(edge.kind, edge.from, edge.to))?
+                    .index
+                    .seq_of_id(&edge_event_id(edge.kind, edge.from, edge.to))
                     .unwrap_or(to.seq),
             };
             return Ok(Accepted {
@@ -719,6 +723,15 @@ impl Ctx<'_> {
             prev_hash: ZERO_HASH,
             hash: ZERO_HASH,
         };
+        // The edge's id is derived from its ends; a client could have taken it first
+        // (as a node or event id of its own choosing).
+        if self.id_taken(scratch, &record.id) {
+            return Err(conflict(format!(
+                "the edge's event id {} is already used by another event",
+                record.id
+            )));
+        }
+        scratch.events.insert(record.id);
         scratch.edges.insert((edge.kind, edge.from, edge.to), seq);
         if edge.kind == EdgeKind::ChosenOption {
             scratch.chosen.insert(edge.from, edge.to);
@@ -749,12 +762,7 @@ impl Ctx<'_> {
             .workflow_status(scratch, &wf)
             .ok_or(AppendError::WorkflowNotFound(wf))?;
         // An imported status change whose event is already stored is a replay.
-        if let Some(seq) = meta
-            .event_id
-            .map(|id| self.engine.id_seq(&id))
-            .transpose()?
-            .flatten()
-        {
+        if let Some(seq) = meta.event_id.and_then(|id| self.index.seq_of_id(&id)) {
             let stored = self.engine.record(seq)?;
             return match stored.map(|r| (r.workflow_id, r.body)) {
                 Some((w, RecordBody::StatusChanged { to, .. })) if w == wf && to == status => {
@@ -805,9 +813,10 @@ impl Ctx<'_> {
             prev_hash: ZERO_HASH,
             hash: ZERO_HASH,
         };
-        if self.id_taken(scratch, &record.id)? {
+        if self.id_taken(scratch, &record.id) {
             return Err(conflict(format!("event id {} is already used", record.id)));
         }
+        scratch.events.insert(record.id);
         scratch.workflows.insert(wf, PendingWf { status });
         let event = public_event(&record, EventBody::StatusChanged(change));
         Ok(Accepted {

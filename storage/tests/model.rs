@@ -574,6 +574,7 @@ fn compare(store: &Store, m: &Model) -> Result<(), TestCaseError> {
             .collect();
         prop_assert_eq!(cross, expected);
         outline_agrees_with_the_log(store, &w.id)?;
+        workflow_events_agree_with_the_log(store, &w.id)?;
         // nodes_of: the workflow's nodes among the ids asked, none of another workflow.
         let asked: Vec<Uuid> = m.nodes.keys().copied().collect();
         let got = ids(&store.nodes_of(&w.id, &asked).unwrap().unwrap());
@@ -596,6 +597,40 @@ fn compare(store: &Store, m: &Model) -> Result<(), TestCaseError> {
             .collect::<Vec<_>>(),
         m.wfs.iter().map(|w| w.id).collect::<Vec<_>>()
     );
+    Ok(())
+}
+
+/// A workflow's events (the index's in-memory map of them) are the log's records of
+/// that workflow, in order, for every start and limit.
+fn workflow_events_agree_with_the_log(store: &Store, wf: &Uuid) -> Result<(), TestCaseError> {
+    let all: Vec<u64> = store
+        .read_records(0, usize::MAX)
+        .unwrap()
+        .iter()
+        .filter(|r| r.workflow_id == *wf)
+        .map(|r| r.seq)
+        .collect();
+    let starts = std::iter::once(0)
+        .chain(all.iter().copied())
+        .chain([store.head()]);
+    for after in starts {
+        for limit in [1, 2, 7, usize::MAX] {
+            let want: Vec<u64> = all
+                .iter()
+                .copied()
+                .filter(|s| *s > after)
+                .take(limit)
+                .collect();
+            let got: Vec<u64> = store
+                .read_workflow_events(wf, after, limit)
+                .unwrap()
+                .unwrap()
+                .iter()
+                .map(|e| e.seq)
+                .collect();
+            prop_assert_eq!(got, want, "after {} limit {}", after, limit);
+        }
+    }
     Ok(())
 }
 
