@@ -3,7 +3,9 @@
 //! A counting global allocator measures the heap the index holds after applying
 //! every record of a store of `ARBOR_BENCH_NODES` nodes (1 000 000 by default), and
 //! the store reports its size on disk against the logical bytes written (records plus
-//! distinct content): sled's space amplification.
+//! distinct content): sled's space amplification, beside raw sled holding the same
+//! bytes in three layouts (one tree; two trees keyed by seq, as arbor; two trees with
+//! the content keyed by hash, as arbor before issue 13).
 //!
 //! Run: `cargo bench --bench footprint`.
 
@@ -115,11 +117,12 @@ fn main() {
             records_bytes += r.encode().unwrap().len() as u64;
             if let Some(n) = r.created_node() {
                 if seen.insert(n.content_hash) {
-                    logical += store.content_by_hash(&n.content_hash).unwrap().len() as u64;
+                    logical += store.content_at(r.seq, &n.content_hash).unwrap().len() as u64;
                 }
             }
         }
     }
+    let content_bytes = logical;
     logical += records_bytes;
     // A fresh index of the whole log; only its own growth is counted (each apply and
     // the final shrink), not the pages read to build it.
@@ -146,4 +149,88 @@ fn main() {
         disk as f64 / logical as f64
     );
     rt.block_on(store.close());
+    // The engine's own floor, measured the same way: raw sled holding the same bytes.
+    let one = raw_sled_disk(events, (logical / events) as usize, None);
+    let two = raw_sled_disk(
+        events,
+        (records_bytes / events) as usize,
+        Some((content_bytes / events) as usize),
+    );
+    for (what, raw) in [
+        (
+            "one tree, one key per event (record and content as one value)",
+            one,
+        ),
+        (
+            "two trees like arbor's (record; content under its 32-byte hash)",
+            two,
+        ),
+    ] {
+        println!(
+            "| raw sled, {what}: space amplification | {:.2}× | arbor at {:.2}× of it | — |",
+            raw as f64 / logical as f64,
+            disk as f64 / raw as f64
+        );
+    }
+}
+
+/// How the raw-sled baseline keys its second tree.
+#[derive(Clone, Copy)]
+enum ContentKey {
+    /// The same u64 BE seq as the record: sequential inserts.
+    Seq,
+    /// A 32-byte hash: inserts all over the tree.
+    Hash,
+}
+
+/// Bytes on disk of a fresh sled database after `events` inserts of `value_len`-byte
+/// values under u64 BE keys (and, with `content`, as many values of that size in a
+/// second tree, keyed as it says), in groups of 1 000 with `apply_batch`, flushed,
+/// closed and reopened — arbor's write pattern without arbor.
+fn raw_sled_disk(events: u64, value_len: usize, content: Option<(usize, ContentKey)>) -> u64 {
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut bytes = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                // xorshift: incompressible enough, and sled does not compress anyway.
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect()
+    };
+    {
+        let db = sled::Config::new()
+            .path(dir.path())
+            .cache_capacity(64 << 20)
+            .open()
+            .unwrap();
+        let log = db.open_tree("log").unwrap();
+        let blobs = db.open_tree("content").unwrap();
+        let mut seq = 0u64;
+        while seq < events {
+            let mut batch = sled::Batch::default();
+            let mut content_batch = sled::Batch::default();
+            for _ in 0..1000.min(events - seq) {
+                seq += 1;
+                batch.insert(&seq.to_be_bytes(), bytes(value_len));
+                match content {
+                    Some((len, ContentKey::Seq)) => {
+                        content_batch.insert(&seq.to_be_bytes(), bytes(len));
+                    }
+                    Some((len, ContentKey::Hash)) => content_batch.insert(bytes(32), bytes(len)),
+                    None => {}
+                }
+            }
+            if content.is_some() {
+                blobs.apply_batch(content_batch).unwrap();
+            }
+            log.apply_batch(batch).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let db = sled::Config::new().path(dir.path()).open().unwrap();
+    db.size_on_disk().unwrap()
 }

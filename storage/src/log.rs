@@ -3,7 +3,17 @@
 //!
 //! Trees:
 //! - `log`: seq (u64 BE) → rmp [`Record`]: the source of truth.
-//! - `content`: BLAKE3 (32 bytes) → UTF-8 bytes, written once per distinct content.
+//! - `text`: seq (u64 BE) → UTF-8 bytes: the content of the node created at that seq,
+//!   when it is smaller than [`BLOB_CANDIDATE_BYTES`] (nearly all content). Keyed by
+//!   seq, its inserts are sequential like the log's; keyed by hash they landed all
+//!   over the tree and doubled sled's space amplification (`benches/footprint.rs`
+//!   measures both layouts on raw sled). The record still carries the content's
+//!   BLAKE3 hash, and verify checks it.
+//! - `content`: BLAKE3 (32 bytes) → UTF-8 bytes: larger content, written once per
+//!   distinct content (a repeated large file costs nothing the second time); and all
+//!   content of stores written before the `text` tree. A node's content is its `text`
+//!   entry if there is one, else the `content` entry of its hash
+//!   ([`Engine::content_at`]).
 //! - `cursors`: sink name → seq (u64 BE).
 //! - `dead`: sink name ‖ 0 ‖ seq (u64 BE) → error text, for poison events not resolved.
 //! - `arrivals`: seq (u64 BE) → time (µs, i64 BE): when a group holding records older than
@@ -22,11 +32,12 @@
 //! the ~2× DESIGN allows) and two more sled batches per group on the writer; stores
 //! written before that have `ids` and `wf` trees, which [`Engine::open`] drops.
 //!
-//! Commit protocol: one group = at most two single-tree batches
-//! ([`sled::Tree::apply_batch`]), in this order (see [`Engine::write_group`]):
-//! 1. `content`: the group's new blobs (content-addressed, so writing one twice or
-//!    leaving one unreferenced is harmless);
-//! 2. `log`: the group's records, **the commit point**.
+//! Commit protocol: one group = single-tree batches ([`sled::Tree::apply_batch`]), in
+//! this order (see [`Engine::write_group`]):
+//! 1. `content`: the group's new large blobs, if any (content-addressed, so writing one
+//!    twice or leaving one unreferenced is harmless);
+//! 2. `text`: the group's other content, under the seqs of its nodes;
+//! 3. `log`: the group's records, **the commit point**.
 //!
 //! then [`Engine::make_durable`]: `Db::flush` (which on Linux only issues
 //! `sync_file_range`, sled issue #1452), followed by `fdatasync` of sled's data file and
@@ -36,7 +47,11 @@
 //! Why this is crash-safe without a multi-tree transaction: sled recovers each batch
 //! whole or not at all, and recovers a *prefix* of its write-ahead log (recovery stops
 //! at the first torn batch, `LogIter`). So after a crash a recovered log record has its
-//! content (written before it), and a group is in the log whole or not at all.
+//! content (written before it), and a group is in the log whole or not at all. A group
+//! whose `text` batch was recovered but not its log batch leaves entries above the
+//! log's last seq; [`Engine::open`] removes them, since those seqs will be given to
+//! other records (one whose content is large, or that creates no node, writes no
+//! `text` entry that would replace them).
 //! Acknowledged appends are untouched: with `fsync` durability a group is acknowledged
 //! only after it is durable.
 
@@ -61,6 +76,7 @@ const BLOB_CANDIDATE_BYTES: usize = 32 * 1024;
 pub struct Engine {
     db: sled::Db,
     log: sled::Tree,
+    text: sled::Tree,
     content: sled::Tree,
     cursors: sled::Tree,
     dead: sled::Tree,
@@ -126,8 +142,10 @@ impl Drop for LockRelease {
 pub struct GroupWrite {
     /// Encoded records with their seqs.
     pub records: Vec<(Seq, Vec<u8>)>,
-    /// New content blobs.
+    /// New large content blobs, by hash.
     pub content: Vec<(Hash, Vec<u8>)>,
+    /// Other content, under the seq of its node.
+    pub texts: Vec<(Seq, Vec<u8>)>,
     /// An arrival mark (first seq, now) when the group holds records older than now.
     pub arrival: Option<(Seq, crate::time::Timestamp)>,
 }
@@ -150,6 +168,7 @@ impl Engine {
         let data_file = File::open(dir.join("db"))?;
         let mut e = Engine {
             log: db.open_tree("log")?,
+            text: db.open_tree("text")?,
             content: db.open_tree("content")?,
             cursors: db.open_tree("cursors")?,
             dead: db.open_tree("dead")?,
@@ -167,7 +186,33 @@ impl Engine {
         };
         *e.synced_blobs.get_mut() = e.blob_files()?;
         e.drop_legacy_trees()?;
+        e.remove_orphan_texts()?;
         Ok(e)
+    }
+
+    /// Removes `text` entries above the log's last seq: content of a group whose log
+    /// batch a crash lost (see the module docs). Returns how many.
+    fn remove_orphan_texts(&self) -> Result<usize, StorageError> {
+        let last = match self.log.last()? {
+            Some((k, _)) => seq_of(&k)?,
+            None => 0,
+        };
+        let mut orphans = Batch::default();
+        let mut n = 0;
+        for kv in self.text.range(last.saturating_add(1).to_be_bytes()..) {
+            let (k, _) = kv?;
+            orphans.remove(k);
+            n += 1;
+        }
+        if n > 0 {
+            self.text.apply_batch(orphans)?;
+            self.make_durable(false)?;
+            tracing::warn!(
+                entries = n,
+                "removed content of a group the log does not hold (interrupted write)"
+            );
+        }
+        Ok(n)
     }
 
     /// Drops the `ids` and `wf` trees of a store written before they moved to memory
@@ -205,6 +250,13 @@ impl Engine {
                 content.insert(h, bytes.as_slice());
             }
             self.content.apply_batch(content)?;
+        }
+        if !g.texts.is_empty() {
+            let mut text = Batch::default();
+            for (seq, bytes) in &g.texts {
+                text.insert(&seq.to_be_bytes(), bytes.as_slice());
+            }
+            self.text.apply_batch(text)?;
         }
         if let Some((seq, at)) = g.arrival {
             // Before the records: a mark without its records (a crash in between) is
@@ -291,9 +343,23 @@ impl Engine {
         })
     }
 
-    /// The content with hash `h`.
-    pub fn content(&self, h: &Hash) -> Result<Option<sled::IVec>, StorageError> {
+    /// The content of the node created at `seq`, whose hash is `h`: its `text` entry,
+    /// else the `content` entry of `h` (see the module docs).
+    pub fn content_at(&self, seq: Seq, h: &Hash) -> Result<Option<sled::IVec>, StorageError> {
+        if let Some(t) = self.text.get(seq.to_be_bytes())? {
+            return Ok(Some(t));
+        }
         Ok(self.content.get(h)?)
+    }
+
+    /// The `text` entry at `seq`, if any.
+    pub fn text(&self, seq: Seq) -> Result<Option<sled::IVec>, StorageError> {
+        Ok(self.text.get(seq.to_be_bytes())?)
+    }
+
+    /// Number of `text` entries.
+    pub fn text_len(&self) -> usize {
+        self.text.len()
     }
 
     /// Whether content `h` is stored.
@@ -521,10 +587,10 @@ mod tests {
             .collect()
     }
 
-    /// A store written by an earlier version, with the `ids` and `wf` trees it kept:
-    /// the open drops them, and after the restart the in-memory maps (rebuilt from the
-    /// log) answer idempotent replays with the stored result and list each
-    /// workflow's events.
+    /// A store written by an earlier version, with the `ids` and `wf` trees it kept and
+    /// all content under its hash: the open drops the trees, and after the restart the
+    /// in-memory maps (rebuilt from the log) answer idempotent replays with the stored
+    /// result (content read by hash) and list each workflow's events.
     #[test]
     fn open_drops_the_legacy_trees_and_replays_still_answer() {
         let dir = tempfile::tempdir().unwrap();
@@ -559,6 +625,20 @@ mod tests {
                 let t = db.open_tree(name).unwrap();
                 t.insert(wf1.as_bytes(), &1u64.to_be_bytes()).unwrap();
             }
+            // Those versions kept all content under its hash, none by seq.
+            let (text, content) = (
+                db.open_tree("text").unwrap(),
+                db.open_tree("content").unwrap(),
+            );
+            for kv in text.iter() {
+                let (k, v) = kv.unwrap();
+                content.insert(blake3::hash(&v).as_bytes(), v).unwrap();
+                text.remove(k).unwrap();
+            }
+            assert!(
+                text.is_empty() && content.len() == 4,
+                "one prompt, three nodes"
+            );
             db.flush().unwrap();
         }
         {
@@ -709,10 +789,15 @@ mod tests {
         verify_dir(dir.path()).unwrap();
     }
 
-    /// A crash after a group's content batch but before its log batch leaves only
-    /// unreferenced content: verify passes and the same content can be appended later.
+    /// A crash after a group's content batches but before its log batch leaves content
+    /// no record references: a large blob (harmless, content-addressed) and `text`
+    /// entries above the log's end, which the open removes — the seqs they sit at go
+    /// to other records, here a node with large content and an edge, which write no
+    /// `text` entry of their own. Verify passes, every node reads its own content, and
+    /// the blob's content can be appended later.
     #[test]
     fn orphan_content_of_an_unwritten_group_is_harmless() {
+        use crate::model::{Edge, EdgeKind};
         let dir = tempfile::tempdir().unwrap();
         let rt = rt();
         let wf = Uuid::now_v7();
@@ -722,20 +807,48 @@ mod tests {
             store.close().await;
             root
         });
+        let big = "x".repeat(BLOB_CANDIDATE_BYTES + 10);
         {
             let e = Engine::open(dir.path(), 8 << 20).unwrap();
             let text = "written before a crash";
             e.content
                 .insert(content_hash(text), text.as_bytes())
                 .unwrap();
+            for seq in [2u64, 3, 4] {
+                e.text
+                    .insert(seq.to_be_bytes(), "stale".as_bytes())
+                    .unwrap();
+            }
             e.flush().unwrap();
         }
         assert_eq!(verify_dir(dir.path()).unwrap().events, 1);
         rt.block_on(async {
             let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-            let id = Uuid::now_v7();
+            assert_eq!(store.engine().text_len(), 1, "only the root's text is left");
+            let (monitor, small) = (Uuid::now_v7(), Uuid::now_v7());
+            let mut m = NewNode::new(root, "monitor", big.clone());
+            m.id = Some(monitor);
+            store
+                .submit(
+                    Intent::AppendNodes {
+                        workflow_id: wf,
+                        nodes: vec![m],
+                    },
+                    Meta::default(),
+                )
+                .await
+                .unwrap();
+            let edge = Intent::AddEdge {
+                workflow_id: wf,
+                edge: Edge {
+                    kind: EdgeKind::Monitors,
+                    from: monitor,
+                    to: root,
+                },
+            };
+            store.submit(edge, Meta::default()).await.unwrap();
             let mut n = NewNode::new(root, "message", "written before a crash");
-            n.id = Some(id);
+            n.id = Some(small);
             store
                 .submit(
                     Intent::AppendNodes {
@@ -746,12 +859,18 @@ mod tests {
                 )
                 .await
                 .unwrap();
+            assert_eq!(store.head(), 4);
+            assert_eq!(store.node(&monitor).unwrap().unwrap().node.content, big);
             assert_eq!(
-                store.node(&id).unwrap().unwrap().node.content,
+                store.node(&small).unwrap().unwrap().node.content,
                 "written before a crash"
             );
             crate::verify::verify_store(&store).unwrap();
             store.close().await;
         });
+        let report = verify_dir(dir.path()).unwrap();
+        assert_eq!(report.events, 4);
+        // Root and the small node by seq, the large one and the orphan by hash.
+        assert_eq!(report.content_blobs, 4);
     }
 }

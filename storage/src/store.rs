@@ -475,13 +475,14 @@ impl Store {
             .ok_or_else(|| StorageError::Corrupt(format!("seq {seq} missing from log")))
     }
 
-    fn content(&self, h: &Hash) -> Result<String, StorageError> {
-        load_content(&self.shared.engine, h)
+    /// The content (hash `h`) of the node created at `seq`.
+    pub fn content_at(&self, seq: Seq, h: &Hash) -> Result<String, StorageError> {
+        load_content(&self.shared.engine, seq, h)
     }
 
     /// The event at `seq`, content resolved.
     pub fn event(&self, seq: Seq) -> Result<Event, StorageError> {
-        self.record(seq)?.to_event(|h| self.content(h))
+        self.record(seq)?.to_event(|h| self.content_at(seq, h))
     }
 
     /// The node created by the event at `seq`, from the node cache or from disk
@@ -504,7 +505,7 @@ impl Store {
         let n = r
             .created_node()
             .ok_or_else(|| StorageError::Corrupt(format!("seq {seq} creates no node")))?;
-        r.node(n, |h| self.content(h))
+        r.node(n, |h| self.content_at(seq, h))
     }
 
     /// Counters of the node cache.
@@ -525,7 +526,7 @@ impl Store {
             if seq > head {
                 break;
             }
-            out.push(Record::decode(&bytes)?.to_event(|h| self.content(h))?);
+            out.push(Record::decode(&bytes)?.to_event(|h| self.content_at(seq, h))?);
         }
         Ok(out)
     }
@@ -543,11 +544,6 @@ impl Store {
             out.push(Record::decode(&bytes)?);
         }
         Ok(out)
-    }
-
-    /// Content by hash (what a record's nodes reference).
-    pub fn content_by_hash(&self, h: &Hash) -> Result<String, StorageError> {
-        self.content(h)
     }
 
     /// Up to `limit` events of workflow `wf` after `after`, never beyond the head.
@@ -1114,8 +1110,8 @@ struct Writer {
     recent_content: RecentContent,
 }
 
-/// Hashes of content this writer stored recently, so that content repeated across
-/// groups (system prompts, short replies) is not written again. Bounded FIFO.
+/// Hashes of large content this writer stored recently, so that a large blob repeated
+/// across groups is not looked up again. Bounded FIFO.
 #[derive(Default)]
 struct RecentContent {
     set: std::collections::HashSet<Hash>,
@@ -1306,14 +1302,14 @@ impl Writer {
             big |= Engine::is_blob_candidate(bytes.len());
             g.records.push((d.record.seq, bytes));
             if let Some((h, text)) = d.content.take() {
-                // Content is keyed by its hash, so writing it again is harmless: small
-                // blobs are written without looking them up first (a tree lookup costs
-                // about as much as the write); only blob-sized ones, which sled would put
-                // in a new file each time, are looked up.
-                if seen_content.insert(h) && !self.recent_content.contains(&h) {
-                    let blob = Engine::is_blob_candidate(text.len());
-                    if !blob || !self.shared.engine.has_content(&h)? {
-                        big |= blob;
+                if !Engine::is_blob_candidate(text.len()) {
+                    // Under its node's seq: one sequential insert (see `log`'s docs).
+                    g.texts.push((d.record.seq, text.into_bytes()));
+                } else if seen_content.insert(h) && !self.recent_content.contains(&h) {
+                    // Large content is keyed by its hash and written once: looked up
+                    // first, since sled would put each write in a new file.
+                    if !self.shared.engine.has_content(&h)? {
+                        big = true;
                         g.content.push((h, text.into_bytes()));
                     }
                 }

@@ -242,7 +242,7 @@ impl Ctx<'_> {
             .filter(|n| n.id == *id)
             .ok_or_else(|| StorageError::Corrupt(format!("seq {seq} does not create node {id}")))?
             .clone();
-        let node = record.node(&n, |h| load_content(self.engine, h))?;
+        let node = record.node(&n, |h| load_content(self.engine, seq, h))?;
         Ok(Some((n, node)))
     }
 
@@ -958,10 +958,13 @@ fn public_event(r: &Record, body: EventBody) -> Event {
     }
 }
 
-/// Reads content `h` from the engine as text.
-pub fn load_content(engine: &Engine, h: &Hash) -> Result<String, StorageError> {
-    let bytes = engine.content(h)?.ok_or_else(|| {
-        StorageError::Corrupt(format!("content {} missing", crate::record::hex(h)))
+/// Reads the content (hash `h`) of the node created at `seq` from the engine as text.
+pub fn load_content(engine: &Engine, seq: Seq, h: &Hash) -> Result<String, StorageError> {
+    let bytes = engine.content_at(seq, h)?.ok_or_else(|| {
+        StorageError::Corrupt(format!(
+            "content {} of seq {seq} missing",
+            crate::record::hex(h)
+        ))
     })?;
     String::from_utf8(bytes.to_vec())
         .map_err(|e| StorageError::Corrupt(format!("content not UTF-8: {e}")))

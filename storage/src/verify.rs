@@ -3,7 +3,9 @@
 //! In order, stopping at the first problem:
 //! 1. the log: keys are seqs 1, 2, 3… with no gap; each record decodes, carries its own
 //!    seq, links to the previous hash and hashes to what it says (the chain);
-//! 2. the `content` tree: every referenced hash is present, and every blob hashes to its key;
+//! 2. content: every node's content is present (its `text` entry, else the `content`
+//!    entry of its hash) and hashes to the hash its record carries; every `text` entry
+//!    belongs to a node; every `content` blob hashes to its key;
 //! 3. the graph: a fresh index rebuilt from the log accepts every record (tree shape,
 //!    depths, branch ids, edge rules, every workflow, node and event id used once), and
 //!    matches the live index when one is given.
@@ -32,7 +34,7 @@ pub struct VerifyReport {
     pub workflows: usize,
     /// Nodes.
     pub nodes: usize,
-    /// Distinct content blobs.
+    /// Content entries: one per node with small content, one per distinct large blob.
     pub content_blobs: usize,
 }
 
@@ -73,6 +75,7 @@ fn verify_engine(
     let mut expected_seq: Seq = 1;
     let mut index = Index::new();
     let mut referenced: HashSet<Hash> = HashSet::new();
+    let mut texts = 0usize;
     for kv in engine.scan(0) {
         let (seq, bytes) = kv?;
         if seq != expected_seq {
@@ -99,7 +102,15 @@ fn verify_engine(
             ));
         }
         if let Some(n) = r.created_node() {
-            if referenced.insert(n.content_hash) && !engine.has_content(&n.content_hash)? {
+            if let Some(text) = engine.text(seq)? {
+                texts += 1;
+                if blake3::hash(&text).as_bytes() != &n.content_hash {
+                    return problem(format!(
+                        "content: the text of seq {seq} does not hash to {} (corrupt)",
+                        hex(&n.content_hash)
+                    ));
+                }
+            } else if referenced.insert(n.content_hash) && !engine.has_content(&n.content_hash)? {
                 return problem(format!(
                     "content: seq {seq} references {} which is missing",
                     hex(&n.content_hash)
@@ -113,7 +124,13 @@ fn verify_engine(
         expected_seq += 1;
     }
     let events = expected_seq - 1;
-    let mut blobs = 0usize;
+    if engine.text_len() != texts {
+        return problem(format!(
+            "content: {} text entries but {texts} nodes have one (entries at seqs that create no node)",
+            engine.text_len()
+        ));
+    }
+    let mut blobs = texts;
     for kv in engine.scan_content() {
         let (k, v) = kv?;
         blobs += 1;
