@@ -150,20 +150,23 @@ fn main() {
     );
     rt.block_on(store.close());
     // The engine's own floor, measured the same way: raw sled holding the same bytes.
+    let record_len = (records_bytes / events) as usize;
+    let content_len = (content_bytes / events) as usize;
     let one = raw_sled_disk(events, (logical / events) as usize, None);
-    let two = raw_sled_disk(
-        events,
-        (records_bytes / events) as usize,
-        Some((content_bytes / events) as usize),
-    );
+    let by_seq = raw_sled_disk(events, record_len, Some((content_len, ContentKey::Seq)));
+    let by_hash = raw_sled_disk(events, record_len, Some((content_len, ContentKey::Hash)));
     for (what, raw) in [
         (
             "one tree, one key per event (record and content as one value)",
             one,
         ),
         (
-            "two trees like arbor's (record; content under its 32-byte hash)",
-            two,
+            "two trees as arbor (record; content under the same seq)",
+            by_seq,
+        ),
+        (
+            "two trees as arbor before (record; content under a 32-byte hash)",
+            by_hash,
         ),
     ] {
         println!(
