@@ -57,7 +57,7 @@ pub enum Command {
         #[command(flatten)]
         base: BaseArgs,
     },
-    /// Check the hash chain, the secondary trees and the graph; exit 1 on any problem.
+    /// Check the hash chain, the content hashes and the graph; exit 1 on any problem.
     Verify {
         /// `--config`, `--data-dir`.
         #[command(flatten)]

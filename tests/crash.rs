@@ -1,7 +1,7 @@
 //! Crash test: the real binary serves with `--durability fsync`, 16 concurrent
 //! appenders write over HTTP, and the server is killed with SIGKILL at a random
 //! moment. After a restart every acknowledged node must be there with the seq it was
-//! acknowledged with, and `arbor verify` (hash chain, gap-free seqs, secondary trees,
+//! acknowledged with, and `arbor verify` (hash chain, gap-free seqs, content hashes,
 //! graph) must pass. `ARBOR_CRASH_CYCLES` sets the number of cycles (20 by default,
 //! 1000 for the long mode); `ARBOR_CRASH_SEED` the seed.
 

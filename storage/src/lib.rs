@@ -24,13 +24,13 @@
 //!   table derived from it; kept apart from the workflow log so that no replay, stream,
 //!   export or sink can carry a secret hash.
 //! - `store`: [`Store`], the handle: writer thread with group commit, reads, broadcast.
-//! - `verify`: re-checks the chain, the secondary trees and the graph from disk.
+//! - `verify`: re-checks the chain, the content hashes and the graph from disk.
 //! - `error`: [`StorageError`] (I/O, integrity) and [`AppendError`] (refused requests).
 //!
 //! # Invariants
 //! - The log is the source of truth: seqs are gap-free from 1 and each record's hash
-//!   chains to the previous one. The index, the `ids`/`wf` trees and every sink are
-//!   derived from it and can be rebuilt from it.
+//!   chains to the previous one. The index (with its id → seq and workflow → events
+//!   maps) and every sink are derived from it and can be rebuilt from it.
 //! - An append is acknowledged only after its group is durable (with `Durability::Fsync`),
 //!   and it is indexed and broadcast only after that: no reader ever sees an event that a
 //!   crash could take back.

@@ -4,9 +4,10 @@
 //! Write path of one group:
 //! 1. take every request waiting on the channel (up to `max_group`);
 //! 2. validate each against the index plus the group's overlay, assigning seqs;
-//! 3. chain the hashes and write the group: content, then the log records (the commit
-//!    point), then the `ids`/`wf` entries, one sled batch per tree (see [`crate::log`]
-//!    for why that is crash-safe and how open repairs an interrupted group);
+//! 3. chain the hashes and write the group: content (large blobs by hash, the rest
+//!    under the nodes' seqs), then the log records (the commit point), one sled batch
+//!    per tree (see [`crate::log`] for why that is crash-safe and what open cleans up
+//!    after an interrupted group);
 //! 4. make it durable once (`--durability fsync`), or not (`none`);
 //! 5. apply to the index, publish the new head, broadcast, and answer every request.
 //!
