@@ -1,9 +1,15 @@
 //! In-process append load on one `Store`, for profiling the writer:
 //!
-//! `cargo run --release -p arbor-storage --example append_load -- [fsync|none] APPENDERS BATCH SECONDS`
+//! `cargo run --release -p arbor-storage --example append_load -- [fsync|none|raw] APPENDERS BATCH SECONDS`
 //!
 //! Each appender appends `BATCH` nodes per request (distinct content, 256 B) under the
-//! root of its own workflow, for `SECONDS`; prints events/s.
+//! root of its own workflow, for `SECONDS`; prints events/s and the writer thread's CPU
+//! per event.
+//!
+//! `raw` is the engine's own limit (issue 13, goal 2): raw sled on one thread, one tree,
+//! one key per event (u64 BE) with a value of an arbor event's size (its record plus
+//! its content), `apply_batch` in groups of `APPENDERS × BATCH` events, each group
+//! flushed and fdatasync'd as arbor's `fsync` durability does.
 
 use std::time::{Duration, Instant};
 
@@ -11,13 +17,14 @@ use arbor_storage::{Durability, Intent, Meta, NewNode, NewWorkflow, Outcome, Sto
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let durability = match args.get(1).map(String::as_str) {
-        Some("none") => Durability::None,
-        _ => Durability::Fsync,
-    };
     let appenders: usize = args.get(2).map_or(Ok(4), |s| s.parse())?;
     let batch: usize = args.get(3).map_or(Ok(100), |s| s.parse())?;
     let secs: u64 = args.get(4).map_or(Ok(10), |s| s.parse())?;
+    let durability = match args.get(1).map(String::as_str) {
+        Some("none") => Durability::None,
+        Some("raw") => return raw_sled(appenders * batch, secs),
+        _ => Durability::Fsync,
+    };
     let dir = tempfile::tempdir()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -89,6 +96,47 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "{durability:?} appenders={appenders} batch={batch}: {events} events in {secs} s = {:.0} events/s; writer CPU {:.1} us/event",
         events as f64 / secs as f64,
         writer_ticks as f64 * 10_000.0 / events.max(1) as f64
+    );
+    Ok(())
+}
+
+/// Bytes of one event of this load in arbor: its encoded record (~300 B with ids,
+/// hashes and the actor) plus its content (~256 B).
+const RAW_EVENT_BYTES: usize = 560;
+
+/// The raw-sled baseline (see the module docs), on a writer thread of its own.
+fn raw_sled(group: usize, secs: u64) -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().to_owned();
+    let writer = std::thread::Builder::new()
+        .name("raw-writer".into())
+        .spawn(move || -> Result<(u64, u64), String> {
+            let db = sled::Config::new()
+                .path(&path)
+                .open()
+                .map_err(|e| e.to_string())?;
+            let log = db.open_tree("log").map_err(|e| e.to_string())?;
+            let data = std::fs::File::open(path.join("db")).map_err(|e| e.to_string())?;
+            let value = vec![0x5au8; RAW_EVENT_BYTES];
+            let deadline = Instant::now() + Duration::from_secs(secs);
+            let mut seq = 0u64;
+            while Instant::now() < deadline {
+                let mut batch = sled::Batch::default();
+                for _ in 0..group {
+                    seq += 1;
+                    batch.insert(&seq.to_be_bytes(), value.as_slice());
+                }
+                log.apply_batch(batch).map_err(|e| e.to_string())?;
+                db.flush().map_err(|e| e.to_string())?;
+                data.sync_data().map_err(|e| e.to_string())?;
+            }
+            Ok((seq, thread_cpu_ticks("raw-writer")))
+        })?;
+    let (events, ticks) = writer.join().map_err(|_| "the raw writer panicked")??;
+    println!(
+        "raw sled group={group}: {events} events in {secs} s = {:.0} events/s; writer CPU {:.1} us/event",
+        events as f64 / secs as f64,
+        ticks as f64 * 10_000.0 / events.max(1) as f64
     );
     Ok(())
 }
