@@ -2,6 +2,12 @@
 
 use clap::Parser;
 
+/// mimalloc, not glibc's malloc: every append allocates on the request path and on the
+/// writer thread, and glibc's allocator took ~15 % of the writer's samples in a profile
+/// (`storage/examples/append_load.rs`, issue 13).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = arbor::cli::Cli::parse();

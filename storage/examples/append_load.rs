@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 
 use arbor_storage::{Durability, Intent, Meta, NewNode, NewWorkflow, Outcome, Store, StoreOptions};
 
+/// The allocator the `arbor` binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let appenders: usize = args.get(2).map_or(Ok(4), |s| s.parse())?;

@@ -3,6 +3,10 @@
 
 use clap::Parser;
 
+/// The allocator the `arbor` binary uses: the harness runs arbor's server in process.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = arbor_bench::Cli::parse();
