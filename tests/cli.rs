@@ -68,6 +68,30 @@ fn verify_names_the_first_tampered_record() {
 }
 
 #[test]
+fn verify_names_tampered_content() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(&arbor(&["import", SAMPLE], dir.path()));
+    {
+        // Seq 1 creates the first workflow: its root's content (the system prompt) is
+        // stored under that seq.
+        let db = sled::open(dir.path()).unwrap();
+        let text = db.open_tree("text").unwrap();
+        let key = 1u64.to_be_bytes();
+        assert!(text.get(key).unwrap().is_some(), "no content under seq 1");
+        text.insert(key, "You are mallory's agent.".as_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let out = arbor(&["verify"], dir.path());
+    assert!(!out.status.success(), "verify passed tampered content");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("seq 1") && err.contains("does not hash"),
+        "{err}"
+    );
+}
+
+#[test]
 fn bad_input_is_refused_without_storing_anything() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.jsonl");
