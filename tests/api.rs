@@ -944,6 +944,106 @@ async fn health_readiness_and_metrics() {
     }
 }
 
+/// `GET path`'s status, content type and body bytes.
+async fn get_raw(srv: &TestServer, path: &str) -> (u16, String, Vec<u8>) {
+    let r = srv.client.get(srv.url(path)).send().await.unwrap();
+    let ctype = r.headers()["content-type"].to_str().unwrap().to_owned();
+    (
+        r.status().as_u16(),
+        ctype,
+        r.bytes().await.unwrap().to_vec(),
+    )
+}
+
+/// POSTs a batch; the answer's bytes (serialized by type, as `{nodes}` reads were
+/// before they answered from rendered texts).
+async fn batch_raw(srv: &TestServer, wf: &str, nodes: Value) -> Vec<u8> {
+    let r = srv
+        .client
+        .post(srv.url(&format!("/v1/workflows/{wf}/nodes/batch")))
+        .json(&json!({ "nodes": nodes }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    r.bytes().await.unwrap().to_vec()
+}
+
+/// Each (path, body) answers 200, `application/json`, with exactly that body.
+async fn check_bodies(srv: &TestServer, round: &str, cases: &[(String, Vec<u8>)]) {
+    for (path, want) in cases {
+        let (s, ctype, got) = get_raw(srv, path).await;
+        assert_eq!(
+            (s, ctype.as_str()),
+            (200, "application/json"),
+            "{round} {path}"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(want),
+            "{round}: {path}"
+        );
+    }
+}
+
+/// `…/path`, `…/children` and `…/subtree` join node texts the node cache rendered
+/// once: their bytes must be exactly what serializing the nodes gives (the batch
+/// answer of the same nodes), read from disk, from the cache, after a node was cached
+/// without its text, and after a restart.
+#[tokio::test]
+async fn node_lists_are_the_bytes_serializing_the_nodes_gives() {
+    let mut srv = TestServer::start().await;
+    let (wf, root) = srv.workflow("p").await;
+    let [a, b, c] = [0; 3].map(|_| uuid::Uuid::now_v7().to_string());
+    let rich = |id: &str, parent: &str, i: u32| {
+        json!({
+            "id": id, "parent_id": parent, "type": "message", "role": "assistant",
+            "content": format!("\"quoted\" {i}\n\ttab é 😀 \u{1} </script>"),
+            "payload": {"tool": "bash", "args": [i, 0.5, null, true], "z": {}},
+            "metadata": {"b": {"nested": ["x"]}, "a": -7},
+            "agent_id": "agent-1", "user_id": "u",
+        })
+    };
+    // A chain root → a → b → c in one batch; then three children of c in another.
+    let chain = batch_raw(
+        &srv,
+        &wf,
+        json!([rich(&a, &root, 1), rich(&b, &a, 2), rich(&c, &b, 3)]),
+    )
+    .await;
+    let plain = json!({ "parent_id": c, "type": "action", "content": "" });
+    let [x, y] = [0; 2].map(|_| uuid::Uuid::now_v7().to_string());
+    let kids = batch_raw(&srv, &wf, json!([rich(&x, &c, 4), plain, rich(&y, &c, 5)])).await;
+    let inner = |list: &[u8]| list[b"{\"nodes\":[".len()..list.len() - 2].to_vec();
+    let (_, _, root_path) = get_raw(&srv, &format!("/v1/nodes/{root}/path")).await;
+    let mut path_c = root_path[..root_path.len() - 2].to_vec();
+    path_c.push(b',');
+    path_c.extend(inner(&chain));
+    path_c.extend(b"]}");
+    let cases = [
+        (format!("/v1/nodes/{c}/path"), path_c),
+        (format!("/v1/nodes/{a}/subtree?max_depth=2"), chain),
+        (format!("/v1/nodes/{c}/children"), kids),
+        (
+            format!("/v1/nodes/{y}/children"),
+            b"{\"nodes\":[]}".to_vec(),
+        ),
+    ];
+    check_bodies(&srv, "from disk", &cases).await;
+    check_bodies(&srv, "from the cache", &cases).await;
+    srv.restart().await;
+    // Cached without their text first (a single-node read), then rendered in place.
+    for id in [&a, &b, &c] {
+        assert_eq!(srv.get(&format!("/v1/nodes/{id}")).await.0, 200);
+    }
+    check_bodies(&srv, "after a restart", &cases).await;
+    check_bodies(&srv, "after a restart, cached", &cases).await;
+    let (_, m) = srv
+        .get(&format!("/v1/nodes/{c}/path?format=messages"))
+        .await;
+    assert_eq!(m["messages"].as_array().unwrap().len(), 4);
+}
+
 #[tokio::test]
 async fn everything_survives_a_restart() {
     let mut srv = TestServer::start().await;

@@ -18,8 +18,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use arbor_storage::{
-    BranchInfo, Edge, EdgeKind, Intent, ListFilter, Meta, NewWorkflow, Node, Outcome, StorageError,
-    Store, WorkflowStatus, WorkflowSummary,
+    BranchInfo, Edge, EdgeKind, Intent, ListFilter, Meta, NewWorkflow, Node, Outcome, RenderedNode,
+    Seq, StorageError, Store, WorkflowStatus, WorkflowSummary,
 };
 
 use super::auth::Principal;
@@ -29,7 +29,7 @@ use super::schemas;
 use super::scope::{self, forbidden, node_missing, workflow_missing, EventScope, Seen};
 use super::views::{
     BranchView, Branches, Decisions, Events, Labels, Messages, Monitors, NodeView, Nodes,
-    OutlineView, PathView, WorkflowView,
+    OutlineView, PathView, RenderedNodes, WorkflowView,
 };
 use super::wire::{
     BranchPath, Choose, CreateBatch, CreateEdge, CreateNode, CreateWorkflow, EdgeCreated,
@@ -576,9 +576,15 @@ where
 }
 
 /// The `{nodes}` response of the nodes of `nodes` that `seen` sees.
-fn seen_nodes(seen: &Seen, mut nodes: Vec<Arc<Node>>) -> Response {
-    nodes.retain(|n| seen.node(n));
-    Json(Nodes { nodes: &nodes }).into_response()
+fn seen_nodes(seen: &Seen, mut nodes: Vec<RenderedNode>) -> Response {
+    nodes.retain(|r| seen.node(&r.node));
+    RenderedNodes(&nodes).into_response()
+}
+
+/// The nodes at `seqs` (if the index found them) with their JSON text, rendered once
+/// and kept by the node cache.
+fn rendered(s: &Store, seqs: Option<Vec<Seq>>) -> Result<Option<Vec<RenderedNode>>, StorageError> {
+    seqs.map(|q| s.rendered(&q)).transpose()
 }
 
 /// A node, with its edges.
@@ -622,13 +628,22 @@ pub async fn get_path(
     QueryParams(q): QueryParams<PathQuery>,
 ) -> ApiResult {
     // The ancestors of a node seen are seen.
-    let (_, nodes) = read_node(&app, &p, id, |s, id| s.path(id)).await?;
     match q.format.as_deref().unwrap_or("nodes") {
-        "nodes" => Ok(Json(PathView::Nodes(Nodes { nodes: &nodes })).into_response()),
-        "messages" => Ok(Json(PathView::Messages(Messages::from(&nodes[..]))).into_response()),
-        other => Err(Problem::bad_request(format!(
-            "format {other:?} is not one of nodes, messages"
-        ))),
+        "nodes" => {
+            let (_, nodes) = read_node(&app, &p, id, |s, id| rendered(s, s.path_seqs(id))).await?;
+            Ok(RenderedNodes(&nodes).into_response())
+        }
+        "messages" => {
+            let (_, nodes) = read_node(&app, &p, id, |s, id| s.path(id)).await?;
+            Ok(Json(PathView::Messages(Messages::from(&nodes[..]))).into_response())
+        }
+        other => {
+            // A node that is not there (or not seen) is a 404 before a bad format.
+            read_node(&app, &p, id, |s, id| Ok(s.place(id))).await?;
+            Err(Problem::bad_request(format!(
+                "format {other:?} is not one of nodes, messages"
+            )))
+        }
     }
 }
 
@@ -645,7 +660,7 @@ pub async fn get_children(
     PathParam(id): PathParam<Uuid>,
     _: QueryParams<NoQuery>,
 ) -> ApiResult {
-    let (seen, nodes) = read_node(&app, &p, id, |s, id| s.children(id)).await?;
+    let (seen, nodes) = read_node(&app, &p, id, |s, id| rendered(s, s.children_seqs(id))).await?;
     Ok(seen_nodes(&seen, nodes))
 }
 
@@ -662,7 +677,10 @@ pub async fn get_subtree(
     PathParam(id): PathParam<Uuid>,
     QueryParams(q): QueryParams<SubtreeQuery>,
 ) -> ApiResult {
-    let (seen, nodes) = read_node(&app, &p, id, move |s, id| s.subtree(id, q.max_depth)).await?;
+    let (seen, nodes) = read_node(&app, &p, id, move |s, id| {
+        rendered(s, s.subtree_seqs(id, q.max_depth))
+    })
+    .await?;
     Ok(seen_nodes(&seen, nodes))
 }
 

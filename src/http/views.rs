@@ -7,6 +7,10 @@
 
 use std::sync::Arc;
 
+use axum::body::Body;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -14,7 +18,7 @@ use uuid::Uuid;
 
 use arbor_storage::{
     BranchInfo, BranchNodes, Decision, Edge, EdgeKind, Event, Monitor, Node, NodeWithEdges,
-    Outline, Role, Seq, Timestamp, WorkflowStatus, WorkflowSummary,
+    Outline, RenderedNode, Role, Seq, Timestamp, WorkflowStatus, WorkflowSummary,
 };
 
 use super::schemas;
@@ -129,6 +133,43 @@ pub struct Nodes<'a> {
     /// The nodes.
     #[schema(value_type = Vec<schemas::Node>)]
     pub nodes: &'a [Arc<Node>],
+}
+
+/// `{nodes:[…]}` from nodes whose JSON the node cache rendered once: the same bytes
+/// [`Nodes`] serializes to, joined without encoding a node again (`GET …/path`,
+/// `…/children`, `…/subtree`).
+pub struct RenderedNodes<'a>(pub &'a [RenderedNode]);
+
+impl RenderedNodes<'_> {
+    const OPEN: &'static [u8] = b"{\"nodes\":[";
+    const CLOSE: &'static [u8] = b"]}";
+
+    /// The JSON text, built in one buffer of its exact length.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let texts = self.0.iter().map(|r| &*r.json);
+        let commas = self.0.len().saturating_sub(1);
+        let len = Self::OPEN.len()
+            + texts.clone().map(<[u8]>::len).sum::<usize>()
+            + commas
+            + Self::CLOSE.len();
+        let mut out = Vec::with_capacity(len);
+        out.extend_from_slice(Self::OPEN);
+        for (i, text) in texts.enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(text);
+        }
+        out.extend_from_slice(Self::CLOSE);
+        out
+    }
+}
+
+impl IntoResponse for RenderedNodes<'_> {
+    fn into_response(self) -> Response {
+        let json = HeaderValue::from_static("application/json");
+        ([(CONTENT_TYPE, json)], Body::from(self.to_vec())).into_response()
+    }
 }
 
 /// `GET /v1/workflows/{wf}/decisions`.
@@ -447,6 +488,54 @@ mod tests {
 
     const NODE_KEYS: &str = "id,workflow_id,parent_id,type,role,content,payload,metadata,\
                              agent_id,user_id,branch_id,depth,seq,timestamp";
+
+    /// `{nodes}` joined from rendered texts is byte for byte what serializing the
+    /// nodes gives (as `GET …/path`, `…/children` and `…/subtree` answered before),
+    /// with escapes, non-ASCII text, payload and metadata, for 0 to 3 nodes.
+    #[tokio::test]
+    async fn rendered_nodes_are_the_bytes_nodes_serializes_to() {
+        for count in 0..4u64 {
+            let nodes: Vec<Arc<Node>> = (1..=count)
+                .map(|i| {
+                    let mut n = (*node(i, "message")).clone();
+                    n.content = format!("\"{i}\"\n\té 😀 \u{7f} </script>");
+                    n.payload = serde_json::json!({"args": [i, 0.5, null], "x": {}});
+                    n.metadata.insert("k".into(), Value::from(i));
+                    Arc::new(n)
+                })
+                .collect();
+            let rendered = nodes
+                .iter()
+                .cloned()
+                .map(RenderedNode::render)
+                .collect::<Result<Vec<_>, _>>()
+                .expect("render");
+            let want = serde_json::to_vec(&PathView::Nodes(Nodes { nodes: &nodes })).expect("json");
+            assert_eq!(
+                want,
+                serde_json::to_vec(&Nodes { nodes: &nodes }).expect("json")
+            );
+            let got = RenderedNodes(&rendered).to_vec();
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&want)
+            );
+            assert_eq!(
+                got.capacity(),
+                got.len(),
+                "built in one buffer of its length"
+            );
+            let res = RenderedNodes(&rendered).into_response();
+            assert_eq!(
+                res.headers().get(CONTENT_TYPE).map(HeaderValue::as_bytes),
+                Some(&b"application/json"[..])
+            );
+            let body = axum::body::to_bytes(res.into_body(), usize::MAX)
+                .await
+                .expect("body");
+            assert_eq!(&body[..], &want[..]);
+        }
+    }
 
     /// The documented shapes, key by key and in order (DESIGN §4).
     #[test]

@@ -58,7 +58,7 @@ pub use model::{
     valid_node_type, Edge, EdgeKind, Event, EventBody, Node, PortableEvent, Role, Seq,
     StatusChanged, WorkflowCreated, WorkflowStatus,
 };
-pub use node_cache::NodeCacheStats;
+pub use node_cache::{NodeCacheStats, RenderedNode};
 pub use record::{NodeRecord, Record, RecordBody};
 pub use store::{
     BranchNodes, Decision, Durability, GroupObserver, GroupStats, ListFilter, Monitor, NodePlace,

@@ -21,7 +21,17 @@
 //! parallel); an insert takes the write lock and sweeps the hand, clearing set bits
 //! and evicting the first slot whose bit is clear, until the new node fits.
 //! Sizes are approximate: the node's heap bytes (content, type, ids, payload and
-//! metadata walked recursively) plus [`ENTRY_OVERHEAD`].
+//! metadata walked recursively) plus [`ENTRY_OVERHEAD`], and its JSON text once
+//! rendered.
+//!
+//! # Rendered JSON
+//! Reads that answer with whole nodes (path, children, subtree over HTTP) would
+//! otherwise encode every node to JSON on every request, which costs far more than
+//! the walk. [`NodeCache::get_rendered`] gives the node with its JSON text
+//! ([`RenderedNode`]): rendered on the first such read of a cached node, kept in its
+//! slot and charged to the budget ([`RENDERED_OVERHEAD`] plus the text's length),
+//! dropped with the node on eviction. A node is immutable, so its text is never
+//! stale. Reads that want only the decoded node ([`NodeCache::get`]) never render.
 
 use std::collections::HashMap;
 use std::mem::size_of;
@@ -39,6 +49,33 @@ pub const SHARDS: usize = 16;
 /// Fixed bytes charged per entry on top of the node's own: the `Arc` header, the
 /// slot, the map entry and slack for allocator rounding.
 pub const ENTRY_OVERHEAD: usize = 96;
+
+/// Fixed bytes charged for a node's rendered JSON on top of its length: the shared
+/// slice's header and slack for allocator rounding.
+pub const RENDERED_OVERHEAD: usize = 32;
+
+/// A node and its JSON text: exactly what `serde_json::to_vec(&*node)` writes, so the
+/// text can stand for the node in any JSON answer (an item of `{"nodes":[…]}`).
+#[derive(Clone, Debug)]
+pub struct RenderedNode {
+    /// The decoded node.
+    pub node: Arc<Node>,
+    /// Its JSON text (compact, fields in declaration order).
+    pub json: Arc<[u8]>,
+}
+
+impl RenderedNode {
+    /// Renders `node`'s JSON text.
+    pub fn render(node: Arc<Node>) -> Result<RenderedNode, serde_json::Error> {
+        let json = serde_json::to_vec(&*node)?.into();
+        Ok(RenderedNode { node, json })
+    }
+}
+
+/// Bytes charged to the cache's budget for a node's JSON text.
+fn text_size(json: &[u8]) -> usize {
+    RENDERED_OVERHEAD + json.len()
+}
 
 /// Counters of the decoded-node cache, for metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -62,6 +99,9 @@ pub struct NodeCacheStats {
 struct Slot {
     seq: Seq,
     node: Arc<Node>,
+    /// The node's JSON text, once a [`NodeCache::get_rendered`] asked for it.
+    json: Option<Arc<[u8]>>,
+    /// Bytes charged: the node's, plus its text's when rendered.
     size: usize,
     referenced: AtomicBool,
 }
@@ -84,6 +124,25 @@ impl Shard {
         }
         self.used -= gone.size;
         gone.size
+    }
+
+    /// Sweeps the CLOCK hand, evicting, until `need` more bytes fit in `budget` (or
+    /// the shard is empty). Returns the bytes freed and the slots evicted.
+    fn make_room(&mut self, need: usize, budget: usize) -> (usize, u64) {
+        let (mut freed, mut evicted) = (0usize, 0u64);
+        while self.used + need > budget && !self.ring.is_empty() {
+            if self.hand >= self.ring.len() {
+                self.hand = 0;
+            }
+            let hand = self.hand;
+            if self.ring[hand].referenced.swap(false, Ordering::Relaxed) {
+                self.hand += 1;
+            } else {
+                freed += self.evict_at(hand);
+                evicted += 1;
+            }
+        }
+        (freed, evicted)
     }
 }
 
@@ -135,6 +194,28 @@ impl NodeCache {
 
     /// The node created at `seq`, if cached (counts a hit or a miss).
     pub fn get(&self, seq: Seq) -> Option<Arc<Node>> {
+        self.lookup(seq, |slot| slot.node.clone())
+    }
+
+    /// The node created at `seq` with its JSON text, if cached (counts a hit or a
+    /// miss). The first such read of a cached node renders the text and keeps it in
+    /// the node's slot, charged to the budget; later reads share it.
+    pub fn get_rendered(&self, seq: Seq) -> Result<Option<RenderedNode>, serde_json::Error> {
+        let found = self.lookup(seq, |slot| (slot.node.clone(), slot.json.clone()));
+        match found {
+            None => Ok(None),
+            Some((node, Some(json))) => Ok(Some(RenderedNode { node, json })),
+            Some((node, None)) => {
+                let r = RenderedNode::render(node)?;
+                self.attach(seq, &r);
+                Ok(Some(r))
+            }
+        }
+    }
+
+    /// `f` of the slot of `seq` under the shard's read lock, marking it referenced;
+    /// counts a hit or a miss.
+    fn lookup<T>(&self, seq: Seq, f: impl FnOnce(&Slot) -> T) -> Option<T> {
         if !self.enabled() {
             self.misses.fetch_add(1, Ordering::Relaxed);
             return None;
@@ -144,7 +225,7 @@ impl NodeCache {
             shard.map.get(&seq).map(|&i| {
                 let slot = &shard.ring[i];
                 slot.referenced.store(true, Ordering::Relaxed);
-                slot.node.clone()
+                f(slot)
             })
         };
         let counter = if found.is_some() {
@@ -156,14 +237,59 @@ impl NodeCache {
         found
     }
 
+    /// Keeps `r`'s text in the slot of `r`'s seq if the node is still cached without
+    /// one, evicting others if the shard goes over its budget. A node whose text
+    /// would take it over a shard's budget keeps no text.
+    fn attach(&self, seq: Seq, r: &RenderedNode) {
+        let extra = text_size(&r.json);
+        let mut shard = self.shard(seq).write();
+        let wants = |shard: &Shard| {
+            shard
+                .map
+                .get(&seq)
+                .copied()
+                .filter(|&i| shard.ring[i].json.is_none())
+        };
+        let fits = wants(&shard).is_some_and(|i| shard.ring[i].size + extra <= self.shard_budget);
+        if !fits {
+            return;
+        }
+        // Room first: evicting may move the slot (swap-remove) or, in a shard that
+        // holds little else, evict it.
+        let (freed, evicted) = shard.make_room(extra, self.shard_budget);
+        let added = match wants(&shard) {
+            Some(i) => {
+                let slot = &mut shard.ring[i];
+                slot.json = Some(r.json.clone());
+                slot.size += extra;
+                shard.used += extra;
+                extra
+            }
+            None => 0,
+        };
+        drop(shard);
+        self.account(0, added, freed, evicted);
+    }
+
     /// Caches `node`, created at `seq`, evicting others if the shard is over its
     /// budget. A node larger than a shard's budget is not kept. Inserting a seq that
     /// is already cached keeps the cached node (nodes are immutable).
     pub fn insert(&self, seq: Seq, node: Arc<Node>) {
+        self.insert_slot(seq, node, None);
+    }
+
+    /// Caches `r`'s node with its text, as [`NodeCache::insert`] does (both are
+    /// charged; a seq already cached keeps what it has).
+    pub fn insert_rendered(&self, seq: Seq, r: &RenderedNode) {
+        self.insert_slot(seq, r.node.clone(), Some(r.json.clone()));
+    }
+
+    fn insert_slot(&self, seq: Seq, node: Arc<Node>, json: Option<Arc<[u8]>>) {
         if !self.enabled() {
             return;
         }
-        let size = node_size(&node);
+        let text = json.as_deref().map_or(0, text_size);
+        let size = node_size(&node) + text;
         if size > self.shard_budget {
             return;
         }
@@ -171,34 +297,29 @@ impl NodeCache {
         if shard.map.contains_key(&seq) {
             return;
         }
-        let (mut freed, mut evicted) = (0usize, 0u64);
-        while shard.used + size > self.shard_budget && !shard.ring.is_empty() {
-            if shard.hand >= shard.ring.len() {
-                shard.hand = 0;
-            }
-            let hand = shard.hand;
-            if shard.ring[hand].referenced.swap(false, Ordering::Relaxed) {
-                shard.hand += 1;
-            } else {
-                freed += shard.evict_at(hand);
-                evicted += 1;
-            }
-        }
+        let (freed, evicted) = shard.make_room(size, self.shard_budget);
         let i = shard.ring.len();
         shard.ring.push(Slot {
             seq,
             node,
+            json,
             size,
             referenced: AtomicBool::new(false),
         });
         shard.map.insert(seq, i);
         shard.used += size;
         drop(shard);
-        self.inserts.fetch_add(1, Ordering::Relaxed);
+        self.account(1, size, freed, evicted);
+    }
+
+    /// Updates the counters after a change to a shard: `inserted` slots of `added`
+    /// bytes in, `evicted` slots of `freed` bytes out.
+    fn account(&self, inserted: u64, added: usize, freed: usize, evicted: u64) {
+        self.inserts.fetch_add(inserted, Ordering::Relaxed);
         self.evictions.fetch_add(evicted, Ordering::Relaxed);
-        self.entries.fetch_add(1, Ordering::Relaxed);
+        self.entries.fetch_add(inserted, Ordering::Relaxed);
         self.entries.fetch_sub(evicted, Ordering::Relaxed);
-        self.bytes.fetch_add(size as u64, Ordering::Relaxed);
+        self.bytes.fetch_add(added as u64, Ordering::Relaxed);
         self.bytes.fetch_sub(freed as u64, Ordering::Relaxed);
     }
 
@@ -359,6 +480,138 @@ mod tests {
         assert!(off.get(1).is_none());
         let s = off.stats();
         assert_eq!((s.entries, s.bytes, s.capacity, s.misses), (0, 0, 0, 1));
+    }
+
+    /// A node with escapes, non-ASCII text, payload and metadata to render.
+    fn rich(seq: Seq) -> Arc<Node> {
+        let mut n = (*node(seq, 0)).clone();
+        n.content = "line \"one\"\n\ttab \u{1} é 😀 </script>".into();
+        n.role = Some(crate::model::Role::Assistant);
+        n.parent_id = Some(Uuid::now_v7());
+        n.payload = serde_json::json!({"tool": "bash", "args": [1, 2.5, null, true], "z": {}});
+        n.metadata
+            .insert("b".into(), serde_json::json!({"nested": ["x"]}));
+        n.metadata.insert("a".into(), Value::from(-7));
+        n.agent_id = Some("agent".into());
+        n.timestamp = Timestamp(1_790_000_000_123_456);
+        Arc::new(n)
+    }
+
+    #[test]
+    fn rendered_text_is_serde_json_of_the_node_and_is_charged_once() {
+        let c = NodeCache::new(1 << 20);
+        assert!(c.get_rendered(1).expect("render").is_none(), "a miss");
+        let n = rich(1);
+        c.insert(1, n.clone());
+        assert_eq!(c.stats().bytes as usize, node_size(&n));
+        let r = c
+            .get_rendered(1)
+            .expect("render")
+            .unwrap_or_else(|| panic!("cached node missing"));
+        assert!(Arc::ptr_eq(&r.node, &n));
+        let expected = serde_json::to_vec(&*n).expect("json");
+        assert_eq!(&*r.json, &expected[..]);
+        let charged = node_size(&n) + RENDERED_OVERHEAD + expected.len();
+        assert_eq!(c.stats().bytes as usize, charged);
+        // A second read shares the kept text and charges nothing more.
+        let again = c
+            .get_rendered(1)
+            .expect("render")
+            .unwrap_or_else(|| panic!("cached node missing"));
+        assert!(Arc::ptr_eq(&again.json, &r.json));
+        assert_eq!(c.stats().bytes as usize, charged);
+        let s = c.stats();
+        assert_eq!((s.hits, s.misses, s.inserts, s.entries), (2, 1, 1, 1));
+        // A plain read does not see the text and does not render.
+        assert!(Arc::ptr_eq(&c.get(1).unwrap_or_else(|| panic!()), &n));
+        // Inserted with its text: both charged, the same text given back.
+        let r2 = RenderedNode::render(rich(2)).expect("render");
+        c.insert_rendered(2, &r2);
+        let back = c
+            .get_rendered(2)
+            .expect("render")
+            .unwrap_or_else(|| panic!("cached node missing"));
+        assert!(Arc::ptr_eq(&back.json, &r2.json));
+        assert_eq!(
+            c.stats().bytes as usize,
+            charged + node_size(&r2.node) + RENDERED_OVERHEAD + r2.json.len()
+        );
+        // Per-shard accounting adds up to the global figure.
+        let used: usize = c.shards.iter().map(|s| s.read().used).sum();
+        assert_eq!(used as u64, c.stats().bytes);
+    }
+
+    #[test]
+    fn rendered_text_counts_against_the_budget_and_goes_with_eviction() {
+        let one = node_size(&node(0, 1000));
+        // Room for 4 plain nodes per shard, or 2 with their text; use shard 0 only.
+        let per_shard = one * 4;
+        let c = NodeCache::new((per_shard * SHARDS) as u64);
+        let s = SHARDS as u64;
+        for k in 1..=4 {
+            c.insert(k * s, node(k * s, 1000));
+        }
+        assert_eq!(c.stats().entries, 4);
+        // Rendering texts makes room: others are evicted, the budget holds.
+        for k in 1..=4 {
+            c.get_rendered(k * s).expect("render");
+            assert!(c.stats().bytes as usize <= per_shard, "{:?}", c.stats());
+        }
+        let st = c.stats();
+        assert!(st.evictions > 0, "{st:?}");
+        assert_eq!(st.inserts - st.evictions, st.entries);
+        check_shard(&c, 0);
+        // Nodes inserted with their text evict old ones; an evicted node's text goes
+        // with it: the bytes held are only those of the nodes still there.
+        for k in 5..=40 {
+            let r = RenderedNode::render(node(k * s, 1000)).expect("render");
+            c.insert_rendered(k * s, &r);
+            assert!(c.stats().bytes as usize <= per_shard);
+        }
+        assert!(c.get_rendered(s).expect("render").is_none());
+        check_shard(&c, 0);
+        assert!(c.shards[0]
+            .read()
+            .ring
+            .iter()
+            .all(|slot| slot.json.is_some()));
+    }
+
+    /// Shard `i` holds what the counters say: each slot charged its node and its
+    /// text, the map and the ring agree, and it is the only shard in use.
+    fn check_shard(c: &NodeCache, i: usize) {
+        let st = c.stats();
+        let shard = c.shards[i].read();
+        assert_eq!(shard.used as u64, st.bytes, "{st:?}");
+        assert_eq!(shard.ring.len() as u64, st.entries, "{st:?}");
+        for slot in &shard.ring {
+            let text = slot.json.as_deref().map_or(0, text_size);
+            assert_eq!(slot.size, node_size(&slot.node) + text);
+        }
+        for (seq, &at) in &shard.map {
+            assert_eq!(shard.ring[at].seq, *seq);
+        }
+    }
+
+    #[test]
+    fn a_text_over_the_shard_budget_is_rendered_but_not_kept() {
+        let n = node(1, 1000);
+        // The node fits a shard, node and text together do not.
+        let c = NodeCache::new(((node_size(&n) + 10) * SHARDS) as u64);
+        c.insert(1, n.clone());
+        let r = c
+            .get_rendered(1)
+            .expect("render")
+            .unwrap_or_else(|| panic!("cached node missing"));
+        assert_eq!(&*r.json, &serde_json::to_vec(&*n).expect("json")[..]);
+        assert_eq!(c.stats().bytes as usize, node_size(&n));
+        assert!(c.shards[1].read().ring[0].json.is_none());
+        // Nor is one inserted with its text; a disabled cache keeps nothing either.
+        c.insert_rendered(2, &RenderedNode::render(node(2, 1000)).expect("render"));
+        assert_eq!(c.stats().entries, 1);
+        let off = NodeCache::new(0);
+        off.insert_rendered(1, &r);
+        assert!(off.get_rendered(1).expect("render").is_none());
     }
 
     #[test]

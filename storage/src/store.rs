@@ -38,7 +38,7 @@ use crate::index::{BranchInfo, BranchScope, Index, IndexEvent, NodeKind};
 use crate::intent::{Intent, Meta, Outcome};
 use crate::log::{Engine, GroupWrite};
 use crate::model::{Edge, Event, EventBody, Node, Role, Seq, WorkflowStatus};
-use crate::node_cache::{NodeCache, NodeCacheStats};
+use crate::node_cache::{NodeCache, NodeCacheStats, RenderedNode};
 use crate::record::{decode_index_event, Hash, Record, RecordBody, ZERO_HASH};
 use crate::time::Timestamp;
 
@@ -372,6 +372,11 @@ impl Store {
         self.shared.index.read().path(id)
     }
 
+    /// Seqs of the direct children of `id` in seq order, from the index alone.
+    pub fn children_seqs(&self, id: &Uuid) -> Option<Vec<Seq>> {
+        self.shared.index.read().children(id)
+    }
+
     /// Seqs of `id` and the nodes below it (breadth-first, children in seq order, down to
     /// `max_depth` levels), from the index alone.
     pub fn subtree_seqs(&self, id: &Uuid, max_depth: Option<u32>) -> Option<Vec<Seq>> {
@@ -497,6 +502,27 @@ impl Store {
             self.shared.nodes.insert(seq, n.clone());
         }
         Ok(n)
+    }
+
+    /// The node created by the event at `seq` with its JSON text, from the node cache
+    /// (the text rendered on first need and kept with the node) or from disk (then
+    /// cached with its text if `seq` is durable).
+    pub fn rendered_at(&self, seq: Seq) -> Result<RenderedNode, StorageError> {
+        let encode = |e: serde_json::Error| StorageError::Encode(format!("node at seq {seq}: {e}"));
+        if let Some(r) = self.shared.nodes.get_rendered(seq).map_err(encode)? {
+            return Ok(r);
+        }
+        let r = RenderedNode::render(Arc::new(self.node_from_disk(seq)?)).map_err(encode)?;
+        if seq <= self.head() {
+            self.shared.nodes.insert_rendered(seq, &r);
+        }
+        Ok(r)
+    }
+
+    /// The nodes created at `seqs`, in order, each with its JSON text (see
+    /// [`Store::rendered_at`]).
+    pub fn rendered(&self, seqs: &[Seq]) -> Result<Vec<RenderedNode>, StorageError> {
+        seqs.iter().map(|s| self.rendered_at(*s)).collect()
     }
 
     /// The node created by the event at `seq`, read and decoded from disk, bypassing
@@ -759,13 +785,13 @@ impl Store {
 
     /// The path root … `id`.
     pub fn path(&self, id: &Uuid) -> Result<Option<Vec<Arc<Node>>>, StorageError> {
-        let seqs = self.shared.index.read().path(id);
+        let seqs = self.path_seqs(id);
         seqs.map(|s| self.nodes_at(&s)).transpose()
     }
 
     /// Direct children of `id` in seq order.
     pub fn children(&self, id: &Uuid) -> Result<Option<Vec<Arc<Node>>>, StorageError> {
-        let seqs = self.shared.index.read().children(id);
+        let seqs = self.children_seqs(id);
         seqs.map(|s| self.nodes_at(&s)).transpose()
     }
 
@@ -775,7 +801,7 @@ impl Store {
         id: &Uuid,
         max_depth: Option<u32>,
     ) -> Result<Option<Vec<Arc<Node>>>, StorageError> {
-        let seqs = self.shared.index.read().subtree(id, max_depth);
+        let seqs = self.subtree_seqs(id, max_depth);
         seqs.map(|s| self.nodes_at(&s)).transpose()
     }
 
