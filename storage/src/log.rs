@@ -559,6 +559,23 @@ mod tests {
         }
     }
 
+    /// Appends `nodes` to workflow `wf`.
+    async fn append(
+        store: &Store,
+        wf: Uuid,
+        nodes: Vec<NewNode>,
+    ) -> Result<Outcome, crate::AppendError> {
+        store
+            .submit(
+                Intent::AppendNodes {
+                    workflow_id: wf,
+                    nodes,
+                },
+                Meta::default(),
+            )
+            .await
+    }
+
     /// A closed and dropped store can be opened again at once, every time: the engine's
     /// drop waits for sled's threads to let go of the directory lock.
     #[test]
@@ -600,16 +617,7 @@ mod tests {
         let (root1, root2) = rt.block_on(async {
             let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
             let (root1, _) = create(&store, wf1).await;
-            store
-                .submit(
-                    Intent::AppendNodes {
-                        workflow_id: wf1,
-                        nodes: batch(root1, &nodes),
-                    },
-                    Meta::default(),
-                )
-                .await
-                .unwrap();
+            append(&store, wf1, batch(root1, &nodes)).await.unwrap();
             let (root2, seq) = create(&store, wf2).await;
             assert_eq!(seq, 5);
             store.close().await;
@@ -657,16 +665,7 @@ mod tests {
             let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
             assert_eq!(store.head(), 5);
             // Same id, same body: the stored result. Different body: a conflict.
-            let again = store
-                .submit(
-                    Intent::AppendNodes {
-                        workflow_id: wf1,
-                        nodes: batch(root1, &nodes),
-                    },
-                    Meta::default(),
-                )
-                .await
-                .unwrap();
+            let again = append(&store, wf1, batch(root1, &nodes)).await.unwrap();
             match again {
                 Outcome::Nodes {
                     nodes: got,
@@ -679,15 +678,7 @@ mod tests {
             }
             let mut changed = batch(root1, &nodes);
             changed[2].content = "other".into();
-            let refused = store
-                .submit(
-                    Intent::AppendNodes {
-                        workflow_id: wf1,
-                        nodes: changed,
-                    },
-                    Meta::default(),
-                )
-                .await;
+            let refused = append(&store, wf1, changed).await;
             assert!(
                 matches!(refused, Err(crate::AppendError::Conflict(_))),
                 "{refused:?}"
@@ -725,16 +716,7 @@ mod tests {
             let squatter = edge_event_id(EdgeKind::Monitors, monitor, root);
             let mut n = NewNode::new(root, "message", "took the edge's id");
             n.id = Some(squatter);
-            store
-                .submit(
-                    Intent::AppendNodes {
-                        workflow_id: wf,
-                        nodes: vec![m, n],
-                    },
-                    Meta::default(),
-                )
-                .await
-                .unwrap();
+            append(&store, wf, vec![m, n]).await.unwrap();
             let edge = Intent::AddEdge {
                 workflow_id: wf,
                 edge: Edge {
@@ -828,16 +810,7 @@ mod tests {
             let (monitor, small) = (Uuid::now_v7(), Uuid::now_v7());
             let mut m = NewNode::new(root, "monitor", big.clone());
             m.id = Some(monitor);
-            store
-                .submit(
-                    Intent::AppendNodes {
-                        workflow_id: wf,
-                        nodes: vec![m],
-                    },
-                    Meta::default(),
-                )
-                .await
-                .unwrap();
+            append(&store, wf, vec![m]).await.unwrap();
             let edge = Intent::AddEdge {
                 workflow_id: wf,
                 edge: Edge {
@@ -849,16 +822,7 @@ mod tests {
             store.submit(edge, Meta::default()).await.unwrap();
             let mut n = NewNode::new(root, "message", "written before a crash");
             n.id = Some(small);
-            store
-                .submit(
-                    Intent::AppendNodes {
-                        workflow_id: wf,
-                        nodes: vec![n],
-                    },
-                    Meta::default(),
-                )
-                .await
-                .unwrap();
+            append(&store, wf, vec![n]).await.unwrap();
             assert_eq!(store.head(), 4);
             assert_eq!(store.node(&monitor).unwrap().unwrap().node.content, big);
             assert_eq!(
