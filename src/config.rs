@@ -192,6 +192,12 @@ settings! {
         /// a restart [default: 1000].
         #[arg(long, env = "ARBOR_SSE_RETRY_MS")]
         sse_retry_ms: u64,
+        /// A busy SSE stream writes at most once per this many milliseconds; events
+        /// arriving in between go out together in its next write, so a stream costs one
+        /// wake-up and one write per window, not per event. An event after a quiet spell
+        /// is written at once. `0` writes every event as it comes [default: 10].
+        #[arg(long, env = "ARBOR_SSE_COALESCE_MS")]
+        sse_coalesce_ms: u64,
         /// An origin whose pages may call the API and open its streams, e.g.
         /// `https://app.example.com`; repeat the flag for more (`ARBOR_CORS_ORIGIN` and
         /// the TOML key take a comma-separated list / an array) [default: none].
@@ -662,6 +668,9 @@ impl ServeConfig {
             sse_retry: http
                 .sse_retry_ms
                 .map_or(d.limits.sse_retry, Duration::from_millis),
+            sse_coalesce: http
+                .sse_coalesce_ms
+                .map_or(d.limits.sse_coalesce, Duration::from_millis),
         };
         if limits.sse_heartbeat.is_zero() {
             return Err(ConfigError::Invalid(

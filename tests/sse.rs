@@ -232,3 +232,36 @@ async fn every_stream_starts_with_the_configured_retry() {
     let head = stream_head(&srv.client, &srv.url("/v1/stream")).await;
     assert!(head.starts_with("retry: 250\n\n"), "{head:?}");
 }
+
+/// A busy stream writes at most once per `sse_coalesce`: after a write, the events that
+/// follow wait out the window and then come together, in order, none lost.
+#[tokio::test]
+async fn a_busy_stream_coalesces_its_writes() {
+    let window = Duration::from_secs(1);
+    let srv = TestServer::start_with(|c| c.limits.sse_coalesce = window).await;
+    let (wf, root) = srv.workflow("p").await;
+    let url = srv.url(&format!("/v1/workflows/{wf}/stream"));
+    let mut live = SseReader::open(&srv.client, &url, None).await;
+    let a = srv.node(&wf, &root, "message", "a").await;
+    let first = live.next(WAIT).await.unwrap();
+    let first_at = std::time::Instant::now();
+    let b = srv.node(&wf, &a, "message", "b").await;
+    let c = srv.node(&wf, &b, "message", "c").await;
+    let mut ids = Vec::new();
+    for m in [
+        &first,
+        &live.next(WAIT).await.unwrap(),
+        &live.next(WAIT).await.unwrap(),
+    ] {
+        let d: Value = serde_json::from_str(&m.data).unwrap();
+        ids.push(d["body"]["id"].as_str().unwrap_or_default().to_owned());
+    }
+    let waited = first_at.elapsed();
+    assert_eq!(ids, [a, b, c], "every event, in order");
+    // `b` was written no sooner than a window after `a`'s write, which came before
+    // `a` was read here: half a window is a bound no scheduling delay can break.
+    assert!(
+        waited >= window / 2,
+        "the next write waited only {waited:?} of a {window:?} window"
+    );
+}

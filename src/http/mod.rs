@@ -69,6 +69,9 @@ pub struct Limits {
     /// The `retry:` every SSE stream starts with: how long a browser's EventSource waits
     /// before reconnecting.
     pub sse_retry: Duration,
+    /// A live SSE stream writes at most once per this window; events arriving in
+    /// between are sent together in its next write (zero: every event at once).
+    pub sse_coalesce: Duration,
 }
 
 impl Default for Limits {
@@ -82,6 +85,7 @@ impl Default for Limits {
             max_payload_bytes: 1024 * 1024,
             max_metadata_bytes: 64 * 1024,
             sse_retry: Duration::from_millis(1000),
+            sse_coalesce: Duration::from_millis(10),
         }
     }
 }

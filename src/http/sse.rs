@@ -20,6 +20,13 @@
 //! by default) without any write. Every stream opens with `retry: <sse_retry ms>` (1 s by
 //! default): a browser's EventSource then reconnects that soon after the stream ends.
 //!
+//! A busy stream writes at most once per `sse_coalesce` (10 ms by default): after a
+//! live write it sleeps out the window *without* polling its receiver, so the
+//! broadcast does not wake it, then sends everything that arrived meanwhile as one
+//! chunk. With many subscribers and a steady event rate this turns one wake-up and one
+//! socket write per event per stream into one per window per stream; an event after a
+//! quiet spell is written at once, and the added latency is at most the window.
+//!
 //! A scoped token's stream ([`EventScope`]) skips each event it may not see, in
 //! catch-up and live alike, before any frame is taken: the position still moves past
 //! it (seqs only increase; a filtered stream is not a gap), and frames stay rendered
@@ -224,6 +231,8 @@ fn open(
         interval,
         heartbeat: Box::pin(tokio::time::sleep(interval)),
         last_write: Instant::now(),
+        coalesce: app.limits.sse_coalesce,
+        next_write: None,
         metrics: app.metrics.clone(),
         _task: app.tasks.clone(),
     };
@@ -306,6 +315,11 @@ struct Pump {
     /// (not on every write), so a busy stream pays no timer update per event.
     heartbeat: Pin<Box<Sleep>>,
     last_write: Instant,
+    /// The coalescing window (`Limits::sse_coalesce`).
+    coalesce: Duration,
+    /// After a live write, the earliest moment of the next one: until then the stream
+    /// sleeps without polling its receiver, so the broadcast does not wake it per event.
+    next_write: Option<Instant>,
     metrics: Arc<crate::metrics::Metrics>,
     /// Dropped when the stream ends; shutdown waits for every stream.
     _task: mpsc::Sender<()>,
@@ -406,6 +420,20 @@ impl Pump {
             self.mode = Mode::Done;
             return None;
         }
+        // Coalescing: right after a live write, wait out the window without polling the
+        // receiver; whatever arrived meanwhile is then sent in one chunk.
+        if let Some(due) = self.next_write.take() {
+            if Instant::now() < due {
+                tokio::select! {
+                    biased;
+                    _ = self.shutdown.changed() => {
+                        self.mode = Mode::Done;
+                        return None;
+                    }
+                    () = tokio::time::sleep_until(due) => {}
+                }
+            }
+        }
         let (seq, frame) = loop {
             // Biased, the broadcast first: when an event is waiting, neither the
             // shutdown watch nor the timer is touched.
@@ -465,10 +493,15 @@ impl Pump {
         self.last = seq;
         // Take what is already waiting into the same chunk: one write, one read.
         let mut more: Option<BytesMut> = None;
+        // Whether the receiver was emptied (not stopped by the chunk's size or a lag).
+        let mut drained = false;
         while more.as_ref().map_or(frame.len(), BytesMut::len) < CHUNK {
             let item = match self.rx.try_recv() {
                 Ok(item) => item,
-                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Empty) => {
+                    drained = true;
+                    break;
+                }
                 Err(TryRecvError::Lagged(_)) => {
                     self.lagged();
                     break;
@@ -499,6 +532,11 @@ impl Pump {
             });
             buf.extend_from_slice(&next);
             self.last = event.seq;
+        }
+        // A stream with more waiting (a full chunk) writes again at once: the window
+        // limits wake-ups, never a stream's throughput.
+        if drained && !self.coalesce.is_zero() {
+            self.next_write = Some(Instant::now() + self.coalesce);
         }
         Some(more.map_or(frame, BytesMut::freeze))
     }

@@ -15,15 +15,14 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
-use http_body_util::BodyDataStream;
 use memchr::memmem::Finder;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::http::HttpClient;
 use super::stats::Recorder;
 use super::workload::IdAlloc;
 
@@ -120,7 +119,15 @@ impl FrameSplitter {
 
     /// Appends `chunk`, then calls `frame` on the `data:` payload of each complete frame
     /// (frames without data, such as heartbeats, are skipped).
-    pub fn push(&mut self, chunk: &[u8], frame: impl FnMut(&[u8])) {
+    pub fn push(&mut self, chunk: &[u8], mut frame: impl FnMut(&[u8])) {
+        if self.buf.is_empty() {
+            // Nothing held back: split the chunk where it lies and keep only its
+            // incomplete tail (a server writes whole frames, so usually nothing).
+            let consumed = split_frames(chunk, 0, &mut frame);
+            self.buf.extend_from_slice(&chunk[consumed..]);
+            self.scanned = self.buf.len().saturating_sub(1);
+            return;
+        }
         self.buf.extend_from_slice(chunk);
         let consumed = split_frames(&self.buf, self.scanned, frame);
         self.buf.drain(..consumed);
@@ -141,10 +148,13 @@ fn split_frames(buf: &[u8], scanned: usize, mut frame: impl FnMut(&[u8])) -> usi
     let mut start = 0;
     let mut from = scanned.min(buf.len());
     while let Some(end) = FRAME_END.find(&buf[from..]).map(|i| from + i) {
-        for line in buf[start..end].split(|b| *b == b'\n') {
-            if let Some(d) = line.strip_prefix(b"data:") {
+        let mut line = start;
+        while line < end {
+            let line_end = memchr::memchr(b'\n', &buf[line..end]).map_or(end, |i| line + i);
+            if let Some(d) = buf[line..line_end].strip_prefix(b"data:") {
                 frame(d.strip_prefix(b" ").unwrap_or(d));
             }
+            line = line_end + 1;
         }
         start = end + 2;
         from = start;
@@ -152,8 +162,10 @@ fn split_frames(buf: &[u8], scanned: usize, mut frame: impl FnMut(&[u8])) -> usi
     start
 }
 
-/// Searchers built once: `\n\n` (a frame's end) and `"id":"`.
+/// Searchers built once: `\n\n` (a frame's end), `"id":"` and `\r\n\r\n` (a response
+/// head's end).
 static FRAME_END: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n\n"));
+static HEAD_END: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\r\n\r\n"));
 static ID_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"id\":\""));
 
 /// The first `"id":"<uuid>"` of an event's JSON (the event id; for `node.created` it is
@@ -280,34 +292,200 @@ where
     handles
 }
 
-/// Opens `m` SSE subscriptions to `path` of `client`'s server, each on its own
-/// connection; an event's number is recovered from its node id (`ids`).
-pub async fn arbor_subscribers(
-    client: &HttpClient,
+/// Opens `m` SSE subscriptions to `path` at `base` (`http://127.0.0.1:PORT`) with the
+/// raw client: one TCP connection each, the request written by hand, the response
+/// read into one buffer and decoded in place (HTTP/1.1 chunked or until close), with
+/// no HTTP library and no copy of whole frames. It is the cheapest subscriber this
+/// harness has, so that the fan-out measures the server, not the client. An event's
+/// number is recovered from its node id (`ids`).
+pub async fn raw_subscribers(
+    base: &str,
     path: &str,
     m: usize,
     ids: IdAlloc,
     fan: &Fan,
-) -> Vec<JoinHandle<Receipts>> {
-    subscribe(m, fan, || {
-        let (client, path) = (client.clone(), path.to_owned());
+) -> anyhow::Result<Vec<JoinHandle<Receipts>>> {
+    let host = base
+        .strip_prefix("http://")
+        .context("the raw SSE client speaks plain http only")?
+        .trim_end_matches('/')
+        .to_owned();
+    let request = Bytes::from(format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n"
+    ));
+    Ok(subscribe(m, fan, || {
+        let (host, request) = (host.clone(), request.clone());
         let connect = async move {
-            let (status, body) = client.stream(&path).await.context("SSE subscribe")?;
-            if !status.is_success() {
-                anyhow::bail!("SSE subscribe: {status}");
-            }
-            Ok(BodyDataStream::new(body).map(|c| c.context("SSE stream")))
+            let mut tcp = tokio::net::TcpStream::connect(&host)
+                .await
+                .context("SSE connect")?;
+            tcp.set_nodelay(true)?;
+            tcp.write_all(&request).await.context("SSE request")?;
+            let (chunked, rest) = read_head(&mut tcp).await?;
+            let first =
+                futures_util::stream::once(async move { Ok(RawRead::Head { chunked, rest }) });
+            let reads = futures_util::stream::unfold(
+                (tcp, BytesMut::with_capacity(64 * 1024)),
+                |(mut tcp, mut buf)| async move {
+                    buf.reserve(16 * 1024);
+                    match tcp.read_buf(&mut buf).await {
+                        Ok(0) => None,
+                        Ok(_) => {
+                            let b = buf.split().freeze();
+                            Some((Ok(RawRead::Body(b)), (tcp, buf)))
+                        }
+                        Err(e) => {
+                            Some((Err(anyhow::Error::from(e).context("SSE read")), (tcp, buf)))
+                        }
+                    }
+                },
+            );
+            Ok(Box::pin(first.chain(reads)))
         };
         let ids = ids.clone();
-        let mut frames = FrameSplitter::with_capacity(16 * 1024);
-        let each = move |chunk: Bytes, found: &mut dyn FnMut(Option<u64>)| {
-            frames.push(&chunk, |data| {
+        let mut body = RawBody::default();
+        let each = move |read: RawRead, found: &mut dyn FnMut(Option<u64>)| {
+            let bytes = match read {
+                RawRead::Head { chunked, rest } => {
+                    body.chunked = chunked;
+                    rest
+                }
+                RawRead::Body(b) => b,
+            };
+            let ok = body.push(&bytes, |data| {
                 found(event_id(data).and_then(|id| ids.index_of(&id)));
             });
+            if !ok {
+                // A malformed chunk: counted, and the rest of the stream is lost.
+                found(None);
+            }
         };
         (connect, each)
     })
-    .await
+    .await)
+}
+
+/// What the raw client reads: the end of the response head, then body bytes.
+enum RawRead {
+    /// The head was read: whether the body is chunked, and what came after the head.
+    Head { chunked: bool, rest: Bytes },
+    /// Body bytes as read from the socket.
+    Body(Bytes),
+}
+
+/// Reads a response head off `tcp`; fails on a status other than 200. Returns whether
+/// the body is chunked and the bytes read past the head.
+async fn read_head(tcp: &mut tokio::net::TcpStream) -> anyhow::Result<(bool, Bytes)> {
+    let mut head = BytesMut::with_capacity(1024);
+    loop {
+        if tcp.read_buf(&mut head).await.context("SSE response")? == 0 {
+            anyhow::bail!("SSE: the server closed before its response head");
+        }
+        if let Some(end) = HEAD_END.find(&head) {
+            let rest = head.split_off(end + 4).freeze();
+            let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            let status = text.split_whitespace().nth(1).unwrap_or("");
+            if status != "200" {
+                anyhow::bail!("SSE subscribe: status {status}");
+            }
+            let chunked = text
+                .lines()
+                .any(|l| l.starts_with("transfer-encoding:") && l.contains("chunked"));
+            return Ok((chunked, rest));
+        }
+        if head.len() > 64 * 1024 {
+            anyhow::bail!("SSE: response head over 64 KiB");
+        }
+    }
+}
+
+/// An SSE body decoded as it arrives: HTTP/1.1 chunked framing (when `chunked`) is
+/// taken off in place, and the payload goes through a [`FrameSplitter`].
+#[derive(Debug, Default)]
+pub struct RawBody {
+    /// Whether the body is chunked (else it runs until the connection closes).
+    pub chunked: bool,
+    state: ChunkState,
+    /// The chunk-size line read so far.
+    line: Vec<u8>,
+    frames: FrameSplitter,
+}
+
+#[derive(Debug, Default)]
+enum ChunkState {
+    /// Reading a chunk-size line.
+    #[default]
+    Size,
+    /// This many payload bytes left in the current chunk.
+    Data(usize),
+    /// This many bytes of the CRLF after a chunk's payload left.
+    DataEnd(u8),
+    /// After the last chunk, or after a framing error.
+    Done,
+}
+
+impl RawBody {
+    /// Takes `bytes` of the body; calls `frame` on the `data:` payload of every frame
+    /// completed. `false` on malformed chunked framing (the stream is then dead).
+    pub fn push(&mut self, mut bytes: &[u8], mut frame: impl FnMut(&[u8])) -> bool {
+        if !self.chunked {
+            self.frames.push(bytes, frame);
+            return true;
+        }
+        while !bytes.is_empty() {
+            match self.state {
+                ChunkState::Done => return false,
+                ChunkState::Size => {
+                    let Some(nl) = memchr::memchr(b'\n', bytes) else {
+                        self.line.extend_from_slice(bytes);
+                        if self.line.len() > 1024 {
+                            self.state = ChunkState::Done;
+                            return false;
+                        }
+                        return true;
+                    };
+                    self.line.extend_from_slice(&bytes[..nl]);
+                    bytes = &bytes[nl + 1..];
+                    let digits = self
+                        .line
+                        .split(|b| *b == b';' || *b == b'\r')
+                        .next()
+                        .unwrap_or_default();
+                    let size = std::str::from_utf8(digits)
+                        .ok()
+                        .and_then(|d| usize::from_str_radix(d.trim(), 16).ok());
+                    self.line.clear();
+                    self.state = match size {
+                        Some(0) | None => {
+                            self.state = ChunkState::Done;
+                            return size.is_some();
+                        }
+                        Some(n) => ChunkState::Data(n),
+                    };
+                }
+                ChunkState::Data(left) => {
+                    let take = left.min(bytes.len());
+                    self.frames.push(&bytes[..take], &mut frame);
+                    bytes = &bytes[take..];
+                    self.state = if take == left {
+                        ChunkState::DataEnd(2)
+                    } else {
+                        ChunkState::Data(left - take)
+                    };
+                }
+                ChunkState::DataEnd(left) => {
+                    let take = usize::from(left).min(bytes.len());
+                    bytes = &bytes[take..];
+                    self.state = if take == usize::from(left) {
+                        ChunkState::Size
+                    } else {
+                        ChunkState::DataEnd(left - 1)
+                    };
+                }
+            }
+        }
+        true
+    }
 }
 
 /// Opens `m` Redis pub/sub subscriptions to `channel`, each on its own connection;
@@ -424,6 +602,40 @@ mod tests {
         }
         assert_eq!(seen, [10_000]);
         assert_eq!(frames.pending(), "data: tail".len());
+    }
+
+    /// A chunked body cut at every byte gives the same frames as the plain one, and
+    /// a zero-size chunk ends it.
+    #[test]
+    fn chunked_bodies_decode_at_any_cut() {
+        let frames = "id: 1\ndata: one\n\nid: 2\ndata: two\n\n:\n\ndata: three\n\n";
+        let (a, b) = frames.split_at(17);
+        let body = format!(
+            "{:x}\r\n{a}\r\n{:x};ext=1\r\n{b}\r\n0\r\n\r\n",
+            a.len(),
+            b.len()
+        );
+        let expected: Vec<&[u8]> = vec![b"one", b"two", b"three"];
+        for size in 1..body.len() {
+            let mut raw = RawBody {
+                chunked: true,
+                ..RawBody::default()
+            };
+            let mut seen = Vec::new();
+            for chunk in body.as_bytes().chunks(size) {
+                raw.push(chunk, |d| seen.push(d.to_vec()));
+            }
+            assert_eq!(seen, expected, "reads of {size}");
+        }
+        let mut plain = RawBody::default();
+        let mut seen = Vec::new();
+        assert!(plain.push(frames.as_bytes(), |d| seen.push(d.to_vec())));
+        assert_eq!(seen, expected);
+        let mut bad = RawBody {
+            chunked: true,
+            ..RawBody::default()
+        };
+        assert!(!bad.push(b"zz\r\nxx", |_| {}), "a size that is not hex");
     }
 
     #[test]

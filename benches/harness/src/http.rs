@@ -8,8 +8,8 @@
 //! socket, no pool policy, redirect, decompression or JSON layer in between. What a
 //! request costs the client is one write and a read or two. `arbor-bench` measures this
 //! client's floor (`GET /healthz`) against wrk's in the same run, so a figure it reports
-//! can be told apart from the client's own limit. Streams (SSE) are read through hyper's
-//! `client::conn::http1` on a connection of their own ([`HttpClient::stream`]).
+//! can be told apart from the client's own limit. Streams (SSE) are read by the raw
+//! client of `fanout` ([`crate::fanout::raw_subscribers`]), on connections of their own.
 //!
 //! Only loopback addresses may be targeted (checked when the client is made).
 
@@ -20,12 +20,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytes::{Bytes, BytesMut};
-use http_body_util::Empty;
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper::header::{HeaderValue, HOST};
-use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::header::HeaderValue;
+use hyper::{Method, StatusCode};
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -198,30 +194,6 @@ impl HttpClient {
     /// `POST path` with a JSON body.
     pub async fn post(&self, path: &str, json: Bytes) -> anyhow::Result<Answer> {
         self.send(Method::POST, path, Some(json)).await
-    }
-
-    /// `GET path` on a connection of its own whose body is handed over unread (a
-    /// stream such as SSE), through hyper; the connection closes when the body is
-    /// dropped.
-    pub async fn stream(&self, path: &str) -> anyhow::Result<(StatusCode, Incoming)> {
-        let req = Request::builder()
-            .method(Method::GET)
-            .uri(path)
-            .header(HOST, self.inner.host.clone())
-            .body(Empty::<Bytes>::new())?;
-        let open = async {
-            let (mut sender, conn) = http1::handshake(TokioIo::new(self.tcp().await?)).await?;
-            tokio::spawn(async move {
-                // Ends when the body is dropped or the server closes; an error here is
-                // also seen by the reader of the body.
-                let _ = conn.await;
-            });
-            let res = sender.send_request(req).await?;
-            Ok::<_, anyhow::Error>((res.status(), res.into_body()))
-        };
-        tokio::time::timeout(self.inner.timeout, open)
-            .await
-            .with_context(|| format!("{path}: no answer within {:?}", self.inner.timeout))?
     }
 }
 

@@ -29,17 +29,20 @@ pub enum Scenario {
     SyncLag,
     /// This disk's fdatasync latency.
     Fsync,
+    /// Thousands of idle SSE subscribers on the real binary: memory per subscriber.
+    Idle,
 }
 
 impl Scenario {
     /// Every scenario, in report order.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Fsync,
         Scenario::Append,
         Scenario::Batch,
         Scenario::Path,
         Scenario::Subtree,
         Scenario::Fanout,
+        Scenario::Idle,
         Scenario::SyncLag,
     ];
 
@@ -53,6 +56,7 @@ impl Scenario {
             Scenario::Fanout => "fanout",
             Scenario::SyncLag => "sync_lag",
             Scenario::Fsync => "fsync",
+            Scenario::Idle => "idle",
         }
     }
 }
@@ -142,6 +146,8 @@ pub struct Plan {
     /// Length of the fan-out.
     #[serde(serialize_with = "secs")]
     pub fanout_duration: Duration,
+    /// Idle subscribers opened on the real binary.
+    pub idle_subscribers: usize,
     /// Events per second of the sync-lag series.
     pub sync_rate: f64,
     /// Length of the sync-lag series.
@@ -241,6 +247,7 @@ impl Plan {
                 vec![(100, 1_000.0), (1_000, 100.0), (1_000, 1_000.0)]
             },
             fanout_duration: secs(2.0, 10.0),
+            idle_subscribers: if quick { 500 } else { 10_000 },
             sync_rate: if quick { 200.0 } else { 500.0 },
             sync_duration: secs(2.0, 10.0),
             sync_catch_up: secs(10.0, 30.0),
@@ -289,6 +296,9 @@ impl Plan {
         }
         if let Some(n) = r.subtree_nodes {
             p.subtree_nodes = n.max(1);
+        }
+        if let Some(m) = r.subscribers {
+            p.idle_subscribers = m.max(1);
         }
         if r.subscribers.is_some() || rate.is_some() {
             p.fanout_cases = vec![(

@@ -394,6 +394,7 @@ fn scenario_title(s: &str) -> String {
         "path" => "Path to root".to_owned(),
         "subtree" => "Subtree".to_owned(),
         "fanout" => "Fan-out: append → subscriber delivery".to_owned(),
+        "idle" => "Idle SSE subscribers: server memory per subscriber".to_owned(),
         "sync_lag" => "Sync lag (append acknowledged → visible in the sink)".to_owned(),
         other => other.to_owned(),
     }

@@ -12,10 +12,14 @@ use uuid::Uuid;
 
 use arbor_storage::{Durability, Store};
 
+use bytes::Bytes;
+
 use super::fanout::{self, Fan};
+use super::idle;
 use super::instrument::{self, ARBOR_NONE_WRK, ARBOR_WRK, PGBENCH_OFF, PGBENCH_ON, WRK_FLOOR};
 use super::load::{self, Bounds, LoadOutcome, Pace};
 use super::machine;
+use super::nullsse::NullSse;
 use super::plan::{Plan, Scenario, System};
 use super::report::{Goal, Metric, Report, Row, Skipped, SystemInfo, SCHEMA};
 use super::stats::{fmt_rate, fmt_ratio, fmt_us, round3, Recorder};
@@ -368,7 +372,10 @@ pub async fn execute(plan: Plan, command: String) -> anyhow::Result<Report> {
         settings: plan.settings(),
         ..Report::default()
     };
-    let needs_systems = plan.scenarios.iter().any(|s| *s != Scenario::Fsync);
+    let needs_systems = plan
+        .scenarios
+        .iter()
+        .any(|s| !matches!(s, Scenario::Fsync | Scenario::Idle));
     let systems = if needs_systems {
         Some(Systems::connect(&plan, &mut report).await?)
     } else {
@@ -378,6 +385,7 @@ pub async fn execute(plan: Plan, command: String) -> anyhow::Result<Report> {
         let t = Instant::now();
         let res = match (scenario, &systems) {
             (Scenario::Fsync, _) => fsync(&plan, &mut report),
+            (Scenario::Idle, _) => idle_subscribers(&plan, &mut report).await,
             (_, None) => Ok(()),
             (Scenario::Append, Some(s)) => append(&plan, s, &mut report).await,
             (Scenario::Batch, Some(s)) => batch(&plan, s, &mut report).await,
@@ -1014,7 +1022,7 @@ async fn fanout_case(
         let fan = Fan::new(fan_capacity(rate, plan.fanout_duration));
         let ids = IdAlloc::counted();
         let path = format!("/v1/workflows/{wf}/stream");
-        let subs = fanout::arbor_subscribers(a.http.client(), &path, m, ids.clone(), &fan).await;
+        let subs = fanout::raw_subscribers(a.http.base(), &path, m, ids.clone(), &fan).await?;
         let http = a.http.clone();
         let sent = drive_marked(
             plan,
@@ -1031,6 +1039,35 @@ async fn fanout_case(
         report
             .results
             .push(fan_collect(&case, "arbor SSE", m, &fan, &sent, subs).await);
+    }
+    // The floor: the same client against a server that does nothing but write.
+    {
+        let server = NullSse::start(arbor::http::Limits::default().sse_coalesce).await?;
+        let fan = Fan::new(fan_capacity(rate, plan.fanout_duration));
+        let ids = IdAlloc::counted();
+        let (wf, root) = (Uuid::now_v7(), Uuid::now_v7());
+        let subs = fanout::raw_subscribers(&server.base(), "/stream", m, ids.clone(), &fan).await?;
+        let publisher = server.publisher();
+        let sent = drive_marked(
+            plan,
+            (rate, plan.fanout_duration),
+            (root, &ids),
+            &fan,
+            &format!("fanout: null SSE server × {m}"),
+            move |op: Op| {
+                let publisher = publisher.clone();
+                async move {
+                    let frame = format!("event: node.created\ndata: {}\n\n", event_json(wf, &op)?);
+                    // No subscriber left is the subscribers' failure, counted there.
+                    let _ = publisher.send(Bytes::from(frame));
+                    Ok(())
+                }
+            },
+        )
+        .await;
+        report
+            .results
+            .push(fan_collect(&case, "SSE floor (null server)", m, &fan, &sent, subs).await);
     }
     if let (Some(r), true) = (&sys.redis, plan.has(System::Redis)) {
         let fan = Fan::new(fan_capacity(rate, plan.fanout_duration));
@@ -1128,6 +1165,58 @@ async fn fan_collect(
         .await;
     let receipts = fanout::collect(subs).await;
     fan_row(case, system, m, sent, &receipts, sent.elapsed)
+}
+
+/// Idle subscribers on the real binary (see [`idle`]).
+async fn idle_subscribers(plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
+    let n = plan.idle_subscribers;
+    let Some(bin) = idle::sibling_arbor() else {
+        report.skipped.push(skip(
+            "idle",
+            "arbor SSE",
+            "the arbor binary is not built beside arbor-bench (cargo build --release)",
+        ));
+        return Ok(());
+    };
+    if let Some(limit) = fanout::open_files_limit() {
+        if limit < n as u64 + 256 {
+            bail!(
+                "{n} idle subscribers need about {} open files per process; the limit is \
+                 {limit}: raise it (ulimit -n) or pass --subscribers",
+                n + 256
+            );
+        }
+    }
+    let case = format!("{n} idle subscribers on one workflow, then one event");
+    let row = match idle::measure(&bin, n).await {
+        Ok(out) => {
+            let mut r = Row {
+                scenario: "idle".into(),
+                case,
+                system: "arbor SSE (the real binary)".into(),
+                unit: "delivery".into(),
+                summary: out.receipts.latency.summary(out.connect_time),
+                service: None,
+                events_per_second: None,
+                extra: out.extra(),
+                error: out.receipts.first_error.clone(),
+            };
+            r.extra.insert(
+                "delivered".into(),
+                Value::from(format!("{} of {n}", out.receipts.latency.count())),
+            );
+            if out.receipts.failed_subscribers > 0 {
+                r.extra.insert(
+                    "failed_subscribers".into(),
+                    Value::from(out.receipts.failed_subscribers),
+                );
+            }
+            r
+        }
+        Err(e) => failed_row("idle", &case, "arbor SSE (the real binary)", "delivery", &e),
+    };
+    report.results.push(row);
+    Ok(())
 }
 
 /// Sync lag: append acknowledged → visible in each sink.

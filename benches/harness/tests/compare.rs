@@ -116,8 +116,13 @@ fn quick_compare_runs_every_scenario_on_every_system() {
     assert!(report.machine.nproc >= 1);
     let fsync = report.fsync.as_ref().expect("fsync probe");
     assert!(fsync.count > 0 && fsync.p50_us > 0.0);
+    // The idle scenario runs the real `arbor` binary: built by a workspace test run.
+    let arbor_built = arbor_bench::idle::sibling_arbor().is_some();
     assert!(
-        report.skipped.iter().all(|s| s.scenario == "batch"),
+        report
+            .skipped
+            .iter()
+            .all(|s| s.scenario == "batch" || (s.scenario == "idle" && !arbor_built)),
         "nothing but the seeds' batch may be skipped: {:?}",
         report.skipped
     );
@@ -134,7 +139,7 @@ fn quick_compare_runs_every_scenario_on_every_system() {
         ("batch", &["arbor", "postgres", "redis"][..]),
         ("path", &["arbor", "seeds", "postgres"][..]),
         ("subtree", &["arbor", "seeds", "postgres"][..]),
-        ("fanout", &["arbor SSE", "redis pub/sub"][..]),
+        ("fanout", &["arbor SSE", "SSE floor", "redis pub/sub"][..]),
         (
             "sync_lag",
             &["redis sink", "postgres sink", "neo4j sink"][..],
@@ -143,6 +148,20 @@ fn quick_compare_runs_every_scenario_on_every_system() {
         for system in systems {
             assert!(has(scenario, system), "no {scenario} row for {system}");
         }
+    }
+    if arbor_built {
+        let idle = report
+            .results
+            .iter()
+            .find(|r| r.scenario == "idle")
+            .expect("an idle-subscribers row");
+        assert_eq!(idle.error, None, "idle subscribers: {idle:?}");
+        assert_eq!(
+            idle.summary.count, 500,
+            "the one event reached every subscriber"
+        );
+        let per = idle.extra["bytes_per_subscriber"].as_f64().unwrap_or(0.0);
+        assert!(per > 0.0, "memory per subscriber measured: {per}");
     }
     for depth in ["depth 10", "depth 1000", "depth 10000"] {
         assert!(
