@@ -581,10 +581,30 @@ fn seen_nodes(seen: &Seen, mut nodes: Vec<RenderedNode>) -> Response {
     RenderedNodes(&nodes).into_response()
 }
 
-/// The nodes at `seqs` (if the index found them) with their JSON text, rendered once
-/// and kept by the node cache.
-fn rendered(s: &Store, seqs: Option<Vec<Seq>>) -> Result<Option<Vec<RenderedNode>>, StorageError> {
-    seqs.map(|q| s.rendered(&q)).transpose()
+/// Most nodes an answer joins in place on a runtime worker (from the node cache);
+/// larger answers are built on the blocking pool, so a worker is never held for long.
+const IN_PLACE_NODES: usize = 2048;
+
+/// The nodes at the seqs `seqs_of` finds in the index for node `id` (which `p` must
+/// see), each with its JSON text. When the node cache holds every one already rendered
+/// (the common case for a hot tree) they are taken in place, with no hop to the
+/// blocking pool and back; otherwise they are read there (and rendered once, and
+/// cached).
+async fn rendered_nodes(
+    app: &AppState,
+    p: &Principal,
+    id: Uuid,
+    seqs_of: impl FnOnce(&Store, &Uuid) -> Option<Vec<Seq>>,
+) -> Result<(Seen, Vec<RenderedNode>), Problem> {
+    let seen = p.node(&app.store, &id)?;
+    let seqs = seqs_of(&app.store, &id).ok_or_else(|| node_missing(&id))?;
+    if seqs.len() <= IN_PLACE_NODES {
+        if let Some(nodes) = app.store.rendered_cached(&seqs) {
+            return Ok((seen, nodes));
+        }
+    }
+    let nodes = read(&app.store, move |s| s.rendered(&seqs)).await?;
+    Ok((seen, nodes))
 }
 
 /// A node, with its edges.
@@ -630,7 +650,7 @@ pub async fn get_path(
     // The ancestors of a node seen are seen.
     match q.format.as_deref().unwrap_or("nodes") {
         "nodes" => {
-            let (_, nodes) = read_node(&app, &p, id, |s, id| rendered(s, s.path_seqs(id))).await?;
+            let (_, nodes) = rendered_nodes(&app, &p, id, Store::path_seqs).await?;
             Ok(RenderedNodes(&nodes).into_response())
         }
         "messages" => {
@@ -660,7 +680,7 @@ pub async fn get_children(
     PathParam(id): PathParam<Uuid>,
     _: QueryParams<NoQuery>,
 ) -> ApiResult {
-    let (seen, nodes) = read_node(&app, &p, id, |s, id| rendered(s, s.children_seqs(id))).await?;
+    let (seen, nodes) = rendered_nodes(&app, &p, id, Store::children_seqs).await?;
     Ok(seen_nodes(&seen, nodes))
 }
 
@@ -677,10 +697,8 @@ pub async fn get_subtree(
     PathParam(id): PathParam<Uuid>,
     QueryParams(q): QueryParams<SubtreeQuery>,
 ) -> ApiResult {
-    let (seen, nodes) = read_node(&app, &p, id, move |s, id| {
-        rendered(s, s.subtree_seqs(id, q.max_depth))
-    })
-    .await?;
+    let (seen, nodes) =
+        rendered_nodes(&app, &p, id, |s, id| s.subtree_seqs(id, q.max_depth)).await?;
     Ok(seen_nodes(&seen, nodes))
 }
 

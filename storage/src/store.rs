@@ -525,6 +525,14 @@ impl Store {
         seqs.iter().map(|s| self.rendered_at(*s)).collect()
     }
 
+    /// The nodes created at `seqs` with their JSON texts, only if the node cache holds
+    /// every one already rendered (see [`NodeCache::all_rendered`]): never touches the
+    /// disk, so an async handler may call it in place and fall back to
+    /// [`Store::rendered`] on the blocking pool when it answers `None`.
+    pub fn rendered_cached(&self, seqs: &[Seq]) -> Option<Vec<RenderedNode>> {
+        self.shared.nodes.all_rendered(seqs)
+    }
+
     /// The node created by the event at `seq`, read and decoded from disk, bypassing
     /// the node cache.
     pub fn node_from_disk(&self, seq: Seq) -> Result<Node, StorageError> {

@@ -232,14 +232,20 @@ impl Conn {
     async fn exchange(&mut self, req: &[u8]) -> Result<(Answer, bool), Exchange> {
         self.buf.clear();
         self.tcp.write_all(req).await?;
+        // The answer's whole length, once its head is in: room for all of it is made
+        // at once (one allocation, big reads), not grown 16 KiB at a time.
+        let mut whole: Option<usize> = None;
         loop {
-            if !self.buf.is_empty() {
-                if let Some(done) = parse_answer(&mut self.buf).map_err(Exchange::Failed)? {
-                    return Ok(done);
+            if !self.buf.is_empty() && whole.is_none_or(|n| self.buf.len() >= n) {
+                match parse(&mut self.buf).map_err(Exchange::Failed)? {
+                    Parsed::Complete(answer, keep) => return Ok((answer, keep)),
+                    Parsed::Body(n) => whole = Some(n),
+                    Parsed::Head => {}
                 }
             }
-            if self.buf.capacity() - self.buf.len() < 4096 {
-                self.buf.reserve(16 * 1024);
+            let want = whole.map_or(4096, |n| n.saturating_sub(self.buf.len()));
+            if self.buf.capacity() - self.buf.len() < want.max(4096) {
+                self.buf.reserve(want.max(16 * 1024));
             }
             if self.tcp.read_buf(&mut self.buf).await? == 0 {
                 return Err(if self.buf.is_empty() {
@@ -256,13 +262,30 @@ impl Conn {
 
 /// One complete answer at the front of `buf` (taken off it) and whether the connection
 /// may be kept; `None` while incomplete. Only `Content-Length` bodies: a chunked answer
-/// is an error (arbor sends one only for streams, which [`HttpClient::stream`] reads).
+/// is an error (arbor sends one only for streams, which `fanout`'s raw client reads).
 pub fn parse_answer(buf: &mut BytesMut) -> anyhow::Result<Option<(Answer, bool)>> {
+    Ok(match parse(buf)? {
+        Parsed::Complete(answer, keep) => Some((answer, keep)),
+        Parsed::Head | Parsed::Body(_) => None,
+    })
+}
+
+/// How far an answer at the front of a buffer is.
+enum Parsed {
+    /// Its head is not complete yet.
+    Head,
+    /// Its head is in; the whole answer is this many bytes.
+    Body(usize),
+    /// Complete (taken off the buffer), and whether the connection may be kept.
+    Complete(Answer, bool),
+}
+
+fn parse(buf: &mut BytesMut) -> anyhow::Result<Parsed> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut res = httparse::Response::new(&mut headers);
     let head = match res.parse(buf).context("an invalid HTTP answer")? {
         httparse::Status::Complete(n) => n,
-        httparse::Status::Partial => return Ok(None),
+        httparse::Status::Partial => return Ok(Parsed::Head),
     };
     let status = StatusCode::from_u16(res.code.unwrap_or(0)).context("an invalid status")?;
     let mut length = 0;
@@ -280,11 +303,11 @@ pub fn parse_answer(buf: &mut BytesMut) -> anyhow::Result<Option<(Answer, bool)>
         }
     }
     if buf.len() < head + length {
-        return Ok(None);
+        return Ok(Parsed::Body(head + length));
     }
     let mut whole = buf.split_to(head + length);
     let body = whole.split_off(head).freeze();
-    Ok(Some((Answer { status, body }, keep)))
+    Ok(Parsed::Complete(Answer { status, body }, keep))
 }
 
 #[cfg(test)]

@@ -40,6 +40,7 @@ pub mod nullsse;
 pub mod plan;
 pub mod report;
 pub mod scenarios;
+pub mod statics;
 pub mod stats;
 pub mod systems;
 pub mod workload;

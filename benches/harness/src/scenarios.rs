@@ -15,6 +15,7 @@ use arbor_storage::{Durability, Store};
 use bytes::Bytes;
 
 use super::fanout::{self, Fan};
+use super::http::HttpClient;
 use super::idle;
 use super::instrument::{self, ARBOR_NONE_WRK, ARBOR_WRK, PGBENCH_OFF, PGBENCH_ON, WRK_FLOOR};
 use super::load::{self, Bounds, LoadOutcome, Pace};
@@ -22,6 +23,7 @@ use super::machine;
 use super::nullsse::NullSse;
 use super::plan::{Plan, Scenario, System};
 use super::report::{Goal, Metric, Report, Row, Skipped, SystemInfo, SCHEMA};
+use super::statics::StaticAnswer;
 use super::stats::{fmt_rate, fmt_ratio, fmt_us, round3, Recorder};
 use super::systems::arbor::{ArborHttp, LocalArbor, LocalSinks};
 use super::systems::postgres::Postgres;
@@ -40,6 +42,9 @@ pub const STORE: &str = "arbor store, in-process";
 pub const INDEX: &str = "arbor index only, in-process";
 /// Reference: the harness's HTTP client and the server with no storage work.
 pub const HTTP_FLOOR: &str = "HTTP floor (GET /healthz), harness client";
+/// Reference: the same client fetching arbor's path answer from a server that only
+/// writes those bytes.
+pub const PATH_FLOOR: &str = "HTTP floor (the same answer, static server)";
 /// Baseline (a).
 pub const SEEDS: &str = "seeds: neo4j + redis";
 /// Baseline (b).
@@ -788,6 +793,26 @@ async fn path(plan: &Plan, sys: &Systems, report: &mut Report) -> anyhow::Result
                     })
                     .await,
                 );
+                // The floor: the same answer from a server that only writes it.
+                let body = a
+                    .http
+                    .client()
+                    .get(&format!("/v1/nodes/{leaf}/path"))
+                    .await?
+                    .ok("GET path")?;
+                let floor = StaticAnswer::start(&body).await?;
+                let client = HttpClient::new(&floor.base(), plan.item_timeout)?;
+                let mut r = query_series(plan, "path", &case, PATH_FLOOR, expect, move || {
+                    let client = client.clone();
+                    async move {
+                        client.get("/path").await?.ok("GET floor")?;
+                        Ok(known.nodes)
+                    }
+                })
+                .await;
+                r.extra
+                    .insert("answer_bytes".into(), Value::from(body.len() as u64));
+                report.results.push(r);
             }
             if let (Some(store), true) = (store_of(sys), plan.has(System::ArborStore)) {
                 let s = store.clone();
