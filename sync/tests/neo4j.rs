@@ -146,6 +146,72 @@ async fn out_of_order_and_replayed_batches_lose_no_edge() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_several_workflows_is_split_by_workflow_and_written_exactly() {
+    use arbor_sync::Sink;
+    let (_dir, store) = store();
+    let mut wfs = vec![
+        synthetic(&store, 1500, 21).await,
+        realistic(&store).await,
+        synthetic(&store, 700, 22).await,
+    ];
+    wfs.push(synthetic(&store, 400, 23).await);
+    let items = arbor_sync::driver::read_items(&store, 0, 100_000).expect("items");
+    assert_eq!(items.len() as u64, store.head());
+
+    // A batch under 2 × MIN_PART_EVENTS stays one transaction.
+    let small = neo4j::partition(
+        &items[..neo4j::MIN_PART_EVENTS * 2 - 1],
+        2,
+        neo4j::MIN_PART_EVENTS,
+    );
+    assert_eq!(small.len(), 1);
+    assert_eq!(small[0].len(), neo4j::MIN_PART_EVENTS * 2 - 1);
+
+    let parts = neo4j::partition(&items, neo4j::PARALLEL_TXNS, neo4j::MIN_PART_EVENTS);
+    assert_eq!(parts.len(), 2);
+    // Every item once, each part in seq order, each workflow in one part only.
+    let mut seqs: Vec<u64> = parts.iter().flatten().map(|i| i.seq()).collect();
+    for part in &parts {
+        assert!(
+            part.windows(2).all(|w| w[0].seq() < w[1].seq()),
+            "part out of order"
+        );
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=store.head()).collect::<Vec<_>>());
+    for wf in &wfs {
+        let holding = parts
+            .iter()
+            .filter(|p| p.iter().any(|i| i.event.workflow_id == *wf))
+            .count();
+        assert_eq!(holding, 1, "workflow {wf} split across transactions");
+    }
+    // Balanced: the parts differ by at most the largest workflow's events.
+    let largest = wfs
+        .iter()
+        .map(|wf| items.iter().filter(|i| i.event.workflow_id == *wf).count())
+        .max()
+        .unwrap_or(0);
+    let mut sizes: Vec<usize> = parts.iter().map(Vec::len).collect();
+    sizes.sort_unstable();
+    assert!(
+        sizes[1] - sizes[0] <= largest,
+        "parts {sizes:?}, largest workflow {largest}"
+    );
+
+    // Written (twice: a replay changes nothing) as concurrent transactions.
+    let mut sink = Neo4jSink::new(neo4j());
+    sink.setup().await.expect("setup");
+    sink.apply(&items).await.expect("apply");
+    sink.apply(&items).await.expect("replay");
+    let g = graph().await;
+    for wf in &wfs {
+        assert_exact(&g, &store, *wf).await;
+    }
+    assert_same_answers(&store, &NeoReplica(g), wfs[1], 1000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicates_a_100k_event_workflow() {
     let (_dir, store) = store();
     let wf = synthetic(&store, 100_000, 11).await;

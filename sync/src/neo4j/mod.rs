@@ -3,7 +3,10 @@
 //! - At start: a uniqueness constraint on `Node.id` and indexes on `Node.workflow_id`,
 //!   `Node.branch_id` and `Node.agent_id` (`IF NOT EXISTS`); then it waits until they
 //!   are online and plans the batch statements once with no rows.
-//! - Per batch, one transaction of `UNWIND $rows AS row MERGE …` statements: nodes are
+//! - Per batch, `UNWIND $rows AS row MERGE …` statements in one transaction — or, for a
+//!   batch of at least 2 × [`MIN_PART_EVENTS`] events, in [`PARALLEL_TXNS`] concurrent
+//!   transactions of whole workflows each ([`partition`]), since Neo4j runs one
+//!   transaction on one thread. Nodes are
 //!   `MERGE (n:Node {id})` then `SET n:WorkflowNode, n.… = row.…`; the parent is
 //!   `MERGE`d as a placeholder `(:Node {id})` (no `WorkflowNode` label, no properties)
 //!   when it has not arrived yet, and `MERGE (parent)-[:PARENT_OF]->(n)`. The seeds'
@@ -39,6 +42,8 @@
 //! refused: a type, an argument, a value too large to index) and values too large for
 //! Bolt are permanent; security, transient and database errors are retriable; anything
 //! else (the connection) is lost: the driver runs `setup` again, on a new pool.
+
+use std::collections::HashMap;
 
 use arbor_storage::{EdgeKind, EventBody, Seq};
 use neo4rs::{query, BoltList, BoltMap, BoltNull, BoltString, BoltType, ConfigBuilder, Graph};
@@ -237,85 +242,154 @@ impl Neo4jSink {
         Ok(g)
     }
 
+    /// Writes `batch` as [`PARALLEL_TXNS`] concurrent transactions, one per group of
+    /// whole workflows (see [`partition`]); waits for all of them, then returns the first
+    /// error. One that committed while another failed is harmless: the driver applies the
+    /// batch again, and every statement is a MERGE.
     async fn write(&mut self, batch: &[Item]) -> Result<(), SinkError> {
         let graph = self.graph().await?;
-        let mut nodes = Vec::new();
-        let mut edges: [Vec<BoltType>; 3] = [Vec::new(), Vec::new(), Vec::new()];
-        let mut workflows = Vec::new();
-        for item in batch {
-            let e = &item.event;
-            match &e.body {
-                EventBody::WorkflowCreated(c) => workflows.push(map(vec![
-                    ("id", s(e.workflow_id.to_string())),
-                    ("seq", int(e.seq)),
-                    ("status", s("running")),
-                    ("root_id", s(c.root.id.to_string())),
-                    ("user_id", opt(c.user_id.clone())),
-                    ("metadata", s(Value::Object(c.metadata.clone()).to_string())),
-                    ("meta", meta_props(&c.metadata)),
-                ])),
-                EventBody::StatusChanged(st) => workflows.push(map(vec![
-                    ("id", s(e.workflow_id.to_string())),
-                    ("seq", int(e.seq)),
-                    ("status", s(st.to.as_str())),
-                    ("root_id", BoltType::Null(BoltNull)),
-                ])),
-                _ => {}
-            }
-            if let Some(n) = item.node() {
-                nodes.push(map(vec![
-                    ("id", s(n.id.to_string())),
-                    ("workflow_id", s(n.workflow_id.to_string())),
-                    ("parent_id", opt(n.parent_id.map(|p| p.to_string()))),
-                    ("type", s(n.node_type.clone())),
-                    ("role", opt(n.role.map(|r| r.as_str().to_owned()))),
-                    ("content", s(n.content.clone())),
-                    ("payload", s(n.payload.to_string())),
-                    ("metadata", s(Value::Object(n.metadata.clone()).to_string())),
-                    ("agent_id", opt(n.agent_id.clone())),
-                    ("user_id", opt(n.user_id.clone())),
-                    ("branch_id", s(n.branch_id.to_string())),
-                    ("depth", int(u64::from(n.depth))),
-                    ("seq", int(n.seq)),
-                    ("timestamp", s(n.timestamp.to_string())),
-                    ("meta", meta_props(&n.metadata)),
-                ]));
-            }
-            for e in item.edges() {
-                let slot = match e.kind {
-                    EdgeKind::ParentOf => continue, // merged with the node
-                    EdgeKind::Monitors => 0,
-                    EdgeKind::OptionOf => 1,
-                    EdgeKind::ChosenOption => 2,
-                };
-                edges[slot].push(map(vec![
-                    ("from", s(e.from.to_string())),
-                    ("to", s(e.to.to_string())),
-                    ("seq", int(e.seq)),
-                ]));
-            }
+        let txns = partition(batch, PARALLEL_TXNS, MIN_PART_EVENTS)
+            .into_iter()
+            .map(|part| statements(&part))
+            .filter(|statements| !statements.is_empty())
+            .map(|statements| {
+                let graph = graph.clone();
+                async move { in_txn(&graph, statements).await }
+            });
+        for result in futures_util::future::join_all(txns).await {
+            result.map_err(|e| classify(&e))?;
         }
-        let mut statements = Vec::new();
-        if !nodes.is_empty() {
-            statements.push(query(MERGE_NODES).param("rows", list(nodes)));
-        }
-        if !workflows.is_empty() {
-            statements.push(query(MERGE_WORKFLOWS).param("rows", list(workflows)));
-        }
-        for (rows, kind) in edges.into_iter().zip([
-            EdgeKind::Monitors,
-            EdgeKind::OptionOf,
-            EdgeKind::ChosenOption,
-        ]) {
-            if !rows.is_empty() {
-                statements.push(query(&merge_edges(kind)).param("rows", list(rows)));
-            }
-        }
-        if statements.is_empty() {
-            return Ok(());
-        }
-        in_txn(&graph, statements).await.map_err(|e| classify(&e))
+        Ok(())
     }
+}
+
+/// Most transactions one batch is written in at once. Neo4j runs each transaction on one
+/// thread, so one transaction at a time leaves the server's other cores idle while the
+/// sink catches up (`sync/examples/catchup.rs`; BENCHMARKS.md).
+pub const PARALLEL_TXNS: usize = 2;
+
+/// Fewest events per transaction when a batch is split: a small batch (the steady state)
+/// stays one transaction, so a commit (and its fsync) is not paid twice for nothing.
+pub const MIN_PART_EVENTS: usize = 500;
+
+/// Splits `batch` into at most `parts` groups of whole workflows, balanced by event count
+/// (largest workflow first, to the lightest group), each in the batch's own seq order; at
+/// least `min_part` events per group. Workflows share no node, so the groups' transactions
+/// never wait on each other's locks, and each workflow's events stay in one transaction, in
+/// order (its status is kept by seq).
+pub fn partition(batch: &[Item], parts: usize, min_part: usize) -> Vec<Vec<&Item>> {
+    let parts = parts.min(batch.len() / min_part.max(1)).max(1);
+    if parts == 1 {
+        return vec![batch.iter().collect()];
+    }
+    // (workflow, events), in order of first appearance: the sort below is stable, so the
+    // split does not depend on a hash order
+    let mut index: HashMap<Uuid, usize> = HashMap::new();
+    let mut sizes: Vec<(Uuid, usize)> = Vec::new();
+    for item in batch {
+        let wf = item.event.workflow_id;
+        let i = *index.entry(wf).or_insert_with(|| {
+            sizes.push((wf, 0));
+            sizes.len() - 1
+        });
+        sizes[i].1 += 1;
+    }
+    sizes.sort_by_key(|w| std::cmp::Reverse(w.1));
+    let mut load = vec![0usize; parts];
+    let mut group_of: HashMap<Uuid, usize> = HashMap::with_capacity(sizes.len());
+    for (wf, n) in sizes {
+        let (lightest, _) = load
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, l)| **l)
+            .unwrap_or((0, &0));
+        load[lightest] += n;
+        group_of.insert(wf, lightest);
+    }
+    let mut groups: Vec<Vec<&Item>> = vec![Vec::new(); parts];
+    for item in batch {
+        let g = group_of.get(&item.event.workflow_id).copied().unwrap_or(0);
+        groups[g].push(item);
+    }
+    groups.retain(|g| !g.is_empty());
+    groups
+}
+
+/// The statements that write `items` (in their order), none if they write nothing.
+fn statements(items: &[&Item]) -> Vec<neo4rs::Query> {
+    let mut nodes = Vec::new();
+    let mut edges: [Vec<BoltType>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    let mut workflows = Vec::new();
+    for item in items {
+        let e = &item.event;
+        match &e.body {
+            EventBody::WorkflowCreated(c) => workflows.push(map(vec![
+                ("id", s(e.workflow_id.to_string())),
+                ("seq", int(e.seq)),
+                ("status", s("running")),
+                ("root_id", s(c.root.id.to_string())),
+                ("user_id", opt(c.user_id.clone())),
+                ("metadata", s(Value::Object(c.metadata.clone()).to_string())),
+                ("meta", meta_props(&c.metadata)),
+            ])),
+            EventBody::StatusChanged(st) => workflows.push(map(vec![
+                ("id", s(e.workflow_id.to_string())),
+                ("seq", int(e.seq)),
+                ("status", s(st.to.as_str())),
+                ("root_id", BoltType::Null(BoltNull)),
+            ])),
+            _ => {}
+        }
+        if let Some(n) = item.node() {
+            nodes.push(map(vec![
+                ("id", s(n.id.to_string())),
+                ("workflow_id", s(n.workflow_id.to_string())),
+                ("parent_id", opt(n.parent_id.map(|p| p.to_string()))),
+                ("type", s(n.node_type.clone())),
+                ("role", opt(n.role.map(|r| r.as_str().to_owned()))),
+                ("content", s(n.content.clone())),
+                ("payload", s(n.payload.to_string())),
+                ("metadata", s(Value::Object(n.metadata.clone()).to_string())),
+                ("agent_id", opt(n.agent_id.clone())),
+                ("user_id", opt(n.user_id.clone())),
+                ("branch_id", s(n.branch_id.to_string())),
+                ("depth", int(u64::from(n.depth))),
+                ("seq", int(n.seq)),
+                ("timestamp", s(n.timestamp.to_string())),
+                ("meta", meta_props(&n.metadata)),
+            ]));
+        }
+        for e in item.edges() {
+            let slot = match e.kind {
+                EdgeKind::ParentOf => continue, // merged with the node
+                EdgeKind::Monitors => 0,
+                EdgeKind::OptionOf => 1,
+                EdgeKind::ChosenOption => 2,
+            };
+            edges[slot].push(map(vec![
+                ("from", s(e.from.to_string())),
+                ("to", s(e.to.to_string())),
+                ("seq", int(e.seq)),
+            ]));
+        }
+    }
+    let mut statements = Vec::new();
+    if !nodes.is_empty() {
+        statements.push(query(MERGE_NODES).param("rows", list(nodes)));
+    }
+    if !workflows.is_empty() {
+        statements.push(query(MERGE_WORKFLOWS).param("rows", list(workflows)));
+    }
+    for (rows, kind) in edges.into_iter().zip([
+        EdgeKind::Monitors,
+        EdgeKind::OptionOf,
+        EdgeKind::ChosenOption,
+    ]) {
+        if !rows.is_empty() {
+            statements.push(query(&merge_edges(kind)).param("rows", list(rows)));
+        }
+    }
+    statements
 }
 
 /// Runs `statements` in one explicit transaction. Never through `Graph::run`/`execute`:
