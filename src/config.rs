@@ -195,7 +195,7 @@ settings! {
         /// A busy SSE stream writes at most once per this many milliseconds; events
         /// arriving in between go out together in its next write, so a stream costs one
         /// wake-up and one write per window, not per event. An event after a quiet spell
-        /// is written at once. `0` writes every event as it comes [default: 10].
+        /// is written at once. `0` writes every event as it comes [default: 20].
         #[arg(long, env = "ARBOR_SSE_COALESCE_MS")]
         sse_coalesce_ms: u64,
         /// An origin whose pages may call the API and open its streams, e.g.

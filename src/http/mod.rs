@@ -85,7 +85,7 @@ impl Default for Limits {
             max_payload_bytes: 1024 * 1024,
             max_metadata_bytes: 64 * 1024,
             sse_retry: Duration::from_millis(1000),
-            sse_coalesce: Duration::from_millis(10),
+            sse_coalesce: Duration::from_millis(20),
         }
     }
 }

@@ -20,7 +20,7 @@
 //! by default) without any write. Every stream opens with `retry: <sse_retry ms>` (1 s by
 //! default): a browser's EventSource then reconnects that soon after the stream ends.
 //!
-//! A busy stream writes at most once per `sse_coalesce` (10 ms by default): after a
+//! A busy stream writes at most once per `sse_coalesce` (20 ms by default): after a
 //! live write it sleeps out the window *without* polling its receiver, so the
 //! broadcast does not wake it, then sends everything that arrived meanwhile as one
 //! chunk. With many subscribers and a steady event rate this turns one wake-up and one
