@@ -86,7 +86,8 @@ settings! {
         /// Durability of acknowledged appends [default: fsync].
         #[arg(long, env = "ARBOR_DURABILITY", value_enum)]
         durability: DurabilityArg,
-        /// sled page cache in MiB [default: 256].
+        /// sled page cache in MiB: an upper bound, filled as the log is read; size it to
+        /// hold the log a sink catches up over (1 M events take ~650 MB) [default: 1024].
         #[arg(long, env = "ARBOR_CACHE_MB")]
         cache_mb: u64,
         /// Cache of decoded nodes (path, subtree, … reads) in MiB; 0 disables it

@@ -91,7 +91,9 @@ impl Default for StoreOptions {
     fn default() -> StoreOptions {
         StoreOptions {
             durability: Durability::Fsync,
-            cache_mb: 256,
+            // A 1 M-event log (~650 MB on disk) fits: with 256 or 512 MiB, reading it
+            // (a sink catching up) ran at less than half the speed (BENCHMARKS.md).
+            cache_mb: 1024,
             node_cache_mb: 256,
             max_group: 1024,
             broadcast_capacity: 4096,
