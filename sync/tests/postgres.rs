@@ -506,3 +506,92 @@ async fn anti_entropy_repairs_rows_deleted_behind_arbors_back() {
     assert_same_answers(&store, &PgReplica(pool.clone()), wf, 1000).await;
     set.shutdown().await;
 }
+
+/// A fresh batch of several workflows is written as concurrent statements, one per part
+/// of whole workflows (`partition`), and the cursor moves only once every part has
+/// committed. When one part is refused after the other committed, the cursor stays
+/// where it was; the batch written again (without the refused event, as the driver does
+/// once it has dead-lettered it) is no longer fresh, so it goes the conflict-tolerant
+/// way: nothing is lost and nothing doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_batch_is_written_in_parts_and_a_part_that_fails_loses_and_doubles_nothing() {
+    use arbor_sync::sink::{partition, MIN_PART_EVENTS, PARALLEL_TXNS};
+    use arbor_sync::Sink;
+    let (_dir, store) = store();
+    let a = synthetic(&store, 1500, 21).await;
+    let b = realistic(&store).await;
+    let (c, root) = create(&store, "poison", json!({})).await;
+    let mut nodes: Vec<_> = (0..300)
+        .map(|i| spec(root, "message", &format!("m {i}")))
+        .collect();
+    // PostgreSQL's CHECK refuses this draft (see the dead-letter test above).
+    let mut bad = spec(root, "draft", "a tweet");
+    bad.payload = json!({"content_type": "tweet"});
+    nodes.insert(150, bad);
+    let ids = append(&store, c, nodes).await;
+    let bad_seq = store.seq_of(&ids[150]).expect("seq");
+    let items = arbor_sync::driver::read_items(&store, 0, 100_000).expect("items");
+    assert_eq!(items.len() as u64, store.head());
+    let parts = partition(&items, PARALLEL_TXNS, MIN_PART_EVENTS);
+    assert_eq!(parts.len(), 2, "the batch is split");
+    let holding_c = |p: &Vec<&arbor_sync::Item>| p.iter().any(|i| i.event.workflow_id == c);
+    let clean: Vec<u64> = parts
+        .iter()
+        .filter(|p| !holding_c(p))
+        .flatten()
+        .map(|i| i.seq())
+        .collect();
+    assert!(
+        !clean.is_empty(),
+        "one part holds no event of the poisoned workflow"
+    );
+
+    let cfg = pg_config();
+    let url = cfg.postgres_url.clone().expect("url");
+    let mut sink = postgres::PostgresSink::new(&url, &cfg.postgres_schema).expect("sink");
+    sink.setup().await.expect("setup");
+    let before = sink.load_cursor().await.expect("cursor");
+    assert!(before.unwrap_or(0) == 0, "{before:?}");
+    let err = sink.apply(&items).await.expect_err("the draft is refused");
+    assert!(err.is_permanent(), "{err}");
+    let pool = pool(&cfg);
+    let mut present: Vec<i64> = sqlx::query_scalar("SELECT seq FROM arbor_events ORDER BY seq")
+        .fetch_all(&pool)
+        .await
+        .expect("seqs");
+    let mut expected: Vec<i64> = clean.iter().map(|s| *s as i64).collect();
+    expected.sort_unstable();
+    present.sort_unstable();
+    assert_eq!(
+        present, expected,
+        "exactly the part without the refused draft committed"
+    );
+    assert_eq!(
+        sink.load_cursor().await.expect("cursor"),
+        before,
+        "the cursor did not move"
+    );
+
+    let rest: Vec<arbor_sync::Item> = items
+        .iter()
+        .filter(|i| i.seq() != bad_seq)
+        .cloned()
+        .collect();
+    sink.apply(&rest).await.expect("the rest");
+    let (n, distinct): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT seq) FROM arbor_events")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+    assert_eq!(
+        (n, distinct),
+        (store.head() as i64 - 1, store.head() as i64 - 1)
+    );
+    assert_eq!(
+        sink.load_cursor().await.expect("cursor"),
+        Some(store.head())
+    );
+    let replica = PgReplica(pool.clone());
+    assert_same_answers(&store, &replica, a, 200).await;
+    assert_same_answers(&store, &replica, b, 200).await;
+}

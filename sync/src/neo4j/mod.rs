@@ -43,8 +43,6 @@
 //! Bolt are permanent; security, transient and database errors are retriable; anything
 //! else (the connection) is lost: the driver runs `setup` again, on a new pool.
 
-use std::collections::HashMap;
-
 use arbor_storage::{EdgeKind, EventBody, Seq};
 use neo4rs::{query, BoltList, BoltMap, BoltNull, BoltString, BoltType, ConfigBuilder, Graph};
 use serde_json::Value;
@@ -52,6 +50,7 @@ use uuid::Uuid;
 
 use crate::error::{Redactor, SinkError};
 use crate::sink::{edge_keys, status_after, Audit, CursorHome, Item, Sink, Tally};
+pub use crate::sink::{partition, MIN_PART_EVENTS, PARALLEL_TXNS};
 
 /// Sink name (cursor and dead-letter key).
 pub const NAME: &str = "neo4j";
@@ -261,58 +260,6 @@ impl Neo4jSink {
         }
         Ok(())
     }
-}
-
-/// Most transactions one batch is written in at once. Neo4j runs each transaction on one
-/// thread, so one transaction at a time leaves the server's other cores idle while the
-/// sink catches up (`sync/examples/catchup.rs`; BENCHMARKS.md).
-pub const PARALLEL_TXNS: usize = 2;
-
-/// Fewest events per transaction when a batch is split: a small batch (the steady state)
-/// stays one transaction, so a commit (and its fsync) is not paid twice for nothing.
-pub const MIN_PART_EVENTS: usize = 500;
-
-/// Splits `batch` into at most `parts` groups of whole workflows, balanced by event count
-/// (largest workflow first, to the lightest group), each in the batch's own seq order; at
-/// least `min_part` events per group. Workflows share no node, so the groups' transactions
-/// never wait on each other's locks, and each workflow's events stay in one transaction, in
-/// order (its status is kept by seq).
-pub fn partition(batch: &[Item], parts: usize, min_part: usize) -> Vec<Vec<&Item>> {
-    let parts = parts.min(batch.len() / min_part.max(1)).max(1);
-    if parts == 1 {
-        return vec![batch.iter().collect()];
-    }
-    // (workflow, events), in order of first appearance: the sort below is stable, so the
-    // split does not depend on a hash order
-    let mut index: HashMap<Uuid, usize> = HashMap::new();
-    let mut sizes: Vec<(Uuid, usize)> = Vec::new();
-    for item in batch {
-        let wf = item.event.workflow_id;
-        let i = *index.entry(wf).or_insert_with(|| {
-            sizes.push((wf, 0));
-            sizes.len() - 1
-        });
-        sizes[i].1 += 1;
-    }
-    sizes.sort_by_key(|w| std::cmp::Reverse(w.1));
-    let mut load = vec![0usize; parts];
-    let mut group_of: HashMap<Uuid, usize> = HashMap::with_capacity(sizes.len());
-    for (wf, n) in sizes {
-        let (lightest, _) = load
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, l)| **l)
-            .unwrap_or((0, &0));
-        load[lightest] += n;
-        group_of.insert(wf, lightest);
-    }
-    let mut groups: Vec<Vec<&Item>> = vec![Vec::new(); parts];
-    for item in batch {
-        let g = group_of.get(&item.event.workflow_id).copied().unwrap_or(0);
-        groups[g].push(item);
-    }
-    groups.retain(|g| !g.is_empty());
-    groups
 }
 
 /// The statements that write `items` (in their order), none if they write nothing.

@@ -47,7 +47,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use uuid::Uuid;
 
 use crate::error::{Redactor, SinkError};
-use crate::sink::{edge_keys, Audit, CursorHome, Item, Sink, Tally};
+use crate::sink::{
+    edge_keys, partition, Audit, CursorHome, Item, Sink, Tally, MIN_PART_EVENTS, PARALLEL_TXNS,
+};
 
 /// Sink name (cursor row and dead-letter key).
 pub const NAME: &str = "postgres";
@@ -173,6 +175,22 @@ static FRESH_BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         plain(INSERT_DRAFTS, 28),
         shift_params(UPSERT_WORKFLOWS, 36),
         shift_params(SET_CURSOR, 44),
+    )
+});
+
+/// [`FRESH_BATCH`] without the cursor ($1–$44): one part of a fresh batch written in
+/// [`PARALLEL_TXNS`] concurrent statements. The cursor moves once every part has
+/// committed (see [`PostgresSink::write_fresh_parts`]).
+static FRESH_PART: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let plain =
+        |sql: &str, by: usize| shift_params(&sql.replace(" ON CONFLICT DO NOTHING", ""), by);
+    format!(
+        "WITH ev AS ({}), nd AS ({}), ed AS ({}), dr AS ({}) {}",
+        plain(INSERT_EVENTS, 0),
+        plain(INSERT_NODES, 9),
+        plain(INSERT_EDGES, 23),
+        plain(INSERT_DRAFTS, 28),
+        shift_params(UPSERT_WORKFLOWS, 36),
     )
 });
 
@@ -353,52 +371,39 @@ impl PostgresSink {
         let rows = Rows::of(batch);
         let w = rows.workflows();
         let last = batch.last().map_or(0, |i| to_i64(i.seq()));
-        let sql: &'static str = FRESH_BATCH.as_str();
-        sqlx::query(sql)
-            .bind(&rows.ev_seq)
-            .bind(&rows.ev_id)
-            .bind(&rows.ev_wf)
-            .bind(&rows.ev_kind)
-            .bind(&rows.ev_ts)
-            .bind(&rows.ev_actor)
-            .bind(&rows.ev_body)
-            .bind(&rows.ev_prev)
-            .bind(&rows.ev_hash)
-            .bind(&rows.n_id)
-            .bind(&rows.n_wf)
-            .bind(&rows.n_parent)
-            .bind(&rows.n_type)
-            .bind(&rows.n_role)
-            .bind(&rows.n_content)
-            .bind(&rows.n_payload)
-            .bind(&rows.n_metadata)
-            .bind(&rows.n_agent)
-            .bind(&rows.n_user)
-            .bind(&rows.n_branch)
-            .bind(&rows.n_depth)
-            .bind(&rows.n_seq)
-            .bind(&rows.n_ts)
-            .bind(&rows.e_type)
-            .bind(&rows.e_from)
-            .bind(&rows.e_to)
-            .bind(&rows.e_wf)
-            .bind(&rows.e_seq)
-            .bind(&rows.d_id)
-            .bind(&rows.d_wf)
-            .bind(&rows.d_ctype)
-            .bind(&rows.d_content)
-            .bind(&rows.d_status)
-            .bind(&rows.d_meta)
-            .bind(&rows.d_seq)
-            .bind(&rows.d_ts)
-            .bind(&w.wf)
-            .bind(&w.root)
-            .bind(&w.status)
-            .bind(&w.user)
-            .bind(&w.meta)
-            .bind(&w.created)
-            .bind(&w.updated)
-            .bind(&w.last)
+        bind_fresh(sqlx::query(FRESH_BATCH.as_str()), &rows, &w)
+            .bind(NAME)
+            .bind(last)
+            .execute(&self.pool)
+            .await
+            .map(drop)
+    }
+
+    /// Writes a large fresh batch as [`PARALLEL_TXNS`] concurrent [`FRESH_PART`]
+    /// statements, one per group of whole workflows ([`partition`]: no two touch the
+    /// same row), then moves the cursor. PostgreSQL runs each statement in one backend
+    /// on one core, so one statement at a time leaves the other core idle while the
+    /// sink catches up. If a part fails after another committed, the cursor has not
+    /// moved and the committed rows are present: the batch is no longer fresh, and is
+    /// written again the conflict-tolerant way, which skips them. Exactly once holds.
+    async fn write_fresh_parts(&self, parts: Vec<Vec<&Item>>) -> Result<(), sqlx::Error> {
+        let last = parts
+            .iter()
+            .filter_map(|p| p.last().map(|i| i.seq()))
+            .max()
+            .map_or(0, to_i64);
+        let writes = parts.iter().map(|part| async move {
+            let rows = Rows::of(part.iter().copied());
+            let w = rows.workflows();
+            bind_fresh(sqlx::query(FRESH_PART.as_str()), &rows, &w)
+                .execute(&self.pool)
+                .await
+                .map(drop)
+        });
+        for result in futures_util::future::join_all(writes).await {
+            result?;
+        }
+        sqlx::query(SET_CURSOR)
             .bind(NAME)
             .bind(last)
             .execute(&self.pool)
@@ -438,47 +443,16 @@ impl PostgresSink {
                 .execute(&mut *tx)
                 .await?;
         }
-        sqlx::query(INSERT_EVENTS)
-            .bind(&rows.ev_seq)
-            .bind(&rows.ev_id)
-            .bind(&rows.ev_wf)
-            .bind(&rows.ev_kind)
-            .bind(&rows.ev_ts)
-            .bind(&rows.ev_actor)
-            .bind(&rows.ev_body)
-            .bind(&rows.ev_prev)
-            .bind(&rows.ev_hash)
+        bind_events(sqlx::query(INSERT_EVENTS), &rows)
             .execute(&mut *tx)
             .await?;
         if !rows.n_id.is_empty() {
-            sqlx::query(INSERT_NODES)
-                .bind(&rows.n_id)
-                .bind(&rows.n_wf)
-                .bind(&rows.n_parent)
-                .bind(&rows.n_type)
-                .bind(&rows.n_role)
-                .bind(&rows.n_content)
-                .bind(&rows.n_payload)
-                .bind(&rows.n_metadata)
-                .bind(&rows.n_agent)
-                .bind(&rows.n_user)
-                .bind(&rows.n_branch)
-                .bind(&rows.n_depth)
-                .bind(&rows.n_seq)
-                .bind(&rows.n_ts)
+            bind_nodes(sqlx::query(INSERT_NODES), &rows)
                 .execute(&mut *tx)
                 .await?;
         }
         if !rows.d_id.is_empty() {
-            sqlx::query(INSERT_DRAFTS)
-                .bind(&rows.d_id)
-                .bind(&rows.d_wf)
-                .bind(&rows.d_ctype)
-                .bind(&rows.d_content)
-                .bind(&rows.d_status)
-                .bind(&rows.d_meta)
-                .bind(&rows.d_seq)
-                .bind(&rows.d_ts)
+            bind_drafts(sqlx::query(INSERT_DRAFTS), &rows)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -579,7 +553,12 @@ impl Sink for PostgresSink {
             }
         };
         let mut res = if fresh {
-            self.write_fresh(batch).await
+            let parts = partition(batch, PARALLEL_TXNS, MIN_PART_EVENTS);
+            if parts.len() > 1 {
+                self.write_fresh_parts(parts).await
+            } else {
+                self.write_fresh(batch).await
+            }
         } else {
             self.write(batch).await
         };
@@ -766,9 +745,82 @@ fn draft_field(payload: &Value, key: &str, default: &str) -> String {
     }
 }
 
+/// A statement being bound.
+type Query<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds the rows of a fresh batch ($1–$44 of [`FRESH_BATCH`] and [`FRESH_PART`]).
+fn bind_fresh<'q>(q: Query<'q>, rows: &'q Rows, w: &'q WfCols) -> Query<'q> {
+    let q = bind_edges(bind_nodes(bind_events(q, rows), rows), rows);
+    bind_workflows(bind_drafts(q, rows), w)
+}
+
+/// Binds the columns of [`INSERT_EVENTS`] (9).
+fn bind_events<'q>(q: Query<'q>, rows: &'q Rows) -> Query<'q> {
+    q.bind(&rows.ev_seq)
+        .bind(&rows.ev_id)
+        .bind(&rows.ev_wf)
+        .bind(&rows.ev_kind)
+        .bind(&rows.ev_ts)
+        .bind(&rows.ev_actor)
+        .bind(&rows.ev_body)
+        .bind(&rows.ev_prev)
+        .bind(&rows.ev_hash)
+}
+
+/// Binds the columns of [`INSERT_NODES`] (14).
+fn bind_nodes<'q>(q: Query<'q>, rows: &'q Rows) -> Query<'q> {
+    q.bind(&rows.n_id)
+        .bind(&rows.n_wf)
+        .bind(&rows.n_parent)
+        .bind(&rows.n_type)
+        .bind(&rows.n_role)
+        .bind(&rows.n_content)
+        .bind(&rows.n_payload)
+        .bind(&rows.n_metadata)
+        .bind(&rows.n_agent)
+        .bind(&rows.n_user)
+        .bind(&rows.n_branch)
+        .bind(&rows.n_depth)
+        .bind(&rows.n_seq)
+        .bind(&rows.n_ts)
+}
+
+/// Binds the columns of [`INSERT_EDGES`] (5).
+fn bind_edges<'q>(q: Query<'q>, rows: &'q Rows) -> Query<'q> {
+    q.bind(&rows.e_type)
+        .bind(&rows.e_from)
+        .bind(&rows.e_to)
+        .bind(&rows.e_wf)
+        .bind(&rows.e_seq)
+}
+
+/// Binds the columns of [`INSERT_DRAFTS`] (8).
+fn bind_drafts<'q>(q: Query<'q>, rows: &'q Rows) -> Query<'q> {
+    q.bind(&rows.d_id)
+        .bind(&rows.d_wf)
+        .bind(&rows.d_ctype)
+        .bind(&rows.d_content)
+        .bind(&rows.d_status)
+        .bind(&rows.d_meta)
+        .bind(&rows.d_seq)
+        .bind(&rows.d_ts)
+}
+
+/// Binds the columns of [`UPSERT_WORKFLOWS`] (8).
+fn bind_workflows<'q>(q: Query<'q>, w: &'q WfCols) -> Query<'q> {
+    q.bind(&w.wf)
+        .bind(&w.root)
+        .bind(&w.status)
+        .bind(&w.user)
+        .bind(&w.meta)
+        .bind(&w.created)
+        .bind(&w.updated)
+        .bind(&w.last)
+}
+
 impl Rows {
     /// The columns of `batch`.
-    fn of(batch: &[Item]) -> Rows {
+    fn of<'a>(batch: impl IntoIterator<Item = &'a Item>) -> Rows {
         let mut r = Rows::default();
         let mut wf_slot: HashMap<Uuid, usize> = HashMap::new();
         for item in batch {
@@ -866,25 +918,12 @@ impl Rows {
         tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     ) -> Result<(), sqlx::Error> {
         if !self.e_type.is_empty() {
-            sqlx::query(INSERT_EDGES)
-                .bind(&self.e_type)
-                .bind(&self.e_from)
-                .bind(&self.e_to)
-                .bind(&self.e_wf)
-                .bind(&self.e_seq)
+            bind_edges(sqlx::query(INSERT_EDGES), self)
                 .execute(&mut **tx)
                 .await?;
         }
         let w = self.workflows();
-        sqlx::query(UPSERT_WORKFLOWS)
-            .bind(&w.wf)
-            .bind(&w.root)
-            .bind(&w.status)
-            .bind(&w.user)
-            .bind(&w.meta)
-            .bind(&w.created)
-            .bind(&w.updated)
-            .bind(&w.last)
+        bind_workflows(sqlx::query(UPSERT_WORKFLOWS), &w)
             .execute(&mut **tx)
             .await?;
         Ok(())
