@@ -3,7 +3,7 @@
 
 mod common;
 
-use arbor_storage::Record;
+use arbor_storage::{LogEntry, Record};
 use arbor_testkit as testkit;
 use common::{arbor, ok};
 
@@ -55,9 +55,11 @@ fn verify_names_the_first_tampered_record() {
         let db = sled::open(dir.path()).unwrap();
         let log = db.open_tree("log").unwrap();
         let key = 7u64.to_be_bytes();
-        let mut r = Record::decode(&log.get(key).unwrap().unwrap()).unwrap();
+        let entry = LogEntry::split(log.get(key).unwrap().unwrap()).unwrap();
+        let mut r = Record::decode(&entry.record).unwrap();
         r.actor = "mallory".into();
-        log.insert(key, r.encode().unwrap()).unwrap();
+        let value = LogEntry::join(&r.encode().unwrap(), entry.text.as_deref()).unwrap();
+        log.insert(key, value).unwrap();
         db.flush().unwrap();
     }
     let out = arbor(&["verify"], dir.path());
@@ -73,13 +75,14 @@ fn verify_names_tampered_content() {
     ok(&arbor(&["import", SAMPLE], dir.path()));
     {
         // Seq 1 creates the first workflow: its root's content (the system prompt) is
-        // stored under that seq.
+        // kept in that log value, after the record.
         let db = sled::open(dir.path()).unwrap();
-        let text = db.open_tree("text").unwrap();
+        let log = db.open_tree("log").unwrap();
         let key = 1u64.to_be_bytes();
-        assert!(text.get(key).unwrap().is_some(), "no content under seq 1");
-        text.insert(key, "You are mallory's agent.".as_bytes())
-            .unwrap();
+        let entry = LogEntry::split(log.get(key).unwrap().unwrap()).unwrap();
+        assert!(entry.text.is_some(), "no content kept with seq 1");
+        let value = LogEntry::join(&entry.record, Some(b"You are mallory's agent.")).unwrap();
+        log.insert(key, value).unwrap();
         db.flush().unwrap();
     }
     let out = arbor(&["verify"], dir.path());

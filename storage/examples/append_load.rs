@@ -11,9 +11,13 @@
 //! its content), `apply_batch` in groups of `APPENDERS × BATCH` events, each group
 //! flushed and fdatasync'd as arbor's `fsync` durability does.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arbor_storage::{Durability, Intent, Meta, NewNode, NewWorkflow, Outcome, Store, StoreOptions};
+use arbor_storage::{
+    Durability, GroupStats, Intent, Meta, NewNode, NewWorkflow, Outcome, Store, StoreOptions,
+};
 
 /// The allocator the `arbor` binary uses.
 #[global_allocator]
@@ -26,7 +30,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let secs: u64 = args.get(4).map_or(Ok(10), |s| s.parse())?;
     let durability = match args.get(1).map(String::as_str) {
         Some("none") => Durability::None,
-        Some("raw") => return raw_sled(appenders * batch, secs),
+        Some("raw") => return raw_sled(appenders * batch, secs, false),
+        Some("raw2") => return raw_sled(appenders * batch, secs, true),
         _ => Durability::Fsync,
     };
     let dir = tempfile::tempdir()?;
@@ -34,10 +39,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let groups = Arc::new(GroupTotals::default());
+    let observed = groups.clone();
     let store = Store::open(
         dir.path(),
         StoreOptions {
             durability,
+            on_group: Some(Arc::new(move |g: GroupStats| observed.add(g))),
             ..StoreOptions::default()
         },
     )?;
@@ -101,7 +109,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         events as f64 / secs as f64,
         writer_ticks as f64 * 10_000.0 / events.max(1) as f64
     );
+    let n = groups.groups.load(Ordering::Relaxed).max(1);
+    println!(
+        "  {n} groups, {:.1} events each; {:.0} us making each durable",
+        groups.events.load(Ordering::Relaxed) as f64 / n as f64,
+        groups.flush_micros.load(Ordering::Relaxed) as f64 / n as f64
+    );
     Ok(())
+}
+
+/// Totals of the writer's groups.
+#[derive(Default)]
+struct GroupTotals {
+    groups: AtomicU64,
+    events: AtomicU64,
+    flush_micros: AtomicU64,
+}
+
+impl GroupTotals {
+    fn add(&self, g: GroupStats) {
+        self.groups.fetch_add(1, Ordering::Relaxed);
+        self.events.fetch_add(g.events as u64, Ordering::Relaxed);
+        self.flush_micros
+            .fetch_add(g.flush.as_micros() as u64, Ordering::Relaxed);
+    }
 }
 
 /// Bytes of one event of this load in arbor: its encoded record (~300 B with ids,
@@ -109,7 +140,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 const RAW_EVENT_BYTES: usize = 560;
 
 /// The raw-sled baseline (see the module docs), on a writer thread of its own.
-fn raw_sled(group: usize, secs: u64) -> Result<(), Box<dyn std::error::Error>> {
+fn raw_sled(group: usize, secs: u64, two_trees: bool) -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().to_owned();
     let writer = std::thread::Builder::new()
@@ -120,15 +151,25 @@ fn raw_sled(group: usize, secs: u64) -> Result<(), Box<dyn std::error::Error>> {
                 .open()
                 .map_err(|e| e.to_string())?;
             let log = db.open_tree("log").map_err(|e| e.to_string())?;
+            let text = db.open_tree("text").map_err(|e| e.to_string())?;
             let data = std::fs::File::open(path.join("db")).map_err(|e| e.to_string())?;
             let value = vec![0x5au8; RAW_EVENT_BYTES];
             let deadline = Instant::now() + Duration::from_secs(secs);
             let mut seq = 0u64;
             while Instant::now() < deadline {
                 let mut batch = sled::Batch::default();
+                let mut texts = sled::Batch::default();
                 for _ in 0..group {
                     seq += 1;
-                    batch.insert(&seq.to_be_bytes(), value.as_slice());
+                    if two_trees {
+                        batch.insert(&seq.to_be_bytes(), &value[..RAW_EVENT_BYTES - 256]);
+                        texts.insert(&seq.to_be_bytes(), &value[..256]);
+                    } else {
+                        batch.insert(&seq.to_be_bytes(), value.as_slice());
+                    }
+                }
+                if two_trees {
+                    text.apply_batch(texts).map_err(|e| e.to_string())?;
                 }
                 log.apply_batch(batch).map_err(|e| e.to_string())?;
                 db.flush().map_err(|e| e.to_string())?;
@@ -138,7 +179,8 @@ fn raw_sled(group: usize, secs: u64) -> Result<(), Box<dyn std::error::Error>> {
         })?;
     let (events, ticks) = writer.join().map_err(|_| "the raw writer panicked")??;
     println!(
-        "raw sled group={group}: {events} events in {secs} s = {:.0} events/s; writer CPU {:.1} us/event",
+        "raw sled ({}) group={group}: {events} events in {secs} s = {:.0} events/s; writer CPU {:.1} us/event",
+        if two_trees { "record and content, two trees" } else { "one key per event" },
         events as f64 / secs as f64,
         ticks as f64 * 10_000.0 / events.max(1) as f64
     );

@@ -2,18 +2,26 @@
 //! and the durable-flush protocol.
 //!
 //! Trees:
-//! - `log`: seq (u64 BE) → rmp [`Record`]: the source of truth.
-//! - `text`: seq (u64 BE) → UTF-8 bytes: the content of the node created at that seq,
-//!   when it is smaller than [`BLOB_CANDIDATE_BYTES`] (nearly all content). Keyed by
-//!   seq, its inserts are sequential like the log's; keyed by hash they landed all
-//!   over the tree and doubled sled's space amplification (`benches/footprint.rs`
-//!   measures both layouts on raw sled). The record still carries the content's
-//!   BLAKE3 hash, and verify checks it.
+//! - `log`: seq (u64 BE) → the rmp [`Record`], the source of truth, followed by the
+//!   content of the node it creates when that content is smaller than
+//!   [`BLOB_CANDIDATE_BYTES`] (nearly all content): one key per event. The value is then
+//!   framed as `0xC1`, the record's length (u32 BE), the record, the content (see
+//!   [`LogEntry`]); `0xC1` is the one MessagePack marker no encoding uses, so a plain
+//!   record (a record without such content, and every record written before content
+//!   moved here) is told apart by its first byte. The record still carries the
+//!   content's BLAKE3 hash, and verify checks it.
 //! - `content`: BLAKE3 (32 bytes) → UTF-8 bytes: larger content, written once per
 //!   distinct content (a repeated large file costs nothing the second time); and all
-//!   content of stores written before the `text` tree. A node's content is its `text`
-//!   entry if there is one, else the `content` entry of its hash
-//!   ([`Engine::content_at`]).
+//!   content of stores written before content was kept by seq.
+//! - `text`: seq (u64 BE) → UTF-8 bytes: content of stores written before it moved into
+//!   the log value (read only). Keyed by seq rather than hash, its inserts were
+//!   sequential like the log's (keyed by hash they landed all over the tree and doubled
+//!   sled's space amplification, `benches/footprint.rs`); in the log value it costs no
+//!   key and no batch of its own, which made the writer's sled work ~25 % cheaper
+//!   (`storage/examples/append_load.rs`, `raw` against `raw2`).
+//!
+//!   A node's content is the content in its log value if there is one, else its `text`
+//!   entry, else the `content` entry of its hash ([`Engine::content_at`]).
 //! - `cursors`: sink name → seq (u64 BE).
 //! - `dead`: sink name ‖ 0 ‖ seq (u64 BE) → error text, for poison events not resolved.
 //! - `arrivals`: seq (u64 BE) → time (µs, i64 BE): when a group holding records older than
@@ -36,8 +44,7 @@
 //! this order (see [`Engine::write_group`]):
 //! 1. `content`: the group's new large blobs, if any (content-addressed, so writing one
 //!    twice or leaving one unreferenced is harmless);
-//! 2. `text`: the group's other content, under the seqs of its nodes;
-//! 3. `log`: the group's records, **the commit point**.
+//! 2. `log`: the group's records with their other content, **the commit point**.
 //!
 //! then [`Engine::make_durable`]: `Db::flush` (which on Linux only issues
 //! `sync_file_range`, sled issue #1452), followed by `fdatasync` of sled's data file and
@@ -47,11 +54,11 @@
 //! Why this is crash-safe without a multi-tree transaction: sled recovers each batch
 //! whole or not at all, and recovers a *prefix* of its write-ahead log (recovery stops
 //! at the first torn batch, `LogIter`). So after a crash a recovered log record has its
-//! content (written before it), and a group is in the log whole or not at all. A group
-//! whose `text` batch was recovered but not its log batch leaves entries above the
-//! log's last seq; [`Engine::open`] removes them, since those seqs will be given to
-//! other records (one whose content is large, or that creates no node, writes no
-//! `text` entry that would replace them).
+//! content (in the same value, or written before it), and a group is in the log whole
+//! or not at all. Stores of the version that wrote `text` batches before the log batch
+//! may hold `text` entries above the log's last seq (a group whose log batch a crash
+//! lost); [`Engine::open`] removes them, since those seqs will be given to other
+//! records, which must not read them as their content.
 //! Acknowledged appends are untouched: with `fsync` durability a group is acknowledged
 //! only after it is durable.
 
@@ -140,14 +147,97 @@ impl Drop for LockRelease {
 /// Everything one group writes.
 #[derive(Default)]
 pub struct GroupWrite {
-    /// Encoded records with their seqs.
+    /// Log values ([`log_value`]) with their seqs.
     pub records: Vec<(Seq, Vec<u8>)>,
     /// New large content blobs, by hash.
     pub content: Vec<(Hash, Vec<u8>)>,
-    /// Other content, under the seq of its node.
-    pub texts: Vec<(Seq, Vec<u8>)>,
     /// An arrival mark (first seq, now) when the group holds records older than now.
     pub arrival: Option<(Seq, crate::time::Timestamp)>,
+}
+
+/// First byte of a log value that carries its node's content after the record: the
+/// MessagePack marker `0xC1`, which no encoding uses, so no plain record starts with it.
+const WITH_TEXT: u8 = 0xc1;
+
+/// [`WITH_TEXT`] and the record's length (u32 BE).
+const FRAME_HEADER: usize = 5;
+
+/// One log value, split (see the module docs): the encoded record and the content
+/// stored with it, both sharing the value's buffer.
+#[derive(Clone, Debug)]
+pub struct LogEntry {
+    /// The encoded [`Record`].
+    pub record: sled::IVec,
+    /// The content of the node the record creates, when it is kept in the log value.
+    pub text: Option<sled::IVec>,
+}
+
+impl LogEntry {
+    /// Splits a log value; an error if its frame is cut or inconsistent.
+    pub fn split(value: sled::IVec) -> Result<LogEntry, StorageError> {
+        if value.first() != Some(&WITH_TEXT) {
+            return Ok(LogEntry {
+                record: value,
+                text: None,
+            });
+        }
+        let len = value
+            .get(1..FRAME_HEADER)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_be_bytes)
+            .ok_or_else(|| StorageError::Corrupt("log value cut inside its header".into()))?;
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        let end = FRAME_HEADER
+            .checked_add(len)
+            .filter(|end| *end <= value.len())
+            .ok_or_else(|| {
+                StorageError::Corrupt(format!(
+                    "log value of {} bytes says its record has {len}",
+                    value.len()
+                ))
+            })?;
+        Ok(LogEntry {
+            record: value.subslice(FRAME_HEADER, len),
+            text: Some(value.subslice(end, value.len() - end)),
+        })
+    }
+
+    /// The log value of an encoded record and the content kept with it (tools and
+    /// tests; the writer builds it in place, see [`log_value`]).
+    pub fn join(record: &[u8], text: Option<&[u8]>) -> Result<Vec<u8>, StorageError> {
+        let Some(text) = text else {
+            return Ok(record.to_vec());
+        };
+        let mut v = Vec::with_capacity(FRAME_HEADER + record.len() + text.len());
+        v.push(WITH_TEXT);
+        v.extend_from_slice(&frame_len(record.len())?);
+        v.extend_from_slice(record);
+        v.extend_from_slice(text);
+        Ok(v)
+    }
+}
+
+fn frame_len(len: usize) -> Result<[u8; 4], StorageError> {
+    u32::try_from(len)
+        .map(u32::to_be_bytes)
+        .map_err(|_| StorageError::Encode(format!("a record of {len} bytes")))
+}
+
+/// Seals `record` (sets its hash, see [`Record::seal_into`]) and encodes its log value,
+/// with `text` after it when given (see the module docs), in one buffer.
+pub(crate) fn log_value(record: &mut Record, text: Option<&[u8]>) -> Result<Vec<u8>, StorageError> {
+    let Some(text) = text else {
+        let mut v = Vec::with_capacity(384);
+        record.seal_into(&mut v)?;
+        return Ok(v);
+    };
+    let mut v = Vec::with_capacity(FRAME_HEADER + 384 + text.len());
+    v.extend_from_slice(&[WITH_TEXT, 0, 0, 0, 0]);
+    record.seal_into(&mut v)?;
+    let len = frame_len(v.len() - FRAME_HEADER)?;
+    v[1..FRAME_HEADER].copy_from_slice(&len);
+    v.extend_from_slice(text);
+    Ok(v)
 }
 
 fn seq_of(bytes: &[u8]) -> Result<Seq, StorageError> {
@@ -241,8 +331,8 @@ impl Engine {
         }
     }
 
-    /// Writes one group (not yet durable): content, then the log records (the commit
-    /// point), each tree in one atomic batch (see the module docs).
+    /// Writes one group (not yet durable): large content, then the log values (the
+    /// commit point), each tree in one atomic batch (see the module docs).
     pub fn write_group(&self, g: &GroupWrite) -> Result<(), StorageError> {
         if !g.content.is_empty() {
             let mut content = Batch::default();
@@ -250,13 +340,6 @@ impl Engine {
                 content.insert(h, bytes.as_slice());
             }
             self.content.apply_batch(content)?;
-        }
-        if !g.texts.is_empty() {
-            let mut text = Batch::default();
-            for (seq, bytes) in &g.texts {
-                text.insert(&seq.to_be_bytes(), bytes.as_slice());
-            }
-            self.text.apply_batch(text)?;
         }
         if let Some((seq, at)) = g.arrival {
             // Before the records: a mark without its records (a crash in between) is
@@ -318,47 +401,68 @@ impl Engine {
 
     /// The record at `seq`.
     pub fn record(&self, seq: Seq) -> Result<Option<Record>, StorageError> {
-        match self.log.get(seq.to_be_bytes())? {
-            Some(v) => Record::decode(&v).map(Some),
+        match self.entry(seq)? {
+            Some(e) => Record::decode(&e.record).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// The log entry at `seq`.
+    pub fn entry(&self, seq: Seq) -> Result<Option<LogEntry>, StorageError> {
+        self.log
+            .get(seq.to_be_bytes())?
+            .map(LogEntry::split)
+            .transpose()
     }
 
     /// The last record of the log.
     pub fn last_record(&self) -> Result<Option<Record>, StorageError> {
         match self.log.last()? {
-            Some((_, v)) => Record::decode(&v).map(Some),
+            Some((_, v)) => Record::decode(&LogEntry::split(v)?.record).map(Some),
             None => Ok(None),
         }
     }
 
-    /// Iterates the raw log from `after + 1`: (seq, encoded record).
+    /// Iterates the log from `after + 1`: (seq, entry).
     pub fn scan(
         &self,
         after: Seq,
-    ) -> impl Iterator<Item = Result<(Seq, sled::IVec), StorageError>> + '_ {
+    ) -> impl Iterator<Item = Result<(Seq, LogEntry), StorageError>> + '_ {
         self.log.range((after + 1).to_be_bytes()..).map(|kv| {
             let (k, v) = kv?;
-            Ok((seq_of(&k)?, v))
+            Ok((seq_of(&k)?, LogEntry::split(v)?))
         })
     }
 
-    /// The content of the node created at `seq`, whose hash is `h`: its `text` entry,
-    /// else the `content` entry of `h` (see the module docs).
+    /// The content of the node created at `seq`, whose hash is `h`: the content in its
+    /// log value, else its legacy `text` entry, else the `content` entry of `h` (see the
+    /// module docs).
     pub fn content_at(&self, seq: Seq, h: &Hash) -> Result<Option<sled::IVec>, StorageError> {
+        if let Some(LogEntry { text: Some(t), .. }) = self.entry(seq)? {
+            return Ok(Some(t));
+        }
+        self.content_elsewhere(seq, h)
+    }
+
+    /// [`Engine::content_at`] for an entry already read without content in it.
+    pub fn content_elsewhere(
+        &self,
+        seq: Seq,
+        h: &Hash,
+    ) -> Result<Option<sled::IVec>, StorageError> {
         if let Some(t) = self.text.get(seq.to_be_bytes())? {
             return Ok(Some(t));
         }
         Ok(self.content.get(h)?)
     }
 
-    /// The `text` entry at `seq`, if any.
-    pub fn text(&self, seq: Seq) -> Result<Option<sled::IVec>, StorageError> {
+    /// The legacy `text` entry at `seq`, if any.
+    pub fn legacy_text(&self, seq: Seq) -> Result<Option<sled::IVec>, StorageError> {
         Ok(self.text.get(seq.to_be_bytes())?)
     }
 
-    /// Number of `text` entries.
-    pub fn text_len(&self) -> usize {
+    /// Number of legacy `text` entries.
+    pub fn legacy_text_len(&self) -> usize {
         self.text.len()
     }
 
@@ -634,19 +738,16 @@ mod tests {
                 t.insert(wf1.as_bytes(), &1u64.to_be_bytes()).unwrap();
             }
             // Those versions kept all content under its hash, none by seq.
-            let (text, content) = (
-                db.open_tree("text").unwrap(),
+            let (log, content) = (
+                db.open_tree("log").unwrap(),
                 db.open_tree("content").unwrap(),
             );
-            for kv in text.iter() {
-                let (k, v) = kv.unwrap();
-                content.insert(blake3::hash(&v).as_bytes(), v).unwrap();
-                text.remove(k).unwrap();
-            }
-            assert!(
-                text.is_empty() && content.len() == 4,
-                "one prompt, three nodes"
-            );
+            move_content_out(&log, |_, text| {
+                content
+                    .insert(blake3::hash(&text).as_bytes(), text)
+                    .unwrap();
+            });
+            assert_eq!(content.len(), 4, "one prompt, three nodes");
             db.flush().unwrap();
         }
         {
@@ -695,6 +796,100 @@ mod tests {
             crate::verify::verify_store(&store).unwrap();
             store.close().await;
         });
+    }
+
+    /// Rewrites every log value of `log` that keeps content as its plain record, handing
+    /// the content to `put` (seq, content): a store as earlier versions wrote it.
+    fn move_content_out(log: &sled::Tree, mut put: impl FnMut(Seq, sled::IVec)) {
+        for kv in log.iter() {
+            let (k, v) = kv.unwrap();
+            let entry = LogEntry::split(v).unwrap();
+            if let Some(text) = entry.text {
+                put(seq_of(&k).unwrap(), text);
+                log.insert(k, entry.record).unwrap();
+            }
+        }
+    }
+
+    /// A store of the version that kept content in the `text` tree (by seq) reads its
+    /// content from there, verifies, catches tampering there, and keeps new content in
+    /// the log values beside it.
+    #[test]
+    fn content_in_the_legacy_text_tree_still_reads_and_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = rt();
+        let wf = Uuid::now_v7();
+        let nodes: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+        let root = rt.block_on(async {
+            let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+            let (root, _) = create(&store, wf).await;
+            append(&store, wf, batch(root, &nodes)).await.unwrap();
+            store.close().await;
+            root
+        });
+        {
+            let e = Engine::open(dir.path(), 8 << 20).unwrap();
+            assert_eq!(e.legacy_text_len(), 0, "new content is kept in the log");
+            move_content_out(&e.log, |seq, text| {
+                e.text.insert(seq.to_be_bytes(), text).unwrap();
+            });
+            assert_eq!(e.legacy_text_len(), 4, "one prompt, three nodes");
+            e.flush().unwrap();
+        }
+        assert_eq!(verify_dir(dir.path()).unwrap().content_blobs, 4);
+        let more: Vec<Uuid> = (0..2).map(|_| Uuid::now_v7()).collect();
+        rt.block_on(async {
+            let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+            for id in &nodes {
+                let n = store.node_from_disk(store.seq_of(id).unwrap()).unwrap();
+                assert_eq!(n.content, format!("node {id}"));
+            }
+            let events = store.read_events(0, 10).unwrap();
+            assert_eq!(events.len(), 4);
+            append(&store, wf, batch(root, &more)).await.unwrap();
+            for id in &more {
+                let n = store.node_from_disk(store.seq_of(id).unwrap()).unwrap();
+                assert_eq!(n.content, format!("node {id}"));
+            }
+            crate::verify::verify_store(&store).unwrap();
+            assert_eq!(store.engine().legacy_text_len(), 4);
+            store.close().await;
+        });
+        {
+            let e = Engine::open(dir.path(), 8 << 20).unwrap();
+            e.text
+                .insert(2u64.to_be_bytes(), "tampered".as_bytes())
+                .unwrap();
+            e.flush().unwrap();
+        }
+        let err = verify_dir(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("seq 2") && err.contains("does not hash"),
+            "{err}"
+        );
+    }
+
+    /// A log value's frame: a cut or inconsistent one is an error, never a panic or a
+    /// record read from the wrong bytes.
+    #[test]
+    fn log_values_split_and_refuse_a_bad_frame() {
+        let framed = LogEntry::join(b"record", Some(b"text")).unwrap();
+        let e = LogEntry::split(framed.clone().into()).unwrap();
+        assert_eq!(
+            (&e.record[..], e.text.as_deref()),
+            (&b"record"[..], Some(&b"text"[..]))
+        );
+        let plain = LogEntry::split(sled::IVec::from(&b"\x98plain"[..])).unwrap();
+        assert!(plain.text.is_none());
+        for cut in 0..FRAME_HEADER + 6 {
+            let res = LogEntry::split(framed[..cut].into());
+            match cut {
+                0 => assert!(res.unwrap().text.is_none()),
+                _ => assert!(res.is_err(), "cut at {cut}"),
+            }
+        }
+        let empty_text = LogEntry::split(framed[..FRAME_HEADER + 6].into()).unwrap();
+        assert_eq!(empty_text.text.as_deref(), Some(&b""[..]));
     }
 
     /// Ids are unique across the log, now checked against the in-memory maps: a node
@@ -806,7 +1001,11 @@ mod tests {
         assert_eq!(verify_dir(dir.path()).unwrap().events, 1);
         rt.block_on(async {
             let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-            assert_eq!(store.engine().text_len(), 1, "only the root's text is left");
+            assert_eq!(
+                store.engine().legacy_text_len(),
+                0,
+                "the orphans are gone; the root's content is in its log value"
+            );
             let (monitor, small) = (Uuid::now_v7(), Uuid::now_v7());
             let mut m = NewNode::new(root, "monitor", big.clone());
             m.id = Some(monitor);

@@ -115,15 +115,16 @@ impl Record {
         Ok(*h.finalize().as_bytes())
     }
 
-    /// Sets [`Record::hash`] from the fields and `prev_hash`, and returns the encoding
-    /// for the log tree: the same bytes as [`Record::compute_hash`] then
+    /// Sets [`Record::hash`] from the fields and `prev_hash`, and appends the encoding
+    /// for the log tree to `out`: the same bytes as [`Record::compute_hash`] then
     /// [`Record::encode`], with the fields serialized once instead of twice. The hashed
     /// tuple is a MessagePack array of the record's first six fields and the record an
     /// array of all eight, so the record is the hashed bytes with the array header
     /// changed, followed by the two hashes.
-    pub(crate) fn seal(&mut self) -> Result<Vec<u8>, StorageError> {
+    pub(crate) fn seal_into(&mut self, out: &mut Vec<u8>) -> Result<(), StorageError> {
         const HASHED_HEADER: u8 = 0x90 | 6;
         const RECORD_HEADER: u8 = 0x90 | 8;
+        let start = out.len();
         let hashed = (
             self.seq,
             self.id,
@@ -132,22 +133,25 @@ impl Record {
             &self.actor,
             &self.body,
         );
-        let mut bytes =
-            rmp_serde::to_vec(&hashed).map_err(|e| StorageError::Encode(e.to_string()))?;
+        rmp_serde::encode::write(out, &hashed).map_err(|e| StorageError::Encode(e.to_string()))?;
         let mut h = blake3::Hasher::new();
         h.update(&self.prev_hash);
-        h.update(&bytes);
+        h.update(&out[start..]);
         self.hash = *h.finalize().as_bytes();
-        match bytes.first_mut() {
+        match out.get_mut(start) {
             Some(first) if *first == HASHED_HEADER => *first = RECORD_HEADER,
             // Not the layout this relies on: take the long way.
-            _ => return self.encode(),
+            _ => {
+                out.truncate(start);
+                out.extend_from_slice(&self.encode()?);
+                return Ok(());
+            }
         }
-        rmp_serde::encode::write(&mut bytes, &self.prev_hash)
+        rmp_serde::encode::write(out, &self.prev_hash)
             .map_err(|e| StorageError::Encode(e.to_string()))?;
-        rmp_serde::encode::write(&mut bytes, &self.hash)
+        rmp_serde::encode::write(out, &self.hash)
             .map_err(|e| StorageError::Encode(e.to_string()))?;
-        Ok(bytes)
+        Ok(())
     }
 
     /// Encodes for the log tree.
@@ -380,7 +384,10 @@ mod tests {
             r.seq = u64::MAX >> (i * 13);
             r.actor = "a".repeat(i * 40);
             r.prev_hash = [i as u8 * 50; 32];
-            let bytes = r.seal().unwrap();
+            // After whatever the buffer held already (a log value's header).
+            let mut bytes = vec![7u8; i];
+            r.seal_into(&mut bytes).unwrap();
+            let bytes = bytes.split_off(i);
             assert_eq!(r.hash, r.compute_hash().unwrap());
             assert_eq!(bytes, r.encode().unwrap());
             assert_eq!(Record::decode(&bytes).unwrap(), r);

@@ -36,7 +36,7 @@ use crate::admin::{
 use crate::error::{AppendError, StorageError};
 use crate::index::{BranchInfo, BranchScope, Index, IndexEvent, NodeKind};
 use crate::intent::{Intent, Meta, Outcome};
-use crate::log::{Engine, GroupWrite};
+use crate::log::{Engine, GroupWrite, LogEntry};
 use crate::model::{Edge, Event, EventBody, Node, Role, Seq, WorkflowStatus};
 use crate::node_cache::{NodeCache, NodeCacheStats, RenderedNode};
 use crate::record::{decode_index_event, Hash, Record, RecordBody, ZERO_HASH};
@@ -45,7 +45,7 @@ use crate::time::Timestamp;
 /// A record more than this much older than its group's write is marked as arriving then
 /// (live appends are stamped a moment before their group is written).
 const ARRIVAL_SLACK_MICROS: i64 = 1_000_000;
-use crate::validate::{load_content, Ctx, Pending};
+use crate::validate::{content_string, load_content, Ctx, Pending};
 
 /// Whether an acknowledged append must survive power loss.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -462,8 +462,8 @@ impl Store {
         let mut index = Index::new();
         let mut grown = 0isize;
         for kv in self.shared.engine.scan(0) {
-            let (_, bytes) = kv?;
-            let r = Record::decode(&bytes)?;
+            let (_, entry) = kv?;
+            let r = Record::decode(&entry.record)?;
             let before = live_heap();
             index
                 .apply(&r)
@@ -538,11 +538,25 @@ impl Store {
     /// The node created by the event at `seq`, read and decoded from disk, bypassing
     /// the node cache.
     pub fn node_from_disk(&self, seq: Seq) -> Result<Node, StorageError> {
-        let r = self.record(seq)?;
+        let entry = self
+            .shared
+            .engine
+            .entry(seq)?
+            .ok_or_else(|| StorageError::Corrupt(format!("seq {seq} missing from log")))?;
+        let r = Record::decode(&entry.record)?;
         let n = r
             .created_node()
             .ok_or_else(|| StorageError::Corrupt(format!("seq {seq} creates no node")))?;
-        r.node(n, |h| self.content_at(seq, h))
+        r.node(n, |h| self.entry_content(seq, &entry, h))
+    }
+
+    /// The content (hash `h`) of the node created at `seq`, whose log entry is `entry`:
+    /// the content kept in it, else read from where older stores keep it.
+    fn entry_content(&self, seq: Seq, entry: &LogEntry, h: &Hash) -> Result<String, StorageError> {
+        match &entry.text {
+            Some(t) => content_string(t),
+            None => self.content_at(seq, h),
+        }
     }
 
     /// Counters of the node cache.
@@ -559,11 +573,12 @@ impl Store {
         let head = self.head();
         let mut out = Vec::new();
         for kv in self.shared.engine.scan(after).take(limit) {
-            let (seq, bytes) = kv?;
+            let (seq, entry) = kv?;
             if seq > head {
                 break;
             }
-            out.push(Record::decode(&bytes)?.to_event(|h| self.content_at(seq, h))?);
+            let r = Record::decode(&entry.record)?;
+            out.push(r.to_event(|h| self.entry_content(seq, &entry, h))?);
         }
         Ok(out)
     }
@@ -574,11 +589,11 @@ impl Store {
         let head = self.head();
         let mut out = Vec::new();
         for kv in self.shared.engine.scan(after).take(limit) {
-            let (seq, bytes) = kv?;
+            let (seq, entry) = kv?;
             if seq > head {
                 break;
             }
-            out.push(Record::decode(&bytes)?);
+            out.push(Record::decode(&entry.record)?);
         }
         Ok(out)
     }
@@ -1070,8 +1085,8 @@ fn rebuild(
         scope.spawn(move || {
             let mut chunk = Vec::with_capacity(CHUNK);
             for kv in engine.scan(0) {
-                let decoded = kv.and_then(|(seq, bytes)| {
-                    let e = decode_index_event(&bytes)?;
+                let decoded = kv.and_then(|(seq, entry)| {
+                    let e = decode_index_event(&entry.record)?;
                     if e.seq != seq {
                         return Err(StorageError::Corrupt(format!(
                             "log key {seq} holds seq {}",
@@ -1332,17 +1347,23 @@ impl Writer {
         let mut prev = self.last_hash;
         for d in drafts.iter_mut() {
             d.record.prev_hash = prev;
-            let bytes = d.record.seal()?;
+            let content = d.content.take();
+            // Content under the blob threshold goes in the record's log value: one key
+            // per event (see `log`'s docs).
+            let inline = content
+                .as_ref()
+                .map(|(_, text)| text.as_bytes())
+                .filter(|text| !Engine::is_blob_candidate(text.len()));
+            let value = crate::log::log_value(&mut d.record, inline)?;
             prev = d.record.hash;
             d.event.prev_hash = crate::record::hex(&d.record.prev_hash);
             d.event.hash = crate::record::hex(&d.record.hash);
-            big |= Engine::is_blob_candidate(bytes.len());
-            g.records.push((d.record.seq, bytes));
-            if let Some((h, text)) = d.content.take() {
-                if !Engine::is_blob_candidate(text.len()) {
-                    // Under its node's seq: one sequential insert (see `log`'s docs).
-                    g.texts.push((d.record.seq, text.into_bytes()));
-                } else if seen_content.insert(h) && !self.recent_content.contains(&h) {
+            big |= Engine::is_blob_candidate(value.len());
+            g.records.push((d.record.seq, value));
+            if let Some((h, text)) =
+                content.filter(|(_, text)| Engine::is_blob_candidate(text.len()))
+            {
+                if seen_content.insert(h) && !self.recent_content.contains(&h) {
                     // Large content is keyed by its hash and written once: looked up
                     // first, since sled would put each write in a new file.
                     if !self.shared.engine.has_content(&h)? {

@@ -966,6 +966,11 @@ pub fn load_content(engine: &Engine, seq: Seq, h: &Hash) -> Result<String, Stora
             crate::record::hex(h)
         ))
     })?;
+    content_string(&bytes)
+}
+
+/// Stored content bytes as a string.
+pub fn content_string(bytes: &[u8]) -> Result<String, StorageError> {
     String::from_utf8(bytes.to_vec())
         .map_err(|e| StorageError::Corrupt(format!("content not UTF-8: {e}")))
 }

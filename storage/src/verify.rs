@@ -76,12 +76,13 @@ fn verify_engine(
     let mut index = Index::new();
     let mut referenced: HashSet<Hash> = HashSet::new();
     let mut texts = 0usize;
+    let mut legacy_texts = 0usize;
     for kv in engine.scan(0) {
-        let (seq, bytes) = kv?;
+        let (seq, entry) = kv?;
         if seq != expected_seq {
             return problem(format!("log gap: expected seq {expected_seq}, found {seq}"));
         }
-        let r = Record::decode(&bytes).or_else(|e| problem(format!("seq {seq}: {e}")))?;
+        let r = Record::decode(&entry.record).or_else(|e| problem(format!("seq {seq}: {e}")))?;
         if r.seq != seq {
             return problem(format!("seq {seq}: record says seq {}", r.seq));
         }
@@ -101,10 +102,20 @@ fn verify_engine(
                 hex(&h)
             ));
         }
+        if entry.text.is_some() && r.created_node().is_none() {
+            return problem(format!(
+                "seq {seq}: content kept with a record that creates no node"
+            ));
+        }
         if let Some(n) = r.created_node() {
-            if let Some(text) = engine.text(seq)? {
+            let legacy = match &entry.text {
+                Some(_) => None,
+                None => engine.legacy_text(seq)?,
+            };
+            if let Some(text) = entry.text.as_ref().or(legacy.as_ref()) {
                 texts += 1;
-                if blake3::hash(&text).as_bytes() != &n.content_hash {
+                legacy_texts += usize::from(legacy.is_some());
+                if blake3::hash(text).as_bytes() != &n.content_hash {
                     return problem(format!(
                         "content: the text of seq {seq} does not hash to {} (corrupt)",
                         hex(&n.content_hash)
@@ -124,10 +135,10 @@ fn verify_engine(
         expected_seq += 1;
     }
     let events = expected_seq - 1;
-    if engine.text_len() != texts {
+    if engine.legacy_text_len() != legacy_texts {
         return problem(format!(
-            "content: {} text entries but {texts} nodes have one (entries at seqs that create no node)",
-            engine.text_len()
+            "content: {} text entries but {legacy_texts} nodes have one (entries at seqs that create no node, or that keep their content in the log)",
+            engine.legacy_text_len()
         ));
     }
     let mut blobs = texts;
