@@ -4,8 +4,9 @@
 //! every record of a store of `ARBOR_BENCH_NODES` nodes (1 000 000 by default), and
 //! the store reports its size on disk against the logical bytes written (records plus
 //! distinct content): sled's space amplification, beside raw sled holding the same
-//! bytes in three layouts (one tree; two trees keyed by seq, as arbor; two trees with
-//! the content keyed by hash, as arbor before issue 13).
+//! bytes in three layouts (one tree, one key per event, as arbor; two trees keyed by
+//! seq, as arbor until the content moved into the log value; two trees with the content
+//! keyed by hash, as arbor before issue 13).
 //!
 //! Run: `cargo bench --bench footprint`.
 
@@ -157,15 +158,15 @@ fn main() {
     let by_hash = raw_sled_disk(events, record_len, Some((content_len, ContentKey::Hash)));
     for (what, raw) in [
         (
-            "one tree, one key per event (record and content as one value)",
+            "one tree, one key per event (record and content as one value, as arbor)",
             one,
         ),
         (
-            "two trees as arbor (record; content under the same seq)",
+            "two trees (record; content under the same seq, as arbor before)",
             by_seq,
         ),
         (
-            "two trees as arbor before (record; content under a 32-byte hash)",
+            "two trees (record; content under a 32-byte hash, as arbor before issue 13)",
             by_hash,
         ),
     ] {
