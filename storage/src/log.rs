@@ -892,6 +892,81 @@ mod tests {
         assert_eq!(empty_text.text.as_deref(), Some(&b""[..]));
     }
 
+    /// The writer validates and writes a group while the syncer makes the one before it
+    /// durable. Requests that name nodes not answered yet (client-chosen ids, sent
+    /// without waiting: a chain where each node is the next one's parent, and each
+    /// request sent twice) are validated against the groups still in flight: every one
+    /// is accepted or replayed, none refused, and no answer arrives before its event is
+    /// durable and in the index (the head has reached it). After a restart the log holds
+    /// exactly the chain, once.
+    #[test]
+    fn requests_on_groups_still_in_flight_are_accepted_and_answered_only_when_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let wf = Uuid::now_v7();
+        // 2 × 120 requests fit the writer's queue (4 × `max_group`), so each is queued
+        // as it is first polled, in order (a send that had to wait for room could be
+        // overtaken by a later one).
+        let ids: Vec<Uuid> = (0..120).map(|_| Uuid::now_v7()).collect();
+        let groups = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = groups.clone();
+        let options = StoreOptions {
+            on_group: Some(std::sync::Arc::new(move |_| {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            })),
+            max_group: 64,
+            ..StoreOptions::default()
+        };
+        rt.block_on(async {
+            let store = Store::open(dir.path(), options).unwrap();
+            let (root, _) = create(&store, wf).await;
+            let mut parent = root;
+            let mut sends = Vec::new();
+            for id in &ids {
+                let mut n = NewNode::new(parent, "message", format!("node {id}"));
+                n.id = Some(*id);
+                parent = *id;
+                for _ in 0..2 {
+                    let store = store.clone();
+                    let n = n.clone();
+                    sends.push(async move {
+                        let o = append(&store, wf, vec![n]).await;
+                        (o, store.head())
+                    });
+                }
+            }
+            // `join_all` polls them in order, and without tokio's budget (which would make
+            // some wait a turn) each reaches the writer's queue on its first poll.
+            let answers = tokio::task::unconstrained(futures_util::future::join_all(sends)).await;
+            let mut replayed = 0;
+            for (o, head_then) in answers {
+                match o {
+                    Ok(Outcome::Nodes { nodes, replayed: r }) => {
+                        assert!(nodes[0].seq <= head_then, "answered before durable");
+                        replayed += usize::from(r);
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+            assert_eq!(replayed, ids.len(), "each second send is a replay");
+            assert!(groups.load(std::sync::atomic::Ordering::Relaxed) > 2);
+            store.close().await;
+        });
+        rt.block_on(async {
+            let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+            assert_eq!(store.head(), 1 + ids.len() as u64);
+            let last = ids.last().unwrap();
+            let path = store.path(last).unwrap().unwrap();
+            assert_eq!(path.len(), 1 + ids.len());
+            crate::verify::verify_store(&store).unwrap();
+            store.close().await;
+        });
+    }
+
     /// Ids are unique across the log, now checked against the in-memory maps: a node
     /// whose client-chosen id is a future edge's derived event id makes that edge a
     /// conflict, a status change reusing any id (alone or with another in the same

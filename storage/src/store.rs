@@ -293,6 +293,9 @@ impl Store {
             options,
             last_hash,
             last_ts,
+            next_seq: head + 1,
+            inflight: Vec::new(),
+            syncer: None,
             recent_content: RecentContent::default(),
         };
         std::thread::Builder::new()
@@ -1153,13 +1156,50 @@ fn rebuild(
     Ok((index, last_hash, last_ts))
 }
 
+/// The writer thread: validates each group of requests, chains and writes it to sled,
+/// and hands it to the [`Syncer`]. While the syncer makes one group durable, the writer
+/// validates and writes the next: the fdatasync of group N overlaps the CPU work of
+/// group N+1 (with 64 appenders the writer used to wait out every fdatasync, in two
+/// cohorts of 32 requests, BENCHMARKS.md). Nothing is indexed, broadcast or answered
+/// before it is durable: the syncer does all three, in group order.
 struct Writer {
     shared: Arc<Shared>,
     rx: mpsc::Receiver<WriterMsg>,
     options: StoreOptions,
     last_hash: Hash,
     last_ts: Timestamp,
+    /// The seq the next accepted event gets (the index's head lags behind it while
+    /// groups are in flight).
+    next_seq: Seq,
+    /// Overlays of the groups written but not yet in the index, oldest first, each with
+    /// its last seq: validation reads them between this group's overlay and the index.
+    inflight: Vec<(Seq, Pending)>,
+    /// Groups on their way to the syncer; `None` once closed.
+    syncer: Option<std::sync::mpsc::SyncSender<Written>>,
     recent_content: RecentContent,
+}
+
+/// Groups the writer may have written ahead of the one the syncer is making durable.
+const GROUPS_IN_FLIGHT: usize = 2;
+
+/// A group written to sled (or refused whole), on its way to durability and answers.
+struct Written {
+    drafts: Vec<crate::validate::Draft>,
+    answers: Vec<(Reply, Result<Outcome, AppendError>)>,
+    requests: usize,
+    /// Whether the group may have written sled blob files (see `Engine::make_durable`).
+    big: bool,
+}
+
+/// The syncer thread: makes the groups the writer wrote durable (one fdatasync for all
+/// groups waiting), then applies them to the index, moves the head, broadcasts their
+/// events and answers their requests, in order. A failed flush poisons the store and
+/// fails every group after it, written or not.
+struct Syncer {
+    shared: Arc<Shared>,
+    rx: std::sync::mpsc::Receiver<Written>,
+    durability: Durability,
+    on_group: Option<GroupObserver>,
 }
 
 /// Hashes of large content this writer stored recently, so that a large blob repeated
@@ -1193,6 +1233,27 @@ type Reply = oneshot::Sender<Result<Outcome, AppendError>>;
 
 impl Writer {
     fn run(mut self) {
+        let (to_syncer, from_writer) = std::sync::mpsc::sync_channel(GROUPS_IN_FLIGHT);
+        let syncer = Syncer {
+            shared: self.shared.clone(),
+            rx: from_writer,
+            durability: self.options.durability,
+            on_group: self.options.on_group.clone(),
+        };
+        let syncer = match std::thread::Builder::new()
+            .name("arbor-syncer".into())
+            .spawn(move || syncer.run())
+        {
+            Ok(handle) => {
+                self.syncer = Some(to_syncer);
+                Some(handle)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not start the syncer thread; store poisoned");
+                *self.shared.poisoned.lock() = Some(format!("syncer thread: {e}"));
+                None
+            }
+        };
         let mut closing = None;
         while closing.is_none() {
             let Some(first) = self.rx.blocking_recv() else {
@@ -1229,6 +1290,13 @@ impl Writer {
                 let _ = reply.send(Err(StorageError::Closed.into()));
             }
         }
+        // The syncer finishes the groups in flight, then ends.
+        self.syncer = None;
+        if let Some(handle) = syncer {
+            if handle.join().is_err() {
+                tracing::error!("the syncer thread panicked");
+            }
+        }
         if let Err(e) = self.shared.engine.flush() {
             tracing::error!(error = %e, "final flush failed");
         }
@@ -1251,10 +1319,13 @@ impl Writer {
         let mut answers: Vec<(Reply, Result<Outcome, AppendError>)> =
             Vec::with_capacity(group.len());
         let mut drafts = Vec::new();
+        let mut pending = Pending::default();
         {
             let index = self.shared.index.read();
-            let mut pending = Pending::default();
-            let mut next_seq = index.head() + 1;
+            // Groups the index holds now need no overlay.
+            let applied = index.head();
+            self.inflight.retain(|(last, _)| *last > applied);
+            let mut next_seq = self.next_seq;
             let mut last_ts = self.last_ts;
             for (intent, meta, reply) in group {
                 let mut scratch = Pending::default();
@@ -1262,6 +1333,7 @@ impl Writer {
                     index: &index,
                     engine: &self.shared.engine,
                     group: &pending,
+                    earlier: &self.inflight,
                     next_seq,
                     last_ts,
                 };
@@ -1278,63 +1350,45 @@ impl Writer {
             }
             self.last_ts = last_ts;
         }
-        if drafts.is_empty() {
-            for (reply, res) in answers {
-                let _ = reply.send(res);
+        let mut big = false;
+        if let Some(last) = drafts.last().map(|d| d.record.seq) {
+            match self.write(&mut drafts) {
+                Ok(b) => {
+                    big = b;
+                    self.next_seq = last + 1;
+                    self.inflight.push((last, pending));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "group write failed; store poisoned");
+                    *self.shared.poisoned.lock() = Some(e.to_string());
+                    fail(answers, &e.to_string());
+                    return;
+                }
             }
-            return;
         }
-        match self.write(&mut drafts) {
-            Ok(flush) => {
-                {
-                    let mut index = self.shared.index.write();
-                    for d in &drafts {
-                        if let Err(e) = index.apply(&d.record) {
-                            // Validation and the index disagree: a bug. The log holds the
-                            // truth; refuse further writes so a restart rebuilds cleanly.
-                            tracing::error!(error = %e, "index refused a validated record");
-                            *self.shared.poisoned.lock() = Some(format!("index: {e}"));
-                            break;
-                        }
-                    }
-                }
-                let head = drafts.last().map_or(0, |d| d.record.seq);
-                let events = drafts.len();
-                self.shared.head.send_replace(head);
-                self.shared
-                    .events_total
-                    .fetch_add(events as u64, Ordering::Relaxed);
-                for d in drafts {
-                    // No receivers is fine.
-                    let _ = self.shared.events.send(Arc::new(d.event));
-                }
-                if let Some(observe) = &self.options.on_group {
-                    observe(GroupStats {
-                        requests,
-                        events,
-                        flush,
-                    });
-                }
-                for (reply, res) in answers {
-                    let _ = reply.send(res);
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "group write failed; store poisoned");
-                *self.shared.poisoned.lock() = Some(e.to_string());
-                for (reply, res) in answers {
-                    let res = match res {
-                        Ok(_) => Err(StorageError::Poisoned(e.to_string()).into()),
-                        Err(refused) => Err(refused),
-                    };
-                    let _ = reply.send(res);
-                }
-            }
+        // Even a group that wrote nothing goes through the syncer: its answers (a replay
+        // of an event still in flight, say) must not overtake the durability of the
+        // groups before it.
+        let written = Written {
+            drafts,
+            answers,
+            requests,
+            big,
+        };
+        let sent = match &self.syncer {
+            Some(tx) => tx.send(written).map_err(|e| e.0),
+            None => Err(written),
+        };
+        if let Err(lost) = sent {
+            let reason = "the syncer thread is gone".to_owned();
+            *self.shared.poisoned.lock() = Some(reason.clone());
+            fail(lost.answers, &reason);
         }
     }
 
-    /// Chains, writes and (per durability) flushes the group. Returns the flush time.
-    fn write(&mut self, drafts: &mut [crate::validate::Draft]) -> Result<Duration, StorageError> {
+    /// Chains and writes the group (not durable yet). Returns whether it may have written
+    /// sled blob files.
+    fn write(&mut self, drafts: &mut [crate::validate::Draft]) -> Result<bool, StorageError> {
         let mut g = GroupWrite::default();
         let now = Timestamp::now();
         let stale = Timestamp(now.micros().saturating_sub(ARRIVAL_SLACK_MICROS));
@@ -1377,11 +1431,108 @@ impl Writer {
         for (h, _) in &g.content {
             self.recent_content.insert(*h);
         }
-        let started = Instant::now();
-        if self.options.durability == Durability::Fsync {
-            self.shared.engine.make_durable(big)?;
-        }
         self.last_hash = prev;
-        Ok(started.elapsed())
+        Ok(big)
+    }
+}
+
+/// Answers a group's requests after a failure: those accepted get `reason`.
+fn fail(answers: Vec<(Reply, Result<Outcome, AppendError>)>, reason: &str) {
+    for (reply, res) in answers {
+        let res = match res {
+            Ok(_) => Err(StorageError::Poisoned(reason.to_owned()).into()),
+            Err(refused) => Err(refused),
+        };
+        let _ = reply.send(res);
+    }
+}
+
+impl Syncer {
+    fn run(self) {
+        while let Ok(first) = self.rx.recv() {
+            // Every group waiting is made durable by one flush.
+            let mut groups = vec![first];
+            while let Ok(more) = self.rx.try_recv() {
+                groups.push(more);
+            }
+            let started = Instant::now();
+            let durable = self.make_durable(&groups);
+            let flush = started.elapsed();
+            match durable {
+                Ok(()) => {
+                    for g in groups {
+                        self.publish(g, flush);
+                    }
+                }
+                Err(reason) => {
+                    for g in groups {
+                        fail(g.answers, &reason);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes `groups` durable (per durability); the poison reason if the store is or
+    /// becomes poisoned.
+    fn make_durable(&self, groups: &[Written]) -> Result<(), String> {
+        if let Some(reason) = self.shared.poisoned.lock().clone() {
+            return Err(reason);
+        }
+        let wrote = groups.iter().any(|g| !g.drafts.is_empty());
+        if !wrote || self.durability != Durability::Fsync {
+            return Ok(());
+        }
+        let big = groups.iter().any(|g| g.big);
+        self.shared.engine.make_durable(big).map_err(|e| {
+            tracing::error!(error = %e, "group flush failed; store poisoned");
+            let reason = e.to_string();
+            *self.shared.poisoned.lock() = Some(reason.clone());
+            reason
+        })
+    }
+
+    /// Applies a durable group to the index, moves the head, broadcasts its events and
+    /// answers its requests.
+    fn publish(&self, g: Written, flush: Duration) {
+        let Written {
+            drafts,
+            answers,
+            requests,
+            ..
+        } = g;
+        if let Some(head) = drafts.last().map(|d| d.record.seq) {
+            {
+                let mut index = self.shared.index.write();
+                for d in &drafts {
+                    if let Err(e) = index.apply(&d.record) {
+                        // Validation and the index disagree: a bug. The log holds the
+                        // truth; refuse further writes so a restart rebuilds cleanly.
+                        tracing::error!(error = %e, "index refused a validated record");
+                        *self.shared.poisoned.lock() = Some(format!("index: {e}"));
+                        break;
+                    }
+                }
+            }
+            let events = drafts.len();
+            self.shared.head.send_replace(head);
+            self.shared
+                .events_total
+                .fetch_add(events as u64, Ordering::Relaxed);
+            for d in drafts {
+                // No receivers is fine.
+                let _ = self.shared.events.send(Arc::new(d.event));
+            }
+            if let Some(observe) = &self.on_group {
+                observe(GroupStats {
+                    requests,
+                    events,
+                    flush,
+                });
+            }
+        }
+        for (reply, res) in answers {
+            let _ = reply.send(res);
+        }
     }
 }

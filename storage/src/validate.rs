@@ -109,6 +109,9 @@ pub struct Ctx<'a> {
     pub engine: &'a Engine,
     /// Accepted earlier in this group.
     pub group: &'a Pending,
+    /// Groups written before this one but not durable yet, hence not in the index yet
+    /// (oldest first, with the last seq of each; see the writer in `store`).
+    pub earlier: &'a [(Seq, Pending)],
     /// Next free seq; advanced by accepted requests only.
     pub next_seq: Seq,
     /// Time of the previous event, to keep timestamps non-decreasing.
@@ -126,10 +129,20 @@ fn conflict(msg: impl Into<String>) -> AppendError {
 }
 
 impl Ctx<'_> {
+    /// The overlays over the index, newest first: this group's, then the earlier groups
+    /// not durable yet.
+    fn layers(&self) -> impl Iterator<Item = &Pending> {
+        std::iter::once(self.group).chain(self.earlier.iter().rev().map(|(_, p)| p))
+    }
+
     fn facts(&self, scratch: &Pending, id: &Uuid) -> Option<Facts> {
-        let pending = scratch.nodes.get(id).or_else(|| self.group.nodes.get(id));
-        let child =
-            |id: &Uuid| scratch.with_child.contains(id) || self.group.with_child.contains(id);
+        let pending = scratch
+            .nodes
+            .get(id)
+            .or_else(|| self.layers().find_map(|p| p.nodes.get(id)));
+        let child = |id: &Uuid| {
+            scratch.with_child.contains(id) || self.layers().any(|p| p.with_child.contains(id))
+        };
         if let Some(p) = pending {
             return Some(Facts {
                 wf: p.wf,
@@ -157,14 +170,14 @@ impl Ctx<'_> {
         scratch
             .workflows
             .get(wf)
-            .or_else(|| self.group.workflows.get(wf))
+            .or_else(|| self.layers().find_map(|p| p.workflows.get(wf)))
             .map(|p| p.status)
             .or_else(|| self.index.workflow(wf).map(|w| w.status))
     }
 
     fn has_edge(&self, scratch: &Pending, kind: EdgeKind, from: Uuid, to: Uuid) -> bool {
         let key = (kind, from, to);
-        if scratch.edges.contains_key(&key) || self.group.edges.contains_key(&key) {
+        if scratch.edges.contains_key(&key) || self.layers().any(|p| p.edges.contains_key(&key)) {
             return true;
         }
         match (self.index.node_ref(&from), self.index.node_ref(&to)) {
@@ -179,7 +192,7 @@ impl Ctx<'_> {
         if let Some(c) = scratch
             .chosen
             .get(decision)
-            .or_else(|| self.group.chosen.get(decision))
+            .or_else(|| self.layers().find_map(|p| p.chosen.get(decision)))
         {
             return Some(*c);
         }
@@ -191,11 +204,11 @@ impl Ctx<'_> {
     /// Whether `id` is taken by anything: workflow, node, or any event id.
     fn id_taken(&self, scratch: &Pending, id: &Uuid) -> bool {
         scratch.nodes.contains_key(id)
-            || self.group.nodes.contains_key(id)
+            || self.layers().any(|p| p.nodes.contains_key(id))
             || scratch.workflows.contains_key(id)
-            || self.group.workflows.contains_key(id)
+            || self.layers().any(|p| p.workflows.contains_key(id))
             || scratch.events.contains(id)
-            || self.group.events.contains(id)
+            || self.layers().any(|p| p.events.contains(id))
             || self.index.seq_of_id(id).is_some()
     }
 
@@ -225,7 +238,11 @@ impl Ctx<'_> {
         scratch: &Pending,
         id: &Uuid,
     ) -> Result<Option<(NodeRecord, Node)>, AppendError> {
-        if let Some(p) = scratch.nodes.get(id).or_else(|| self.group.nodes.get(id)) {
+        if let Some(p) = scratch
+            .nodes
+            .get(id)
+            .or_else(|| self.layers().find_map(|p| p.nodes.get(id)))
+        {
             let node = node_of(p.wf, p.seq, p.timestamp, &p.record, p.content.clone());
             return Ok(Some((p.record.clone(), node)));
         }
@@ -403,8 +420,10 @@ impl Ctx<'_> {
         id: Uuid,
         scratch: &Pending,
     ) -> Result<Option<Accepted>, AppendError> {
-        let stored = if let Some((root_id, seq, root, facts)) =
-            scratch.roots.get(&id).or_else(|| self.group.roots.get(&id))
+        let stored = if let Some((root_id, seq, root, facts)) = scratch
+            .roots
+            .get(&id)
+            .or_else(|| self.layers().find_map(|p| p.roots.get(&id)))
         {
             Some((
                 *root_id,
@@ -689,7 +708,7 @@ impl Ctx<'_> {
             let pending = scratch
                 .edges
                 .get(&key)
-                .or_else(|| self.group.edges.get(&key));
+                .or_else(|| self.layers().find_map(|p| p.edges.get(&key)));
             let seq = match pending {
                 Some(seq) => *seq,
                 // An explicit edge has its own event; an automatic OPTION_OF rides on
