@@ -45,7 +45,7 @@ use crate::time::Timestamp;
 /// A record more than this much older than its group's write is marked as arriving then
 /// (live appends are stamped a moment before their group is written).
 const ARRIVAL_SLACK_MICROS: i64 = 1_000_000;
-use crate::validate::{content_string, load_content, Ctx, Pending};
+use crate::validate::{entry_content, load_content, Ctx, Pending};
 
 /// Whether an acknowledged append must survive power loss.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -553,13 +553,9 @@ impl Store {
         r.node(n, |h| self.entry_content(seq, &entry, h))
     }
 
-    /// The content (hash `h`) of the node created at `seq`, whose log entry is `entry`:
-    /// the content kept in it, else read from where older stores keep it.
+    /// See [`crate::validate::entry_content`].
     fn entry_content(&self, seq: Seq, entry: &LogEntry, h: &Hash) -> Result<String, StorageError> {
-        match &entry.text {
-            Some(t) => content_string(t),
-            None => self.content_at(seq, h),
-        }
+        entry_content(&self.shared.engine, seq, entry, h)
     }
 
     /// Counters of the node cache.

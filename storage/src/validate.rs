@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::error::{AppendError, StorageError};
 use crate::index::{Index, NodeKind};
 use crate::intent::{edge_event_id, Intent, Meta, NewNode, NewWorkflow, Outcome};
-use crate::log::Engine;
+use crate::log::{Engine, LogEntry};
 use crate::model::{
     valid_node_type, Edge, EdgeKind, Event, EventBody, Node, Role, Seq, StatusChanged,
     WorkflowCreated, WorkflowStatus,
@@ -250,16 +250,17 @@ impl Ctx<'_> {
             return Ok(None);
         };
         let seq = self.index.meta(r).seq;
-        let record = self
+        let entry = self
             .engine
-            .record(seq)?
+            .entry(seq)?
             .ok_or_else(|| StorageError::Corrupt(format!("indexed seq {seq} missing from log")))?;
+        let record = Record::decode(&entry.record)?;
         let n = record
             .created_node()
             .filter(|n| n.id == *id)
             .ok_or_else(|| StorageError::Corrupt(format!("seq {seq} does not create node {id}")))?
             .clone();
-        let node = record.node(&n, |h| load_content(self.engine, seq, h))?;
+        let node = record.node(&n, |h| entry_content(self.engine, seq, &entry, h))?;
         Ok(Some((n, node)))
     }
 
@@ -979,7 +980,26 @@ fn public_event(r: &Record, body: EventBody) -> Event {
 
 /// Reads the content (hash `h`) of the node created at `seq` from the engine as text.
 pub fn load_content(engine: &Engine, seq: Seq, h: &Hash) -> Result<String, StorageError> {
-    let bytes = engine.content_at(seq, h)?.ok_or_else(|| {
+    found_content(seq, h, engine.content_at(seq, h)?)
+}
+
+/// The content (hash `h`) of the node created at `seq`, whose log entry `entry` was read
+/// already: the content kept in it, else from where older stores and large content keep
+/// it (without reading the entry again).
+pub fn entry_content(
+    engine: &Engine,
+    seq: Seq,
+    entry: &LogEntry,
+    h: &Hash,
+) -> Result<String, StorageError> {
+    match &entry.text {
+        Some(t) => content_string(t),
+        None => found_content(seq, h, engine.content_elsewhere(seq, h)?),
+    }
+}
+
+fn found_content(seq: Seq, h: &Hash, bytes: Option<sled::IVec>) -> Result<String, StorageError> {
+    let bytes = bytes.ok_or_else(|| {
         StorageError::Corrupt(format!(
             "content {} of seq {seq} missing",
             crate::record::hex(h)

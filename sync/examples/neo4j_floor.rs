@@ -16,23 +16,9 @@ use std::time::Instant;
 
 use neo4rs::{query, BoltList, BoltMap, BoltNull, BoltString, BoltType, ConfigBuilder, Graph};
 
-fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-/// CPU seconds (user + system) of process `pid`, from /proc (0 if unreadable).
-fn cpu(pid: &str) -> f64 {
-    let Ok(st) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    let rest = st.rsplit_once(')').map_or("", |r| r.1);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let t: u64 = [14usize, 15]
-        .iter()
-        .filter_map(|i| f.get(i - 3).and_then(|v| v.parse::<u64>().ok()))
-        .sum();
-    t as f64 / 100.0
-}
+#[path = "support/proc.rs"]
+mod proc;
+use proc::{tree_cpu as cpu, var};
 
 fn jvm_pid() -> String {
     if let Some(p) = var("ARBOR_BENCH_PIDS_NEO4J") {
