@@ -44,6 +44,7 @@ mod intent;
 mod log;
 mod model;
 mod node_cache;
+pub mod process;
 mod record;
 mod store;
 mod time;
