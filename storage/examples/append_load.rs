@@ -4,8 +4,8 @@
 //!
 //! Each appender appends `BATCH` nodes per request (distinct content, 256 B) under the
 //! root of its own workflow, for `SECONDS`; prints events/s and the CPU per event of the
-//! writer thread, of the syncer thread (which makes the groups durable) and of the
-//! publisher thread (which indexes, broadcasts and answers them).
+//! writer thread and of the syncer thread (which makes the groups durable, indexes and
+//! answers them).
 //!
 //! `raw` is the engine's own limit (issue 13, goal 2): raw sled on one thread, one tree,
 //! one key per event (u64 BE) with a value of an arbor event's size (its record plus
@@ -104,20 +104,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let cpu = (
             thread_cpu_ticks("arbor-writer"),
             thread_cpu_ticks("arbor-syncer"),
-            thread_cpu_ticks("arbor-publisher"),
         );
         store.close().await;
-        Ok::<(u64, (u64, u64, u64)), String>((total, cpu))
+        Ok::<(u64, (u64, u64)), String>((total, cpu))
     })?;
-    let (events, (writer_ticks, syncer_ticks, publisher_ticks)) = events;
-    let per_event = |ticks: u64| ticks as f64 * 10_000.0 / events.max(1) as f64;
+    let (events, (writer_ticks, syncer_ticks)) = events;
     // Linux clock ticks are 10 ms.
     println!(
-        "{durability:?} appenders={appenders} batch={batch}: {events} events in {secs} s = {:.0} events/s; writer CPU {:.1} us/event (+ syncer {:.1}, publisher {:.1})",
+        "{durability:?} appenders={appenders} batch={batch}: {events} events in {secs} s = {:.0} events/s; writer CPU {:.1} us/event (+ syncer {:.1})",
         events as f64 / secs as f64,
-        per_event(writer_ticks),
-        per_event(syncer_ticks),
-        per_event(publisher_ticks)
+        writer_ticks as f64 * 10_000.0 / events.max(1) as f64,
+        syncer_ticks as f64 * 10_000.0 / events.max(1) as f64
     );
     let n = groups.groups.load(Ordering::Relaxed).max(1);
     println!(

@@ -28,7 +28,9 @@
 //!   their arrival (imports keep their original time) was written, keyed by its first seq.
 //!   The arrival of an event is the later of its own time and the last mark at or
 //!   before its seq (see [`Engine::arrival`]).
-//! - `meta`: `store_id` → 16 bytes: the store's identity, created with it.
+//! - `meta`: `store_id` → 16 bytes: the store's identity, created with it;
+//!   `committed` → seq (u64 BE): the commit mark, the last seq of the last group
+//!   written whole (see the commit protocol below).
 //! - `dead_acked`: same key → error text and acknowledgement note: dead letters an
 //!   operator accepted as lost (`arbor sync dead-letters ack`).
 //!
@@ -40,33 +42,45 @@
 //! the ~2× DESIGN allows) and two more sled batches per group on the writer; stores
 //! written before that have `ids` and `wf` trees, which [`Engine::open`] drops.
 //!
-//! Commit protocol: one group = single-tree batches ([`sled::Tree::apply_batch`]), in
-//! this order (see [`Engine::write_group`]):
+//! Commit protocol: one group = plain inserts, in this order (see
+//! [`Engine::write_group`]):
 //! 1. `content`: the group's new large blobs, if any (content-addressed, so writing one
 //!    twice or leaving one unreferenced is harmless);
-//! 2. `log`: the group's records with their other content, **the commit point**.
+//! 2. `log`: the group's records with their other content, in seq order;
+//! 3. `meta`/`committed`: the group's last seq, **the commit point**.
 //!
 //! then [`Engine::make_durable`]: `Db::flush` (which on Linux only issues
 //! `sync_file_range`, sled issue #1452), followed by `fdatasync` of sled's data file and
 //! of any new blob files (sled writes values over its blob threshold to separate files
 //! and never syncs them).
 //!
-//! Why this is crash-safe without a multi-tree transaction: sled recovers each batch
-//! whole or not at all, and recovers a *prefix* of its write-ahead log (recovery stops
-//! at the first torn batch, `LogIter`). So after a crash a recovered log record has its
-//! content (in the same value, or written before it), and a group is in the log whole
-//! or not at all. Stores of the version that wrote `text` batches before the log batch
+//! Why this is crash-safe without a transaction: sled recovers a *prefix* of its
+//! write-ahead log (recovery stops at the first torn message, `LogIter`), and one
+//! writer thread makes these inserts in this order. So after a crash a recovered log
+//! record has its content (in the same value, or written before it), and if a group's
+//! commit mark is recovered, so is all of the group. Records above the commit mark
+//! belong to a group a crash cut short; none of it was acknowledged (with `fsync`
+//! durability a group is acknowledged only after it is durable, mark included), and
+//! [`Engine::open`] removes them, so that a multi-node request is in the log whole or
+//! not at all.
+//!
+//! Why not one `apply_batch` per group, which sled recovers whole: sled serialises
+//! batches against flushes (`apply_batch` takes its global lock exclusively, and
+//! `Db::flush` holds it shared until the IO buffer is on disk), so the writer could not
+//! write group N+1 while group N was being flushed. Plain inserts share the lock with
+//! the flush: 64 concurrent single appends went from 0.57x to ~0.7x of raw sled's rate
+//! (BENCHMARKS.md).
+//!
+//! Stores written before the commit mark (every group one batch) get one at open: the
+//! log's last seq. Stores of the version that wrote `text` batches before the log batch
 //! may hold `text` entries above the log's last seq (a group whose log batch a crash
 //! lost); [`Engine::open`] removes them, since those seqs will be given to other
 //! records, which must not read them as their content.
-//! Acknowledged appends are untouched: with `fsync` durability a group is acknowledged
-//! only after it is durable.
 
 use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use sled::Batch;
 use uuid::Uuid;
 
 use crate::error::StorageError;
@@ -75,6 +89,9 @@ use crate::record::{Hash, Record};
 
 /// Trees of earlier versions that [`Engine::open`] drops.
 const LEGACY_TREES: [&str; 2] = ["ids", "wf"];
+
+/// The `meta` key of the commit mark (see the module docs).
+const COMMITTED: &[u8] = b"committed";
 
 /// Values at least this large may have gone to a sled blob file.
 const BLOB_CANDIDATE_BYTES: usize = 32 * 1024;
@@ -91,6 +108,8 @@ pub struct Engine {
     admin: sled::Tree,
     dead_acked: sled::Tree,
     arrivals: sled::Tree,
+    /// The store's identity and the commit mark.
+    meta: sled::Tree,
     /// The store's identity (the `meta` tree's `store_id`).
     store_id: Uuid,
     /// sled's main data file, fdatasync'd after each flush.
@@ -266,6 +285,7 @@ impl Engine {
             dead_acked: db.open_tree("dead_acked")?,
             arrivals: db.open_tree("arrivals")?,
             store_id: store_id(&db.open_tree("meta")?)?,
+            meta: db.open_tree("meta")?,
             db,
             data_file,
             blob_dir: dir.join("blobs"),
@@ -276,8 +296,51 @@ impl Engine {
         };
         *e.synced_blobs.get_mut() = e.blob_files()?;
         e.drop_legacy_trees()?;
+        e.remove_uncommitted()?;
         e.remove_orphan_texts()?;
         Ok(e)
+    }
+
+    /// The commit mark: the last seq of the last group written whole.
+    fn committed(&self) -> Result<Option<Seq>, StorageError> {
+        match self.meta.get(COMMITTED)? {
+            Some(v) => seq_of(&v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Removes log records above the commit mark: a group a crash cut short, none of
+    /// it acknowledged (see the module docs). A store without a mark (written before
+    /// it, one batch per group; or new) gets one at its log's last seq. Returns how
+    /// many records were removed.
+    fn remove_uncommitted(&self) -> Result<usize, StorageError> {
+        let Some(mark) = self.committed()? else {
+            let last = match self.log.last()? {
+                Some((k, _)) => seq_of(&k)?,
+                None => 0,
+            };
+            self.meta.insert(COMMITTED, &last.to_be_bytes())?;
+            self.make_durable(false)?;
+            return Ok(0);
+        };
+        let mut cut = Vec::new();
+        for kv in self.log.range(mark.saturating_add(1).to_be_bytes()..) {
+            let (k, _) = kv?;
+            cut.push(k);
+        }
+        // Newest first: a crash in here leaves a shorter tail, still above the mark.
+        for k in cut.iter().rev() {
+            self.log.remove(k)?;
+        }
+        if !cut.is_empty() {
+            self.make_durable(false)?;
+            tracing::warn!(
+                records = cut.len(),
+                committed = mark,
+                "removed the records of a group a crash cut short (never acknowledged)"
+            );
+        }
+        Ok(cut.len())
     }
 
     /// Removes `text` entries above the log's last seq: content of a group whose log
@@ -287,15 +350,16 @@ impl Engine {
             Some((k, _)) => seq_of(&k)?,
             None => 0,
         };
-        let mut orphans = Batch::default();
-        let mut n = 0;
+        let mut orphans = Vec::new();
         for kv in self.text.range(last.saturating_add(1).to_be_bytes()..) {
             let (k, _) = kv?;
-            orphans.remove(k);
-            n += 1;
+            orphans.push(k);
+        }
+        let n = orphans.len();
+        for k in orphans {
+            self.text.remove(k)?;
         }
         if n > 0 {
-            self.text.apply_batch(orphans)?;
             self.make_durable(false)?;
             tracing::warn!(
                 entries = n,
@@ -331,15 +395,12 @@ impl Engine {
         }
     }
 
-    /// Writes one group (not yet durable): large content, then the log values (the
-    /// commit point), each tree in one atomic batch (see the module docs).
+    /// Writes one group (not yet durable): large content, the log values, then the
+    /// commit mark, the commit point (see the module docs). Called by one thread at a
+    /// time (the store's writer): the mark's order after the records is the protocol.
     pub fn write_group(&self, g: &GroupWrite) -> Result<(), StorageError> {
-        if !g.content.is_empty() {
-            let mut content = Batch::default();
-            for (h, bytes) in &g.content {
-                content.insert(h, bytes.as_slice());
-            }
-            self.content.apply_batch(content)?;
+        for (h, bytes) in &g.content {
+            self.content.insert(h, bytes.as_slice())?;
         }
         if let Some((seq, at)) = g.arrival {
             // Before the records: a mark without its records (a crash in between) is
@@ -347,11 +408,12 @@ impl Engine {
             self.arrivals
                 .insert(seq.to_be_bytes(), &at.micros().to_be_bytes())?;
         }
-        let mut log = Batch::default();
         for (seq, bytes) in &g.records {
-            log.insert(&seq.to_be_bytes(), bytes.as_slice());
+            self.log.insert(seq.to_be_bytes(), bytes.as_slice())?;
         }
-        self.log.apply_batch(log)?;
+        if let Some((last, _)) = g.records.last() {
+            self.meta.insert(COMMITTED, &last.to_be_bytes())?;
+        }
         Ok(())
     }
 
@@ -379,8 +441,10 @@ impl Engine {
         self.db.flush()?;
         self.data_file.sync_data()?;
         if may_have_blobs {
-            let now = self.blob_files()?;
+            // Listed under the lock: two syncers flushing at once take turns here, and
+            // the set of synced files only grows between removals.
             let mut synced = self.synced_blobs.lock();
+            let now = self.blob_files()?;
             let mut synced_any = false;
             for path in now.difference(&synced) {
                 File::open(path)?.sync_data()?;
@@ -867,6 +931,87 @@ mod tests {
             err.contains("seq 2") && err.contains("does not hash"),
             "{err}"
         );
+    }
+
+    /// A crash between a group's records and its commit mark: the open removes the
+    /// whole group (a three-node request is in the log whole or not at all), keeps
+    /// everything before it, and the same request sent again is appended afresh at
+    /// the same seqs, not answered as a replay of records that are gone.
+    #[test]
+    fn a_group_a_crash_cut_short_is_removed_whole_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = rt();
+        let wf = Uuid::now_v7();
+        let first = [Uuid::now_v7()];
+        let cut: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+        let (root, before) = rt.block_on(async {
+            let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+            let (root, _) = create(&store, wf).await;
+            append(&store, wf, batch(root, &first)).await.unwrap();
+            let before = store.head();
+            append(&store, wf, batch(first[0], &cut)).await.unwrap();
+            assert_eq!(store.head(), before + 3);
+            store.close().await;
+            (root, before)
+        });
+        {
+            // What the disk holds if the crash came after the records, before the mark.
+            let e = Engine::open(dir.path(), 8 << 20).unwrap();
+            assert_eq!(e.committed().unwrap(), Some(before + 3));
+            e.meta.insert(COMMITTED, &before.to_be_bytes()).unwrap();
+            e.make_durable(false).unwrap();
+        }
+        {
+            let e = Engine::open(dir.path(), 8 << 20).unwrap();
+            assert_eq!(e.committed().unwrap(), Some(before));
+            assert_eq!(
+                e.scan(0).count() as u64,
+                before,
+                "the cut group is gone whole"
+            );
+        }
+        rt.block_on(async {
+            let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+            assert_eq!(store.head(), before);
+            assert!(store.seq_of(&first[0]).is_some());
+            assert!(cut.iter().all(|id| store.seq_of(id).is_none()));
+            match append(&store, wf, batch(first[0], &cut)).await.unwrap() {
+                Outcome::Nodes { nodes, replayed } => {
+                    assert!(!replayed, "the records are gone: nothing to replay");
+                    let seqs: Vec<Seq> = nodes.iter().map(|n| n.seq).collect();
+                    assert_eq!(seqs, vec![before + 1, before + 2, before + 3]);
+                }
+                o => panic!("{o:?}"),
+            }
+            crate::verify::verify_store(&store).unwrap();
+            store.close().await;
+        });
+        assert_eq!(verify_dir(dir.path()).unwrap().events, before + 3);
+        let _ = root;
+    }
+
+    /// A store written before the commit mark (each group one atomic batch) has none:
+    /// the open keeps its whole log and marks its last seq.
+    #[test]
+    fn a_store_without_a_commit_mark_keeps_its_log_and_gets_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = rt();
+        let wf = Uuid::now_v7();
+        let nodes: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
+        rt.block_on(async {
+            let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+            let (root, _) = create(&store, wf).await;
+            append(&store, wf, batch(root, &nodes)).await.unwrap();
+            store.close().await;
+        });
+        {
+            let e = Engine::open(dir.path(), 8 << 20).unwrap();
+            e.meta.remove(COMMITTED).unwrap();
+            e.make_durable(false).unwrap();
+        }
+        let e = Engine::open(dir.path(), 8 << 20).unwrap();
+        assert_eq!(e.committed().unwrap(), Some(5), "one root and four nodes");
+        assert_eq!(e.scan(0).count(), 5);
     }
 
     /// A log value's frame: a cut or inconsistent one is an error, never a panic or a

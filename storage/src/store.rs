@@ -5,13 +5,13 @@
 //! 1. take every request waiting on the channel (up to `max_group`);
 //! 2. validate each against the index plus the group's overlay, assigning seqs;
 //! 3. chain the hashes and write the group: large content by hash, then the log
-//!    records with their smaller content in one sled batch (the commit point; see
-//!    [`crate::log`] for why that is crash-safe and what open cleans up after an
-//!    interrupted group), and go on with the next group;
+//!    records with their smaller content, then the commit mark (see [`crate::log`] for
+//!    why that is crash-safe and what open cleans up after an interrupted group), and
+//!    go on with the next group;
 //! 4. the syncer thread makes every group written so far durable with one flush
 //!    (`--durability fsync`), or not (`none`);
-//! 5. the publisher thread applies each durable group to the index, publishes the new
-//!    head, broadcasts, and answers every request, in group order.
+//! 5. then, group by group, applies it to the index, publishes the new head,
+//!    broadcasts, and answers every request.
 //!
 //! A failed write or flush poisons the store: every later write is refused with
 //! [`StorageError::Poisoned`] until a restart rebuilds the index from what is on disk.
@@ -1189,34 +1189,16 @@ struct Written {
     big: bool,
 }
 
-/// The syncer thread: makes the groups the writer wrote durable, one flush for all
-/// groups waiting, and hands them to the [`Publisher`]. It goes straight on to the
-/// next flush, so the publishing of flush N overlaps flush N+1. A failed flush
-/// poisons the store and fails every group after it, written or not.
+/// The syncer thread: makes the groups the writer wrote durable (one fdatasync for all
+/// groups waiting), then applies them to the index, moves the head, broadcasts their
+/// events and answers their requests, in order. A failed flush poisons the store and
+/// fails every group after it, written or not.
 struct Syncer {
     shared: Arc<Shared>,
     rx: std::sync::mpsc::Receiver<Written>,
     durability: Durability,
-    publisher: std::sync::mpsc::SyncSender<Flushed>,
-}
-
-/// Groups made durable by one flush (`Ok`, with how long it took) or failed with the
-/// poison reason (`Err`), on their way to the publisher.
-struct Flushed {
-    groups: Vec<Written>,
-    result: Result<Duration, String>,
-}
-
-/// The publisher thread: applies durable groups to the index, moves the head,
-/// broadcasts their events and answers their requests, in group order.
-struct Publisher {
-    shared: Arc<Shared>,
-    rx: std::sync::mpsc::Receiver<Flushed>,
     on_group: Option<GroupObserver>,
 }
-
-/// Flushes the syncer may have done ahead of the one the publisher is publishing.
-const FLUSHES_IN_FLIGHT: usize = 2;
 
 /// Hashes of large content this writer stored recently, so that a large blob repeated
 /// across groups is not looked up again. Bounded FIFO.
@@ -1249,7 +1231,27 @@ type Reply = oneshot::Sender<Result<Outcome, AppendError>>;
 
 impl Writer {
     fn run(mut self) {
-        let threads = self.start_syncer();
+        let (to_syncer, from_writer) = std::sync::mpsc::sync_channel(GROUPS_IN_FLIGHT);
+        let syncer = Syncer {
+            shared: self.shared.clone(),
+            rx: from_writer,
+            durability: self.options.durability,
+            on_group: self.options.on_group.clone(),
+        };
+        let syncer = match std::thread::Builder::new()
+            .name("arbor-syncer".into())
+            .spawn(move || syncer.run())
+        {
+            Ok(handle) => {
+                self.syncer = Some(to_syncer);
+                Some(handle)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not start the syncer thread; store poisoned");
+                *self.shared.poisoned.lock() = Some(format!("syncer thread: {e}"));
+                None
+            }
+        };
         let mut closing = None;
         while closing.is_none() {
             let Some(first) = self.rx.blocking_recv() else {
@@ -1286,11 +1288,11 @@ impl Writer {
                 let _ = reply.send(Err(StorageError::Closed.into()));
             }
         }
-        // The syncer finishes the groups in flight, then ends; then the publisher.
+        // The syncer finishes the groups in flight, then ends.
         self.syncer = None;
-        for handle in threads {
+        if let Some(handle) = syncer {
             if handle.join().is_err() {
-                tracing::error!("a syncer or publisher thread panicked");
+                tracing::error!("the syncer thread panicked");
             }
         }
         if let Err(e) = self.shared.engine.flush() {
@@ -1302,53 +1304,6 @@ impl Writer {
         if let Some(done) = closing {
             let _ = done.send(());
         }
-    }
-
-    /// Starts the publisher and the syncer (in that order: the syncer sends to the
-    /// publisher) and returns their handles, syncer first. If either cannot start, the
-    /// store is poisoned: every request is refused.
-    fn start_syncer(&mut self) -> Vec<std::thread::JoinHandle<()>> {
-        let (to_publisher, from_syncer) = std::sync::mpsc::sync_channel(FLUSHES_IN_FLIGHT);
-        let publisher = Publisher {
-            shared: self.shared.clone(),
-            rx: from_syncer,
-            on_group: self.options.on_group.clone(),
-        };
-        let publisher = match std::thread::Builder::new()
-            .name("arbor-publisher".into())
-            .spawn(move || publisher.run())
-        {
-            Ok(handle) => handle,
-            Err(e) => {
-                self.poison(&format!("publisher thread: {e}"));
-                return Vec::new();
-            }
-        };
-        let (to_syncer, from_writer) = std::sync::mpsc::sync_channel(GROUPS_IN_FLIGHT);
-        let syncer = Syncer {
-            shared: self.shared.clone(),
-            rx: from_writer,
-            durability: self.options.durability,
-            publisher: to_publisher,
-        };
-        match std::thread::Builder::new()
-            .name("arbor-syncer".into())
-            .spawn(move || syncer.run())
-        {
-            Ok(handle) => {
-                self.syncer = Some(to_syncer);
-                vec![handle, publisher]
-            }
-            Err(e) => {
-                self.poison(&format!("syncer thread: {e}"));
-                vec![publisher]
-            }
-        }
-    }
-
-    fn poison(&self, reason: &str) {
-        tracing::error!(reason, "could not start a writer thread; store poisoned");
-        *self.shared.poisoned.lock() = Some(reason.to_owned());
     }
 
     fn commit(&mut self, group: Vec<(Intent, Meta, Reply)>) {
@@ -1499,14 +1454,18 @@ impl Syncer {
                 groups.push(more);
             }
             let started = Instant::now();
-            let result = self.make_durable(&groups).map(|()| started.elapsed());
-            if let Err(lost) = self.publisher.send(Flushed { groups, result }) {
-                // The publisher is gone (it panicked): nothing can be answered as a
-                // success any more.
-                let reason = "the publisher thread is gone".to_owned();
-                *self.shared.poisoned.lock() = Some(reason.clone());
-                for g in lost.0.groups {
-                    fail(g.answers, &reason);
+            let durable = self.make_durable(&groups);
+            let flush = started.elapsed();
+            match durable {
+                Ok(()) => {
+                    for g in groups {
+                        self.publish(g, flush);
+                    }
+                }
+                Err(reason) => {
+                    for g in groups {
+                        fail(g.answers, &reason);
+                    }
                 }
             }
         }
@@ -1529,25 +1488,6 @@ impl Syncer {
             *self.shared.poisoned.lock() = Some(reason.clone());
             reason
         })
-    }
-}
-
-impl Publisher {
-    fn run(self) {
-        while let Ok(Flushed { groups, result }) = self.rx.recv() {
-            match result {
-                Ok(flush) => {
-                    for g in groups {
-                        self.publish(g, flush);
-                    }
-                }
-                Err(reason) => {
-                    for g in groups {
-                        fail(g.answers, &reason);
-                    }
-                }
-            }
-        }
     }
 
     /// Applies a durable group to the index, moves the head, broadcasts its events and
