@@ -8,7 +8,12 @@
 //!   with nodes loaded from sled at 10 and 1 000. Baseline: the same walk over a
 //!   `HashMap<Uuid, Uuid>` of parents.
 //! - `rebuild`: reopening a store of `ARBOR_BENCH_REBUILD_EVENTS` events (1 000 000 by
-//!   default). Baseline: a plain scan of sled's log tree.
+//!   default) whose nodes carry `ARBOR_BENCH_REBUILD_CONTENT` bytes of content each (400
+//!   by default, the bench harness's median; 0 for the short "node {i}" of earlier
+//!   runs). Baseline: a plain scan of sled's log tree.
+//!
+//! The allocator and its settings are the `arbor` binary's (mimalloc, transparent huge
+//! pages off).
 //!
 //! Run: `cargo bench --bench storage` (add `-- append` etc. to pick a group).
 
@@ -21,7 +26,13 @@ use arbor_storage::{Durability, Intent, Meta, NewNode, NewWorkflow, Outcome, Sto
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use uuid::Uuid;
 
+/// The allocator the `arbor` binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn runtime() -> tokio::runtime::Runtime {
+    // As the `arbor` binary does before it starts its threads.
+    arbor_storage::process::disable_transparent_huge_pages();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -207,6 +218,19 @@ fn rebuild(c: &mut Criterion) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
+    let content_bytes: usize = std::env::var("ARBOR_BENCH_REBUILD_CONTENT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400);
+    let filler = "the agent thought about it and answered; ";
+    let content = |i: usize| match content_bytes {
+        0 => format!("node {i}"),
+        n => {
+            let mut c = format!("node {i}: ");
+            c.extend(filler.chars().cycle().take(n.saturating_sub(c.len())));
+            c
+        }
+    };
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     {
@@ -229,7 +253,7 @@ fn rebuild(c: &mut Criterion) {
                 for i in 0..per.saturating_sub(1) {
                     let id = Uuid::now_v7();
                     let parent = ids[(i * 7919) % ids.len()];
-                    let mut n = NewNode::new(parent, "message", format!("node {i}"));
+                    let mut n = NewNode::new(parent, "message", content(i));
                     n.id = Some(id);
                     ids.push(id);
                     nodes.push(n);

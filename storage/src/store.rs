@@ -299,6 +299,7 @@ impl Store {
             inflight: Vec::new(),
             syncer: None,
             recent_content: RecentContent::default(),
+            scratch: Pending::default(),
         };
         std::thread::Builder::new()
             .name("arbor-writer".into())
@@ -1175,6 +1176,9 @@ struct Writer {
     /// Groups on their way to the syncer; `None` once closed.
     syncer: Option<std::sync::mpsc::SyncSender<Written>>,
     recent_content: RecentContent,
+    /// The overlay of the request being validated, merged into its group's once the
+    /// request is accepted; one for all requests, so its maps keep their capacity.
+    scratch: Pending,
 }
 
 /// Groups the writer may have written ahead of the one the syncer is making durable.
@@ -1326,7 +1330,6 @@ impl Writer {
             let mut next_seq = self.next_seq;
             let mut last_ts = self.last_ts;
             for (intent, meta, reply) in group {
-                let mut scratch = Pending::default();
                 let mut ctx = Ctx {
                     index: &index,
                     engine: &self.shared.engine,
@@ -1335,15 +1338,19 @@ impl Writer {
                     next_seq,
                     last_ts,
                 };
-                let res = ctx.validate(intent, &meta, &mut scratch);
+                let res = ctx.validate(intent, &meta, &mut self.scratch);
                 (next_seq, last_ts) = (ctx.next_seq, ctx.last_ts);
                 match res {
                     Ok(acc) => {
                         drafts.extend(acc.drafts);
-                        pending.merge(scratch);
+                        pending.merge(&mut self.scratch);
                         answers.push((reply, Ok(acc.outcome)));
                     }
-                    Err(e) => answers.push((reply, Err(e))),
+                    Err(e) => {
+                        // A refused request leaves nothing behind.
+                        self.scratch.clear();
+                        answers.push((reply, Err(e)));
+                    }
                 }
             }
             self.last_ts = last_ts;

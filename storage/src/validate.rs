@@ -5,8 +5,9 @@
 //! overlay; if it is accepted, the scratch is merged into the group's overlay, so a
 //! refused request leaves no trace and an atomic batch is all or nothing.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
+use rustc_hash::{FxHashMap, FxHashSet};
 use uuid::Uuid;
 
 use crate::error::{AppendError, StorageError};
@@ -56,19 +57,22 @@ struct PendingWf {
 }
 
 /// Accepted-but-not-durable state layered over the index.
+///
+/// Fx-hashed: the keys are ids the writer has validated or generated, and these maps
+/// are filled and read for every event on the writer thread.
 #[derive(Default)]
 pub struct Pending {
-    workflows: HashMap<Uuid, PendingWf>,
+    workflows: FxHashMap<Uuid, PendingWf>,
     /// Root records of workflows created in this group, for replays.
-    roots: HashMap<Uuid, (Uuid, Seq, NodeRecord, WorkflowCreatedFacts)>,
-    nodes: HashMap<Uuid, PendingNode>,
-    with_child: HashSet<Uuid>,
+    roots: FxHashMap<Uuid, (Uuid, Seq, NodeRecord, WorkflowCreatedFacts)>,
+    nodes: FxHashMap<Uuid, PendingNode>,
+    with_child: FxHashSet<Uuid>,
     /// Edges accepted in this group, with the seq of the event that carries them.
-    edges: HashMap<(EdgeKind, Uuid, Uuid), Seq>,
-    chosen: HashMap<Uuid, Uuid>,
+    edges: FxHashMap<(EdgeKind, Uuid, Uuid), Seq>,
+    chosen: FxHashMap<Uuid, Uuid>,
     /// Ids of the events accepted in this group that create no node (edges, status
     /// changes): ids are unique across the log, and the index refuses a reused one.
-    events: HashSet<Uuid>,
+    events: FxHashSet<Uuid>,
 }
 
 #[derive(Clone)]
@@ -78,15 +82,27 @@ struct WorkflowCreatedFacts {
 }
 
 impl Pending {
-    /// Moves everything of `other` into `self`.
-    pub fn merge(&mut self, other: Pending) {
-        self.workflows.extend(other.workflows);
-        self.roots.extend(other.roots);
-        self.nodes.extend(other.nodes);
-        self.with_child.extend(other.with_child);
-        self.edges.extend(other.edges);
-        self.chosen.extend(other.chosen);
-        self.events.extend(other.events);
+    /// Moves everything of `other` into `self`, leaving `other` empty with its
+    /// capacity (the writer reuses one scratch overlay for every request).
+    pub fn merge(&mut self, other: &mut Pending) {
+        self.workflows.extend(other.workflows.drain());
+        self.roots.extend(other.roots.drain());
+        self.nodes.extend(other.nodes.drain());
+        self.with_child.extend(other.with_child.drain());
+        self.edges.extend(other.edges.drain());
+        self.chosen.extend(other.chosen.drain());
+        self.events.extend(other.events.drain());
+    }
+
+    /// Forgets everything, keeping the capacity.
+    pub fn clear(&mut self) {
+        self.workflows.clear();
+        self.roots.clear();
+        self.nodes.clear();
+        self.with_child.clear();
+        self.edges.clear();
+        self.chosen.clear();
+        self.events.clear();
     }
 }
 

@@ -36,8 +36,14 @@ fn cpu_snapshot(sink: &str) -> (f64, Vec<(String, f64)>) {
     (own, watched)
 }
 
+/// The allocator the `arbor` binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // As the `arbor` binary does (it applies to the runtime's threads started already).
+    arbor_storage::process::disable_transparent_huge_pages();
     let mut args = std::env::args().skip(1);
     let events: u64 = args
         .next()

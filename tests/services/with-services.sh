@@ -15,6 +15,9 @@
 #   ARBOR_TEST_SERVICES_DIR     the temp state dir
 #   ARBOR_TEST_SERVICES_CTL     absolute path of ctl.sh (stop|start|kill|status SERVICE, and
 #                               new|remove SERVICE@NAME: an extra instance for one test)
+#   ARBOR_BENCH_PIDS_REDIS, ARBOR_BENCH_PIDS_POSTGRES, ARBOR_BENCH_PIDS_NEO4J
+#                               the server's pid (the postmaster, the JVM), whose process
+#                               tree the `catchup` example counts as the server's CPU
 #
 # then stops every service, removes the temp dir and exits with CMD's exit code.
 #
@@ -122,6 +125,9 @@ if [ "${#services[@]}" -gt 0 ]; then
         export ARBOR_TEST_NEO4J_PASSWORD="$ARBOR_NEO4J_PASSWORD"
     fi
     export ARBOR_TEST_SERVICES_CTL="$here/ctl.sh"
+    for s in "${services[@]}"; do
+        export "ARBOR_BENCH_PIDS_${s^^}=$(svc_pid "$s")"
+    done
 fi
 
 set +e
