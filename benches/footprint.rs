@@ -41,7 +41,7 @@ static ALLOC: Counting = Counting;
 
 fn main() {
     // As the `arbor` binary does.
-    arbor_storage::process::disable_transparent_huge_pages();
+    arbor_storage::disable_transparent_huge_pages();
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing useful either.
     let nodes: usize = std::env::var("ARBOR_BENCH_NODES")
         .ok()

@@ -32,7 +32,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn runtime() -> tokio::runtime::Runtime {
     // As the `arbor` binary does before it starts its threads.
-    arbor_storage::process::disable_transparent_huge_pages();
+    arbor_storage::disable_transparent_huge_pages();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -10,7 +10,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     // Before any thread starts: see the function's docs (issue 13).
-    arbor_storage::process::disable_transparent_huge_pages();
+    arbor_storage::disable_transparent_huge_pages();
     let cli = arbor::cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

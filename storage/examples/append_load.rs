@@ -26,7 +26,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // As the `arbor` binary does, for arbor and the raw baseline alike.
-    arbor_storage::process::disable_transparent_huge_pages();
+    arbor_storage::disable_transparent_huge_pages();
     let args: Vec<String> = std::env::args().collect();
     let appenders: usize = args.get(2).map_or(Ok(4), |s| s.parse())?;
     let batch: usize = args.get(3).map_or(Ok(100), |s| s.parse())?;

@@ -44,7 +44,7 @@ mod intent;
 mod log;
 mod model;
 mod node_cache;
-pub mod process;
+mod process;
 mod record;
 mod store;
 mod time;
@@ -61,6 +61,7 @@ pub use model::{
     StatusChanged, WorkflowCreated, WorkflowStatus,
 };
 pub use node_cache::{NodeCacheStats, RenderedNode};
+pub use process::disable_transparent_huge_pages;
 pub use record::{NodeRecord, Record, RecordBody};
 pub use store::{
     BranchNodes, Decision, Durability, GroupObserver, GroupStats, ListFilter, Monitor, NodePlace,

@@ -43,7 +43,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // As the `arbor` binary does (it applies to the runtime's threads started already).
-    arbor_storage::process::disable_transparent_huge_pages();
+    arbor_storage::disable_transparent_huge_pages();
     let mut args = std::env::args().skip(1);
     let events: u64 = args
         .next()
