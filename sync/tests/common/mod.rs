@@ -759,6 +759,18 @@ pub async fn outage(
     let (during, mut parent, mut acked) = writer
         .await
         .expect("appends never fail while a sink is down");
+    // The 300 appends may all have been replicated before the kill took effect (they
+    // take a fraction of a second): these come after it, so the sink has something to
+    // lag behind on.
+    for i in 0..20 {
+        parent = node(
+            &store,
+            during,
+            spec(parent, "message", &format!("after the kill {i}")),
+        )
+        .await;
+        acked.push((store.seq_of(&parent).expect("seq"), Instant::now()));
+    }
     degraded_within(&set).await;
     check_down(&only(&set));
     // arbor itself restarts during the outage.
