@@ -301,6 +301,14 @@ impl Engine {
         Ok(e)
     }
 
+    /// The seq of the log's last record (0 for an empty log).
+    fn last_log_seq(&self) -> Result<Seq, StorageError> {
+        match self.log.last()? {
+            Some((k, _)) => seq_of(&k),
+            None => Ok(0),
+        }
+    }
+
     /// The commit mark: the last seq of the last group written whole.
     fn committed(&self) -> Result<Option<Seq>, StorageError> {
         match self.meta.get(COMMITTED)? {
@@ -315,11 +323,8 @@ impl Engine {
     /// many records were removed.
     fn remove_uncommitted(&self) -> Result<usize, StorageError> {
         let Some(mark) = self.committed()? else {
-            let last = match self.log.last()? {
-                Some((k, _)) => seq_of(&k)?,
-                None => 0,
-            };
-            self.meta.insert(COMMITTED, &last.to_be_bytes())?;
+            self.meta
+                .insert(COMMITTED, &self.last_log_seq()?.to_be_bytes())?;
             self.make_durable(false)?;
             return Ok(0);
         };
@@ -346,10 +351,7 @@ impl Engine {
     /// Removes `text` entries above the log's last seq: content of a group whose log
     /// batch a crash lost (see the module docs). Returns how many.
     fn remove_orphan_texts(&self) -> Result<usize, StorageError> {
-        let last = match self.log.last()? {
-            Some((k, _)) => seq_of(&k)?,
-            None => 0,
-        };
+        let last = self.last_log_seq()?;
         let mut orphans = Vec::new();
         for kv in self.text.range(last.saturating_add(1).to_be_bytes()..) {
             let (k, _) = kv?;
@@ -441,8 +443,8 @@ impl Engine {
         self.db.flush()?;
         self.data_file.sync_data()?;
         if may_have_blobs {
-            // Listed under the lock: two syncers flushing at once take turns here, and
-            // the set of synced files only grows between removals.
+            // Listed under the lock, so that two callers (the syncer and a cursor
+            // flush, say) cannot replace the set with an older listing.
             let mut synced = self.synced_blobs.lock();
             let now = self.blob_files()?;
             let mut synced_any = false;
@@ -944,7 +946,7 @@ mod tests {
         let wf = Uuid::now_v7();
         let first = [Uuid::now_v7()];
         let cut: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
-        let (root, before) = rt.block_on(async {
+        let before = rt.block_on(async {
             let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
             let (root, _) = create(&store, wf).await;
             append(&store, wf, batch(root, &first)).await.unwrap();
@@ -952,7 +954,7 @@ mod tests {
             append(&store, wf, batch(first[0], &cut)).await.unwrap();
             assert_eq!(store.head(), before + 3);
             store.close().await;
-            (root, before)
+            before
         });
         {
             // What the disk holds if the crash came after the records, before the mark.
@@ -987,7 +989,6 @@ mod tests {
             store.close().await;
         });
         assert_eq!(verify_dir(dir.path()).unwrap().events, before + 3);
-        let _ = root;
     }
 
     /// A store written before the commit mark (each group one atomic batch) has none:
