@@ -595,3 +595,23 @@ async fn a_large_batch_is_written_in_parts_and_a_part_that_fails_loses_and_doubl
     assert_same_answers(&store, &replica, a, 200).await;
     assert_same_answers(&store, &replica, b, 200).await;
 }
+
+/// The sink's sessions commit without waiting for the WAL (safe for a replica: see
+/// `postgres::connect_options`), unless the URL's `options` say otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sinks_sessions_commit_asynchronously_unless_the_url_says_otherwise() {
+    let show = |url: String| async move {
+        let pool = postgres::pool(&url, &schema(), 1).expect("pool");
+        let v: String = sqlx::query_scalar("SHOW synchronous_commit")
+            .fetch_one(&pool)
+            .await
+            .expect("show synchronous_commit");
+        pool.close().await;
+        v
+    };
+    let url = postgres_url();
+    assert_eq!(show(url.clone()).await, "off");
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let forced = format!("{url}{sep}options=-c%20synchronous_commit%3Don");
+    assert_eq!(show(forced).await, "on");
+}

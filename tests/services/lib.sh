@@ -301,9 +301,10 @@ listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = '$d/sock'
 max_connections = 200
-# throwaway data: skip fsync (a killed server still recovers everything committed, as
-# the OS keeps what it wrote). synchronous_commit stays on: ctl.sh kill must not lose
-# committed transactions.
+# throwaway data: skip fsync (a killed server still recovers everything whose WAL was
+# written, as the OS keeps it). The server's synchronous_commit stays on; the sink's own
+# sessions turn it off (a killed server may then lose the last commits, cursor and rows
+# alike, which the sink sends again: the outage tests kill it under load).
 fsync = off
 full_page_writes = off
 EOF
