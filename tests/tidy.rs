@@ -95,7 +95,8 @@ fn read(p: &Path) -> String {
     fs::read_to_string(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
 }
 
-/// Every `.rs` file below `dir`, sorted; `target/` and hidden folders are skipped.
+/// Every `.rs` file below `dir`, sorted; `target/`, `vendor/` (third-party crates) and
+/// hidden folders are skipped.
 fn rust_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut todo = vec![dir.to_path_buf()];
@@ -107,7 +108,7 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
             let p = e.path();
             let name = e.file_name().to_string_lossy().into_owned();
             if p.is_dir() {
-                if name != "target" && !name.starts_with('.') {
+                if name != "target" && name != "vendor" && !name.starts_with('.') {
                     todo.push(p);
                 }
             } else if name.ends_with(".rs") {
@@ -569,7 +570,8 @@ fn code_map_names_only_what_exists() {
 // ---------------------------------------------------------------------------------
 // Module docs.
 
-/// The `src/` folders of the workspace's crates (every folder with a Cargo.toml).
+/// The `src/` folders of the workspace's crates (every folder with a Cargo.toml, outside
+/// `vendor/`).
 fn crate_sources() -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut todo = vec![root()];
@@ -582,7 +584,11 @@ fn crate_sources() -> Vec<PathBuf> {
         };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if e.path().is_dir() && name != "target" && name != "src" && !name.starts_with('.') {
+            // `vendor`: third-party crates arbor carries (storage/vendor/sled).
+            if e.path().is_dir()
+                && !["target", "src", "vendor"].contains(&name.as_str())
+                && !name.starts_with('.')
+            {
                 todo.push(e.path());
             }
         }
