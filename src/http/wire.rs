@@ -26,6 +26,11 @@ pub struct JsonBody<T>(pub T);
 pub trait Body: DeserializeOwned {
     /// Fields whose value is an array of objects.
     const OBJECT_LISTS: &'static [&'static str] = &[];
+    /// Whether a body may be parsed straight into `Self` when it is well formed: true only
+    /// for a type with no `OBJECT_LISTS` and no field of a derived struct type (serde would
+    /// take an array for one, field by position). The answers are the same; a body that
+    /// fails that way is parsed again the careful way, for the error message.
+    const DIRECT: bool = false;
 }
 
 impl<S: Send + Sync, T: Body> FromRequest<S> for JsonBody<T> {
@@ -48,6 +53,14 @@ impl<S: Send + Sync, T: Body> FromRequest<S> for JsonBody<T> {
 /// Parses a request body: JSON text (a syntax error names where it is), an object at the
 /// top and in each of `T::OBJECT_LISTS`, then the fields of `T`.
 pub fn parse_body<T: Body>(bytes: &[u8]) -> Result<T, String> {
+    if T::DIRECT && T::OBJECT_LISTS.is_empty() && opens_an_object(bytes) {
+        if let Ok(body) = serde_json::from_slice::<T>(bytes) {
+            return match big_integer(bytes) {
+                None => Ok(body),
+                Some((path, literal)) => Err(beyond_64_bits(&path, &literal)),
+            };
+        }
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: Value =
         serde_path_to_error::deserialize(&mut de).map_err(|e| match e.path().to_string() {
@@ -62,10 +75,7 @@ pub fn parse_body<T: Body>(bytes: &[u8]) -> Result<T, String> {
         ));
     };
     if let Some((path, literal)) = big_integer(bytes) {
-        return Err(format!(
-            "{path}: integer {literal} is beyond the 64-bit range (JSON numbers are \
-             64-bit integers or doubles here); send it as a string"
-        ));
+        return Err(beyond_64_bits(&path, &literal));
     }
     for list in T::OBJECT_LISTS {
         if let Some(Value::Array(items)) = fields.get(*list) {
@@ -86,12 +96,31 @@ pub fn parse_body<T: Body>(bytes: &[u8]) -> Result<T, String> {
     })
 }
 
+/// Whether the first byte after any white space is `{`.
+fn opens_an_object(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{')
+}
+
+/// The refusal of an integer literal beyond i64 and u64.
+fn beyond_64_bits(path: &str, literal: &str) -> String {
+    format!(
+        "{path}: integer {literal} is beyond the 64-bit range (JSON numbers are 64-bit \
+         integers or doubles here); send it as a string"
+    )
+}
+
 /// The path and text of the first integer literal in `json` (valid JSON) that fits
 /// neither i64 nor u64. serde_json (without `arbitrary_precision`) would turn it into
 /// the nearest double, so the API would store and echo another number than it was
 /// sent: such input is refused instead. Decimal fractions and exponents are doubles by
 /// definition and pass.
 fn big_integer(json: &[u8]) -> Option<(String, String)> {
+    if !has_long_digit_run(json) {
+        return None;
+    }
     enum Frame {
         Object { key: String, want_key: bool },
         Array { index: usize },
@@ -160,6 +189,25 @@ fn big_integer(json: &[u8]) -> Option<(String, String)> {
         i += 1;
     }
     None
+}
+
+/// Whether `json` holds 19 or more ASCII digits in a row. An integer literal beyond both
+/// i64 and u64 needs that many (JSON allows no leading zeros, and every integer of up to
+/// 18 digits fits i64), so without such a run [`big_integer`] has nothing to find and
+/// skips its scan: one pass over the bytes with no allocation, for nearly every body.
+fn has_long_digit_run(json: &[u8]) -> bool {
+    let mut run = 0;
+    for b in json {
+        if b.is_ascii_digit() {
+            run += 1;
+            if run >= 19 {
+                return true;
+            }
+        } else {
+            run = 0;
+        }
+    }
+    false
 }
 
 /// What kind of JSON value `v` is, in the API's words.
@@ -266,7 +314,10 @@ pub struct CreateNode {
     pub expect_leaf: bool,
 }
 
-impl Body for CreateNode {}
+impl Body for CreateNode {
+    // Its fields are strings, UUIDs, an enum, `Value`s and a `Map`: no derived struct.
+    const DIRECT: bool = true;
+}
 
 impl CreateNode {
     /// The storage intent for this node.
@@ -543,4 +594,68 @@ pub struct ResumeHeader {
     /// wins over `?after=`. Beyond the log's head, or not a seq: 400.
     #[param(rename = "Last-Event-ID")]
     pub last_event_id: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `CreateNode` parsed only the careful way.
+    #[derive(Debug, Deserialize)]
+    #[serde(transparent)]
+    struct Careful(CreateNode);
+    impl Body for Careful {}
+
+    #[test]
+    fn the_direct_parse_answers_as_the_careful_one() {
+        let p = "00000000-0000-4000-8000-000000000001";
+        let bodies = [
+            format!(
+                r#"{{"parent_id":"{p}","type":"message","role":"assistant","content":"hi","payload":{{"a":[1,2.5,-0.0,null]}},"metadata":{{"k":"v"}},"agent_id":"a","expect_leaf":true}}"#
+            ),
+            format!(r#"  {{"parent_id":"{p}","type":"message","content":"x","payload":null}}"#),
+            format!(r#"{{"parent_id":"{p}","type":"message","content":"x","content":"y"}}"#),
+            format!(r#"{{"parent_id":"{p}","type":"message","content":"x","nope":1}}"#),
+            format!(
+                r#"{{"parent_id":"{p}","type":"message","content":"x","payload":{{"n":18446744073709551616}}}}"#
+            ),
+            format!(
+                r#"{{"parent_id":"{p}","type":"message","content":"x","payload":{{"n":18446744073709551615}}}}"#
+            ),
+            format!(r#"{{"parent_id":"{p}","type":"message","content":5}}"#),
+            format!(r#"{{"parent_id":"{p}","type":"message","content":"x","metadata":[]}}"#),
+            format!(r#"["{p}","message"]"#),
+            format!(r#"{{"parent_id":"{p}","type":"message","content":"x"}} trailing"#),
+            r#"{"parent_id":"x","type":"message","content":"x"}"#.to_owned(),
+        ];
+        for body in bodies {
+            let direct = format!("{:?}", parse_body::<CreateNode>(body.as_bytes()));
+            let careful = format!(
+                "{:?}",
+                parse_body::<Careful>(body.as_bytes()).map(|Careful(n)| n)
+            );
+            assert_eq!(direct, careful, "{body}");
+        }
+    }
+
+    #[test]
+    fn only_a_run_of_19_digits_can_hold_an_integer_beyond_64_bits() {
+        assert!(!has_long_digit_run(br#"{"n": 999999999999999999}"#));
+        assert!(has_long_digit_run(br#"{"n": 9223372036854775807}"#));
+        // The longest integers that fit still pass the full scan.
+        assert_eq!(big_integer(br#"{"n": 9223372036854775807}"#), None);
+        assert_eq!(big_integer(br#"{"n": -9223372036854775808}"#), None);
+        assert_eq!(big_integer(br#"{"n": 18446744073709551615}"#), None);
+        // Digits inside a string are not a number.
+        assert_eq!(big_integer(br#"{"s": "18446744073709551616"}"#), None);
+        // Those beyond both are found, with their path.
+        assert_eq!(
+            big_integer(br#"{"a": [1, {"n": 18446744073709551616}]}"#),
+            Some(("a[1].n".to_owned(), "18446744073709551616".to_owned()))
+        );
+        assert_eq!(
+            big_integer(br#"{"m": -9223372036854775809}"#),
+            Some(("m".to_owned(), "-9223372036854775809".to_owned()))
+        );
+    }
 }
