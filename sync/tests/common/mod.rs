@@ -278,6 +278,23 @@ pub async fn append(store: &Store, wf: Uuid, nodes: Vec<NewNode>) -> Vec<Uuid> {
     }
 }
 
+/// Appends `n` messages in a chain below `parent` (contents `{label}0`, `{label}1`, …),
+/// recording each one's seq and when it was acknowledged; returns the last.
+pub async fn append_chain(
+    store: &Store,
+    wf: Uuid,
+    mut parent: Uuid,
+    label: &str,
+    n: usize,
+    acked: &mut Vec<(arbor_storage::Seq, Instant)>,
+) -> Uuid {
+    for i in 0..n {
+        parent = node(store, wf, spec(parent, "message", &format!("{label}{i}"))).await;
+        acked.push((store.seq_of(&parent).expect("seq"), Instant::now()));
+    }
+    parent
+}
+
 pub async fn node(store: &Store, wf: Uuid, n: NewNode) -> Uuid {
     append(store, wf, vec![n]).await[0]
 }
@@ -747,30 +764,18 @@ pub async fn outage(
             let mut acked = Vec::new();
             let (wf, root) = create(&store, "during outage", json!({})).await;
             acked.push((store.seq_of(&root).expect("seq"), Instant::now()));
-            let mut parent = root;
-            for i in 0..300 {
-                parent = node(&store, wf, spec(parent, "message", &format!("m{i}"))).await;
-                acked.push((store.seq_of(&parent).expect("seq"), Instant::now()));
-            }
+            let parent = append_chain(&store, wf, root, "m", 300, &mut acked).await;
             (wf, parent, acked)
         })
     };
     let down = instance.kill();
-    let (during, mut parent, mut acked) = writer
+    let (during, parent, mut acked) = writer
         .await
         .expect("appends never fail while a sink is down");
     // The 300 appends may all have been replicated before the kill took effect (they
     // take a fraction of a second): these come after it, so the sink has something to
     // lag behind on.
-    for i in 0..20 {
-        parent = node(
-            &store,
-            during,
-            spec(parent, "message", &format!("after the kill {i}")),
-        )
-        .await;
-        acked.push((store.seq_of(&parent).expect("seq"), Instant::now()));
-    }
+    let parent = append_chain(&store, during, parent, "after the kill ", 20, &mut acked).await;
     degraded_within(&set).await;
     check_down(&only(&set));
     // arbor itself restarts during the outage.
@@ -779,15 +784,7 @@ pub async fn outage(
     drop(store);
     let store = open(&dir);
     let set = arbor_sync::start(store.clone(), cfg.clone()).expect("start during outage");
-    for i in 0..50 {
-        parent = node(
-            &store,
-            during,
-            spec(parent, "message", &format!("late {i}")),
-        )
-        .await;
-        acked.push((store.seq_of(&parent).expect("seq"), Instant::now()));
-    }
+    append_chain(&store, during, parent, "late ", 50, &mut acked).await;
     // The new worker sees the outage too before the server comes back.
     degraded_within(&set).await;
     assert!(only(&set).retries > 0);
