@@ -147,10 +147,8 @@ impl Record {
                 return Ok(());
             }
         }
-        rmp_serde::encode::write(out, &self.prev_hash)
-            .map_err(|e| StorageError::Encode(e.to_string()))?;
-        rmp_serde::encode::write(out, &self.hash)
-            .map_err(|e| StorageError::Encode(e.to_string()))?;
+        push_hash(out, &self.prev_hash);
+        push_hash(out, &self.hash);
         Ok(())
     }
 
@@ -322,6 +320,22 @@ pub fn hex(h: &Hash) -> String {
     s
 }
 
+/// Appends a hash as `rmp_serde` encodes a `[u8; 32]` (an array16 of 32 unsigned
+/// integers, each in its shortest form: a positive fixint below 128, `0xcc` and the byte
+/// above), byte for byte, without serde's per-element calls (issue 13: `seal_into` of a
+/// node record 0.82–1.06 µs against 1.12–1.21 µs through serde).
+fn push_hash(out: &mut Vec<u8>, h: &Hash) {
+    out.reserve(3 + 2 * h.len());
+    out.extend_from_slice(&[0xdc, 0x00, 0x20]);
+    for &b in h {
+        if b < 0x80 {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&[0xcc, b]);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -391,6 +405,18 @@ mod tests {
             assert_eq!(r.hash, r.compute_hash().unwrap());
             assert_eq!(bytes, r.encode().unwrap());
             assert_eq!(Record::decode(&bytes).unwrap(), r);
+        }
+    }
+
+    proptest::proptest! {
+        /// The hand-written hash encoding is rmp_serde's, byte for byte.
+        #[test]
+        fn a_hash_is_pushed_as_rmp_serde_writes_it(h in proptest::array::uniform32(proptest::num::u8::ANY)) {
+            let mut pushed = vec![1u8, 2];
+            push_hash(&mut pushed, &h);
+            let mut serde = vec![1u8, 2];
+            rmp_serde::encode::write(&mut serde, &h).unwrap();
+            proptest::prop_assert_eq!(pushed, serde);
         }
     }
 
