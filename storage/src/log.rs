@@ -117,6 +117,10 @@ pub struct Engine {
     blob_dir: PathBuf,
     /// Blob files already synced.
     synced_blobs: parking_lot::Mutex<HashSet<PathBuf>>,
+    /// Fault tests: while set, [`Engine::make_durable`] fails where its fdatasync would,
+    /// after sled's flush has written the group.
+    #[cfg(test)]
+    fail_sync: std::sync::atomic::AtomicBool,
     /// Declared last so that it drops last: waits for sled to let go of the directory.
     _release: LockRelease,
 }
@@ -290,6 +294,8 @@ impl Engine {
             data_file,
             blob_dir: dir.join("blobs"),
             synced_blobs: parking_lot::Mutex::new(HashSet::new()),
+            #[cfg(test)]
+            fail_sync: std::sync::atomic::AtomicBool::new(false),
             _release: LockRelease {
                 lock_file: dir.join("db"),
             },
@@ -441,6 +447,10 @@ impl Engine {
     /// Makes everything written so far durable (see the module docs).
     pub fn make_durable(&self, may_have_blobs: bool) -> Result<(), StorageError> {
         self.db.flush()?;
+        #[cfg(test)]
+        if self.fail_sync.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(std::io::Error::other("injected fdatasync failure").into());
+        }
         self.data_file.sync_data()?;
         if may_have_blobs {
             // Listed under the lock, so that two callers (the syncer and a cursor
@@ -760,6 +770,65 @@ mod tests {
                 store.close().await;
             });
         }
+    }
+
+    /// A flush that fails (its fdatasync, say) poisons the store: the group's requests
+    /// are answered with the error, never as appended; the index and the head stay where
+    /// the last durable group left them; every later append is refused without being
+    /// written; reads still answer. A restart rebuilds from the log: what was
+    /// acknowledged is there, the chain verifies, and the failed append, sent again with
+    /// its id, is accepted (appended or replayed, whichever the disk kept).
+    #[test]
+    fn a_failed_flush_poisons_the_store_until_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = rt();
+        let wf = Uuid::now_v7();
+        let (acked, failed, refused) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let root = rt.block_on(async {
+            let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+            let (root, _) = create(&store, wf).await;
+            append(&store, wf, batch(root, &[acked])).await.unwrap();
+            let head = store.head();
+
+            let fail_sync = |on: bool| {
+                let flag = &store.engine().fail_sync;
+                flag.store(on, std::sync::atomic::Ordering::Release);
+            };
+            let poisoned = |res: Result<Outcome, crate::AppendError>| match res {
+                Err(crate::AppendError::Storage(StorageError::Poisoned(reason))) => reason,
+                other => panic!("expected the poisoned store's refusal, got {other:?}"),
+            };
+            fail_sync(true);
+            let reason = poisoned(append(&store, wf, batch(acked, &[failed])).await);
+            assert!(reason.contains("injected"), "{reason}");
+            let reason = store.poisoned().expect("the store says it is poisoned");
+            assert!(reason.contains("injected fdatasync failure"), "{reason}");
+            assert_eq!(store.head(), head, "the failed group is not published");
+            assert!(store.node(&failed).unwrap().is_none());
+
+            // Even once the disk would work again, nothing more is written until a
+            // restart rebuilds the index from what is on disk.
+            fail_sync(false);
+            poisoned(append(&store, wf, batch(acked, &[refused])).await);
+            assert_eq!(store.head(), head);
+            assert!(store.node(&acked).unwrap().is_some(), "reads still answer");
+            store.close().await;
+            root
+        });
+        verify_dir(dir.path()).expect("the chain verifies after the failure");
+        rt.block_on(async {
+            let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+            assert_eq!(store.poisoned(), None);
+            assert!(store.node(&acked).unwrap().is_some());
+            assert!(store.node(&refused).unwrap().is_none(), "never written");
+            append(&store, wf, batch(acked, &[failed]))
+                .await
+                .expect("the failed append, sent again, is accepted");
+            assert!(store.node(&failed).unwrap().is_some());
+            assert!(store.node(&root).unwrap().is_some());
+            store.close().await;
+        });
+        verify_dir(dir.path()).expect("the chain verifies after the restart");
     }
 
     fn batch(parent: Uuid, ids: &[Uuid]) -> Vec<NewNode> {
