@@ -121,6 +121,10 @@ pub struct Engine {
     /// after sled's flush has written the group.
     #[cfg(test)]
     fail_sync: std::sync::atomic::AtomicBool,
+    /// Fault tests: [`Engine::write_group`] fails (as a sled write error would) after
+    /// writing this many of a group's records; `usize::MAX` for never.
+    #[cfg(test)]
+    fail_write_after: std::sync::atomic::AtomicUsize,
     /// Declared last so that it drops last: waits for sled to let go of the directory.
     _release: LockRelease,
 }
@@ -296,6 +300,8 @@ impl Engine {
             synced_blobs: parking_lot::Mutex::new(HashSet::new()),
             #[cfg(test)]
             fail_sync: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            fail_write_after: std::sync::atomic::AtomicUsize::new(usize::MAX),
             _release: LockRelease {
                 lock_file: dir.join("db"),
             },
@@ -416,12 +422,32 @@ impl Engine {
             self.arrivals
                 .insert(seq.to_be_bytes(), &at.micros().to_be_bytes())?;
         }
-        for (seq, bytes) in &g.records {
+        for (i, (seq, bytes)) in g.records.iter().enumerate() {
+            self.injected_write_failure(i)?;
             self.log.insert(seq.to_be_bytes(), bytes.as_slice())?;
         }
         if let Some((last, _)) = g.records.last() {
             self.meta.insert(COMMITTED, &last.to_be_bytes())?;
         }
+        Ok(())
+    }
+
+    /// Fault tests: fails before a group's record `i` when told to.
+    #[cfg(test)]
+    fn injected_write_failure(&self, i: usize) -> Result<(), StorageError> {
+        if i == self
+            .fail_write_after
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Err(std::io::Error::other("injected write failure").into());
+        }
+        Ok(())
+    }
+
+    /// Never fails outside the fault tests.
+    #[cfg(not(test))]
+    #[inline(always)]
+    fn injected_write_failure(&self, _i: usize) -> Result<(), StorageError> {
         Ok(())
     }
 
@@ -794,10 +820,6 @@ mod tests {
                 let flag = &store.engine().fail_sync;
                 flag.store(on, std::sync::atomic::Ordering::Release);
             };
-            let poisoned = |res: Result<Outcome, crate::AppendError>| match res {
-                Err(crate::AppendError::Storage(StorageError::Poisoned(reason))) => reason,
-                other => panic!("expected the poisoned store's refusal, got {other:?}"),
-            };
             fail_sync(true);
             let reason = poisoned(append(&store, wf, batch(acked, &[failed])).await);
             assert!(reason.contains("injected"), "{reason}");
@@ -829,6 +851,86 @@ mod tests {
             store.close().await;
         });
         verify_dir(dir.path()).expect("the chain verifies after the restart");
+    }
+
+    /// A fresh directory and runtime, a workflow id, the id of its first node, and a
+    /// three-node chain to cut short.
+    fn cut_fixture() -> (
+        tempfile::TempDir,
+        tokio::runtime::Runtime,
+        Uuid,
+        Uuid,
+        Vec<Uuid>,
+    ) {
+        let cut = (0..3).map(|_| Uuid::now_v7()).collect();
+        (
+            tempfile::tempdir().unwrap(),
+            rt(),
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            cut,
+        )
+    }
+
+    /// A workflow `wf` with one node `first` under its root; the head after it.
+    async fn workflow_with(store: &Store, wf: Uuid, first: Uuid) -> Seq {
+        let (root, _) = create(store, wf).await;
+        append(store, wf, batch(root, &[first])).await.unwrap();
+        store.head()
+    }
+
+    /// Appends the chain `ids` under `parent` and checks it was appended afresh (not
+    /// replayed) right after `before`.
+    async fn appended_afresh(store: &Store, wf: Uuid, parent: Uuid, ids: &[Uuid], before: Seq) {
+        match append(store, wf, batch(parent, ids)).await.unwrap() {
+            Outcome::Nodes { nodes, replayed } => {
+                assert!(!replayed, "nothing of it was kept to replay");
+                let seqs: Vec<Seq> = nodes.iter().map(|n| n.seq).collect();
+                let expected: Vec<Seq> = (1..=ids.len() as Seq).map(|i| before + i).collect();
+                assert_eq!(seqs, expected);
+            }
+            o => panic!("{o:?}"),
+        }
+    }
+
+    /// The reason of a poisoned store's refusal; panics on anything else.
+    fn poisoned(res: Result<Outcome, crate::AppendError>) -> String {
+        match res {
+            Err(crate::AppendError::Storage(StorageError::Poisoned(reason))) => reason,
+            other => panic!("expected the poisoned store's refusal, got {other:?}"),
+        }
+    }
+
+    /// A write that fails part-way through a group (sled refusing the third of its
+    /// records, say) poisons the store: the request is answered with the error, nothing
+    /// of it is published, later appends are refused. The records it did write have no
+    /// commit mark, so the restart's open removes them: the request, sent again, is
+    /// appended afresh at the same seqs, whole, and the chain verifies.
+    #[test]
+    fn a_failed_write_poisons_the_store_and_the_cut_group_goes_at_restart() {
+        let (dir, rt, wf, first, cut) = cut_fixture();
+        let before = rt.block_on(async {
+            let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+            let before = workflow_with(&store, wf, first).await;
+            let fail_after = &store.engine().fail_write_after;
+            fail_after.store(2, std::sync::atomic::Ordering::Release);
+            let reason = poisoned(append(&store, wf, batch(first, &cut)).await);
+            assert!(reason.contains("injected write failure"), "{reason}");
+            fail_after.store(usize::MAX, std::sync::atomic::Ordering::Release);
+            assert_eq!(store.head(), before, "nothing of the group is published");
+            assert!(cut.iter().all(|id| store.seq_of(id).is_none()));
+            poisoned(append(&store, wf, batch(first, &[Uuid::now_v7()])).await);
+            store.close().await;
+            before
+        });
+        rt.block_on(async {
+            let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+            assert_eq!(store.poisoned(), None);
+            assert_eq!(store.head(), before, "the cut group is gone whole");
+            appended_afresh(&store, wf, first, &cut, before).await;
+            store.close().await;
+        });
+        assert_eq!(verify_dir(dir.path()).unwrap().events, before + 3);
     }
 
     fn batch(parent: Uuid, ids: &[Uuid]) -> Vec<NewNode> {
@@ -1010,17 +1112,11 @@ mod tests {
     /// the same seqs, not answered as a replay of records that are gone.
     #[test]
     fn a_group_a_crash_cut_short_is_removed_whole_at_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let rt = rt();
-        let wf = Uuid::now_v7();
-        let first = [Uuid::now_v7()];
-        let cut: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+        let (dir, rt, wf, first, cut) = cut_fixture();
         let before = rt.block_on(async {
             let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-            let (root, _) = create(&store, wf).await;
-            append(&store, wf, batch(root, &first)).await.unwrap();
-            let before = store.head();
-            append(&store, wf, batch(first[0], &cut)).await.unwrap();
+            let before = workflow_with(&store, wf, first).await;
+            append(&store, wf, batch(first, &cut)).await.unwrap();
             assert_eq!(store.head(), before + 3);
             store.close().await;
             before
@@ -1044,16 +1140,9 @@ mod tests {
         rt.block_on(async {
             let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
             assert_eq!(store.head(), before);
-            assert!(store.seq_of(&first[0]).is_some());
+            assert!(store.seq_of(&first).is_some());
             assert!(cut.iter().all(|id| store.seq_of(id).is_none()));
-            match append(&store, wf, batch(first[0], &cut)).await.unwrap() {
-                Outcome::Nodes { nodes, replayed } => {
-                    assert!(!replayed, "the records are gone: nothing to replay");
-                    let seqs: Vec<Seq> = nodes.iter().map(|n| n.seq).collect();
-                    assert_eq!(seqs, vec![before + 1, before + 2, before + 3]);
-                }
-                o => panic!("{o:?}"),
-            }
+            appended_afresh(&store, wf, first, &cut, before).await;
             crate::verify::verify_store(&store).unwrap();
             store.close().await;
         });
