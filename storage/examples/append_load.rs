@@ -5,7 +5,8 @@
 //! Each appender appends `BATCH` nodes per request (distinct content, 256 B) under the
 //! root of its own workflow, for `SECONDS`; prints events/s and the CPU per event of the
 //! writer thread and of the syncer thread (which makes the groups durable, indexes and
-//! answers them).
+//! answers them), and the bytes the process wrote per event (sled's log with its page
+//! rewrites: its write amplification).
 //!
 //! `raw` is the engine's own limit (issue 13, goal 2): raw sled on one thread, one tree,
 //! one key per event (u64 BE) with a value of an arbor event's size (its record plus
@@ -53,6 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
     )?;
     let filler = "x".repeat(240);
+    let written_before = bytes_written();
     let events = rt.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(secs);
         let mut tasks = Vec::new();
@@ -109,12 +111,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok::<(u64, (u64, u64)), String>((total, cpu))
     })?;
     let (events, (writer_ticks, syncer_ticks)) = events;
+    let written = bytes_written().saturating_sub(written_before);
     // Linux clock ticks are 10 ms.
     println!(
-        "{durability:?} appenders={appenders} batch={batch}: {events} events in {secs} s = {:.0} events/s; writer CPU {:.1} us/event (+ syncer {:.1})",
+        "{durability:?} appenders={appenders} batch={batch}: {events} events in {secs} s = {:.0} events/s; writer CPU {:.1} us/event (+ syncer {:.1}); {} bytes written/event",
         events as f64 / secs as f64,
         writer_ticks as f64 * 10_000.0 / events.max(1) as f64,
-        syncer_ticks as f64 * 10_000.0 / events.max(1) as f64
+        syncer_ticks as f64 * 10_000.0 / events.max(1) as f64,
+        written / events.max(1)
     );
     let n = groups.groups.load(Ordering::Relaxed).max(1);
     println!(
@@ -152,7 +156,7 @@ fn raw_sled(group: usize, secs: u64, two_trees: bool) -> Result<(), Box<dyn std:
     let path = dir.path().to_owned();
     let writer = std::thread::Builder::new()
         .name("raw-writer".into())
-        .spawn(move || -> Result<(u64, u64), String> {
+        .spawn(move || -> Result<(u64, u64, u64), String> {
             let db = sled::Config::new()
                 .path(&path)
                 .open()
@@ -161,6 +165,7 @@ fn raw_sled(group: usize, secs: u64, two_trees: bool) -> Result<(), Box<dyn std:
             let text = db.open_tree("text").map_err(|e| e.to_string())?;
             let data = std::fs::File::open(path.join("db")).map_err(|e| e.to_string())?;
             let value = vec![0x5au8; RAW_EVENT_BYTES];
+            let written_before = bytes_written();
             let deadline = Instant::now() + Duration::from_secs(secs);
             let mut seq = 0u64;
             while Instant::now() < deadline {
@@ -182,16 +187,31 @@ fn raw_sled(group: usize, secs: u64, two_trees: bool) -> Result<(), Box<dyn std:
                 db.flush().map_err(|e| e.to_string())?;
                 data.sync_data().map_err(|e| e.to_string())?;
             }
-            Ok((seq, thread_cpu_ticks("raw-writer")))
+            let written = bytes_written().saturating_sub(written_before);
+            Ok((seq, thread_cpu_ticks("raw-writer"), written))
         })?;
-    let (events, ticks) = writer.join().map_err(|_| "the raw writer panicked")??;
+    let (events, ticks, written) = writer.join().map_err(|_| "the raw writer panicked")??;
     println!(
-        "raw sled ({}) group={group}: {events} events in {secs} s = {:.0} events/s; writer CPU {:.1} us/event",
+        "raw sled ({}) group={group}: {events} events in {secs} s = {:.0} events/s; writer CPU {:.1} us/event; {} bytes written/event",
         if two_trees { "record and content, two trees" } else { "one key per event" },
         events as f64 / secs as f64,
-        ticks as f64 * 10_000.0 / events.max(1) as f64
+        ticks as f64 * 10_000.0 / events.max(1) as f64,
+        written / events.max(1)
     );
     Ok(())
+}
+
+/// Bytes this process has handed to `write`-like calls so far (`wchar` of
+/// `/proc/self/io`: sled's log writes, nearly all of it here; Linux only, 0 elsewhere).
+fn bytes_written() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|l| l.strip_prefix("wchar:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// utime + stime (clock ticks) of this process's threads named `name` (Linux only; 0

@@ -2,6 +2,10 @@ use std::{num::NonZeroU64, ops::Bound};
 
 use super::*;
 
+/// arbor (PATCHES.md, 3): what a split of the rightmost leaf leaves on its right, the
+/// fewest keys a leaf keeps without being merged (`should_merge`).
+const RIGHTMOST_LEAF_KEEP: usize = 4;
+
 #[derive(Default, Debug, Clone, PartialEq)]
 pub struct Node {
     pub(crate) prefix_len: u8,
@@ -170,11 +174,11 @@ impl Node {
             old_prefix: &[u8],
             old_hi: &[u8],
             suffix_truncation: bool,
+            split_point: usize,
         ) -> (IVec, u8, Vec<IVec>, Vec<T>)
         where
             T: Clone + Ord,
         {
-            let split_point = keys.len() / 2 + 1;
             let right_keys = keys.split_off(split_point);
             let right_values = values.split_off(split_point);
             let right_min = &right_keys[0];
@@ -245,6 +249,7 @@ impl Node {
         let prefixed_hi = &self.hi;
         let (split, right_prefix_len, right_data) = match self.data {
             Data::Index(ref mut index) => {
+                let split_point = index.keys.len() / 2 + 1;
                 let (split, right_prefix_len, right_keys, right_values) =
                     split_inner(
                         &mut index.keys,
@@ -252,6 +257,7 @@ impl Node {
                         prefixed_lo,
                         prefixed_hi,
                         false,
+                        split_point,
                     );
 
                 (
@@ -264,6 +270,19 @@ impl Node {
                 )
             }
             Data::Leaf(ref mut leaf) => {
+                // arbor (PATCHES.md, 3): ascending keys (the log's seqs) all land in
+                // the rightmost leaf, the one with no upper bound. Splitting it in the
+                // middle leaves a half-full leaf behind and splits again 9 inserts
+                // later, rewriting the leaf and its parent each time; keeping the left
+                // leaf full splits 13 inserts apart. Any other leaf splits in the
+                // middle, as before.
+                let split_point = if prefixed_hi.is_empty()
+                    && leaf.keys.len() > 2 * RIGHTMOST_LEAF_KEEP
+                {
+                    leaf.keys.len() - RIGHTMOST_LEAF_KEEP
+                } else {
+                    leaf.keys.len() / 2 + 1
+                };
                 let (split, right_prefix_len, right_keys, right_values) =
                     split_inner(
                         &mut leaf.keys,
@@ -271,6 +290,7 @@ impl Node {
                         prefixed_lo,
                         prefixed_hi,
                         true,
+                        split_point,
                     );
 
                 (
@@ -617,7 +637,7 @@ impl Node {
         } else if self.data.is_index() {
             64
         } else {
-            4
+            RIGHTMOST_LEAF_KEEP
         };
 
         let size_checks = self.data.len() < threshold;
