@@ -441,12 +441,18 @@ impl Store {
         }
     }
 
-    /// The parent, if a node of type `node_type` under it implies OPTION_OF.
+    /// The parent, if a node of type `node_type` under it implies OPTION_OF. Only an
+    /// `option` node can: any other answers without the index (a sink catching up asks
+    /// this of every node, and the parent's lookup is a cache miss in a large index).
     fn option_parent(&self, parent: Option<Uuid>, node_type: &str) -> Option<Uuid> {
+        let child = NodeKind::of(node_type);
+        if !NodeKind::implies_option_of(NodeKind::Decision, child) {
+            return None;
+        }
         let parent = parent?;
         let ix = self.shared.index.read();
         let p = ix.meta(ix.node_ref(&parent)?).kind();
-        NodeKind::implies_option_of(p, NodeKind::of(node_type)).then_some(parent)
+        NodeKind::implies_option_of(p, child).then_some(parent)
     }
 
     /// Nodes, workflows and head of the live index, read under one lock (verify).
