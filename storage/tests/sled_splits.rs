@@ -50,27 +50,24 @@ fn apply(tree: &sled::Tree, model: &mut Model, op: &Op) -> Result<(), TestCaseEr
     Ok(())
 }
 
+/// A scan's entries as (key, value), in the scan's order.
+fn pairs(
+    scan: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+) -> Result<Vec<(u64, Vec<u8>)>, TestCaseError> {
+    scan.map(|kv| {
+        let (k, v) = kv.map_err(|e| TestCaseError::fail(e.to_string()))?;
+        Ok((key_of(&k)?, v.to_vec()))
+    })
+    .collect()
+}
+
 /// Every read the log makes of its tree, against the model.
 fn check(tree: &sled::Tree, model: &Model, probes: &[u64]) -> Result<(), TestCaseError> {
     let fail = |e: sled::Error| TestCaseError::fail(e.to_string());
-    let scan = |it: sled::Iter| -> Result<Vec<(u64, Vec<u8>)>, TestCaseError> {
-        it.map(|kv| {
-            let (k, v) = kv.map_err(fail)?;
-            Ok((key_of(&k)?, v.to_vec()))
-        })
-        .collect()
-    };
     let want: Vec<(u64, Vec<u8>)> = model.iter().map(|(k, v)| (*k, v.clone())).collect();
     prop_assert_eq!(tree.len(), model.len());
-    prop_assert_eq!(&scan(tree.iter())?, &want);
-    let mut backward: Vec<(u64, Vec<u8>)> = tree
-        .iter()
-        .rev()
-        .map(|kv| {
-            let (k, v) = kv.map_err(fail)?;
-            Ok((key_of(&k)?, v.to_vec()))
-        })
-        .collect::<Result<_, TestCaseError>>()?;
+    prop_assert_eq!(&pairs(tree.iter())?, &want);
+    let mut backward = pairs(tree.iter().rev())?;
     backward.reverse();
     prop_assert_eq!(&backward, &want);
     for &p in probes {
@@ -84,11 +81,7 @@ fn check(tree: &sled::Tree, model: &Model, probes: &[u64]) -> Result<(), TestCas
             .take(50)
             .map(|(k, v)| (*k, v.clone()))
             .collect();
-        let got: Vec<(u64, Vec<u8>)> = scan(tree.range(p.to_be_bytes()..))?
-            .into_iter()
-            .take(50)
-            .collect();
-        prop_assert_eq!(got, from);
+        prop_assert_eq!(pairs(tree.range(p.to_be_bytes()..).take(50))?, from);
         let last_below = model.range(..p).next_back().map(|(k, _)| *k);
         let got_below = match tree.get_lt(p.to_be_bytes()).map_err(fail)? {
             Some((k, _)) => Some(key_of(&k)?),
