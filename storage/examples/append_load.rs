@@ -1,6 +1,6 @@
 //! In-process append load on one `Store`, for profiling the writer:
 //!
-//! `cargo run --release -p arbor-storage --example append_load -- [fsync|none|raw] APPENDERS BATCH SECONDS`
+//! `cargo run --release -p arbor-storage --example append_load -- [fsync|none|raw|rawpipe] APPENDERS BATCH SECONDS`
 //!
 //! Each appender appends `BATCH` nodes per request (distinct content, 256 B) under the
 //! root of its own workflow, for `SECONDS`; prints events/s and the CPU per event of the
@@ -12,6 +12,15 @@
 //! one key per event (u64 BE) with a value of an arbor event's size (its record plus
 //! its content), `apply_batch` in groups of `APPENDERS × BATCH` events, each group
 //! flushed and fdatasync'd as arbor's `fsync` durability does.
+//!
+//! `rawpipe` is arbor's pipeline without arbor: `APPENDERS` tasks each append one raw
+//! value of that size at a time and wait for its answer, through a writer thread (plain
+//! inserts of every request waiting) and a syncer thread (one flush and fdatasync for
+//! all groups waiting, then the answers), as arbor's writer and syncer do; no validation,
+//! encoding, hashing, index or broadcast. Against `raw` it prices the closed loop of
+//! single appenders; against `fsync APPENDERS 1` it prices arbor's own work per event.
+//! Its `BATCH` argument is instead a busy wait per event on the writer, in µs (0 for
+//! none): what the loop's rate does as the writer's work per event grows.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -36,6 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("none") => Durability::None,
         Some("raw") => return raw_sled(appenders * batch, secs, false),
         Some("raw2") => return raw_sled(appenders * batch, secs, true),
+        Some("rawpipe") => return raw_pipeline(appenders, batch as u64, secs),
         _ => Durability::Fsync,
     };
     let dir = tempfile::tempdir()?;
@@ -197,6 +207,117 @@ fn raw_sled(group: usize, secs: u64, two_trees: bool) -> Result<(), Box<dyn std:
         events as f64 / secs as f64,
         ticks as f64 * 10_000.0 / events.max(1) as f64,
         written / events.max(1)
+    );
+    Ok(())
+}
+
+/// A request to the raw pipeline's writer: a value and where to answer.
+type RawRequest = (Vec<u8>, tokio::sync::oneshot::Sender<()>);
+
+/// arbor's pipeline without arbor (the `rawpipe` mode, see the module docs): `appenders`
+/// tokio tasks on two workers, a writer thread and a syncer thread, two groups in
+/// flight; `work_us` of busy wait per event on the writer.
+fn raw_pipeline(
+    appenders: usize,
+    work_us: u64,
+    secs: u64,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let db = sled::Config::new().path(dir.path()).open()?;
+    let log = db.open_tree("log")?;
+    let data = std::fs::File::open(dir.path().join("db"))?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<RawRequest>(4096);
+    let (to_syncer, from_writer) =
+        std::sync::mpsc::sync_channel::<Vec<tokio::sync::oneshot::Sender<()>>>(2);
+    let work = Duration::from_micros(work_us);
+    let writer = std::thread::Builder::new()
+        .name("raw-writer".into())
+        .spawn(move || -> Result<(), String> {
+            let mut seq = 0u64;
+            while let Some(first) = rx.blocking_recv() {
+                let mut group = vec![first];
+                while let Ok(more) = rx.try_recv() {
+                    group.push(more);
+                }
+                let mut answers = Vec::with_capacity(group.len());
+                for (value, reply) in group {
+                    seq += 1;
+                    let started = Instant::now();
+                    while started.elapsed() < work {
+                        std::hint::spin_loop();
+                    }
+                    log.insert(seq.to_be_bytes(), value)
+                        .map_err(|e| e.to_string())?;
+                    answers.push(reply);
+                }
+                to_syncer.send(answers).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        })?;
+    let syncer = std::thread::Builder::new()
+        .name("raw-syncer".into())
+        .spawn(move || -> Result<u64, String> {
+            let mut groups = 0u64;
+            while let Ok(first) = from_writer.recv() {
+                let mut waiting = vec![first];
+                while let Ok(more) = from_writer.try_recv() {
+                    waiting.push(more);
+                }
+                db.flush().map_err(|e| e.to_string())?;
+                data.sync_data().map_err(|e| e.to_string())?;
+                for group in waiting {
+                    groups += 1;
+                    for reply in group {
+                        let _ = reply.send(());
+                    }
+                }
+            }
+            Ok(groups)
+        })?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let events = rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let tasks: Vec<_> = (0..appenders)
+            .map(|_| {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while Instant::now() < deadline {
+                        let (reply, answer) = tokio::sync::oneshot::channel();
+                        if tx.send((vec![0x5a; RAW_EVENT_BYTES], reply)).await.is_err() {
+                            break;
+                        }
+                        if answer.await.is_err() {
+                            break;
+                        }
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let mut total = 0u64;
+        for t in tasks {
+            total += t.await.unwrap_or(0);
+        }
+        total
+    });
+    let cpu = (
+        thread_cpu_ticks("raw-writer"),
+        thread_cpu_ticks("raw-syncer"),
+    );
+    drop(tx);
+    writer.join().map_err(|_| "the raw writer panicked")??;
+    let groups = syncer.join().map_err(|_| "the raw syncer panicked")??;
+    println!(
+        "raw sled pipeline appenders={appenders} work={work_us}us: {events} events in {secs} s = {:.0} events/s; writer CPU {:.1} us/event (+ syncer {:.1}); {:.1} events a group",
+        events as f64 / secs as f64,
+        cpu.0 as f64 * 10_000.0 / events.max(1) as f64,
+        cpu.1 as f64 * 10_000.0 / events.max(1) as f64,
+        events as f64 / groups.max(1) as f64
     );
     Ok(())
 }
