@@ -5,11 +5,13 @@
 //! The requests are queued behind a large batch, so that the writer takes them together
 //! as one group when it is done with the batch; the group sizes it reports show it did.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 
 use arbor_storage::{
-    verify_store, AppendError, Durability, GroupStats, Intent, Meta, NewNode, NewWorkflow, Outcome,
-    Store, StoreOptions,
+    verify_store, AppendError, Durability, GroupStats, Intent, Meta, NewNode, Outcome, Store,
+    StoreOptions,
 };
 use futures_util::future::join_all;
 use uuid::Uuid;
@@ -64,23 +66,7 @@ async fn refusals_inside_a_group_leave_nothing_behind() -> Result<(), Box<dyn st
             ..StoreOptions::default()
         },
     )?;
-    let created = store
-        .submit(
-            Intent::CreateWorkflow(NewWorkflow {
-                system_prompt: "sys".into(),
-                ..NewWorkflow::default()
-            }),
-            Meta::default(),
-        )
-        .await?;
-    let Outcome::WorkflowCreated {
-        workflow_id,
-        root_id,
-        ..
-    } = created
-    else {
-        return Err(format!("not a workflow: {created:?}").into());
-    };
+    let (workflow_id, root_id) = common::new_workflow(&store).await?;
 
     let [a, b, c, d, e, stray] = [(); 6].map(|()| Uuid::now_v7());
     let mut leaf_of_a = node(c, a, "c continues a");

@@ -2,9 +2,9 @@
 //! `Store::implied_option_of` tells replicas of it: exactly for that pair, whatever the
 //! other node types around it.
 
-use arbor_storage::{
-    Durability, EventBody, Intent, Meta, NewNode, NewWorkflow, Outcome, Store, StoreOptions,
-};
+mod common;
+
+use arbor_storage::{Durability, EventBody, Intent, Meta, NewNode, Store, StoreOptions};
 use uuid::Uuid;
 
 /// A node of type `ty` under `parent`, with its id.
@@ -26,18 +26,7 @@ async fn only_an_option_under_a_decision_implies_option_of(
             ..StoreOptions::default()
         },
     )?;
-    let intent = Intent::CreateWorkflow(NewWorkflow {
-        system_prompt: "sys".into(),
-        ..NewWorkflow::default()
-    });
-    let (workflow_id, root_id) = match store.submit(intent, Meta::default()).await? {
-        Outcome::WorkflowCreated {
-            workflow_id,
-            root_id,
-            ..
-        } => (workflow_id, root_id),
-        other => return Err(format!("not a workflow: {other:?}").into()),
-    };
+    let (workflow_id, root_id) = common::new_workflow(&store).await?;
     let (decision, d) = node(root_id, "decision");
     let (option, o) = node(decision, "option");
     let (message, m) = node(decision, "message");
