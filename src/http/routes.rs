@@ -621,7 +621,12 @@ pub async fn get_node(
     PathParam(id): PathParam<Uuid>,
     _: QueryParams<NoQuery>,
 ) -> ApiResult {
-    let (seen, mut node) = read_node(&app, &p, id, |s, id| s.node(id)).await?;
+    // A cached node is answered in place, with no hop to the blocking pool and back
+    // (which cost more than the rest of the request: issue 13).
+    let (seen, mut node) = match app.store.node_cached(&id) {
+        Some(node) => (p.node(&app.store, &id)?, node),
+        None => read_node(&app, &p, id, |s, id| s.node(id)).await?,
+    };
     if let Seen::Branches(_) = seen {
         let sees = |other: &Uuid| app.store.place(other).is_some_and(|p| seen.place(&p));
         node.outgoing.retain(|e| sees(&e.to));

@@ -199,6 +199,23 @@ impl NodeCache {
         self.lookup(seq, |slot| slot.node.clone())
     }
 
+    /// The node created at `seq` if cached, counting a hit; `None`, counting nothing,
+    /// if it is not (the caller's fallback read counts the miss). Reads nothing from
+    /// disk: fit for a runtime worker.
+    pub fn cached(&self, seq: Seq) -> Option<Arc<Node>> {
+        if !self.enabled() {
+            return None;
+        }
+        let node = {
+            let shard = self.shard(seq).read();
+            let slot = &shard.ring[*shard.map.get(&seq)?];
+            slot.referenced.store(true, Ordering::Relaxed);
+            slot.node.clone()
+        };
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        Some(node)
+    }
+
     /// The node created at `seq` with its JSON text, if cached (counts a hit or a
     /// miss). The first such read of a cached node renders the text and keeps it in
     /// the node's slot, charged to the budget; later reads share it.

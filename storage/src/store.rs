@@ -787,6 +787,24 @@ impl Store {
 
     /// A node with its edges.
     pub fn node(&self, id: &Uuid) -> Result<Option<NodeWithEdges>, StorageError> {
+        self.node_with_edges(id, |seq| self.node_at(seq).map(Some))
+    }
+
+    /// [`Store::node`] when the node cache holds the node: `None` if it does not (or
+    /// there is no such node). Reads nothing from disk, so a runtime worker may call it
+    /// instead of handing the read to the blocking pool.
+    pub fn node_cached(&self, id: &Uuid) -> Option<NodeWithEdges> {
+        self.node_with_edges(id, |seq| Ok(self.shared.nodes.cached(seq)))
+            .ok()
+            .flatten()
+    }
+
+    /// The node `id` (by `node_at` of its seq, `None` to give up) with its edges.
+    fn node_with_edges(
+        &self,
+        id: &Uuid,
+        node_at: impl FnOnce(Seq) -> Result<Option<Arc<Node>>, StorageError>,
+    ) -> Result<Option<NodeWithEdges>, StorageError> {
         let found = {
             let ix = self.shared.index.read();
             ix.node_ref(id)
@@ -795,8 +813,11 @@ impl Store {
         let Some((seq, (out, inc))) = found else {
             return Ok(None);
         };
+        let Some(node) = node_at(seq)? else {
+            return Ok(None);
+        };
         Ok(Some(NodeWithEdges {
-            node: self.node_at(seq)?,
+            node,
             outgoing: out
                 .into_iter()
                 .map(|(kind, to)| Edge {

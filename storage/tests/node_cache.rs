@@ -264,3 +264,66 @@ async fn choices_edges_and_status_are_never_stale() {
     assert_same_as_disk(&store, &path);
     store.close().await;
 }
+
+/// `node_cached`, the read a runtime worker makes in place: the same node and edges as
+/// `node` when the node is cached, `None` (and no disk read, no miss counted) when it is
+/// not, or when there is no node cache at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_cached_is_node_from_the_cache_or_nothing() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let store = Store::open(dir.path(), options(64)).unwrap_or_else(|e| panic!("{e}"));
+    let (_, leaf, decision, options_) = populate(&store, 3).await;
+    assert!(
+        store.node_cached(&Uuid::now_v7()).is_none(),
+        "an unknown id"
+    );
+
+    for id in [leaf, decision, options_[0]] {
+        let full = store
+            .node(&id)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("{id} is stored"));
+        let before = store.node_cache_stats();
+        let cached = store
+            .node_cached(&id)
+            .unwrap_or_else(|| panic!("{id} was just read, so cached"));
+        let after = store.node_cache_stats();
+        assert!(Arc::ptr_eq(&cached.node, &full.node));
+        assert_eq!(cached.outgoing, full.outgoing);
+        assert_eq!(cached.incoming, full.incoming);
+        assert_eq!((after.hits - before.hits, after.misses), (1, before.misses));
+    }
+    assert!(
+        !store
+            .node_cached(&decision)
+            .unwrap_or_else(|| panic!("cached"))
+            .outgoing
+            .is_empty(),
+        "the decision's OPTION_OF edges come along"
+    );
+
+    // Restarted: nothing cached yet, so nothing in place and no miss counted; the read
+    // through `node` then caches it.
+    store.close().await;
+    drop(store);
+    let store = Store::open(dir.path(), options(64)).unwrap_or_else(|e| panic!("{e}"));
+    let before = store.node_cache_stats();
+    assert!(store.node_cached(&leaf).is_none(), "cold");
+    assert_eq!(store.node_cache_stats().misses, before.misses);
+    assert!(store
+        .node(&leaf)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .is_some());
+    assert!(store.node_cached(&leaf).is_some(), "warm after a read");
+    store.close().await;
+    drop(store);
+
+    // Without a node cache there is never anything in place.
+    let plain = Store::open(dir.path(), options(0)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(plain
+        .node(&leaf)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .is_some());
+    assert!(plain.node_cached(&leaf).is_none());
+    plain.close().await;
+}
