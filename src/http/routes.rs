@@ -555,13 +555,15 @@ pub async fn choose(
     }
 }
 
-/// The branch-scoped read of node `id`: checks that `p` sees the node, runs the store
-/// read `f` of it on the blocking pool, and answers 404 when `f` finds no node. Returns
-/// what `p` sees of the node's workflow, for narrowing the answer.
+/// The branch-scoped read of node `id`: checks that `p` sees the node, then answers
+/// from `in_place` (memory only, on the runtime worker) when it has the answer, else
+/// runs the store read `f` on the blocking pool, and answers 404 when `f` finds no
+/// node. Returns what `p` sees of the node's workflow, for narrowing the answer.
 async fn read_node<T, F>(
     app: &AppState,
     p: &Principal,
     id: Uuid,
+    in_place: impl FnOnce(&Store, &Uuid) -> Option<T>,
     f: F,
 ) -> Result<(Seen, T), Problem>
 where
@@ -569,6 +571,11 @@ where
     F: FnOnce(&Store, &Uuid) -> Result<Option<T>, StorageError> + Send + 'static,
 {
     let seen = p.node(&app.store, &id)?;
+    // In place there is no hop to the blocking pool and back, which costs more than a
+    // cached read itself (issue 13).
+    if let Some(found) = in_place(&app.store, &id) {
+        return Ok((seen, found));
+    }
     let found = read(&app.store, move |s| f(s, &id))
         .await?
         .ok_or_else(|| node_missing(&id))?;
@@ -621,12 +628,7 @@ pub async fn get_node(
     PathParam(id): PathParam<Uuid>,
     _: QueryParams<NoQuery>,
 ) -> ApiResult {
-    // A cached node is answered in place, with no hop to the blocking pool and back
-    // (which cost more than the rest of the request: issue 13).
-    let (seen, mut node) = match app.store.node_cached(&id) {
-        Some(node) => (p.node(&app.store, &id)?, node),
-        None => read_node(&app, &p, id, |s, id| s.node(id)).await?,
-    };
+    let (seen, mut node) = read_node(&app, &p, id, Store::node_cached, Store::node).await?;
     if let Seen::Branches(_) = seen {
         let sees = |other: &Uuid| app.store.place(other).is_some_and(|p| seen.place(&p));
         node.outgoing.retain(|e| sees(&e.to));
@@ -659,12 +661,12 @@ pub async fn get_path(
             Ok(RenderedNodes(&nodes).into_response())
         }
         "messages" => {
-            let (_, nodes) = read_node(&app, &p, id, |s, id| s.path(id)).await?;
+            let (_, nodes) = read_node(&app, &p, id, |_, _| None, Store::path).await?;
             Ok(Json(PathView::Messages(Messages::from(&nodes[..]))).into_response())
         }
         other => {
             // A node that is not there (or not seen) is a 404 before a bad format.
-            read_node(&app, &p, id, |s, id| Ok(s.place(id))).await?;
+            read_node(&app, &p, id, Store::place, |s, id| Ok(s.place(id))).await?;
             Err(Problem::bad_request(format!(
                 "format {other:?} is not one of nodes, messages"
             )))

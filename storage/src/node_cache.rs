@@ -203,15 +203,7 @@ impl NodeCache {
     /// if it is not (the caller's fallback read counts the miss). Reads nothing from
     /// disk: fit for a runtime worker.
     pub fn cached(&self, seq: Seq) -> Option<Arc<Node>> {
-        if !self.enabled() {
-            return None;
-        }
-        let node = {
-            let shard = self.shard(seq).read();
-            let slot = &shard.ring[*shard.map.get(&seq)?];
-            slot.referenced.store(true, Ordering::Relaxed);
-            slot.node.clone()
-        };
+        let node = self.peek(seq, |slot| slot.node.clone())?;
         self.hits.fetch_add(1, Ordering::Relaxed);
         Some(node)
     }
@@ -259,18 +251,7 @@ impl NodeCache {
     /// `f` of the slot of `seq` under the shard's read lock, marking it referenced;
     /// counts a hit or a miss.
     fn lookup<T>(&self, seq: Seq, f: impl FnOnce(&Slot) -> T) -> Option<T> {
-        if !self.enabled() {
-            self.misses.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        let found = {
-            let shard = self.shard(seq).read();
-            shard.map.get(&seq).map(|&i| {
-                let slot = &shard.ring[i];
-                slot.referenced.store(true, Ordering::Relaxed);
-                f(slot)
-            })
-        };
+        let found = self.peek(seq, f);
         let counter = if found.is_some() {
             &self.hits
         } else {
@@ -278,6 +259,20 @@ impl NodeCache {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         found
+    }
+
+    /// `f` of the slot of `seq` under the shard's read lock, marking it referenced;
+    /// counts nothing. `None` if it is not cached or there is no cache.
+    fn peek<T>(&self, seq: Seq, f: impl FnOnce(&Slot) -> T) -> Option<T> {
+        if !self.enabled() {
+            return None;
+        }
+        let shard = self.shard(seq).read();
+        shard.map.get(&seq).map(|&i| {
+            let slot = &shard.ring[i];
+            slot.referenced.store(true, Ordering::Relaxed);
+            f(slot)
+        })
     }
 
     /// Keeps `r`'s text in the slot of `r`'s seq if the node is still cached without
