@@ -112,6 +112,29 @@ fn ordered(n: u64, order: u8, seed: u64) -> Vec<u64> {
     keys
 }
 
+/// Waits until sled has let go of its directory lock (`<dir>/db`): its I/O threads can
+/// outlive the last `Db` handle by a moment, and a reopen before that fails with "could
+/// not acquire lock" (the store's `Engine` waits the same way when it is dropped).
+fn released(dir: &std::path::Path) -> Result<(), TestCaseError> {
+    let file = std::fs::File::open(dir.join("db"))
+        .map_err(|e| TestCaseError::fail(format!("sled's lock file: {e}")))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match fs2::FileExt::try_lock_exclusive(&file) {
+            Ok(()) => {
+                return fs2::FileExt::unlock(&file).map_err(|e| TestCaseError::fail(e.to_string()))
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::yield_now();
+            }
+            Err(e) => return Err(TestCaseError::fail(format!("sled kept its lock: {e}"))),
+        }
+    }
+}
+
 fn run(n: u64, order: u8, seed: u64, len: u16, removes: &[u64]) -> Result<(), TestCaseError> {
     let fail = |e: sled::Error| TestCaseError::fail(e.to_string());
     let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -141,6 +164,7 @@ fn run(n: u64, order: u8, seed: u64, len: u16, removes: &[u64]) -> Result<(), Te
         check(&tree, &model, &probes)?;
         db.flush().map_err(fail)?;
     }
+    released(dir.path())?;
     let db = sled::Config::new().path(dir.path()).open().map_err(fail)?;
     let tree = db.open_tree("log").map_err(fail)?;
     check(&tree, &model, &probes)?;
