@@ -47,7 +47,7 @@ use crate::time::Timestamp;
 /// A record more than this much older than its group's write is marked as arriving then
 /// (live appends are stamped a moment before their group is written).
 const ARRIVAL_SLACK_MICROS: i64 = 1_000_000;
-use crate::validate::{entry_content, load_content, Ctx, Pending};
+use crate::validate::{entry_content, load_content, Ctx, Pending, Prepared};
 
 /// Whether an acknowledged append must survive power loss.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -231,7 +231,7 @@ pub struct NodePlace {
 
 enum WriterMsg {
     Append {
-        intent: Intent,
+        intent: Prepared,
         meta: Meta,
         reply: oneshot::Sender<Result<Outcome, AppendError>>,
     },
@@ -317,6 +317,7 @@ impl Store {
         if let Some(reason) = self.shared.poisoned.lock().clone() {
             return Err(StorageError::Poisoned(reason).into());
         }
+        let intent = Prepared::new(intent)?;
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(WriterMsg::Append {
@@ -1337,7 +1338,7 @@ impl Writer {
         }
     }
 
-    fn commit(&mut self, group: Vec<(Intent, Meta, Reply)>) {
+    fn commit(&mut self, group: Vec<(Prepared, Meta, Reply)>) {
         let requests = group.len();
         if let Some(reason) = self.shared.poisoned.lock().clone() {
             for (_, _, reply) in group {

@@ -283,16 +283,22 @@ impl Ctx<'_> {
     /// Validates one intent. On error nothing of it is kept and `next_seq` is unchanged.
     pub fn validate(
         &mut self,
-        intent: Intent,
+        prepared: Prepared,
         meta: &Meta,
         scratch: &mut Pending,
     ) -> Result<Accepted, AppendError> {
-        refuse_nul(&intent)?;
+        let Prepared { intent, hashes } = prepared;
         let start = (self.next_seq, self.last_ts);
         let res = match intent {
-            Intent::CreateWorkflow(w) => self.create_workflow(w, meta, scratch),
+            Intent::CreateWorkflow(w) => {
+                let hash = hashes
+                    .first()
+                    .copied()
+                    .unwrap_or_else(|| content_hash(&w.system_prompt));
+                self.create_workflow(w, hash, meta, scratch)
+            }
             Intent::AppendNodes { workflow_id, nodes } => {
-                self.append_nodes(workflow_id, nodes, meta, scratch)
+                self.append_nodes(workflow_id, nodes, hashes, meta, scratch)
             }
             Intent::AddEdge { workflow_id, edge } => {
                 if self.workflow_status(scratch, &workflow_id).is_none() {
@@ -328,11 +334,12 @@ impl Ctx<'_> {
     fn create_workflow(
         &mut self,
         w: NewWorkflow,
+        hash: Hash,
         meta: &Meta,
         scratch: &mut Pending,
     ) -> Result<Accepted, AppendError> {
         if let Some(id) = w.id {
-            if let Some(replay) = self.replay_workflow(&w, id, scratch)? {
+            if let Some(replay) = self.replay_workflow(&w, hash, id, scratch)? {
                 return Ok(replay);
             }
             if self.id_taken(scratch, &id) {
@@ -348,7 +355,6 @@ impl Ctx<'_> {
         }
         let seq = self.take_seq();
         let ts = self.stamp(meta.timestamp);
-        let hash = content_hash(&w.system_prompt);
         let root = NodeRecord {
             id: root_id,
             parent_id: None,
@@ -434,6 +440,7 @@ impl Ctx<'_> {
     fn replay_workflow(
         &self,
         w: &NewWorkflow,
+        hash: Hash,
         id: Uuid,
         scratch: &Pending,
     ) -> Result<Option<Accepted>, AppendError> {
@@ -473,7 +480,7 @@ impl Ctx<'_> {
         let Some((root_id, seq, root, metadata, user_id)) = stored else {
             return Ok(None);
         };
-        let same = root.content_hash == content_hash(&w.system_prompt)
+        let same = root.content_hash == hash
             && metadata == w.metadata
             && user_id == w.user_id
             && w.root_id.is_none_or(|r| r == root_id);
@@ -497,9 +504,16 @@ impl Ctx<'_> {
         &mut self,
         wf: Uuid,
         nodes: Vec<NewNode>,
+        hashes: Vec<Hash>,
         meta: &Meta,
         scratch: &mut Pending,
     ) -> Result<Accepted, AppendError> {
+        let hash_of = |i: usize, n: &NewNode| {
+            hashes
+                .get(i)
+                .copied()
+                .unwrap_or_else(|| content_hash(&n.content))
+        };
         let status = self
             .workflow_status(scratch, &wf)
             .ok_or(AppendError::WorkflowNotFound(wf))?;
@@ -526,12 +540,12 @@ impl Ctx<'_> {
                 ));
             }
             let mut out = Vec::with_capacity(nodes.len());
-            for n in &nodes {
+            for (i, n) in nodes.iter().enumerate() {
                 let id = n.id.unwrap_or_default();
                 let Some((rec, node)) = self.stored_node(scratch, &id)? else {
                     return Err(conflict(format!("id {id} is taken")));
                 };
-                if node.workflow_id != wf || !same_node(&rec, n) {
+                if node.workflow_id != wf || !same_node(&rec, n, hash_of(i, n)) {
                     return Err(conflict(format!("node {id} exists with a different body")));
                 }
                 out.push(node);
@@ -547,8 +561,9 @@ impl Ctx<'_> {
         refuse_if_terminal(wf, status)?;
         let mut drafts = Vec::with_capacity(nodes.len());
         let mut out = Vec::with_capacity(nodes.len());
-        for n in nodes {
-            let (draft, node) = self.append_node(wf, n, meta, scratch)?;
+        for (i, n) in nodes.into_iter().enumerate() {
+            let hash = hash_of(i, &n);
+            let (draft, node) = self.append_node(wf, n, hash, meta, scratch)?;
             drafts.push(draft);
             out.push(node);
         }
@@ -565,6 +580,7 @@ impl Ctx<'_> {
         &mut self,
         wf: Uuid,
         n: NewNode,
+        hash: Hash,
         meta: &Meta,
         scratch: &mut Pending,
     ) -> Result<(Draft, Node), AppendError> {
@@ -609,7 +625,6 @@ impl Ctx<'_> {
         };
         let seq = self.take_seq();
         let ts = self.stamp(n.timestamp.or(meta.timestamp));
-        let hash = content_hash(&n.content);
         let record = NodeRecord {
             id,
             parent_id: Some(n.parent_id),
@@ -870,6 +885,31 @@ impl Ctx<'_> {
     }
 }
 
+/// An intent with the work that needs no state done, by the caller rather than on the
+/// writer thread, which every request waits for in turn: text is refused for NUL
+/// ([`refuse_nul`]) and the content of every node hashed, in the intent's order
+/// (issue 13: the writer's CPU per event).
+#[derive(Debug)]
+pub struct Prepared {
+    intent: Intent,
+    hashes: Vec<Hash>,
+}
+
+impl Prepared {
+    /// Checks and hashes `intent` (see the type's docs).
+    pub fn new(intent: Intent) -> Result<Prepared, AppendError> {
+        refuse_nul(&intent)?;
+        let hashes = match &intent {
+            Intent::CreateWorkflow(w) => vec![content_hash(&w.system_prompt)],
+            Intent::AppendNodes { nodes, .. } => {
+                nodes.iter().map(|n| content_hash(&n.content)).collect()
+            }
+            Intent::AddEdge { .. } | Intent::Choose { .. } | Intent::SetStatus { .. } => Vec::new(),
+        };
+        Ok(Prepared { intent, hashes })
+    }
+}
+
 /// A terminal workflow takes no new nodes or edges (identical replays still answer).
 /// Refuses U+0000 anywhere in an intent's text: PostgreSQL's `text` and `jsonb` cannot
 /// hold it, so a NUL accepted here would never reach that sink. Every other Unicode
@@ -951,11 +991,11 @@ fn refuse_if_terminal(wf: Uuid, status: WorkflowStatus) -> Result<(), AppendErro
 }
 
 /// Whether a stored node has the body `n` asks for.
-fn same_node(stored: &NodeRecord, n: &NewNode) -> bool {
+fn same_node(stored: &NodeRecord, n: &NewNode, content_hash: Hash) -> bool {
     stored.parent_id == Some(n.parent_id)
         && stored.node_type == n.node_type
         && stored.role == n.role
-        && stored.content_hash == content_hash(&n.content)
+        && stored.content_hash == content_hash
         && stored.payload == n.payload
         && stored.metadata == n.metadata
         && stored.agent_id == n.agent_id
