@@ -291,7 +291,12 @@ pub async fn get_workflow(
     _: QueryParams<NoQuery>,
 ) -> ApiResult {
     let seen = p.workflow(&app.store, &wf)?;
-    match read(&app.store, move |s| s.workflow(&wf)).await? {
+    // Most workflows have no metadata: memory answers, without the blocking pool.
+    let found = match app.store.workflow_in_memory(&wf) {
+        Some(w) => Some(w),
+        None => read(&app.store, move |s| s.workflow(&wf)).await?,
+    };
+    match found {
         Some(mut w) => {
             narrow(&mut w, &app.store, &seen);
             Ok(Json(WorkflowView::from(&w)).into_response())

@@ -88,6 +88,9 @@ pub enum IndexBody {
         root: IndexNode,
         /// Owner (list filter).
         user_id: Option<Box<str>>,
+        /// Whether it was created with metadata (which stays in the log: a workflow
+        /// without any is answered from memory, see [`WorkflowIndex::has_metadata`]).
+        has_metadata: bool,
     },
     /// A node.
     NodeCreated(IndexNode),
@@ -271,9 +274,14 @@ impl IndexEvent {
             workflow_id: r.workflow_id,
             timestamp: r.timestamp,
             body: match &r.body {
-                RecordBody::WorkflowCreated { root, user_id, .. } => IndexBody::WorkflowCreated {
+                RecordBody::WorkflowCreated {
+                    root,
+                    user_id,
+                    metadata,
+                } => IndexBody::WorkflowCreated {
                     root: IndexNode::of(root),
                     user_id: user_id.as_deref().map(Box::from),
+                    has_metadata: !metadata.is_empty(),
                 },
                 RecordBody::NodeCreated(n) => IndexBody::NodeCreated(IndexNode::of(n)),
                 RecordBody::EdgeCreated(e) => IndexBody::EdgeCreated(*e),
@@ -338,6 +346,10 @@ pub struct WorkflowIndex {
     pub user_id: Option<Box<str>>,
     /// Seq of `workflow.created` (the list order and cursor).
     pub created_seq: Seq,
+    /// Whether it was created with metadata. The metadata stays in its creation record
+    /// (it may be large, and most workflows have none): a summary of a workflow without
+    /// any needs no read of the log.
+    pub has_metadata: bool,
     /// Creation time.
     pub created_at: Timestamp,
     /// Time of the latest event.
@@ -514,7 +526,11 @@ impl Index {
             return Err(err(r.seq, format!("expected seq {}", self.head + 1)));
         }
         match &r.body {
-            IndexBody::WorkflowCreated { root, user_id } => {
+            IndexBody::WorkflowCreated {
+                root,
+                user_id,
+                has_metadata,
+            } => {
                 if self.id_known(&r.workflow_id) {
                     return Err(err(r.seq, "workflow created twice or its id reused"));
                 }
@@ -542,6 +558,7 @@ impl Index {
                     status: WorkflowStatus::Running,
                     user_id: user_id.clone(),
                     created_seq: r.seq,
+                    has_metadata: *has_metadata,
                     created_at: r.timestamp,
                     updated_at: r.timestamp,
                     last_seq: r.seq,

@@ -303,7 +303,7 @@ pub fn decode_index_event(bytes: &[u8]) -> Result<IndexEvent, StorageError> {
         WorkflowCreated {
             #[serde(borrow)]
             root: HeadNode<'a>,
-            _metadata: IgnoredAny,
+            metadata: NonEmpty,
             user_id: Option<&'a str>,
         },
         NodeCreated(#[serde(borrow)] HeadNode<'a>),
@@ -338,15 +338,48 @@ pub fn decode_index_event(bytes: &[u8]) -> Result<IndexEvent, StorageError> {
         workflow_id: h.workflow_id,
         timestamp: h.timestamp,
         body: match h.body {
-            HeadBody::WorkflowCreated { root, user_id, .. } => IndexBody::WorkflowCreated {
+            HeadBody::WorkflowCreated {
+                root,
+                metadata,
+                user_id,
+            } => IndexBody::WorkflowCreated {
                 root: node(&root),
                 user_id: user_id.map(Box::from),
+                has_metadata: metadata.0,
             },
             HeadBody::NodeCreated(n) => IndexBody::NodeCreated(node(&n)),
             HeadBody::EdgeCreated(e) => IndexBody::EdgeCreated(e),
             HeadBody::StatusChanged { from, to } => IndexBody::StatusChanged { from, to },
         },
     })
+}
+
+/// Whether a map has entries, read without parsing them (the index's rebuild needs to
+/// know whether a workflow has metadata, not what it is).
+struct NonEmpty(bool);
+
+impl<'de> Deserialize<'de> for NonEmpty {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<NonEmpty, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = NonEmpty;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<NonEmpty, A::Error> {
+                use serde::de::IgnoredAny;
+                let mut entries = 0usize;
+                while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {
+                    entries += 1;
+                }
+                Ok(NonEmpty(entries > 0))
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
 }
 
 /// The content hash of a text.

@@ -733,19 +733,37 @@ impl Store {
         self.shared.index.read().workflow(wf).is_some()
     }
 
-    /// The summary of workflow `wf`.
+    /// The summary of workflow `wf`. Its metadata, if it has any, is read from its
+    /// creation record.
     pub fn workflow(&self, wf: &Uuid) -> Result<Option<WorkflowSummary>, StorageError> {
         let found = {
             let ix = self.shared.index.read();
-            ix.workflow(wf).map(|w| (summarize(w), w.created_seq))
+            ix.workflow(wf)
+                .map(|w| (summarize(w), w.has_metadata.then_some(w.created_seq)))
         };
         let Some((mut view, created_seq)) = found else {
             return Ok(None);
         };
-        if let RecordBody::WorkflowCreated { metadata, .. } = self.record(created_seq)?.body {
-            view.metadata = metadata;
+        if let Some(seq) = created_seq {
+            self.read_metadata(&mut view, seq)?;
         }
         Ok(Some(view))
+    }
+
+    /// The summary of workflow `wf` when memory alone can give it: the workflow exists
+    /// and has no metadata (most have none). Never reads the log, so it may be called
+    /// where blocking is not allowed; `None` means "ask [`Store::workflow`]".
+    pub fn workflow_in_memory(&self, wf: &Uuid) -> Option<WorkflowSummary> {
+        let ix = self.shared.index.read();
+        ix.workflow(wf).filter(|w| !w.has_metadata).map(summarize)
+    }
+
+    /// Fills `view.metadata` from the creation record at `seq`.
+    fn read_metadata(&self, view: &mut WorkflowSummary, seq: Seq) -> Result<(), StorageError> {
+        if let RecordBody::WorkflowCreated { metadata, .. } = self.record(seq)?.body {
+            view.metadata = metadata;
+        }
+        Ok(())
     }
 
     /// Workflows newest first: up to `limit` created before `before` (a cursor from a
@@ -766,24 +784,24 @@ impl Store {
                         .as_deref()
                         .is_none_or(|u| w.user_id.as_deref() == Some(u))
             });
-            let page: Vec<(WorkflowSummary, Seq)> = it
+            let page: Vec<(WorkflowSummary, Seq, bool)> = it
                 .by_ref()
                 .take(limit)
-                .map(|w| (summarize(w), w.created_seq))
+                .map(|w| (summarize(w), w.created_seq, w.has_metadata))
                 .collect();
             (page, it.next().is_some())
         };
-        for (view, seq) in &mut page {
-            if let RecordBody::WorkflowCreated { metadata, .. } = self.record(*seq)?.body {
-                view.metadata = metadata;
+        for (view, seq, has_metadata) in &mut page {
+            if *has_metadata {
+                self.read_metadata(view, *seq)?;
             }
         }
         let next = if more {
-            page.last().map(|(_, s)| *s)
+            page.last().map(|(_, s, _)| *s)
         } else {
             None
         };
-        Ok((page.into_iter().map(|(v, _)| v).collect(), next))
+        Ok((page.into_iter().map(|(v, _, _)| v).collect(), next))
     }
 
     /// A node with its edges.

@@ -520,11 +520,13 @@ impl Ctx<'_> {
         if nodes.is_empty() {
             return Err(invalid("a batch needs at least one node"));
         }
-        let mut seen = HashSet::with_capacity(nodes.len());
-        for n in &nodes {
-            if let Some(id) = n.id {
-                if !seen.insert(id) {
-                    return Err(invalid(format!("id {id} appears twice in the batch")));
+        if nodes.len() > 1 {
+            let mut seen = HashSet::with_capacity(nodes.len());
+            for n in &nodes {
+                if let Some(id) = n.id {
+                    if !seen.insert(id) {
+                        return Err(invalid(format!("id {id} appears twice in the batch")));
+                    }
                 }
             }
         }
