@@ -666,7 +666,8 @@ pub async fn get_path(
             Ok(RenderedNodes(&nodes).into_response())
         }
         "messages" => {
-            let (_, nodes) = read_node(&app, &p, id, |_, _| None, Store::path).await?;
+            let in_place = |s: &Store, id: &Uuid| s.path_cached(id, IN_PLACE_NODES);
+            let (_, nodes) = read_node(&app, &p, id, in_place, Store::path).await?;
             Ok(Json(PathView::Messages(Messages::from(&nodes[..]))).into_response())
         }
         other => {

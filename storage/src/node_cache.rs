@@ -230,6 +230,23 @@ impl NodeCache {
     /// found referenced; a complete answer counts one hit per node, an incomplete one
     /// counts nothing (the caller's fallback counts).
     pub fn all_rendered(&self, seqs: &[Seq]) -> Option<Vec<RenderedNode>> {
+        self.all(seqs, |slot| {
+            slot.json.clone().map(|json| RenderedNode {
+                node: slot.node.clone(),
+                json,
+            })
+        })
+    }
+
+    /// The nodes at `seqs`, if every one is cached (rendered or not); `None` at the
+    /// first that is not. Counts and marks as [`NodeCache::all_rendered`] does.
+    pub fn all_cached(&self, seqs: &[Seq]) -> Option<Vec<Arc<Node>>> {
+        self.all(seqs, |slot| Some(slot.node.clone()))
+    }
+
+    /// `take` of the slot of every seq of `seqs`, in order, or `None` at the first that
+    /// is not cached or that `take` refuses.
+    fn all<T>(&self, seqs: &[Seq], take: impl Fn(&Slot) -> Option<T>) -> Option<Vec<T>> {
         if !self.enabled() {
             return None;
         }
@@ -237,12 +254,8 @@ impl NodeCache {
         for &seq in seqs {
             let shard = self.shard(seq).read();
             let slot = &shard.ring[*shard.map.get(&seq)?];
-            let json = slot.json.clone()?;
+            out.push(take(slot)?);
             slot.referenced.store(true, Ordering::Relaxed);
-            out.push(RenderedNode {
-                node: slot.node.clone(),
-                json,
-            });
         }
         self.hits.fetch_add(out.len() as u64, Ordering::Relaxed);
         Some(out)

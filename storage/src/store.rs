@@ -862,6 +862,15 @@ impl Store {
         seqs.map(|s| self.nodes_at(&s)).transpose()
     }
 
+    /// [`Store::path`] when it is at most `max` nodes long and the node cache holds
+    /// every one: `None` otherwise (or if there is no such node). Reads nothing from
+    /// disk, so a runtime worker may call it instead of handing the read to the
+    /// blocking pool.
+    pub fn path_cached(&self, id: &Uuid, max: usize) -> Option<Vec<Arc<Node>>> {
+        let seqs = self.path_seqs(id).filter(|s| s.len() <= max)?;
+        self.shared.nodes.all_cached(&seqs)
+    }
+
     /// Direct children of `id` in seq order.
     pub fn children(&self, id: &Uuid) -> Result<Option<Vec<Arc<Node>>>, StorageError> {
         let seqs = self.children_seqs(id);

@@ -327,3 +327,55 @@ async fn node_cached_is_node_from_the_cache_or_nothing() {
     assert!(plain.node_cached(&leaf).is_none());
     plain.close().await;
 }
+
+/// `path_cached`, the path a runtime worker answers in place (`format=messages`): the
+/// same nodes as `path` once all are cached, `None` while any is not, when the path is
+/// longer than the limit given, for an unknown id, or without a node cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_cached_is_path_from_the_cache_or_nothing() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let store = Store::open(dir.path(), options(64)).unwrap_or_else(|e| panic!("{e}"));
+    let (_, leaf, decision, _) = populate(&store, 5).await;
+    store.close().await;
+    drop(store);
+
+    let store = Store::open(dir.path(), options(64)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        store.path_cached(&leaf, 100).is_none(),
+        "cold after a restart"
+    );
+    assert!(
+        store.path_cached(&Uuid::now_v7(), 100).is_none(),
+        "an unknown id"
+    );
+    let full = store
+        .path(&leaf)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("the leaf is stored"));
+    assert_eq!(full.len(), 6, "root and five steps");
+    let cached = store
+        .path_cached(&leaf, full.len())
+        .unwrap_or_else(|| panic!("every node of the path was just read, so cached"));
+    assert_eq!(cached.len(), full.len());
+    for (c, f) in cached.iter().zip(&full) {
+        assert!(Arc::ptr_eq(c, f), "the cached node itself, in path order");
+    }
+    assert!(
+        store.path_cached(&leaf, full.len() - 1).is_none(),
+        "longer than the limit"
+    );
+    assert!(
+        store.path_cached(&decision, 100).is_none(),
+        "the decision's own node was never read"
+    );
+    store.close().await;
+    drop(store);
+
+    let plain = Store::open(dir.path(), options(0)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(plain
+        .path(&leaf)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .is_some());
+    assert!(plain.path_cached(&leaf, 100).is_none());
+    plain.close().await;
+}
