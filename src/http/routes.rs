@@ -61,6 +61,24 @@ where
     }
 }
 
+/// `in_place`, an answer memory gave (the index, the node cache), or else the store
+/// read `f` on the blocking pool (see [`read`]), whose hop there and back costs more
+/// than a cached read itself (issue 13).
+async fn in_place_or_read<T, F>(
+    store: &Store,
+    in_place: Option<T>,
+    f: F,
+) -> Result<Option<T>, Problem>
+where
+    T: Send + 'static,
+    F: FnOnce(&Store) -> Result<Option<T>, StorageError> + Send + 'static,
+{
+    match in_place {
+        Some(found) => Ok(Some(found)),
+        None => read(store, f).await,
+    }
+}
+
 /// 201 for a new write, 200 for an identical replay.
 fn created(replayed: bool) -> StatusCode {
     if replayed {
@@ -292,11 +310,8 @@ pub async fn get_workflow(
 ) -> ApiResult {
     let seen = p.workflow(&app.store, &wf)?;
     // Most workflows have no metadata: memory answers, without the blocking pool.
-    let found = match app.store.workflow_in_memory(&wf) {
-        Some(w) => Some(w),
-        None => read(&app.store, move |s| s.workflow(&wf)).await?,
-    };
-    match found {
+    let in_place = app.store.workflow_in_memory(&wf);
+    match in_place_or_read(&app.store, in_place, move |s| s.workflow(&wf)).await? {
         Some(mut w) => {
             narrow(&mut w, &app.store, &seen);
             Ok(Json(WorkflowView::from(&w)).into_response())
@@ -576,12 +591,7 @@ where
     F: FnOnce(&Store, &Uuid) -> Result<Option<T>, StorageError> + Send + 'static,
 {
     let seen = p.node(&app.store, &id)?;
-    // In place there is no hop to the blocking pool and back, which costs more than a
-    // cached read itself (issue 13).
-    if let Some(found) = in_place(&app.store, &id) {
-        return Ok((seen, found));
-    }
-    let found = read(&app.store, move |s| f(s, &id))
+    let found = in_place_or_read(&app.store, in_place(&app.store, &id), move |s| f(s, &id))
         .await?
         .ok_or_else(|| node_missing(&id))?;
     Ok((seen, found))
@@ -730,7 +740,8 @@ pub async fn get_decisions(
     _: QueryParams<NoQuery>,
 ) -> ApiResult {
     let seen = p.workflow(&app.store, &wf)?;
-    let mut decisions = read(&app.store, move |s| s.decisions(&wf))
+    let in_place = app.store.decisions_cached(&wf, IN_PLACE_NODES);
+    let mut decisions = in_place_or_read(&app.store, in_place, move |s| s.decisions(&wf))
         .await?
         .ok_or_else(|| workflow_missing(&wf))?;
     if let Seen::Branches(_) = seen {
@@ -782,7 +793,8 @@ pub async fn get_branch(
     }
     let branch_missing =
         || Problem::not_found(format!("branch {branch} not found in workflow {wf}"));
-    let mut nodes = read(&app.store, move |s| s.branch(&wf, &branch))
+    let in_place = app.store.branch_cached(&wf, &branch, IN_PLACE_NODES);
+    let mut nodes = in_place_or_read(&app.store, in_place, move |s| s.branch(&wf, &branch))
         .await?
         .ok_or_else(branch_missing)?;
     nodes.nodes.retain(|n| seen.node(n));
@@ -807,9 +819,14 @@ pub async fn get_monitors(
     QueryParams(q): QueryParams<MonitorsQuery>,
 ) -> ApiResult {
     let seen = p.workflow(&app.store, &wf)?;
-    let mut monitors = read(&app.store, move |s| s.monitors(&wf, q.cross_branch))
-        .await?
-        .ok_or_else(|| workflow_missing(&wf))?;
+    let in_place = app
+        .store
+        .monitors_cached(&wf, q.cross_branch, IN_PLACE_NODES);
+    let mut monitors = in_place_or_read(&app.store, in_place, move |s| {
+        s.monitors(&wf, q.cross_branch)
+    })
+    .await?
+    .ok_or_else(|| workflow_missing(&wf))?;
     monitors.retain(|m| seen.node(&m.monitor) && seen.node(&m.target));
     Ok(Json(Monitors::from(&monitors[..])).into_response())
 }

@@ -889,6 +889,27 @@ impl Store {
 
     /// Decision points of `wf`, with options and the chosen one.
     pub fn decisions(&self, wf: &Uuid) -> Result<Option<Vec<Decision>>, StorageError> {
+        self.decisions_from(wf, usize::MAX, |seqs| self.nodes_at(seqs).map(Some))
+    }
+
+    /// [`Store::decisions`] when they hold at most `max` nodes and the node cache holds
+    /// every one: `None` otherwise (or if there is no such workflow). Reads nothing from
+    /// disk, so a runtime worker may call it instead of handing the read to the
+    /// blocking pool.
+    pub fn decisions_cached(&self, wf: &Uuid, max: usize) -> Option<Vec<Decision>> {
+        self.decisions_from(wf, max, |seqs| Ok(self.shared.nodes.all_cached(seqs)))
+            .ok()
+            .flatten()
+    }
+
+    /// The decisions of `wf` with their nodes from `nodes` (all the seqs at once, in
+    /// order; `None` gives up), if they hold at most `max` nodes.
+    fn decisions_from(
+        &self,
+        wf: &Uuid,
+        max: usize,
+        nodes: impl FnOnce(&[Seq]) -> Result<Option<Vec<Arc<Node>>>, StorageError>,
+    ) -> Result<Option<Vec<Decision>>, StorageError> {
         let found = {
             let ix = self.shared.index.read();
             ix.workflow(wf).map(|w| {
@@ -903,12 +924,30 @@ impl Store {
             })
         };
         let Some(list) = found else { return Ok(None) };
+        // Every decision's node, its options', then its chosen option's, in one list.
+        let seqs: Vec<Seq> = list
+            .iter()
+            .flat_map(|(d, opts, chosen)| std::iter::once(d).chain(opts).chain(chosen))
+            .copied()
+            .collect();
+        if seqs.len() > max {
+            return Ok(None);
+        }
+        let Some(found) = nodes(&seqs)? else {
+            return Ok(None);
+        };
+        let mut found = found.into_iter();
+        let mut next = || {
+            found
+                .next()
+                .ok_or_else(|| StorageError::Corrupt("a decision's node went missing".into()))
+        };
         list.into_iter()
-            .map(|(d, opts, chosen)| {
+            .map(|(_, opts, chosen)| {
                 Ok(Decision {
-                    decision: self.node_at(d)?,
-                    options: self.nodes_at(&opts)?,
-                    chosen: chosen.map(|c| self.node_at(c)).transpose()?,
+                    decision: next()?,
+                    options: opts.iter().map(|_| next()).collect::<Result<_, _>>()?,
+                    chosen: chosen.map(|_| next()).transpose()?,
                 })
             })
             .collect::<Result<_, _>>()
@@ -924,6 +963,32 @@ impl Store {
 
     /// One branch with its nodes in seq order.
     pub fn branch(&self, wf: &Uuid, branch_id: &Uuid) -> Result<Option<BranchNodes>, StorageError> {
+        self.branch_from(wf, branch_id, usize::MAX, |seqs| {
+            self.nodes_at(seqs).map(Some)
+        })
+    }
+
+    /// [`Store::branch`] when it is at most `max` nodes long and the node cache holds
+    /// every one: `None` otherwise (or if there is no such branch). Reads nothing from
+    /// disk, so a runtime worker may call it instead of handing the read to the
+    /// blocking pool.
+    pub fn branch_cached(&self, wf: &Uuid, branch_id: &Uuid, max: usize) -> Option<BranchNodes> {
+        self.branch_from(wf, branch_id, max, |seqs| {
+            Ok(self.shared.nodes.all_cached(seqs))
+        })
+        .ok()
+        .flatten()
+    }
+
+    /// The branch with its nodes from `nodes` (`None` gives up), if it has at most
+    /// `max`.
+    fn branch_from(
+        &self,
+        wf: &Uuid,
+        branch_id: &Uuid,
+        max: usize,
+        nodes: impl FnOnce(&[Seq]) -> Result<Option<Vec<Arc<Node>>>, StorageError>,
+    ) -> Result<Option<BranchNodes>, StorageError> {
         let found = {
             let ix = self.shared.index.read();
             ix.workflow(wf).and_then(|w| {
@@ -933,13 +998,13 @@ impl Store {
                 Some((info, seqs))
             })
         };
-        let Some((info, seqs)) = found else {
+        let Some((info, seqs)) = found.filter(|(_, seqs)| seqs.len() <= max) else {
             return Ok(None);
         };
-        Ok(Some(BranchNodes {
+        Ok(nodes(&seqs)?.map(|nodes| BranchNodes {
             branch_id: info.branch_id,
             fork_node_id: info.fork_node_id,
-            nodes: self.nodes_at(&seqs)?,
+            nodes,
         }))
     }
 
@@ -949,6 +1014,37 @@ impl Store {
         &self,
         wf: &Uuid,
         cross_branch: bool,
+    ) -> Result<Option<Vec<Monitor>>, StorageError> {
+        self.monitors_from(wf, cross_branch, usize::MAX, |seqs| {
+            self.nodes_at(seqs).map(Some)
+        })
+    }
+
+    /// [`Store::monitors`] when they hold at most `max` nodes and the node cache holds
+    /// every one: `None` otherwise (or if there is no such workflow). Reads nothing from
+    /// disk, so a runtime worker may call it instead of handing the read to the
+    /// blocking pool.
+    pub fn monitors_cached(
+        &self,
+        wf: &Uuid,
+        cross_branch: bool,
+        max: usize,
+    ) -> Option<Vec<Monitor>> {
+        self.monitors_from(wf, cross_branch, max, |seqs| {
+            Ok(self.shared.nodes.all_cached(seqs))
+        })
+        .ok()
+        .flatten()
+    }
+
+    /// The MONITORS edges with their nodes from `nodes` (monitor then target for each,
+    /// `None` gives up), if they hold at most `max` nodes.
+    fn monitors_from(
+        &self,
+        wf: &Uuid,
+        cross_branch: bool,
+        max: usize,
+        nodes: impl FnOnce(&[Seq]) -> Result<Option<Vec<Arc<Node>>>, StorageError>,
     ) -> Result<Option<Vec<Monitor>>, StorageError> {
         let found = {
             let ix = self.shared.index.read();
@@ -960,16 +1056,19 @@ impl Store {
                     .collect::<Vec<_>>()
             })
         };
-        let Some(list) = found else { return Ok(None) };
-        list.into_iter()
-            .map(|(m, t)| {
-                Ok(Monitor {
-                    monitor: self.node_at(m)?,
-                    target: self.node_at(t)?,
+        let Some(list) = found.filter(|l| l.len() <= max / 2) else {
+            return Ok(None);
+        };
+        let seqs: Vec<Seq> = list.iter().flat_map(|(m, t)| [*m, *t]).collect();
+        Ok(nodes(&seqs)?.map(|found| {
+            found
+                .chunks_exact(2)
+                .map(|pair| Monitor {
+                    monitor: pair[0].clone(),
+                    target: pair[1].clone(),
                 })
-            })
-            .collect::<Result<_, _>>()
-            .map(Some)
+                .collect()
+        }))
     }
 
     /// A sink cursor.

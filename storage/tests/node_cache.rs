@@ -379,3 +379,131 @@ async fn path_cached_is_path_from_the_cache_or_nothing() {
     assert!(plain.path_cached(&leaf, 100).is_none());
     plain.close().await;
 }
+
+fn same_nodes(a: &[Arc<Node>], b: &[Arc<Node>]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y))
+}
+
+/// `branch_cached`, `decisions_cached` and `monitors_cached`, the views a runtime
+/// worker answers in place: nothing while cold (after a restart), then the very nodes
+/// of `branch`, `decisions` and `monitors` once those have read them, with a chosen
+/// option and a monitor among them; nothing over the limit, for an unknown workflow or
+/// branch, or without a node cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_views_are_the_views_from_the_cache_or_nothing() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let store = Store::open(dir.path(), options(64)).unwrap_or_else(|e| panic!("{e}"));
+    let (wf, leaf, decision, opts) = populate(&store, 4).await;
+    submit(
+        &store,
+        Intent::Choose {
+            decision_id: decision,
+            option_id: opts[0],
+        },
+    )
+    .await;
+    let monitor = Uuid::now_v7();
+    let mut m = NewNode::new(leaf, "monitor", "watching");
+    m.id = Some(monitor);
+    submit(
+        &store,
+        Intent::AppendNodes {
+            workflow_id: wf,
+            nodes: vec![m],
+        },
+    )
+    .await;
+    let watched = Edge {
+        kind: EdgeKind::Monitors,
+        from: monitor,
+        to: opts[1],
+    };
+    submit(
+        &store,
+        Intent::AddEdge {
+            workflow_id: wf,
+            edge: watched,
+        },
+    )
+    .await;
+    let root_branch = store
+        .branches(&wf)
+        .unwrap_or_else(|| panic!("branches"))
+        .first()
+        .map(|b| b.branch_id)
+        .unwrap_or_else(|| panic!("no branch"));
+    store.close().await;
+    drop(store);
+
+    let store = Store::open(dir.path(), options(64)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(store.branch_cached(&wf, &root_branch, 100).is_none(), "cold");
+    assert!(store.decisions_cached(&wf, 100).is_none(), "cold");
+    assert!(store.monitors_cached(&wf, false, 100).is_none(), "cold");
+
+    let branch = store
+        .branch(&wf, &root_branch)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("the root's branch"));
+    let cached = store
+        .branch_cached(&wf, &root_branch, branch.nodes.len())
+        .unwrap_or_else(|| panic!("the branch was just read"));
+    assert!(same_nodes(&cached.nodes, &branch.nodes));
+    assert_eq!(
+        (cached.branch_id, cached.fork_node_id),
+        (branch.branch_id, branch.fork_node_id)
+    );
+    assert!(store
+        .branch_cached(&wf, &root_branch, branch.nodes.len() - 1)
+        .is_none());
+    assert!(store.branch_cached(&wf, &Uuid::now_v7(), 100).is_none());
+
+    let decisions = store
+        .decisions(&wf)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_default();
+    assert_eq!(decisions.len(), 1);
+    let cached = store
+        .decisions_cached(&wf, 4)
+        .unwrap_or_else(|| panic!("the decisions were just read"));
+    assert_eq!(cached.len(), 1);
+    assert!(Arc::ptr_eq(&cached[0].decision, &decisions[0].decision));
+    assert!(same_nodes(&cached[0].options, &decisions[0].options));
+    assert_eq!(cached[0].options.len(), 2);
+    match (&cached[0].chosen, &decisions[0].chosen) {
+        (Some(c), Some(d)) => assert!(Arc::ptr_eq(c, d) && c.id == opts[0]),
+        other => panic!("the chosen option: {other:?}"),
+    }
+    assert!(
+        store.decisions_cached(&wf, 3).is_none(),
+        "decision, two options and the chosen one are four nodes"
+    );
+
+    let monitors = store
+        .monitors(&wf, false)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_default();
+    assert_eq!(monitors.len(), 1);
+    let cached = store
+        .monitors_cached(&wf, false, 2)
+        .unwrap_or_else(|| panic!("the monitors were just read"));
+    assert_eq!(cached.len(), 1);
+    assert!(Arc::ptr_eq(&cached[0].monitor, &monitors[0].monitor));
+    assert!(Arc::ptr_eq(&cached[0].target, &monitors[0].target));
+    assert_eq!((cached[0].monitor.id, cached[0].target.id), (monitor, opts[1]));
+    assert!(store.monitors_cached(&wf, false, 1).is_none());
+
+    let unknown = Uuid::now_v7();
+    assert!(store.decisions_cached(&unknown, 100).is_none());
+    assert!(store.monitors_cached(&unknown, false, 100).is_none());
+    store.close().await;
+    drop(store);
+
+    let plain = Store::open(dir.path(), options(0)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(plain
+        .decisions(&wf)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .is_some());
+    assert!(plain.decisions_cached(&wf, 100).is_none());
+    assert!(plain.branch_cached(&wf, &root_branch, 100).is_none());
+    plain.close().await;
+}
