@@ -436,7 +436,10 @@ async fn cached_views_are_the_views_from_the_cache_or_nothing() {
     drop(store);
 
     let store = Store::open(dir.path(), options(64)).unwrap_or_else(|e| panic!("{e}"));
-    assert!(store.branch_cached(&wf, &root_branch, 100).is_none(), "cold");
+    assert!(
+        store.branch_cached(&wf, &root_branch, 100).is_none(),
+        "cold"
+    );
     assert!(store.decisions_cached(&wf, 100).is_none(), "cold");
     assert!(store.monitors_cached(&wf, false, 100).is_none(), "cold");
 
@@ -489,7 +492,10 @@ async fn cached_views_are_the_views_from_the_cache_or_nothing() {
     assert_eq!(cached.len(), 1);
     assert!(Arc::ptr_eq(&cached[0].monitor, &monitors[0].monitor));
     assert!(Arc::ptr_eq(&cached[0].target, &monitors[0].target));
-    assert_eq!((cached[0].monitor.id, cached[0].target.id), (monitor, opts[1]));
+    assert_eq!(
+        (cached[0].monitor.id, cached[0].target.id),
+        (monitor, opts[1])
+    );
     assert!(store.monitors_cached(&wf, false, 1).is_none());
 
     let unknown = Uuid::now_v7();
