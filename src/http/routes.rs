@@ -846,10 +846,10 @@ pub async fn get_outline(
     _: QueryParams<NoQuery>,
 ) -> ApiResult {
     let seen = p.workflow(&app.store, &wf)?;
-    let outline = read(&app.store, move |s| s.outline(&wf))
+    let mut outline = read(&app.store, move |s| s.outline(&wf))
         .await?
         .ok_or_else(|| workflow_missing(&wf))?;
-    let mut events = outline.events.clone();
+    let mut events = std::mem::take(&mut outline.events);
     if let Some(mut scope) = EventScope::of(&p) {
         events.retain(|e| scope.sees(&app.store, e));
     }
