@@ -276,11 +276,21 @@ pub async fn list_workflows(
         user_id: q.user_id,
         within: p.listable(&app.store),
     };
-    let (workflows, next) = read(&app.store, move |s| {
-        s.list_workflows(&filter, before, limit)
-    })
-    .await?;
-    let mut workflows = workflows;
+    // A short unfiltered page whose workflows have no metadata comes from the index
+    // alone, without the hop to the blocking pool; filters may scan many workflows.
+    let unfiltered = filter.status.is_none() && filter.user_id.is_none() && filter.within.is_none();
+    let in_place = (unfiltered && limit <= IN_PLACE_PAGE)
+        .then(|| app.store.list_workflows_in_memory(&filter, before, limit))
+        .flatten();
+    let (mut workflows, next) = match in_place {
+        Some(page) => page,
+        None => {
+            read(&app.store, move |s| {
+                s.list_workflows(&filter, before, limit)
+            })
+            .await?
+        }
+    };
     if !p.branches.is_empty() {
         for w in &mut workflows {
             let seen = p.workflow(&app.store, &w.workflow_id)?;
@@ -602,6 +612,9 @@ fn seen_nodes(seen: &Seen, mut nodes: Vec<RenderedNode>) -> Response {
     nodes.retain(|r| seen.node(&r.node));
     RenderedNodes(&nodes).into_response()
 }
+
+/// Most workflows a list answers in place on a runtime worker (see `list_workflows`).
+const IN_PLACE_PAGE: usize = 100;
 
 /// Most nodes an answer joins in place on a runtime worker (from the node cache);
 /// larger answers are built on the blocking pool, so a worker is never held for long.

@@ -774,7 +774,41 @@ impl Store {
         before: Option<Seq>,
         limit: usize,
     ) -> Result<(Vec<WorkflowSummary>, Option<Seq>), StorageError> {
-        let (mut page, more) = {
+        let (mut page, more) = self.list_page(filter, before, limit);
+        for (view, seq, has_metadata) in &mut page {
+            if *has_metadata {
+                self.read_metadata(view, *seq)?;
+            }
+        }
+        Ok(page_of(page, more))
+    }
+
+    /// [`Store::list_workflows`] when memory alone can give the page: no workflow on it
+    /// has metadata. `None` means "ask [`Store::list_workflows`]". Never reads the log;
+    /// the caller bounds the work (the page's size, and the filters, which may scan many
+    /// workflows to fill a page).
+    pub fn list_workflows_in_memory(
+        &self,
+        filter: &ListFilter,
+        before: Option<Seq>,
+        limit: usize,
+    ) -> Option<(Vec<WorkflowSummary>, Option<Seq>)> {
+        let (page, more) = self.list_page(filter, before, limit);
+        if page.iter().any(|(_, _, has_metadata)| *has_metadata) {
+            return None;
+        }
+        Some(page_of(page, more))
+    }
+
+    /// Up to `limit` workflows from the index (summary, creation seq, whether it has
+    /// metadata), and whether more follow.
+    fn list_page(
+        &self,
+        filter: &ListFilter,
+        before: Option<Seq>,
+        limit: usize,
+    ) -> (Vec<(WorkflowSummary, Seq, bool)>, bool) {
+        {
             let ix = self.shared.index.read();
             let mut it = ix.list(before, |w| {
                 filter.status.is_none_or(|s| w.status == s)
@@ -790,18 +824,7 @@ impl Store {
                 .map(|w| (summarize(w), w.created_seq, w.has_metadata))
                 .collect();
             (page, it.next().is_some())
-        };
-        for (view, seq, has_metadata) in &mut page {
-            if *has_metadata {
-                self.read_metadata(view, *seq)?;
-            }
         }
-        let next = if more {
-            page.last().map(|(_, s, _)| *s)
-        } else {
-            None
-        };
-        Ok((page.into_iter().map(|(v, _, _)| v).collect(), next))
     }
 
     /// A node with its edges.
@@ -1203,6 +1226,20 @@ impl Store {
     pub(crate) fn engine(&self) -> &Engine {
         &self.shared.engine
     }
+}
+
+/// A page of [`Store::list_page`] as the list answers it: the summaries, and the cursor
+/// of the next page (the last creation seq) if more follow.
+fn page_of(
+    page: Vec<(WorkflowSummary, Seq, bool)>,
+    more: bool,
+) -> (Vec<WorkflowSummary>, Option<Seq>) {
+    let next = if more {
+        page.last().map(|(_, s, _)| *s)
+    } else {
+        None
+    };
+    (page.into_iter().map(|(v, _, _)| v).collect(), next)
 }
 
 fn summarize(w: &crate::index::WorkflowIndex) -> WorkflowSummary {

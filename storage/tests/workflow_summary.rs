@@ -2,7 +2,8 @@
 //! created without metadata exactly what `Store::workflow` answers, and never for one
 //! with metadata (which stays in its creation record) or one that does not exist; the
 //! same holds after a restart, when the index was rebuilt from the log's records
-//! decoded in part (`decode_index_event`), not from the records as written.
+//! decoded in part (`decode_index_event`), not from the records as written. The same
+//! for a page of the list (`Store::list_workflows_in_memory`).
 
 use arbor_storage::{
     Durability, Intent, Meta, NewNode, NewWorkflow, Outcome, Store, StoreOptions, WorkflowStatus,
@@ -81,6 +82,21 @@ fn check(store: &Store, plain: Uuid, with: Uuid, metadata: &Map<String, Value>) 
         "the list shows the metadata"
     );
     assert_eq!(listed(plain).map(|w| w.metadata), Some(Map::new()));
+
+    // The list from memory: never a page with metadata on it, else the same page and
+    // cursor as the list from the log. Newest first: `with`, then `plain`.
+    let all = Default::default();
+    let (first, cursor) = store.list_workflows(&all, None, 1)?;
+    assert_eq!(first.first().map(|w| w.workflow_id), Some(with));
+    assert_eq!(store.list_workflows_in_memory(&all, None, 1), None);
+    assert_eq!(store.list_workflows_in_memory(&all, None, 10), None);
+    let second = store.list_workflows(&all, cursor, 1)?;
+    assert_eq!(second.0.first().map(|w| w.workflow_id), Some(plain));
+    assert_eq!(
+        store.list_workflows_in_memory(&all, cursor, 1),
+        Some(second),
+        "a page without metadata comes from memory, cursor and all"
+    );
     Ok(())
 }
 
