@@ -573,6 +573,18 @@ impl Store {
         self.shared.nodes.stats()
     }
 
+    /// The nodes at `seqs` from the node cache or disk: the disk source of the views'
+    /// `*_from` helpers (never `None`).
+    fn nodes_found(&self, seqs: &[Seq]) -> Result<Option<Vec<Arc<Node>>>, StorageError> {
+        self.nodes_at(seqs).map(Some)
+    }
+
+    /// The nodes at `seqs` if the node cache holds every one: the memory-only source of
+    /// the views' `*_from` helpers (never reads disk, never fails).
+    fn nodes_in_cache(&self, seqs: &[Seq]) -> Result<Option<Vec<Arc<Node>>>, StorageError> {
+        Ok(self.shared.nodes.all_cached(seqs))
+    }
+
     fn nodes_at(&self, seqs: &[Seq]) -> Result<Vec<Arc<Node>>, StorageError> {
         seqs.iter().map(|s| self.node_at(*s)).collect()
     }
@@ -912,7 +924,7 @@ impl Store {
 
     /// Decision points of `wf`, with options and the chosen one.
     pub fn decisions(&self, wf: &Uuid) -> Result<Option<Vec<Decision>>, StorageError> {
-        self.decisions_from(wf, usize::MAX, |seqs| self.nodes_at(seqs).map(Some))
+        self.decisions_from(wf, usize::MAX, |seqs| self.nodes_found(seqs))
     }
 
     /// [`Store::decisions`] when they hold at most `max` nodes and the node cache holds
@@ -920,7 +932,7 @@ impl Store {
     /// disk, so a runtime worker may call it instead of handing the read to the
     /// blocking pool.
     pub fn decisions_cached(&self, wf: &Uuid, max: usize) -> Option<Vec<Decision>> {
-        self.decisions_from(wf, max, |seqs| Ok(self.shared.nodes.all_cached(seqs)))
+        self.decisions_from(wf, max, |seqs| self.nodes_in_cache(seqs))
             .ok()
             .flatten()
     }
@@ -986,9 +998,7 @@ impl Store {
 
     /// One branch with its nodes in seq order.
     pub fn branch(&self, wf: &Uuid, branch_id: &Uuid) -> Result<Option<BranchNodes>, StorageError> {
-        self.branch_from(wf, branch_id, usize::MAX, |seqs| {
-            self.nodes_at(seqs).map(Some)
-        })
+        self.branch_from(wf, branch_id, usize::MAX, |seqs| self.nodes_found(seqs))
     }
 
     /// [`Store::branch`] when it is at most `max` nodes long and the node cache holds
@@ -996,11 +1006,9 @@ impl Store {
     /// disk, so a runtime worker may call it instead of handing the read to the
     /// blocking pool.
     pub fn branch_cached(&self, wf: &Uuid, branch_id: &Uuid, max: usize) -> Option<BranchNodes> {
-        self.branch_from(wf, branch_id, max, |seqs| {
-            Ok(self.shared.nodes.all_cached(seqs))
-        })
-        .ok()
-        .flatten()
+        self.branch_from(wf, branch_id, max, |seqs| self.nodes_in_cache(seqs))
+            .ok()
+            .flatten()
     }
 
     /// The branch with its nodes from `nodes` (`None` gives up), if it has at most
@@ -1038,9 +1046,7 @@ impl Store {
         wf: &Uuid,
         cross_branch: bool,
     ) -> Result<Option<Vec<Monitor>>, StorageError> {
-        self.monitors_from(wf, cross_branch, usize::MAX, |seqs| {
-            self.nodes_at(seqs).map(Some)
-        })
+        self.monitors_from(wf, cross_branch, usize::MAX, |seqs| self.nodes_found(seqs))
     }
 
     /// [`Store::monitors`] when they hold at most `max` nodes and the node cache holds
@@ -1053,11 +1059,9 @@ impl Store {
         cross_branch: bool,
         max: usize,
     ) -> Option<Vec<Monitor>> {
-        self.monitors_from(wf, cross_branch, max, |seqs| {
-            Ok(self.shared.nodes.all_cached(seqs))
-        })
-        .ok()
-        .flatten()
+        self.monitors_from(wf, cross_branch, max, |seqs| self.nodes_in_cache(seqs))
+            .ok()
+            .flatten()
     }
 
     /// The MONITORS edges with their nodes from `nodes` (monitor then target for each,
