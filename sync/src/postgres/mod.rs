@@ -2,9 +2,9 @@
 //!
 //! Tables (see `sync/migrations/`, applied at start with `sqlx::migrate!`, in the
 //! configured schema): `arbor_events`, `arbor_nodes`, `arbor_edges`, `arbor_workflows`,
-//! `draft_content`, `arbor_sync_cursor`. Bulk `INSERT … SELECT … FROM UNNEST($1::…[], …)`
-//! per table (never row by row) and the cursor row commit together, exactly once. The
-//! cursor lives here, not in arbor.
+//! `draft_content`, `arbor_sync_cursor`. A batch's rows are written in bulk per table
+//! (binary `COPY`, or `INSERT … SELECT … FROM UNNEST($1::…[], …)`; never row by row) and
+//! commit with the cursor row, exactly once. The cursor lives here, not in arbor.
 //!
 //! Lean on purpose (migration 0002): a PARENT_OF edge is the node row's `parent_id`
 //! and is not stored again in `arbor_edges` (which holds MONITORS, OPTION_OF and
@@ -16,11 +16,13 @@
 //! catch-up faster.
 //!
 //! - A batch whose seqs are all above the highest one in `arbor_events` (the normal
-//!   case) is written by one statement (`FRESH_BATCH`: the inserts as data-modifying
-//!   CTEs, without `ON CONFLICT`, and the cursor), one round trip, atomic by itself.
-//! - Any other batch (a replay after `sync reset`, or after the fast statement was
-//!   refused) is written in one transaction of `… ON CONFLICT DO NOTHING` inserts, then
-//!   the cursor.
+//!   case) is *fresh*: one transaction of binary `COPY`s (module `copy`), the workflow
+//!   upserts and the cursor; a large one in two parallel transactions, then the cursor.
+//!   `COPY` cannot skip a row that exists: should one, the transaction fails and the
+//!   batch is written the other way.
+//! - Any other batch (a replay after `sync reset`, or after a fresh write was refused)
+//!   is written in one transaction of `… ON CONFLICT DO NOTHING` inserts, then the
+//!   cursor.
 //!
 //! Draft content: a node of type `draft` becomes a `draft_content` row (id = node id,
 //! `workflow_run_id` = workflow id, `content` = node content, `metadata` = node metadata,
@@ -50,6 +52,9 @@ use crate::error::{Redactor, SinkError};
 use crate::sink::{
     edge_keys, partition, Audit, CursorHome, Item, Sink, Tally, MIN_PART_EVENTS, PARALLEL_TXNS,
 };
+use copy::{Copies, COPY_DRAFTS, COPY_EDGES, COPY_EVENTS, COPY_NODES};
+
+mod copy;
 
 /// Sink name (cursor row and dead-letter key).
 pub const NAME: &str = "postgres";
@@ -139,60 +144,6 @@ const ADOPT: &str = "TRUNCATE arbor_events, arbor_nodes, arbor_edges, arbor_work
 const SET_CURSOR: &str =
     "INSERT INTO arbor_sync_cursor (sink, seq, updated_at) VALUES ($1, $2, now()) \
      ON CONFLICT (sink) DO UPDATE SET seq = EXCLUDED.seq, updated_at = now()";
-
-/// `$n` → `$(n + by)` in `sql`.
-fn shift_params(sql: &str, by: usize) -> String {
-    let mut out = String::with_capacity(sql.len() + 16);
-    let mut rest = sql;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..=i]);
-        rest = &rest[i + 1..];
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        match rest[..digits].parse::<usize>() {
-            Ok(n) => out.push_str(&(n + by).to_string()),
-            Err(_) => out.push_str(&rest[..digits]),
-        }
-        rest = &rest[digits..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// The whole of a fresh batch as one statement (so one round trip, and atomic without
-/// an explicit transaction): the inserts of events ($1–$9), nodes ($10–$23), edges
-/// ($24–$28) and drafts ($29–$36) *without* `ON CONFLICT` (none is possible above the
-/// highest seq present; should one occur, the statement fails and the caller writes the
-/// batch the conflict-tolerant way), the workflow upserts ($37–$44), and the cursor
-/// ($45, $46).
-static FRESH_BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let plain =
-        |sql: &str, by: usize| shift_params(&sql.replace(" ON CONFLICT DO NOTHING", ""), by);
-    format!(
-        "WITH ev AS ({}), nd AS ({}), ed AS ({}), dr AS ({}), wf AS ({}) {}",
-        plain(INSERT_EVENTS, 0),
-        plain(INSERT_NODES, 9),
-        plain(INSERT_EDGES, 23),
-        plain(INSERT_DRAFTS, 28),
-        shift_params(UPSERT_WORKFLOWS, 36),
-        shift_params(SET_CURSOR, 44),
-    )
-});
-
-/// [`FRESH_BATCH`] without the cursor ($1–$44): one part of a fresh batch written in
-/// [`PARALLEL_TXNS`] concurrent statements. The cursor moves once every part has
-/// committed (see [`PostgresSink::write_fresh_parts`]).
-static FRESH_PART: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let plain =
-        |sql: &str, by: usize| shift_params(&sql.replace(" ON CONFLICT DO NOTHING", ""), by);
-    format!(
-        "WITH ev AS ({}), nd AS ({}), ed AS ({}), dr AS ({}) {}",
-        plain(INSERT_EVENTS, 0),
-        plain(INSERT_NODES, 9),
-        plain(INSERT_EDGES, 23),
-        plain(INSERT_DRAFTS, 28),
-        shift_params(UPSERT_WORKFLOWS, 36),
-    )
-});
 
 /// Checks a schema name: `[a-z_][a-z0-9_]{0,62}`.
 pub fn valid_schema(s: &str) -> bool {
@@ -382,44 +333,65 @@ impl PostgresSink {
         &self.pool
     }
 
-    /// Writes a batch none of whose events is in the tables yet (every seq above the
-    /// highest one present): [`FRESH_BATCH`], one statement, one round trip.
-    async fn write_fresh(&self, batch: &[Item]) -> Result<(), sqlx::Error> {
-        let rows = Rows::of(batch);
-        let w = rows.workflows();
-        let last = batch.last().map_or(0, |i| to_i64(i.seq()));
-        bind_fresh(sqlx::query(FRESH_BATCH.as_str()), &rows, &w)
-            .bind(NAME)
-            .bind(last)
-            .execute(&self.pool)
-            .await
-            .map(drop)
+    /// Writes a fresh batch, or one part of it, with binary `COPY` ([`copy`]) in one
+    /// transaction: the events, nodes, typed edges and drafts, the workflow upserts,
+    /// and with `cursor` the cursor.
+    async fn copy_fresh<'a>(
+        &self,
+        items: impl IntoIterator<Item = &'a Item>,
+        cursor: Option<i64>,
+    ) -> Result<(), sqlx::Error> {
+        let c = Copies::of(items);
+        let w = c.workflows.cols();
+        let mut tx = self.pool.begin().await?;
+        for (stmt, rows) in [
+            (COPY_EVENTS, c.events),
+            (COPY_NODES, c.nodes),
+            (COPY_EDGES, c.edges),
+            (COPY_DRAFTS, c.drafts),
+        ] {
+            if rows.rows() == 0 {
+                continue;
+            }
+            let mut copy = tx.copy_in_raw(stmt).await?;
+            copy.send(rows.finish()).await?;
+            copy.finish().await?;
+        }
+        bind_workflows(sqlx::query(UPSERT_WORKFLOWS), &w)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(last) = cursor {
+            sqlx::query(SET_CURSOR)
+                .bind(NAME)
+                .bind(last)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await
     }
 
-    /// Writes a large fresh batch as [`PARALLEL_TXNS`] concurrent [`FRESH_PART`]
-    /// statements, one per group of whole workflows ([`partition`]: no two touch the
-    /// same row), then moves the cursor. PostgreSQL runs each statement in one backend
-    /// on one core, so one statement at a time leaves the other core idle while the
+    /// Writes a batch none of whose events is in the tables yet (every seq above the
+    /// highest one present) with `COPY`. A large one is written as [`PARALLEL_TXNS`]
+    /// concurrent transactions, one per group of whole workflows ([`partition`]: no two
+    /// touch the same row), then the cursor moves. PostgreSQL runs each transaction in
+    /// one backend on one core, so one at a time leaves the other core idle while the
     /// sink catches up. If a part fails after another committed, the cursor has not
     /// moved and the committed rows are present: the batch is no longer fresh, and is
     /// written again the conflict-tolerant way, which skips them. Exactly once holds.
-    async fn write_fresh_parts(&self, parts: Vec<Vec<&Item>>) -> Result<(), sqlx::Error> {
-        let last = parts
+    async fn write_fresh(&self, batch: &[Item]) -> Result<(), sqlx::Error> {
+        let parts = partition(batch, PARALLEL_TXNS, MIN_PART_EVENTS);
+        if parts.len() < 2 {
+            return self
+                .copy_fresh(batch, batch.last().map(|i| to_i64(i.seq())))
+                .await;
+        }
+        let writes = parts
             .iter()
-            .filter_map(|p| p.last().map(|i| i.seq()))
-            .max()
-            .map_or(0, to_i64);
-        let writes = parts.iter().map(|part| async move {
-            let rows = Rows::of(part.iter().copied());
-            let w = rows.workflows();
-            bind_fresh(sqlx::query(FRESH_PART.as_str()), &rows, &w)
-                .execute(&self.pool)
-                .await
-                .map(drop)
-        });
+            .map(|p| self.copy_fresh(p.iter().copied(), None));
         for result in futures_util::future::join_all(writes).await {
             result?;
         }
+        let last = batch.iter().map(Item::seq).max().map_or(0, to_i64);
         sqlx::query(SET_CURSOR)
             .bind(NAME)
             .bind(last)
@@ -556,9 +528,9 @@ impl Sink for PostgresSink {
         }
     }
 
-    /// A batch above everything present goes through [`FRESH_BATCH`], one statement
-    /// without `ON CONFLICT`; any other (a replay after `sync reset`, a retry) through
-    /// the `ON CONFLICT DO NOTHING` inserts. Should the fresh statement be refused, the
+    /// A batch above everything present is written with `COPY`
+    /// ([`PostgresSink::write_fresh`]); any other (a replay after `sync reset`, a retry)
+    /// with the `ON CONFLICT DO NOTHING` inserts. Should the fresh write be refused, the
     /// batch is written again the conflict-tolerant way, whose answer is the one that
     /// counts.
     async fn apply(&mut self, batch: &[Item]) -> Result<(), SinkError> {
@@ -570,12 +542,7 @@ impl Sink for PostgresSink {
             }
         };
         let mut res = if fresh {
-            let parts = partition(batch, PARALLEL_TXNS, MIN_PART_EVENTS);
-            if parts.len() > 1 {
-                self.write_fresh_parts(parts).await
-            } else {
-                self.write_fresh(batch).await
-            }
+            self.write_fresh(batch).await
         } else {
             self.write(batch).await
         };
@@ -725,8 +692,8 @@ struct Rows {
     d_meta: Vec<String>,
     d_seq: Vec<i64>,
     d_ts: Vec<i64>,
-    /// Per workflow, in first-seen order: (wf, root, status, user, metadata, created, updated, last).
-    wfs: Vec<WfRow>,
+    /// Per workflow, in first-seen order.
+    wfs: WfRows,
 }
 
 #[derive(Clone)]
@@ -764,12 +731,6 @@ fn draft_field(payload: &Value, key: &str, default: &str) -> String {
 
 /// A statement being bound.
 type Query<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
-
-/// Binds the rows of a fresh batch ($1–$44 of [`FRESH_BATCH`] and [`FRESH_PART`]).
-fn bind_fresh<'q>(q: Query<'q>, rows: &'q Rows, w: &'q WfCols) -> Query<'q> {
-    let q = bind_edges(bind_nodes(bind_events(q, rows), rows), rows);
-    bind_workflows(bind_drafts(q, rows), w)
-}
 
 /// Binds the columns of [`INSERT_EVENTS`] (9).
 fn bind_events<'q>(q: Query<'q>, rows: &'q Rows) -> Query<'q> {
@@ -839,11 +800,10 @@ impl Rows {
     /// The columns of `batch`.
     fn of<'a>(batch: impl IntoIterator<Item = &'a Item>) -> Rows {
         let mut r = Rows::default();
-        let mut wf_slot: HashMap<Uuid, usize> = HashMap::new();
         for item in batch {
             let e = &item.event;
             let seq = to_i64(e.seq);
-            r.workflow(e, seq, &mut wf_slot);
+            r.wfs.fold(e, seq);
             // PARENT_OF is the node row's parent_id (see `arbor_all_edges`).
             for edge in item
                 .edges()
@@ -897,37 +857,6 @@ impl Rows {
         r
     }
 
-    /// Folds event `e` into its workflow's row.
-    fn workflow(&mut self, e: &arbor_storage::Event, seq: i64, slots: &mut HashMap<Uuid, usize>) {
-        let slot = *slots.entry(e.workflow_id).or_insert_with(|| {
-            self.wfs.push(WfRow {
-                wf: e.workflow_id,
-                root: None,
-                status: None,
-                user: None,
-                meta: None,
-                created: None,
-                updated: 0,
-                last: 0,
-            });
-            self.wfs.len() - 1
-        });
-        let w = &mut self.wfs[slot];
-        w.updated = e.timestamp.micros();
-        w.last = seq;
-        match &e.body {
-            EventBody::WorkflowCreated(c) => {
-                w.root = Some(c.root.id);
-                w.status = Some("running");
-                w.user = c.user_id.clone();
-                w.meta = Some(Value::Object(c.metadata.clone()).to_string());
-                w.created = Some(e.timestamp.micros());
-            }
-            EventBody::StatusChanged(s) => w.status = Some(s.to.as_str()),
-            _ => {}
-        }
-    }
-
     /// The edge rows (`ON CONFLICT DO NOTHING`: an edge may come again) and the
     /// workflow upserts.
     async fn write_edges_and_workflows(
@@ -947,8 +876,55 @@ impl Rows {
     }
 
     fn workflows(&self) -> WfCols {
+        self.wfs.cols()
+    }
+}
+
+/// The workflow rows of a batch, one per workflow in first-seen order.
+#[derive(Default)]
+struct WfRows {
+    rows: Vec<WfRow>,
+    /// Workflow id → index in `rows`.
+    slots: HashMap<Uuid, usize>,
+}
+
+impl WfRows {
+    /// Folds event `e` into its workflow's row.
+    fn fold(&mut self, e: &arbor_storage::Event, seq: i64) {
+        let rows = &mut self.rows;
+        let slot = *self.slots.entry(e.workflow_id).or_insert_with(|| {
+            rows.push(WfRow {
+                wf: e.workflow_id,
+                root: None,
+                status: None,
+                user: None,
+                meta: None,
+                created: None,
+                updated: 0,
+                last: 0,
+            });
+            rows.len() - 1
+        });
+        let w = &mut rows[slot];
+        w.updated = e.timestamp.micros();
+        w.last = seq;
+        match &e.body {
+            EventBody::WorkflowCreated(c) => {
+                w.root = Some(c.root.id);
+                w.status = Some("running");
+                w.user = c.user_id.clone();
+                w.meta = Some(Value::Object(c.metadata.clone()).to_string());
+                w.created = Some(e.timestamp.micros());
+            }
+            EventBody::StatusChanged(s) => w.status = Some(s.to.as_str()),
+            _ => {}
+        }
+    }
+
+    /// The rows as the column arrays of [`UPSERT_WORKFLOWS`].
+    fn cols(&self) -> WfCols {
         let mut c = WfCols::default();
-        for w in self.wfs.iter().cloned() {
+        for w in self.rows.iter().cloned() {
             c.wf.push(w.wf);
             c.root.push(w.root);
             c.status.push(w.status);
