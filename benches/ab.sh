@@ -18,9 +18,7 @@
 #   AB_SECONDS=5          seconds of each measured series
 #   AB_DURABILITY=fsync   the servers' --durability (fsync or none)
 #   AB_AGENTS=16          agents of the closed loop; AB_CONNECTIONS=64 of the fixed appends
-#   AB_DIR                work dir (default ${TMPDIR:-/tmp}/arbor-ab): worktrees, binaries, reports
-#   AB_TARGET_DIR         cargo target dir of the two commits (default $AB_DIR/target; point
-#                         it at an existing target dir to reuse its built dependencies)
+#   AB_DIR, AB_TARGET_DIR work and cargo target dirs (see ab_lib.sh)
 #   AB_FAIL_BELOW         if set (e.g. 0.9), exit 1 when the median B/A of arbor's fixed
 #                         appends (harness client) is below it: a regression gate
 set -euo pipefail
@@ -38,15 +36,10 @@ seconds="${AB_SECONDS:-5}"
 durability="${AB_DURABILITY:-fsync}"
 agents="${AB_AGENTS:-16}"
 connections="${AB_CONNECTIONS:-64}"
-# Absolute: the builds run inside the worktrees.
-dir="$(realpath -m "${AB_DIR:-${TMPDIR:-/tmp}/arbor-ab}")"
-target="$(realpath -m "${AB_TARGET_DIR:-$dir/target}")"
-mkdir -p "$dir/bin" "$dir/reports"
-export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-1}"
-
-sha_a="$(git rev-parse --verify --short=9 "$1^{commit}")"
-sha_b="$(git rev-parse --verify --short=9 "$2^{commit}")"
-log() { printf 'ab: %s\n' "$*" >&2; }
+# shellcheck source=benches/ab_lib.sh
+. "$repo/benches/ab_lib.sh"
+ab_init "$1" "$2"
+mkdir -p "$dir/reports"
 
 bash benches/tools.sh >/dev/null
 
@@ -60,26 +53,8 @@ bench_target="${CARGO_TARGET_DIR:-$repo/target}"
 cp "$bench_target/release/arbor-bench" "$dir/bin/arbor-bench"
 
 # The server of each commit.
-build_server() {
-    local sha="$1" wt="$dir/src-$1"
-    if [ -x "$dir/bin/arbor-$sha" ]; then
-        log "arbor at $sha: built already ($dir/bin/arbor-$sha)"
-        return 0
-    fi
-    log "building arbor at $sha …"
-    git worktree remove --force "$wt" >/dev/null 2>&1 || rm -rf "$wt"
-    git worktree add --detach "$wt" "$sha" >/dev/null 2>&1
-    if ! (cd "$wt" && CARGO_TARGET_DIR="$target" cargo build --release --bin arbor) \
-        >"$dir/build-$sha.log" 2>&1; then
-        tail -30 "$dir/build-$sha.log" >&2
-        git worktree remove --force "$wt" >/dev/null 2>&1 || true
-        exit 1
-    fi
-    cp "$target/release/arbor" "$dir/bin/arbor-$sha"
-    git worktree remove --force "$wt" >/dev/null 2>&1 || true
-}
-build_server "$sha_a"
-build_server "$sha_b"
+ab_build "$sha_a" arbor arbor --bin arbor
+ab_build "$sha_b" arbor arbor --bin arbor
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
