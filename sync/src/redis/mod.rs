@@ -369,7 +369,7 @@ impl RedisSink {
         cmd
     }
 
-    /// The XADD of `e` (its JSON `json`).
+    /// The XADD of `e` (its JSON `json`) to the stream `key`.
     fn xadd(&self, key: &str, e: &arbor_storage::Event, json: &[u8]) -> redis::Cmd {
         let mut cmd = redis::cmd("XADD");
         cmd.arg(key);
