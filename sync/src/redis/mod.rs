@@ -369,10 +369,10 @@ impl RedisSink {
         cmd
     }
 
-    /// The XADD of `e` (its JSON `json`) to the stream `key`.
-    fn xadd(&self, key: &str, e: &arbor_storage::Event, json: &[u8]) -> redis::Cmd {
+    /// The XADD of `e` (its JSON `json`).
+    fn xadd(&self, e: &arbor_storage::Event, json: &[u8]) -> redis::Cmd {
         let mut cmd = redis::cmd("XADD");
-        cmd.arg(key);
+        cmd.arg(stream_key(&e.workflow_id));
         if self.maxlen > 0 {
             cmd.arg("MAXLEN").arg("~").arg(self.maxlen);
         }
@@ -393,30 +393,21 @@ impl RedisSink {
         // Per workflow, in first-seen order: (workflow, index of its last event, status).
         let mut wfs: Vec<(Uuid, usize, Option<&str>)> = Vec::new();
         let mut json = Vec::with_capacity(1024);
-        // The keys of the workflow of the event before: a chunk's events mostly come in
-        // runs of one workflow, so they are formatted once a run.
-        let mut keys: Option<(Uuid, String, String)> = None;
         for (i, item) in chunk.iter().enumerate() {
             let e = &item.event;
             json.clear();
             serde_json::to_writer(&mut json, e)
                 .map_err(|err| SinkError::permanent(format!("encode seq {}: {err}", e.seq)))?;
-            let (_, stream, chan) = match keys.take() {
-                Some(k) if k.0 == e.workflow_id => keys.insert(k),
-                _ => keys.insert((
-                    e.workflow_id,
-                    stream_key(&e.workflow_id),
-                    channel(&e.workflow_id),
-                )),
-            };
-            pipe.add_command(self.xadd(stream, e, &json));
+            pipe.add_command(self.xadd(e, &json));
             match self.shape {
                 MessageShape::Arbor => {
-                    pipe.cmd("PUBLISH").arg(chan.as_str()).arg(json.as_slice());
+                    pipe.cmd("PUBLISH")
+                        .arg(channel(&e.workflow_id))
+                        .arg(json.as_slice());
                 }
                 MessageShape::Seeds => {
                     if let Some(msg) = seeds_message(item) {
-                        pipe.cmd("PUBLISH").arg(chan.as_str()).arg(msg);
+                        pipe.cmd("PUBLISH").arg(channel(&e.workflow_id)).arg(msg);
                     }
                 }
             }
