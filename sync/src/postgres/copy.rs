@@ -130,8 +130,15 @@ impl CopyRows {
             self.buf.truncate(at + 4);
             self.buf.extend_from_slice(b"null");
         }
-        let len = i32::try_from(self.buf.len() - at - 4).unwrap_or(-1);
-        self.buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+        match i32::try_from(self.buf.len() - at - 4) {
+            Ok(len) => self.buf[at..at + 4].copy_from_slice(&len.to_be_bytes()),
+            // Too long for a field (see `field`): NULL, and the text is dropped so that
+            // the stream stays well-formed.
+            Err(_) => {
+                self.buf.truncate(at);
+                self.null();
+            }
+        }
         self
     }
 

@@ -868,15 +868,11 @@ impl Rows {
                 .execute(&mut **tx)
                 .await?;
         }
-        let w = self.workflows();
+        let w = self.wfs.cols();
         bind_workflows(sqlx::query(UPSERT_WORKFLOWS), &w)
             .execute(&mut **tx)
             .await?;
         Ok(())
-    }
-
-    fn workflows(&self) -> WfCols {
-        self.wfs.cols()
     }
 }
 
