@@ -11,6 +11,9 @@
 //!   default) whose nodes carry `ARBOR_BENCH_REBUILD_CONTENT` bytes of content each (400
 //!   by default, the bench harness's median; 0 for the short "node {i}" of earlier
 //!   runs). Baseline: a plain scan of sled's log tree.
+//! - `record`: decoding one node record as the log holds it (what every sink's
+//!   catch-up and every uncached read does per event). Baseline: the same bytes through
+//!   rmp_serde alone (`Record::decode_with_serde`).
 //!
 //! The allocator and its settings are the `arbor` binary's (mimalloc, transparent huge
 //! pages off).
@@ -22,7 +25,10 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arbor_storage::{Durability, Intent, Meta, NewNode, NewWorkflow, Outcome, Store, StoreOptions};
+use arbor_storage::{
+    Durability, Intent, Meta, NewNode, NewWorkflow, NodeRecord, Outcome, Record, RecordBody, Role,
+    Store, StoreOptions, Timestamp,
+};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use uuid::Uuid;
 
@@ -297,5 +303,43 @@ fn rebuild(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, append, path_to_root, rebuild);
+fn record(c: &mut Criterion) {
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("model".into(), serde_json::json!("gpt-4o"));
+    let r = Record {
+        seq: 123_456,
+        id: Uuid::new_v4(),
+        workflow_id: Uuid::new_v4(),
+        timestamp: Timestamp(1_795_000_000_000_001),
+        actor: "agent:planner".into(),
+        body: RecordBody::NodeCreated(NodeRecord {
+            id: Uuid::new_v4(),
+            parent_id: Some(Uuid::new_v4()),
+            node_type: "llm_message".into(),
+            role: Some(Role::Assistant),
+            content_hash: *blake3::hash(b"content").as_bytes(),
+            payload: serde_json::Value::Null,
+            metadata,
+            agent_id: Some("planner".into()),
+            user_id: None,
+            branch_id: Uuid::new_v4(),
+            depth: 42,
+        }),
+        prev_hash: *blake3::hash(b"prev").as_bytes(),
+        hash: *blake3::hash(b"this").as_bytes(),
+    };
+    let bytes = r.encode().unwrap();
+    assert_eq!(Record::decode(&bytes).unwrap(), r);
+    let mut g = c.benchmark_group("record");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("baseline_decode_with_serde", |b| {
+        b.iter(|| Record::decode_with_serde(std::hint::black_box(&bytes)).unwrap())
+    });
+    g.bench_function("decode", |b| {
+        b.iter(|| Record::decode(std::hint::black_box(&bytes)).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, append, path_to_root, rebuild, record);
 criterion_main!(benches);

@@ -503,7 +503,7 @@ impl Store {
 
     /// The event at `seq`, content resolved.
     pub fn event(&self, seq: Seq) -> Result<Event, StorageError> {
-        self.record(seq)?.to_event(|h| self.content_at(seq, h))
+        self.record(seq)?.into_event(|h| self.content_at(seq, h))
     }
 
     /// The node created by the event at `seq`, from the node cache or from disk
@@ -556,11 +556,9 @@ impl Store {
             .engine
             .entry(seq)?
             .ok_or_else(|| StorageError::Corrupt(format!("seq {seq} missing from log")))?;
-        let r = Record::decode(&entry.record)?;
-        let n = r
-            .created_node()
-            .ok_or_else(|| StorageError::Corrupt(format!("seq {seq} creates no node")))?;
-        r.node(n, |h| self.entry_content(seq, &entry, h))
+        Record::decode(&entry.record)?
+            .into_created_node(|h| self.entry_content(seq, &entry, h))?
+            .ok_or_else(|| StorageError::Corrupt(format!("seq {seq} creates no node")))
     }
 
     /// See [`crate::validate::entry_content`].
@@ -599,7 +597,7 @@ impl Store {
                 break;
             }
             let r = Record::decode(&entry.record)?;
-            out.push(r.to_event(|h| self.entry_content(seq, &entry, h))?);
+            out.push(r.into_event(|h| self.entry_content(seq, &entry, h))?);
         }
         Ok(out)
     }

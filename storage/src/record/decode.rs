@@ -1,0 +1,274 @@
+//! A hand-written decoder for node records, the mirror of [`Record::seal_into`].
+//!
+//! Reading the log is decoding records: every sink's catch-up, every replay, every read
+//! of a node that is not cached. Through serde, a node record costs some 130 visitor
+//! calls, 96 of them for the three hashes (rmp_serde writes a `[u8; 32]` as an array of
+//! 32 integers): decoding was about a quarter of arbor's CPU in a Redis catch-up
+//! (issue 13, stop 29). [`node_record`] reads the layout the writer produces field by
+//! field, and payload and metadata through rmp_serde, as before.
+//!
+//! It is a fast path, not a second definition of the format: it answers `None` at the
+//! first byte that is not exactly what [`Record::seal_into`] writes for a node record
+//! (another body, another integer or string form, trailing bytes), and the caller then
+//! decodes through serde, which decides what is valid and words the error. A proptest
+//! holds that whatever it accepts, serde decodes to the same record.
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::{Hash, NodeRecord, Record, RecordBody};
+use crate::model::Role;
+use crate::time::Timestamp;
+
+/// MessagePack markers of the layout.
+const FIXARRAY_8: u8 = 0x90 | 8;
+const FIXARRAY_11: u8 = 0x90 | 11;
+const FIXMAP_1: u8 = 0x80 | 1;
+const NIL: u8 = 0xc0;
+const BIN8: u8 = 0xc4;
+const UINT8: u8 = 0xcc;
+const ARRAY16: u8 = 0xdc;
+
+/// The node record `bytes` encodes, if it is laid out exactly as the writer lays one out;
+/// `None` for anything else (decode it through serde).
+pub(super) fn node_record(bytes: &[u8]) -> Option<Record> {
+    let mut c = Cursor(bytes);
+    c.marker(FIXARRAY_8)?;
+    let seq = c.int::<u64>()?;
+    let id = c.uuid()?;
+    let workflow_id = c.uuid()?;
+    let timestamp = Timestamp(c.int::<i64>()?);
+    let actor = c.str()?.to_owned();
+    c.marker(FIXMAP_1)?;
+    if c.str()? != "NodeCreated" {
+        return None;
+    }
+    c.marker(FIXARRAY_11)?;
+    let node = NodeRecord {
+        id: c.uuid()?,
+        parent_id: c.nil_or(Cursor::uuid)?,
+        node_type: c.str()?.to_owned(),
+        role: c.nil_or(Cursor::role)?,
+        content_hash: c.hash()?,
+        payload: c.serde::<Value>()?,
+        metadata: c.serde::<Map<String, Value>>()?,
+        agent_id: c.nil_or(|c| c.str().map(str::to_owned))?,
+        user_id: c.nil_or(|c| c.str().map(str::to_owned))?,
+        branch_id: c.uuid()?,
+        depth: c.int::<u32>()?,
+    };
+    let prev_hash = c.hash()?;
+    let hash = c.hash()?;
+    if !c.0.is_empty() {
+        return None;
+    }
+    Some(Record {
+        seq,
+        id,
+        workflow_id,
+        timestamp,
+        actor,
+        body: RecordBody::NodeCreated(node),
+        prev_hash,
+        hash,
+    })
+}
+
+/// The bytes not read yet.
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn byte(&mut self) -> Option<u8> {
+        let (&b, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(b)
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn marker(&mut self, m: u8) -> Option<()> {
+        (self.byte()? == m).then_some(())
+    }
+
+    /// An integer in any of MessagePack's forms, if it fits `T`.
+    fn int<T: TryFrom<i128>>(&mut self) -> Option<T> {
+        let m = self.byte()?;
+        let v = match m {
+            0x00..=0x7f => i128::from(m),
+            0xe0..=0xff => i128::from(m as i8),
+            0xcc => i128::from(self.byte()?),
+            0xcd => i128::from(u16::from_be_bytes(self.array()?)),
+            0xce => i128::from(u32::from_be_bytes(self.array()?)),
+            0xcf => i128::from(u64::from_be_bytes(self.array()?)),
+            0xd0 => i128::from(i8::from_be_bytes(self.array()?)),
+            0xd1 => i128::from(i16::from_be_bytes(self.array()?)),
+            0xd2 => i128::from(i32::from_be_bytes(self.array()?)),
+            0xd3 => i128::from(i64::from_be_bytes(self.array()?)),
+            _ => return None,
+        };
+        T::try_from(v).ok()
+    }
+
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N)?.try_into().ok()
+    }
+
+    /// A UTF-8 string in any of MessagePack's str forms.
+    fn str(&mut self) -> Option<&'a str> {
+        let m = self.byte()?;
+        let len = match m {
+            0xa0..=0xbf => usize::from(m & 0x1f),
+            0xd9 => usize::from(self.byte()?),
+            0xda => usize::from(u16::from_be_bytes(self.array()?)),
+            0xdb => usize::try_from(u32::from_be_bytes(self.array()?)).ok()?,
+            _ => return None,
+        };
+        std::str::from_utf8(self.take(len)?).ok()
+    }
+
+    /// A UUID as serde writes one to MessagePack: `bin 8` of 16 bytes.
+    fn uuid(&mut self) -> Option<Uuid> {
+        self.marker(BIN8)?;
+        self.marker(16)?;
+        Uuid::from_slice(self.take(16)?).ok()
+    }
+
+    /// A hash as [`super::push_hash`] writes it.
+    fn hash(&mut self) -> Option<Hash> {
+        self.marker(ARRAY16)?;
+        self.marker(0)?;
+        self.marker(32)?;
+        let mut h = [0u8; 32];
+        for b in &mut h {
+            *b = match self.byte()? {
+                small @ 0..=0x7f => small,
+                UINT8 => self.byte().filter(|b| *b >= 0x80)?,
+                _ => return None,
+            };
+        }
+        Some(h)
+    }
+
+    /// A role by its wire name.
+    fn role(&mut self) -> Option<Role> {
+        Some(match self.str()? {
+            "system" => Role::System,
+            "user" => Role::User,
+            "assistant" => Role::Assistant,
+            "tool" => Role::Tool,
+            _ => return None,
+        })
+    }
+
+    /// `nil` as `None`, anything else read by `read`: `Some(None)` or `Some(Some(v))`,
+    /// `None` when `read` fails.
+    fn nil_or<T>(&mut self, read: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
+        if let Some((&NIL, rest)) = self.0.split_first() {
+            self.0 = rest;
+            return Some(None);
+        }
+        read(self).map(Some)
+    }
+
+    /// A value through rmp_serde, as the whole-record decode reads it. Its nesting
+    /// limit is set below the one the whole-record decode leaves a payload (1 024 less
+    /// the record's and the node's arrays and the body's map), so that nothing serde
+    /// would refuse is accepted here.
+    fn serde<T: DeserializeOwned>(&mut self) -> Option<T> {
+        let mut de = rmp_serde::Deserializer::new(&mut self.0);
+        de.set_max_depth(1024 - 3);
+        T::deserialize(&mut de).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::node_records;
+    use super::*;
+    use crate::model::{Edge, EdgeKind};
+
+    /// The log value of `r` (the writer's bytes: `a_node_record_is_written_as_rmp_serde_writes_it`).
+    fn sealed(r: &Record) -> Vec<u8> {
+        r.encode().unwrap()
+    }
+
+    proptest::proptest! {
+        /// Every node record the writer makes is read back by hand, as serde reads it.
+        #[test]
+        fn a_node_record_is_read_by_hand_as_serde_reads_it(r in node_records()) {
+            let bytes = sealed(&r);
+            proptest::prop_assert_eq!(Record::decode_with_serde(&bytes).unwrap(), r.clone());
+            proptest::prop_assert_eq!(node_record(&bytes), Some(r));
+        }
+
+        /// Whatever the hand decoder accepts of a damaged record (a byte changed, the
+        /// value cut short or lengthened), serde decodes to the same record: the fast
+        /// path never reads a value serde would refuse or read otherwise.
+        #[test]
+        fn what_the_hand_decoder_accepts_serde_reads_alike(
+            r in node_records(),
+            at in proptest::num::usize::ANY,
+            byte in proptest::num::u8::ANY,
+            how in 0u8..3,
+        ) {
+            let mut bytes = sealed(&r);
+            let at = at % bytes.len();
+            match how {
+                0 => bytes[at] = byte,
+                1 => bytes.truncate(at),
+                _ => bytes.insert(at, byte),
+            }
+            if let Some(fast) = node_record(&bytes) {
+                proptest::prop_assert_eq!(Record::decode_with_serde(&bytes).ok(), Some(fast));
+            }
+        }
+    }
+
+    #[test]
+    fn integers_in_longer_forms_are_read_as_serde_reads_them() {
+        let mut de = super::super::tests::sample();
+        de.seq = 5;
+        let bytes = sealed(&de);
+        assert_eq!(bytes[1], 5, "seq as a positive fixint");
+        // The same seq as a uint64 and as an int8: both still the record.
+        for long in [&[0xcf, 0, 0, 0, 0, 0, 0, 0, 5][..], &[0xd0, 5]] {
+            let mut b = vec![bytes[0]];
+            b.extend_from_slice(long);
+            b.extend_from_slice(&bytes[2..]);
+            assert_eq!(node_record(&b), Some(de.clone()));
+            assert_eq!(Record::decode_with_serde(&b).unwrap(), de);
+        }
+        // A negative seq is no u64, for either.
+        let mut b = bytes.clone();
+        b[1] = 0xff;
+        assert_eq!(node_record(&b), None);
+        assert!(Record::decode(&b).is_err());
+    }
+
+    #[test]
+    fn other_bodies_and_other_layouts_are_left_to_serde() {
+        let mut edge = super::super::tests::sample();
+        edge.body = RecordBody::EdgeCreated(Edge {
+            kind: EdgeKind::Monitors,
+            from: Uuid::from_u128(5),
+            to: Uuid::from_u128(6),
+        });
+        let bytes = edge.encode().unwrap();
+        assert_eq!(node_record(&bytes), None);
+        assert_eq!(Record::decode(&bytes).unwrap(), edge);
+        // A node record with a byte after it: not the writer's layout.
+        let node = super::super::tests::sample();
+        let mut bytes = sealed(&node);
+        assert_eq!(node_record(&bytes), Some(node));
+        bytes.push(0xc0);
+        assert_eq!(node_record(&bytes), None);
+    }
+}
