@@ -11,8 +11,8 @@
 //!   default) whose nodes carry `ARBOR_BENCH_REBUILD_CONTENT` bytes of content each (400
 //!   by default, the bench harness's median; 0 for the short "node {i}" of earlier
 //!   runs). Baseline: a plain scan of sled's log tree.
-//! - `record`: decoding one node record as the log holds it (what every sink's
-//!   catch-up and every uncached read does per event). Baseline: the same bytes through
+//! - `record`: decoding 1 024 distinct node records as the log holds them (what every
+//!   sink's catch-up and every uncached read does per event). Baseline: the same bytes through
 //!   rmp_serde alone (`Record::decode_with_serde`).
 //!
 //! The allocator and its settings are the `arbor` binary's (mimalloc, transparent huge
@@ -304,10 +304,12 @@ fn rebuild(c: &mut Criterion) {
 }
 
 fn record(c: &mut Criterion) {
+    // Distinct records, so that the branch predictor cannot learn their hashes.
+    const RECORDS: u64 = 1024;
     let mut metadata = serde_json::Map::new();
     metadata.insert("model".into(), serde_json::json!("gpt-4o"));
-    let r = Record {
-        seq: 123_456,
+    let make = |i: u64| Record {
+        seq: 123_456 + i,
         id: Uuid::new_v4(),
         workflow_id: Uuid::new_v4(),
         timestamp: Timestamp(1_795_000_000_000_001),
@@ -317,26 +319,37 @@ fn record(c: &mut Criterion) {
             parent_id: Some(Uuid::new_v4()),
             node_type: "llm_message".into(),
             role: Some(Role::Assistant),
-            content_hash: *blake3::hash(b"content").as_bytes(),
+            content_hash: *blake3::hash(&i.to_le_bytes()).as_bytes(),
             payload: serde_json::Value::Null,
-            metadata,
+            metadata: metadata.clone(),
             agent_id: Some("planner".into()),
             user_id: None,
             branch_id: Uuid::new_v4(),
             depth: 42,
         }),
-        prev_hash: *blake3::hash(b"prev").as_bytes(),
-        hash: *blake3::hash(b"this").as_bytes(),
+        prev_hash: *blake3::hash(&(i + RECORDS).to_le_bytes()).as_bytes(),
+        hash: *blake3::hash(&(i + 2 * RECORDS).to_le_bytes()).as_bytes(),
     };
-    let bytes = r.encode().unwrap();
-    assert_eq!(Record::decode(&bytes).unwrap(), r);
+    let records: Vec<Record> = (0..RECORDS).map(make).collect();
+    let encoded: Vec<Vec<u8>> = records.iter().map(|r| r.encode().unwrap()).collect();
+    for (r, bytes) in records.iter().zip(&encoded) {
+        assert_eq!(&Record::decode(bytes).unwrap(), r);
+    }
     let mut g = c.benchmark_group("record");
-    g.throughput(Throughput::Elements(1));
+    g.throughput(Throughput::Elements(RECORDS));
     g.bench_function("baseline_decode_with_serde", |b| {
-        b.iter(|| Record::decode_with_serde(std::hint::black_box(&bytes)).unwrap())
+        b.iter(|| {
+            for bytes in &encoded {
+                std::hint::black_box(Record::decode_with_serde(bytes).unwrap());
+            }
+        })
     });
     g.bench_function("decode", |b| {
-        b.iter(|| Record::decode(std::hint::black_box(&bytes)).unwrap())
+        b.iter(|| {
+            for bytes in &encoded {
+                std::hint::black_box(Record::decode(bytes).unwrap());
+            }
+        })
     });
     g.finish();
 }

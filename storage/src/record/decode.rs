@@ -8,9 +8,10 @@
 //! field, and payload and metadata through rmp_serde, as before.
 //!
 //! It is a fast path, not a second definition of the format: it answers `None` at the
-//! first byte that is not exactly what [`Record::seal_into`] writes for a node record
-//! (another body, another integer or string form, trailing bytes), and the caller then
-//! decodes through serde, which decides what is valid and words the error. A proptest
+//! first byte that does not fit the writer's layout of a node record (another body or
+//! array length, a UUID or hash in another form, a byte after the record; integers and
+//! strings are read in any of their forms), and the caller then decodes through serde,
+//! which decides what is valid and words the error. A proptest
 //! holds that whatever it accepts, serde decodes to the same record.
 
 use serde::de::DeserializeOwned;
@@ -141,19 +142,33 @@ impl<'a> Cursor<'a> {
         Uuid::from_slice(self.take(16)?).ok()
     }
 
-    /// A hash as [`super::push_hash`] writes it.
+    /// A hash as [`super::push_hash`] writes it: 32 elements of one byte (below 0x80)
+    /// or two (`0xcc` and a byte from 0x80). Which one is as random as the hash, so the
+    /// loop does not branch on it (a mispredicted branch an element): it reads a
+    /// zero-padded copy of the next 64 bytes (the longest a hash can be), takes each
+    /// element's last byte by index arithmetic and notes any misfit, checked once at
+    /// the end. `cargo bench --bench storage -- record`: 0.61 µs a record against 0.81
+    /// with a branch (1.44–1.57 through serde).
     fn hash(&mut self) -> Option<Hash> {
-        self.marker(ARRAY16)?;
-        self.marker(0)?;
-        self.marker(32)?;
+        let rest = self.0.strip_prefix(&[ARRAY16, 0, 32])?;
+        let len = rest.len().min(64);
+        let mut window = [0u8; 66];
+        window[..len].copy_from_slice(&rest[..len]);
         let mut h = [0u8; 32];
+        let mut at = 0usize;
+        let mut misfit = false;
         for b in &mut h {
-            *b = match self.byte()? {
-                small @ 0..=0x7f => small,
-                UINT8 => self.byte().filter(|b| *b >= 0x80)?,
-                _ => return None,
-            };
+            let first = window[at];
+            let two = first == UINT8;
+            let value = window[at + usize::from(two)];
+            *b = value;
+            misfit |= (two & (value < 0x80)) | (!two & (first >= 0x80));
+            at += 1 + usize::from(two);
         }
+        if misfit || at > len {
+            return None;
+        }
+        self.0 = rest.get(at..)?;
         Some(h)
     }
 
