@@ -589,15 +589,26 @@ impl Store {
 
     /// Up to `limit` events after `after`, never beyond the durable head.
     pub fn read_events(&self, after: Seq, limit: usize) -> Result<Vec<Event>, StorageError> {
+        self.read_events_as(after, limit, |e| e)
+    }
+
+    /// [`Store::read_events`], each event turned into a `T` by `f` as it is read (one
+    /// move of each event, into a vector sized once: events are large).
+    pub fn read_events_as<T>(
+        &self,
+        after: Seq,
+        limit: usize,
+        mut f: impl FnMut(Event) -> T,
+    ) -> Result<Vec<T>, StorageError> {
         let head = self.head();
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(read_capacity(head, after, limit));
         for kv in self.shared.engine.scan(after).take(limit) {
             let (seq, entry) = kv?;
             if seq > head {
                 break;
             }
             let r = Record::decode(&entry.record)?;
-            out.push(r.into_event(|h| self.entry_content(seq, &entry, h))?);
+            out.push(f(r.into_event(|h| self.entry_content(seq, &entry, h))?));
         }
         Ok(out)
     }
@@ -606,7 +617,7 @@ impl Store {
     /// (sync workers; content stays by hash).
     pub fn read_records(&self, after: Seq, limit: usize) -> Result<Vec<Record>, StorageError> {
         let head = self.head();
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(read_capacity(head, after, limit));
         for kv in self.shared.engine.scan(after).take(limit) {
             let (seq, entry) = kv?;
             if seq > head {
@@ -1733,4 +1744,12 @@ impl Syncer {
             let _ = reply.send(res);
         }
     }
+}
+
+/// What a read of up to `limit` events after `after` reserves, the durable head being
+/// `head`: at most as many as there are (seqs can have gaps, so this bounds, not
+/// counts), and no more than 16 384 up front.
+fn read_capacity(head: Seq, after: Seq, limit: usize) -> usize {
+    let waiting = usize::try_from(head.saturating_sub(after)).unwrap_or(usize::MAX);
+    limit.min(waiting).min(16_384)
 }

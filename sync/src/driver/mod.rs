@@ -209,14 +209,10 @@ pub(crate) fn known_cursor_key(sink: &str, home: CursorHome) -> String {
 
 /// Reads up to `limit` events after `after` as sink items (blocking: sled reads).
 pub fn read_items(store: &Store, after: Seq, limit: usize) -> Result<Vec<Item>, StorageError> {
-    let events = store.read_events(after, limit)?;
-    Ok(events
-        .into_iter()
-        .map(|event| Item {
-            option_of: store.implied_option_of(&event),
-            event,
-        })
-        .collect())
+    store.read_events_as(after, limit, |event| Item {
+        option_of: store.implied_option_of(&event),
+        event,
+    })
 }
 
 /// Runs a blocking store call on the blocking pool, as a retriable sink error on failure.
