@@ -336,8 +336,18 @@ fn public_node(
 }
 
 /// Decodes only what the index needs of a log value (see [`IndexEvent`]): payloads,
-/// metadata, content hashes and actors are skipped, not parsed into values.
+/// metadata, content hashes and actors are skipped, not parsed into values. A node
+/// record laid out as the writer lays one out is read by hand (see [`decode`]), anything
+/// else through serde.
 pub fn decode_index_event(bytes: &[u8]) -> Result<IndexEvent, StorageError> {
+    match decode::node_index_event(bytes) {
+        Some(e) => Ok(e),
+        None => decode_index_event_with_serde(bytes),
+    }
+}
+
+/// [`decode_index_event`] through serde only: what it falls back to.
+pub(crate) fn decode_index_event_with_serde(bytes: &[u8]) -> Result<IndexEvent, StorageError> {
     use serde::de::IgnoredAny;
     #[derive(Deserialize)]
     struct Head<'a> {

@@ -14,12 +14,13 @@
 //! which decides what is valid and words the error. A proptest
 //! holds that whatever it accepts, serde decodes to the same record.
 
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::{Hash, NodeRecord, Record, RecordBody};
-use crate::model::Role;
+use crate::index::{IndexBody, IndexEvent, IndexNode};
+use crate::model::{Role, Seq};
 use crate::time::Timestamp;
 
 /// MessagePack markers of the layout.
@@ -31,49 +32,115 @@ const BIN8: u8 = 0xc4;
 const UINT8: u8 = 0xcc;
 const ARRAY16: u8 = 0xdc;
 
-/// The node record `bytes` encodes, if it is laid out exactly as the writer lays one out;
-/// `None` for anything else (decode it through serde).
+/// The node record `bytes` encodes, if it is laid out as the writer lays one out; `None`
+/// for anything else (decode it through serde).
 pub(super) fn node_record(bytes: &[u8]) -> Option<Record> {
+    let f = node_fields::<Value, Map<String, Value>>(bytes)?;
+    Some(Record {
+        seq: f.seq,
+        id: f.id,
+        workflow_id: f.workflow_id,
+        timestamp: f.timestamp,
+        actor: f.actor.to_owned(),
+        body: RecordBody::NodeCreated(NodeRecord {
+            id: f.node_id,
+            parent_id: f.parent_id,
+            node_type: f.node_type.to_owned(),
+            role: f.role,
+            content_hash: f.content_hash,
+            payload: f.payload,
+            metadata: f.metadata,
+            agent_id: f.agent_id.map(str::to_owned),
+            user_id: f.user_id.map(str::to_owned),
+            branch_id: f.branch_id,
+            depth: f.depth,
+        }),
+        prev_hash: f.prev_hash,
+        hash: f.hash,
+    })
+}
+
+/// What the index needs of the node record `bytes` encodes (see
+/// [`super::decode_index_event`]), if it is laid out as the writer lays one out; `None`
+/// for anything else. Payload and metadata are walked over, not parsed into values.
+pub(super) fn node_index_event(bytes: &[u8]) -> Option<IndexEvent> {
+    let f = node_fields::<IgnoredAny, IgnoredAny>(bytes)?;
+    Some(IndexEvent {
+        seq: f.seq,
+        id: f.id,
+        workflow_id: f.workflow_id,
+        timestamp: f.timestamp,
+        body: IndexBody::NodeCreated(IndexNode::new(
+            f.node_id,
+            f.parent_id,
+            f.node_type,
+            f.role,
+            f.branch_id,
+            f.depth,
+        )),
+    })
+}
+
+/// The fields of a node record, its strings borrowed from the bytes, its payload and
+/// metadata read as `P` and `M` (values, or [`IgnoredAny`] to walk over them).
+struct NodeFields<'a, P, M> {
+    seq: Seq,
+    id: Uuid,
+    workflow_id: Uuid,
+    timestamp: Timestamp,
+    actor: &'a str,
+    node_id: Uuid,
+    parent_id: Option<Uuid>,
+    node_type: &'a str,
+    role: Option<Role>,
+    content_hash: Hash,
+    payload: P,
+    metadata: M,
+    agent_id: Option<&'a str>,
+    user_id: Option<&'a str>,
+    branch_id: Uuid,
+    depth: u32,
+    prev_hash: Hash,
+    hash: Hash,
+}
+
+/// Reads a node record laid out as [`Record::seal_into`] writes one, field by field.
+fn node_fields<P: DeserializeOwned, M: DeserializeOwned>(
+    bytes: &[u8],
+) -> Option<NodeFields<'_, P, M>> {
     let mut c = Cursor(bytes);
     c.marker(FIXARRAY_8)?;
     let seq = c.int::<u64>()?;
     let id = c.uuid()?;
     let workflow_id = c.uuid()?;
     let timestamp = Timestamp(c.int::<i64>()?);
-    let actor = c.str()?.to_owned();
+    let actor = c.str()?;
     c.marker(FIXMAP_1)?;
     if c.str()? != "NodeCreated" {
         return None;
     }
     c.marker(FIXARRAY_11)?;
-    let node = NodeRecord {
-        id: c.uuid()?,
-        parent_id: c.nil_or(Cursor::uuid)?,
-        node_type: c.str()?.to_owned(),
-        role: c.nil_or(Cursor::role)?,
-        content_hash: c.hash()?,
-        payload: c.serde::<Value>()?,
-        metadata: c.serde::<Map<String, Value>>()?,
-        agent_id: c.nil_or(|c| c.str().map(str::to_owned))?,
-        user_id: c.nil_or(|c| c.str().map(str::to_owned))?,
-        branch_id: c.uuid()?,
-        depth: c.int::<u32>()?,
-    };
-    let prev_hash = c.hash()?;
-    let hash = c.hash()?;
-    if !c.0.is_empty() {
-        return None;
-    }
-    Some(Record {
+    let f = NodeFields {
         seq,
         id,
         workflow_id,
         timestamp,
         actor,
-        body: RecordBody::NodeCreated(node),
-        prev_hash,
-        hash,
-    })
+        node_id: c.uuid()?,
+        parent_id: c.nil_or(Cursor::uuid)?,
+        node_type: c.str()?,
+        role: c.nil_or(Cursor::role)?,
+        content_hash: c.hash()?,
+        payload: c.serde::<P>()?,
+        metadata: c.serde::<M>()?,
+        agent_id: c.nil_or(Cursor::str)?,
+        user_id: c.nil_or(Cursor::str)?,
+        branch_id: c.uuid()?,
+        depth: c.int::<u32>()?,
+        prev_hash: c.hash()?,
+        hash: c.hash()?,
+    };
+    c.0.is_empty().then_some(f)
 }
 
 /// The bytes not read yet.
@@ -216,17 +283,21 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Every node record the writer makes is read back by hand, as serde reads it.
+        /// Every node record the writer makes is read back by hand, whole and as the
+        /// index needs it, as serde reads it.
         #[test]
         fn a_node_record_is_read_by_hand_as_serde_reads_it(r in node_records()) {
             let bytes = sealed(&r);
             proptest::prop_assert_eq!(Record::decode_with_serde(&bytes).unwrap(), r.clone());
+            let indexed = IndexEvent::of(&r);
+            proptest::prop_assert_eq!(super::super::decode_index_event_with_serde(&bytes).unwrap(), indexed.clone());
+            proptest::prop_assert_eq!(node_index_event(&bytes), Some(indexed));
             proptest::prop_assert_eq!(node_record(&bytes), Some(r));
         }
 
-        /// Whatever the hand decoder accepts of a damaged record (a byte changed, the
-        /// value cut short or lengthened), serde decodes to the same record: the fast
-        /// path never reads a value serde would refuse or read otherwise.
+        /// Whatever the hand decoders accept of a damaged record (a byte changed, the
+        /// value cut short or lengthened), serde decodes alike: the fast paths never
+        /// read a value serde would refuse or read otherwise.
         #[test]
         fn what_the_hand_decoder_accepts_serde_reads_alike(
             r in node_records(),
@@ -243,6 +314,10 @@ mod tests {
             }
             if let Some(fast) = node_record(&bytes) {
                 proptest::prop_assert_eq!(Record::decode_with_serde(&bytes).ok(), Some(fast));
+            }
+            if let Some(fast) = node_index_event(&bytes) {
+                let serde = super::super::decode_index_event_with_serde(&bytes).ok();
+                proptest::prop_assert_eq!(serde, Some(fast));
             }
         }
     }
