@@ -1,10 +1,13 @@
-//! A fresh batch in PostgreSQL's binary `COPY` format.
+//! A batch in PostgreSQL's binary `COPY` format.
 //!
 //! `COPY … FROM STDIN (FORMAT binary)` loads rows without an executor per statement,
 //! without the parameter arrays `INSERT … FROM UNNEST` builds and takes apart, and
 //! without parsing text: a uuid is its 16 bytes, a number its big-endian bytes. The
 //! server's CPU per event is what bounds catch-up (BENCHMARKS.md), so a fresh batch
-//! (nothing of it present yet, see [`super::PostgresSink::apply`]) is written this way.
+//! (nothing of it present yet, see [`super::PostgresSink::apply`]) is copied straight
+//! into the tables. Any other batch (a replay, a repair) may meet rows already present:
+//! it is copied into staging tables and inserted from them `ON CONFLICT DO NOTHING`
+//! ([`Table::stage`]), so both ways share one mapping of events to rows ([`Copies`]).
 //!
 //! Each value is written as the column type's binary `recv` function reads it:
 //! `int8`/`int4` big-endian, `uuid` its 16 bytes, `text` and `json` UTF-8 text
@@ -19,19 +22,77 @@ use arbor_storage::{EdgeKind, Event, EventBody, Node};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{draft_field, to_i64, WfRows};
+use super::{to_i64, WfRows};
 use crate::sink::Item;
 
-/// The `COPY` statements, one per table, columns in the order [`Copies`] writes them.
-pub(super) const COPY_EVENTS: &str = "COPY arbor_events (seq, id, workflow_id, kind, \
-     \"timestamp\", actor, body, prev_hash, hash) FROM STDIN (FORMAT binary)";
-pub(super) const COPY_NODES: &str = "COPY arbor_nodes (id, workflow_id, parent_id, type, \
-     role, content, payload, metadata, agent_id, user_id, branch_id, depth, seq, \
-     \"timestamp\") FROM STDIN (FORMAT binary)";
-pub(super) const COPY_EDGES: &str =
-    "COPY arbor_edges (type, from_id, to_id, workflow_id, seq) FROM STDIN (FORMAT binary)";
-pub(super) const COPY_DRAFTS: &str = "COPY draft_content (id, workflow_run_id, content_type, \
-     content, status, metadata, seq, created_at) FROM STDIN (FORMAT binary)";
+/// A replicated table and the columns [`Copies`] writes to it, in order.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Table {
+    /// The table.
+    pub(super) name: &'static str,
+    /// Its staging table in the conflict-tolerant write (see [`Table::stage`]).
+    stage: &'static str,
+    /// The columns, comma-separated.
+    columns: &'static str,
+}
+
+pub(super) const EVENTS: Table = Table {
+    name: "arbor_events",
+    stage: "arbor_stage_events",
+    columns: "seq, id, workflow_id, kind, \"timestamp\", actor, body, prev_hash, hash",
+};
+pub(super) const NODES: Table = Table {
+    name: "arbor_nodes",
+    stage: "arbor_stage_nodes",
+    columns: "id, workflow_id, parent_id, type, role, content, payload, metadata, agent_id, \
+              user_id, branch_id, depth, seq, \"timestamp\"",
+};
+pub(super) const EDGES: Table = Table {
+    name: "arbor_edges",
+    stage: "arbor_stage_edges",
+    columns: "type, from_id, to_id, workflow_id, seq",
+};
+pub(super) const DRAFTS: Table = Table {
+    name: "draft_content",
+    stage: "arbor_stage_drafts",
+    columns: "id, workflow_run_id, content_type, content, status, metadata, seq, created_at",
+};
+
+impl Table {
+    /// `COPY` of its columns into the table itself (a fresh batch).
+    pub(super) fn copy(&self) -> String {
+        format!(
+            "COPY {} ({}) FROM STDIN (FORMAT binary)",
+            self.name, self.columns
+        )
+    }
+
+    /// The conflict-tolerant write of a batch goes through a staging table: its rows are
+    /// copied there (the same `COPY` data as a fresh batch), then `INSERT … SELECT … ON
+    /// CONFLICT DO NOTHING` into the table, in the same transaction. The staging table
+    /// is a temporary table of the session (created by the first such write on a
+    /// connection, of the table's column types and no constraint: the table checks
+    /// them), emptied at every commit.
+    ///
+    /// The statements, in order: create the staging table if the session has none,
+    /// `COPY` into it, insert from it.
+    pub(super) fn stage(&self) -> [String; 3] {
+        let (name, stage, columns) = (self.name, self.stage, self.columns);
+        [
+            // Without the notice "relation already exists, skipping" on every call.
+            format!(
+                "SET LOCAL client_min_messages = warning; \
+                 CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS \
+                 SELECT {columns} FROM {name} WITH NO DATA"
+            ),
+            format!("COPY {stage} ({columns}) FROM STDIN (FORMAT binary)"),
+            format!(
+                "INSERT INTO {name} ({columns}) SELECT {columns} FROM {stage} \
+                 ON CONFLICT DO NOTHING"
+            ),
+        ]
+    }
+}
 
 /// Unix microseconds of 2000-01-01T00:00:00Z, PostgreSQL's timestamp epoch.
 const PG_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
@@ -126,7 +187,7 @@ impl CopyRows {
         self.buf.extend_from_slice(&[0; 4]);
         if write(&mut self.buf).is_err() {
             // Serialising arbor's own values does not fail; were it to, the field is
-            // `null`, as the `INSERT` form's `body_json` makes it.
+            // `null`.
             self.buf.truncate(at + 4);
             self.buf.extend_from_slice(b"null");
         }
@@ -154,18 +215,19 @@ impl CopyRows {
     }
 }
 
-/// A fresh batch's rows for each table, and its workflow rows (upserted, not copied: a
-/// workflow's row may exist from an earlier batch).
+/// A batch's rows for each table, and its workflow rows (upserted, not copied: a
+/// workflow's row may exist from an earlier batch). The one mapping of events to rows,
+/// for the fresh write and the conflict-tolerant one alike.
 pub(super) struct Copies {
-    pub(super) events: CopyRows,
-    pub(super) nodes: CopyRows,
-    pub(super) edges: CopyRows,
-    pub(super) drafts: CopyRows,
+    events: CopyRows,
+    nodes: CopyRows,
+    edges: CopyRows,
+    drafts: CopyRows,
     pub(super) workflows: WfRows,
 }
 
 impl Copies {
-    /// The rows of `batch`: the same rows, column for column, as `Rows::of`.
+    /// The rows of `batch`.
     pub(super) fn of<'a>(batch: impl IntoIterator<Item = &'a Item>) -> Copies {
         let mut c = Copies {
             events: CopyRows::new(),
@@ -197,6 +259,20 @@ impl Copies {
             }
         }
         c
+    }
+
+    /// Each table with its rows, those without rows left out, and the workflow rows.
+    pub(super) fn tables(self) -> (Vec<(Table, CopyRows)>, WfRows) {
+        let tables = [
+            (EVENTS, self.events),
+            (NODES, self.nodes),
+            (EDGES, self.edges),
+            (DRAFTS, self.drafts),
+        ]
+        .into_iter()
+        .filter(|(_, rows)| rows.rows() > 0)
+        .collect();
+        (tables, self.workflows)
     }
 
     fn event(&mut self, e: &Event, seq: i64) {
@@ -248,6 +324,15 @@ impl Copies {
                 .int8(seq)
                 .timestamptz(ts);
         }
+    }
+}
+
+/// A JSON payload value's string form for a draft column (strings unquoted).
+fn draft_field(payload: &Value, key: &str, default: &str) -> String {
+    match payload.get(key) {
+        None | Some(Value::Null) => default.to_owned(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
     }
 }
 

@@ -42,7 +42,7 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
-use arbor_storage::{EdgeKind, EventBody, Seq};
+use arbor_storage::{EventBody, Seq};
 use serde_json::Value;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -52,7 +52,7 @@ use crate::error::{Redactor, SinkError};
 use crate::sink::{
     edge_keys, partition, Audit, CursorHome, Item, Sink, Tally, MIN_PART_EVENTS, PARALLEL_TXNS,
 };
-use copy::{Copies, COPY_DRAFTS, COPY_EDGES, COPY_EVENTS, COPY_NODES};
+use copy::Copies;
 
 mod copy;
 
@@ -74,38 +74,6 @@ macro_rules! ts {
         )
     };
 }
-
-const INSERT_EVENTS: &str = concat!(
-    "INSERT INTO arbor_events (seq, id, workflow_id, kind, \"timestamp\", actor, body, prev_hash, hash) \
-     SELECT t.seq, t.id, t.wf, t.kind, ",
-    ts!("t.ts"),
-    ", t.actor, t.body::json, t.prev, t.hash \
-     FROM UNNEST($1::int8[], $2::uuid[], $3::uuid[], $4::text[], $5::int8[], $6::text[], $7::text[], $8::text[], $9::text[]) \
-     AS t(seq, id, wf, kind, ts, actor, body, prev, hash) \
-     ON CONFLICT DO NOTHING"
-);
-
-const INSERT_NODES: &str = concat!(
-    "INSERT INTO arbor_nodes (id, workflow_id, parent_id, type, role, content, payload, metadata, agent_id, user_id, branch_id, depth, seq, \"timestamp\") \
-     SELECT t.id, t.wf, t.parent, t.type, t.role, t.content, t.payload::json, t.metadata::json, t.agent, t.usr, t.branch, t.depth, t.seq, ",
-    ts!("t.ts"),
-    " FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::uuid[], $12::int4[], $13::int8[], $14::int8[]) \
-     AS t(id, wf, parent, type, role, content, payload, metadata, agent, usr, branch, depth, seq, ts) \
-     ON CONFLICT DO NOTHING"
-);
-
-const INSERT_EDGES: &str = "INSERT INTO arbor_edges (type, from_id, to_id, workflow_id, seq) \
-     SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::uuid[], $4::uuid[], $5::int8[]) \
-     ON CONFLICT DO NOTHING";
-
-const INSERT_DRAFTS: &str = concat!(
-    "INSERT INTO draft_content (id, workflow_run_id, content_type, content, status, metadata, seq, created_at) \
-     SELECT t.id, t.wf, t.ctype, t.content, t.status, t.meta::json, t.seq, ",
-    ts!("t.ts"),
-    " FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int8[], $8::int8[]) \
-     AS t(id, wf, ctype, content, status, meta, seq, ts) \
-     ON CONFLICT DO NOTHING"
-);
 
 const UPSERT_WORKFLOWS: &str = concat!(
     "INSERT INTO arbor_workflows AS w (workflow_id, root_id, status, user_id, metadata, created_at, updated_at, last_seq) \
@@ -341,21 +309,11 @@ impl PostgresSink {
         items: impl IntoIterator<Item = &'a Item>,
         cursor: Option<i64>,
     ) -> Result<(), sqlx::Error> {
-        let c = Copies::of(items);
-        let w = c.workflows.cols();
+        let (tables, workflows) = Copies::of(items).tables();
+        let w = workflows.cols();
         let mut tx = self.pool.begin().await?;
-        for (stmt, rows) in [
-            (COPY_EVENTS, c.events),
-            (COPY_NODES, c.nodes),
-            (COPY_EDGES, c.edges),
-            (COPY_DRAFTS, c.drafts),
-        ] {
-            if rows.rows() == 0 {
-                continue;
-            }
-            let mut copy = tx.copy_in_raw(stmt).await?;
-            copy.send(rows.finish()).await?;
-            copy.finish().await?;
+        for (table, rows) in tables {
+            copy_in(&mut tx, &table.copy(), rows).await?;
         }
         bind_workflows(sqlx::query(UPSERT_WORKFLOWS), &w)
             .execute(&mut *tx)
@@ -420,9 +378,12 @@ impl PostgresSink {
         self.write_as(batch, Commit::Cursor).await
     }
 
-    /// The conflict-tolerant write of `batch`, in one transaction, ending as `commit` says.
+    /// The conflict-tolerant write of `batch`, in one transaction, ending as `commit` says:
+    /// every table's rows through its staging table ([`copy::Table::stage`]), then the
+    /// workflow upserts.
     async fn write_as(&self, batch: &[Item], commit: Commit) -> Result<(), sqlx::Error> {
-        let rows = Rows::of(batch);
+        let (tables, workflows) = Copies::of(batch).tables();
+        let w = workflows.cols();
         let mut tx = self.pool.begin().await?;
         if let Commit::Repair(wf) = commit {
             // Its row is rebuilt from the whole workflow (the upsert keeps a row whose
@@ -432,20 +393,19 @@ impl PostgresSink {
                 .execute(&mut *tx)
                 .await?;
         }
-        bind_events(sqlx::query(INSERT_EVENTS), &rows)
+        for (table, rows) in tables {
+            let [create, copy, insert] = table.stage();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+                .execute(&mut *tx)
+                .await?;
+            copy_in(&mut tx, &copy, rows).await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(insert))
+                .execute(&mut *tx)
+                .await?;
+        }
+        bind_workflows(sqlx::query(UPSERT_WORKFLOWS), &w)
             .execute(&mut *tx)
             .await?;
-        if !rows.n_id.is_empty() {
-            bind_nodes(sqlx::query(INSERT_NODES), &rows)
-                .execute(&mut *tx)
-                .await?;
-        }
-        if !rows.d_id.is_empty() {
-            bind_drafts(sqlx::query(INSERT_DRAFTS), &rows)
-                .execute(&mut *tx)
-                .await?;
-        }
-        rows.write_edges_and_workflows(&mut tx).await?;
         if let (Commit::Cursor, Some(last)) = (commit, batch.last()) {
             sqlx::query(SET_CURSOR)
                 .bind(NAME)
@@ -455,6 +415,18 @@ impl PostgresSink {
         }
         tx.commit().await
     }
+}
+
+/// Sends `rows` by the `COPY … FROM STDIN` statement `stmt`.
+async fn copy_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    stmt: &str,
+    rows: copy::CopyRows,
+) -> Result<(), sqlx::Error> {
+    let mut copy = tx.copy_in_raw(stmt).await?;
+    copy.send(rows.finish()).await?;
+    copy.finish().await?;
+    Ok(())
 }
 
 impl Sink for PostgresSink {
@@ -653,49 +625,6 @@ type AuditRow = (
     Option<i64>,
 );
 
-/// Column arrays of one batch.
-#[derive(Default)]
-struct Rows {
-    ev_seq: Vec<i64>,
-    ev_id: Vec<Uuid>,
-    ev_wf: Vec<Uuid>,
-    ev_kind: Vec<&'static str>,
-    ev_ts: Vec<i64>,
-    ev_actor: Vec<String>,
-    ev_body: Vec<String>,
-    ev_prev: Vec<String>,
-    ev_hash: Vec<String>,
-    n_id: Vec<Uuid>,
-    n_wf: Vec<Uuid>,
-    n_parent: Vec<Option<Uuid>>,
-    n_type: Vec<String>,
-    n_role: Vec<Option<&'static str>>,
-    n_content: Vec<String>,
-    n_payload: Vec<String>,
-    n_metadata: Vec<String>,
-    n_agent: Vec<Option<String>>,
-    n_user: Vec<Option<String>>,
-    n_branch: Vec<Uuid>,
-    n_depth: Vec<i32>,
-    n_seq: Vec<i64>,
-    n_ts: Vec<i64>,
-    e_type: Vec<&'static str>,
-    e_from: Vec<Uuid>,
-    e_to: Vec<Uuid>,
-    e_wf: Vec<Uuid>,
-    e_seq: Vec<i64>,
-    d_id: Vec<Uuid>,
-    d_wf: Vec<Uuid>,
-    d_ctype: Vec<String>,
-    d_content: Vec<String>,
-    d_status: Vec<String>,
-    d_meta: Vec<String>,
-    d_seq: Vec<i64>,
-    d_ts: Vec<i64>,
-    /// Per workflow, in first-seen order.
-    wfs: WfRows,
-}
-
 #[derive(Clone)]
 struct WfRow {
     wf: Uuid,
@@ -720,69 +649,8 @@ struct WfCols {
     last: Vec<i64>,
 }
 
-/// A JSON payload value's string form for a draft column (strings unquoted).
-fn draft_field(payload: &Value, key: &str, default: &str) -> String {
-    match payload.get(key) {
-        None | Some(Value::Null) => default.to_owned(),
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
-    }
-}
-
 /// A statement being bound.
 type Query<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
-
-/// Binds the columns of [`INSERT_EVENTS`] (9).
-fn bind_events<'q>(q: Query<'q>, rows: &'q Rows) -> Query<'q> {
-    q.bind(&rows.ev_seq)
-        .bind(&rows.ev_id)
-        .bind(&rows.ev_wf)
-        .bind(&rows.ev_kind)
-        .bind(&rows.ev_ts)
-        .bind(&rows.ev_actor)
-        .bind(&rows.ev_body)
-        .bind(&rows.ev_prev)
-        .bind(&rows.ev_hash)
-}
-
-/// Binds the columns of [`INSERT_NODES`] (14).
-fn bind_nodes<'q>(q: Query<'q>, rows: &'q Rows) -> Query<'q> {
-    q.bind(&rows.n_id)
-        .bind(&rows.n_wf)
-        .bind(&rows.n_parent)
-        .bind(&rows.n_type)
-        .bind(&rows.n_role)
-        .bind(&rows.n_content)
-        .bind(&rows.n_payload)
-        .bind(&rows.n_metadata)
-        .bind(&rows.n_agent)
-        .bind(&rows.n_user)
-        .bind(&rows.n_branch)
-        .bind(&rows.n_depth)
-        .bind(&rows.n_seq)
-        .bind(&rows.n_ts)
-}
-
-/// Binds the columns of [`INSERT_EDGES`] (5).
-fn bind_edges<'q>(q: Query<'q>, rows: &'q Rows) -> Query<'q> {
-    q.bind(&rows.e_type)
-        .bind(&rows.e_from)
-        .bind(&rows.e_to)
-        .bind(&rows.e_wf)
-        .bind(&rows.e_seq)
-}
-
-/// Binds the columns of [`INSERT_DRAFTS`] (8).
-fn bind_drafts<'q>(q: Query<'q>, rows: &'q Rows) -> Query<'q> {
-    q.bind(&rows.d_id)
-        .bind(&rows.d_wf)
-        .bind(&rows.d_ctype)
-        .bind(&rows.d_content)
-        .bind(&rows.d_status)
-        .bind(&rows.d_meta)
-        .bind(&rows.d_seq)
-        .bind(&rows.d_ts)
-}
 
 /// Binds the columns of [`UPSERT_WORKFLOWS`] (8).
 fn bind_workflows<'q>(q: Query<'q>, w: &'q WfCols) -> Query<'q> {
@@ -794,86 +662,6 @@ fn bind_workflows<'q>(q: Query<'q>, w: &'q WfCols) -> Query<'q> {
         .bind(&w.created)
         .bind(&w.updated)
         .bind(&w.last)
-}
-
-impl Rows {
-    /// The columns of `batch`.
-    fn of<'a>(batch: impl IntoIterator<Item = &'a Item>) -> Rows {
-        let mut r = Rows::default();
-        for item in batch {
-            let e = &item.event;
-            let seq = to_i64(e.seq);
-            r.wfs.fold(e, seq);
-            // PARENT_OF is the node row's parent_id (see `arbor_all_edges`).
-            for edge in item
-                .edges()
-                .into_iter()
-                .filter(|e| e.kind != EdgeKind::ParentOf)
-            {
-                r.e_type.push(edge.kind.as_str());
-                r.e_from.push(edge.from);
-                r.e_to.push(edge.to);
-                r.e_wf.push(e.workflow_id);
-                r.e_seq.push(to_i64(edge.seq));
-            }
-            r.ev_seq.push(seq);
-            r.ev_id.push(e.id);
-            r.ev_wf.push(e.workflow_id);
-            r.ev_kind.push(e.kind());
-            r.ev_ts.push(e.timestamp.micros());
-            r.ev_actor.push(e.actor.clone());
-            r.ev_body.push(body_json(&e.body));
-            r.ev_prev.push(e.prev_hash.clone());
-            r.ev_hash.push(e.hash.clone());
-            if let Some(n) = item.node() {
-                r.n_id.push(n.id);
-                r.n_wf.push(n.workflow_id);
-                r.n_parent.push(n.parent_id);
-                r.n_type.push(n.node_type.clone());
-                r.n_role.push(n.role.map(|x| x.as_str()));
-                r.n_content.push(n.content.clone());
-                r.n_payload.push(n.payload.to_string());
-                r.n_metadata
-                    .push(Value::Object(n.metadata.clone()).to_string());
-                r.n_agent.push(n.agent_id.clone());
-                r.n_user.push(n.user_id.clone());
-                r.n_branch.push(n.branch_id);
-                r.n_depth.push(i32::try_from(n.depth).unwrap_or(i32::MAX));
-                r.n_seq.push(seq);
-                r.n_ts.push(e.timestamp.micros());
-                if n.node_type == "draft" {
-                    r.d_id.push(n.id);
-                    r.d_wf.push(n.workflow_id);
-                    r.d_ctype
-                        .push(draft_field(&n.payload, "content_type", "comment"));
-                    r.d_content.push(n.content.clone());
-                    r.d_status.push(draft_field(&n.payload, "status", "draft"));
-                    r.d_meta.push(Value::Object(n.metadata.clone()).to_string());
-                    r.d_seq.push(seq);
-                    r.d_ts.push(e.timestamp.micros());
-                }
-            }
-        }
-        r
-    }
-
-    /// The edge rows (`ON CONFLICT DO NOTHING`: an edge may come again) and the
-    /// workflow upserts.
-    async fn write_edges_and_workflows(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    ) -> Result<(), sqlx::Error> {
-        if !self.e_type.is_empty() {
-            bind_edges(sqlx::query(INSERT_EDGES), self)
-                .execute(&mut **tx)
-                .await?;
-        }
-        let w = self.wfs.cols();
-        bind_workflows(sqlx::query(UPSERT_WORKFLOWS), &w)
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
-    }
 }
 
 /// The workflow rows of a batch, one per workflow in first-seen order.
@@ -932,17 +720,6 @@ impl WfRows {
         }
         c
     }
-}
-
-/// The `body` member of the event's JSON form.
-fn body_json(body: &EventBody) -> String {
-    match body {
-        EventBody::WorkflowCreated(b) => serde_json::to_string(b),
-        EventBody::NodeCreated(b) => serde_json::to_string(b),
-        EventBody::EdgeCreated(b) => serde_json::to_string(b),
-        EventBody::StatusChanged(b) => serde_json::to_string(b),
-    }
-    .unwrap_or_else(|_| "null".to_owned())
 }
 
 #[cfg(test)]
