@@ -3,8 +3,9 @@
 //! Tables (see `sync/migrations/`, applied at start with `sqlx::migrate!`, in the
 //! configured schema): `arbor_events`, `arbor_nodes`, `arbor_edges`, `arbor_workflows`,
 //! `draft_content`, `arbor_sync_cursor`. A batch's rows are written in bulk per table
-//! (binary `COPY`, or `INSERT … SELECT … FROM UNNEST($1::…[], …)`; never row by row) and
-//! commit with the cursor row, exactly once. The cursor lives here, not in arbor.
+//! (binary `COPY`, never row by row; the workflow rows by `INSERT … SELECT … FROM
+//! UNNEST($1::…[], …)`) and commit with the cursor row, exactly once. The cursor lives
+//! here, not in arbor.
 //!
 //! Lean on purpose (migration 0002): a PARENT_OF edge is the node row's `parent_id`
 //! and is not stored again in `arbor_edges` (which holds MONITORS, OPTION_OF and
@@ -21,8 +22,9 @@
 //!   `COPY` cannot skip a row that exists: should one, the transaction fails and the
 //!   batch is written the other way.
 //! - Any other batch (a replay after `sync reset`, or after a fresh write was refused)
-//!   is written in one transaction of `… ON CONFLICT DO NOTHING` inserts, then the
-//!   cursor.
+//!   is written in one transaction: per table, the same `COPY` data into a temporary
+//!   staging table, then `INSERT … SELECT … ON CONFLICT DO NOTHING` from it
+//!   (`copy::Table::stage`); the workflow upserts; the cursor.
 //!
 //! Draft content: a node of type `draft` becomes a `draft_content` row (id = node id,
 //! `workflow_run_id` = workflow id, `content` = node content, `metadata` = node metadata,
@@ -502,9 +504,9 @@ impl Sink for PostgresSink {
 
     /// A batch above everything present is written with `COPY`
     /// ([`PostgresSink::write_fresh`]); any other (a replay after `sync reset`, a retry)
-    /// with the `ON CONFLICT DO NOTHING` inserts. Should the fresh write be refused, the
-    /// batch is written again the conflict-tolerant way, whose answer is the one that
-    /// counts.
+    /// through the staging tables with `ON CONFLICT DO NOTHING` (`write_as`). Should the
+    /// fresh write be refused, the batch is written again the conflict-tolerant way,
+    /// whose answer is the one that counts.
     async fn apply(&mut self, batch: &[Item]) -> Result<(), SinkError> {
         let fresh = match self.is_fresh(batch).await {
             Ok(f) => f,
