@@ -8,7 +8,9 @@
 //!
 //! Fills a temp store with EVENTS events (workflows of 1 000 chained nodes, appended
 //! 1 000 per batch), then for each sink (default: every one whose variables are set)
-//! starts a worker from cursor 0 and reports events/s until it reaches the head.
+//! starts a worker from cursor 0 and reports events/s until it reaches the head; with
+//! `ARBOR_CATCHUP_REPLAY=1`, then resets the cursor to 0 and reports the replay into the
+//! replica that holds every event already (what `arbor sync reset --from 0` costs).
 //! PostgreSQL writes into a fresh schema; Redis and Neo4j into fresh workflow ids.
 
 use std::time::{Duration, Instant};
@@ -171,42 +173,61 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             },
         ));
     }
+    // ARBOR_CATCHUP_REPLAY=1: then `sync reset --from 0` and replay the whole log into
+    // the replica that holds it already (every batch conflicts: the path a reset takes).
+    let replay = var("ARBOR_CATCHUP_REPLAY").is_some_and(|v| v == "1");
     for (name, cfg) in configs {
         if !only.is_empty() && !only.iter().any(|o| o == name) {
             continue;
         }
-        let head = store.head();
-        let cpu0 = cpu_snapshot(name);
-        let t = Instant::now();
-        let set = arbor_sync::start(store.clone(), cfg)?;
-        loop {
-            let st = set.status();
-            if st.iter().all(|s| s.cursor >= head) {
-                break;
-            }
-            if t.elapsed() > Duration::from_secs(1800) {
-                return Err(format!("{name} did not catch up: {st:?}").into());
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        pass(&store, name, &cfg, name).await?;
+        if replay {
+            arbor_sync::reset(&store, &cfg, name, 0).await?;
+            pass(&store, name, &cfg, &format!("{name} replay")).await?;
         }
-        let secs = t.elapsed().as_secs_f64();
-        let st = set.status();
-        println!(
-            "{name}: {head} events in {secs:.2} s = {:.0} events/s (batches {}, retries {})",
-            head as f64 / secs,
-            st[0].batches,
-            st[0].retries
-        );
-        let cpu1 = cpu_snapshot(name);
-        let own = cpu1.0 - cpu0.0;
-        let servers: f64 = cpu1.1.iter().zip(&cpu0.1).map(|(a, b)| a.1 - b.1).sum();
-        println!(
-            "{name}: cpu {own:.2} s arbor + {servers:.2} s server = {:.1} us/event \
-             (2 idle cores: ~{:.0} events/s)",
-            (own + servers) * 1e6 / head as f64,
-            2.0 * head as f64 / (own + servers),
-        );
-        set.shutdown().await;
     }
+    Ok(())
+}
+
+/// Runs sink `name` from its cursor to the head of `store`, and prints events/s and the
+/// CPU an event of arbor and of the server, labelled `label`.
+async fn pass(
+    store: &Store,
+    name: &str,
+    cfg: &SyncConfig,
+    label: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let head = store.head();
+    let cpu0 = cpu_snapshot(name);
+    let t = Instant::now();
+    let set = arbor_sync::start(store.clone(), cfg.clone())?;
+    loop {
+        let st = set.status();
+        if st.iter().all(|s| s.cursor >= head) {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(1800) {
+            return Err(format!("{label} did not catch up: {st:?}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let st = set.status();
+    println!(
+        "{label}: {head} events in {secs:.2} s = {:.0} events/s (batches {}, retries {})",
+        head as f64 / secs,
+        st[0].batches,
+        st[0].retries
+    );
+    let cpu1 = cpu_snapshot(name);
+    let own = cpu1.0 - cpu0.0;
+    let servers: f64 = cpu1.1.iter().zip(&cpu0.1).map(|(a, b)| a.1 - b.1).sum();
+    println!(
+        "{label}: cpu {own:.2} s arbor + {servers:.2} s server = {:.1} us/event \
+         (2 idle cores: ~{:.0} events/s)",
+        (own + servers) * 1e6 / head as f64,
+        2.0 * head as f64 / (own + servers),
+    );
+    set.shutdown().await;
     Ok(())
 }
