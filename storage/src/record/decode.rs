@@ -214,8 +214,8 @@ impl<'a> Cursor<'a> {
     /// loop does not branch on it (a mispredicted branch an element): it reads a
     /// zero-padded copy of the next 64 bytes (the longest a hash can be), takes each
     /// element's last byte by index arithmetic and notes any misfit, checked once at
-    /// the end. `cargo bench --bench storage -- record`: 0.61 µs a record against 0.81
-    /// with a branch (1.44–1.57 through serde).
+    /// the end. `cargo bench --bench storage -- record`: the whole decode 2.4× as fast
+    /// as serde's with this loop, 1.9× with a branch an element.
     fn hash(&mut self) -> Option<Hash> {
         let rest = self.0.strip_prefix(&[ARRAY16, 0, 32])?;
         let len = rest.len().min(64);
