@@ -37,6 +37,13 @@ impl Role {
             Role::Tool => "tool",
         }
     }
+
+    /// The role of a lowercase wire name ([`Role::as_str`]'s inverse).
+    pub fn parse(s: &str) -> Option<Role> {
+        [Role::System, Role::User, Role::Assistant, Role::Tool]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
 }
 
 /// A node of a workflow tree, with every field of DESIGN §2.

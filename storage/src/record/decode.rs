@@ -241,13 +241,7 @@ impl<'a> Cursor<'a> {
 
     /// A role by its wire name.
     fn role(&mut self) -> Option<Role> {
-        Some(match self.str()? {
-            "system" => Role::System,
-            "user" => Role::User,
-            "assistant" => Role::Assistant,
-            "tool" => Role::Tool,
-            _ => return None,
-        })
+        Role::parse(self.str()?)
     }
 
     /// `nil` as `None`, anything else read by `read`: `Some(None)` or `Some(Some(v))`,
