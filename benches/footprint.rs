@@ -160,7 +160,7 @@ fn main() {
     let by_hash = raw_sled_disk(events, record_len, Some((content_len, ContentKey::Hash)));
     for (what, raw) in [
         (
-            "one tree, one key per event (record and content as one value, as arbor)",
+            "one tree, one key per event (record and content as one value, as arbor before packs)",
             one,
         ),
         (

@@ -3,7 +3,7 @@
 
 mod common;
 
-use arbor_storage::{LogEntry, Record};
+use arbor_storage::{log_entry, replace_log_value, LogEntry, Record};
 use arbor_testkit as testkit;
 use common::{arbor, ok};
 
@@ -54,12 +54,11 @@ fn verify_names_the_first_tampered_record() {
     {
         let db = sled::open(dir.path()).unwrap();
         let log = db.open_tree("log").unwrap();
-        let key = 7u64.to_be_bytes();
-        let entry = LogEntry::split(log.get(key).unwrap().unwrap()).unwrap();
+        let entry = log_entry(&log, 7).unwrap().unwrap();
         let mut r = Record::decode(&entry.record).unwrap();
         r.actor = "mallory".into();
         let value = LogEntry::join(&r.encode().unwrap(), entry.text.as_deref()).unwrap();
-        log.insert(key, value).unwrap();
+        replace_log_value(&log, 7, &value).unwrap();
         db.flush().unwrap();
     }
     let out = arbor(&["verify"], dir.path());
@@ -78,11 +77,10 @@ fn verify_names_tampered_content() {
         // kept in that log value, after the record.
         let db = sled::open(dir.path()).unwrap();
         let log = db.open_tree("log").unwrap();
-        let key = 1u64.to_be_bytes();
-        let entry = LogEntry::split(log.get(key).unwrap().unwrap()).unwrap();
+        let entry = log_entry(&log, 1).unwrap().unwrap();
         assert!(entry.text.is_some(), "no content kept with seq 1");
         let value = LogEntry::join(&entry.record, Some(b"You are mallory's agent.")).unwrap();
-        log.insert(key, value).unwrap();
+        replace_log_value(&log, 1, &value).unwrap();
         db.flush().unwrap();
     }
     let out = arbor(&["verify"], dir.path());

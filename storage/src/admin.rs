@@ -220,7 +220,7 @@ impl Admin {
         e.hash = e.compute_hash()?;
         let bytes = rmp_serde::to_vec(&e).map_err(|err| StorageError::Encode(err.to_string()))?;
         engine.put_admin(e.seq, &bytes)?;
-        engine.make_durable(false)?;
+        engine.make_durable()?;
         apply(&mut state.tokens, &e);
         state.last = (e.seq, e.hash);
         drop(state);

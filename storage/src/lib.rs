@@ -55,7 +55,7 @@ pub use admin::{AdminBody, AdminEvent, SecretDigest, Token, TokenError, TokenSpe
 pub use error::{AppendError, StorageError};
 pub use index::{BranchInfo, BranchScope};
 pub use intent::{edge_event_id, Intent, Meta, NewNode, NewWorkflow, Outcome};
-pub use log::LogEntry;
+pub use log::{log_entry, replace_log_value, LogEntry};
 pub use model::{
     valid_node_type, Edge, EdgeKind, Event, EventBody, Node, PortableEvent, Role, Seq,
     StatusChanged, WorkflowCreated, WorkflowStatus,

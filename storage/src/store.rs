@@ -1393,8 +1393,6 @@ struct Written {
     drafts: Vec<crate::validate::Draft>,
     answers: Vec<(Reply, Result<Outcome, AppendError>)>,
     requests: usize,
-    /// Whether the group may have written sled blob files (see `Engine::make_durable`).
-    big: bool,
 }
 
 /// The syncer thread: makes the groups the writer wrote durable (one fdatasync for all
@@ -1559,11 +1557,9 @@ impl Writer {
             }
             self.last_ts = last_ts;
         }
-        let mut big = false;
         if let Some(last) = drafts.last().map(|d| d.record.seq) {
             match self.write(&mut drafts) {
-                Ok(b) => {
-                    big = b;
+                Ok(()) => {
                     self.next_seq = last + 1;
                     self.inflight.push((last, pending));
                 }
@@ -1582,7 +1578,6 @@ impl Writer {
             drafts,
             answers,
             requests,
-            big,
         };
         let sent = match &self.syncer {
             Some(tx) => tx.send(written).map_err(|e| e.0),
@@ -1595,9 +1590,8 @@ impl Writer {
         }
     }
 
-    /// Chains and writes the group (not durable yet). Returns whether it may have written
-    /// sled blob files.
-    fn write(&mut self, drafts: &mut [crate::validate::Draft]) -> Result<bool, StorageError> {
+    /// Chains and writes the group (not durable yet).
+    fn write(&mut self, drafts: &mut [crate::validate::Draft]) -> Result<(), StorageError> {
         let mut g = GroupWrite::default();
         let now = Timestamp::now();
         let stale = Timestamp(now.micros().saturating_sub(ARRIVAL_SLACK_MICROS));
@@ -1606,7 +1600,6 @@ impl Writer {
             g.arrival = drafts.first().map(|d| (d.record.seq, now));
         }
         let mut seen_content = std::collections::HashSet::new();
-        let mut big = false;
         let mut prev = self.last_hash;
         for d in drafts.iter_mut() {
             d.record.prev_hash = prev;
@@ -1621,7 +1614,6 @@ impl Writer {
             prev = d.record.hash;
             d.event.prev_hash = crate::record::hex(&d.record.prev_hash);
             d.event.hash = crate::record::hex(&d.record.hash);
-            big |= Engine::is_blob_candidate(value.len());
             g.records.push((d.record.seq, value));
             if let Some((h, text)) =
                 content.filter(|(_, text)| Engine::is_blob_candidate(text.len()))
@@ -1630,7 +1622,6 @@ impl Writer {
                     // Large content is keyed by its hash and written once: looked up
                     // first, since sled would put each write in a new file.
                     if !self.shared.engine.has_content(&h)? {
-                        big = true;
                         g.content.push((h, text.into_bytes()));
                     }
                 }
@@ -1641,7 +1632,7 @@ impl Writer {
             self.recent_content.insert(*h);
         }
         self.last_hash = prev;
-        Ok(big)
+        Ok(())
     }
 }
 
@@ -1692,8 +1683,7 @@ impl Syncer {
         if !wrote || self.durability != Durability::Fsync {
             return Ok(());
         }
-        let big = groups.iter().any(|g| g.big);
-        self.shared.engine.make_durable(big).map_err(|e| {
+        self.shared.engine.make_durable().map_err(|e| {
             tracing::error!(error = %e, "group flush failed; store poisoned");
             let reason = e.to_string();
             *self.shared.poisoned.lock() = Some(reason.clone());
