@@ -123,8 +123,9 @@ pub struct Engine {
     /// sled's main data file, fdatasync'd after each flush.
     data_file: File,
     blob_dir: PathBuf,
-    /// Blob files already synced.
-    synced_blobs: parking_lot::Mutex<HashSet<PathBuf>>,
+    /// [`sled::blobs_written`] at the last listing of the blob directory, and the blob
+    /// files synced by then.
+    synced_blobs: parking_lot::Mutex<(u64, HashSet<PathBuf>)>,
     /// Fault tests: while set, [`Engine::make_durable`] fails where its fdatasync would,
     /// after sled's flush has written the group.
     #[cfg(test)]
@@ -305,7 +306,7 @@ impl Engine {
             db,
             data_file,
             blob_dir: dir.join("blobs"),
-            synced_blobs: parking_lot::Mutex::new(HashSet::new()),
+            synced_blobs: parking_lot::Mutex::new((0, HashSet::new())),
             #[cfg(test)]
             fail_sync: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
@@ -314,7 +315,7 @@ impl Engine {
                 lock_file: dir.join("db"),
             },
         };
-        *e.synced_blobs.get_mut() = e.blob_files()?;
+        *e.synced_blobs.get_mut() = (sled::blobs_written(), e.blob_files()?);
         e.drop_legacy_trees()?;
         e.remove_uncommitted()?;
         e.remove_orphan_texts()?;
@@ -534,27 +535,39 @@ impl Engine {
     ///
     /// sled writes to a file of its own not only a value over its blob threshold but any
     /// page over 128 KiB when it rewrites one whole (a leaf of large records), and never
-    /// syncs them; so the blob directory is listed on every call, not only after a large
-    /// value (`blob_files_of_rewritten_pages_are_synced_before_the_answer`). Blobs are
-    /// synced before the data file: sled writes a blob before the log message that
-    /// points to it.
+    /// syncs them; so the blob directory is listed whenever sled has written a blob file
+    /// since the last listing (`sled::blobs_written`, our patch 4), not only after a
+    /// large value (`blob_files_of_rewritten_pages_are_synced_before_the_answer`). sled
+    /// writes a blob inside the reservation of the log message that points to it, and
+    /// its flush waits for those reservations: so after the flush every blob the flushed
+    /// log points to is written and counted. Blobs are synced before the data file.
     pub fn make_durable(&self) -> Result<(), StorageError> {
         self.db.flush()?;
         {
             // Listed under the lock, so that two callers (the syncer and a cursor
             // flush, say) cannot replace the set with an older listing.
             let mut synced = self.synced_blobs.lock();
+            // Read before listing: a blob written after this read moves it again.
+            let written = sled::blobs_written();
+            if written == synced.0 {
+                return self.sync_data_file();
+            }
             let now = self.blob_files()?;
             let mut synced_any = false;
-            for path in now.difference(&synced) {
+            for path in now.difference(&synced.1) {
                 File::open(path)?.sync_data()?;
                 synced_any = true;
             }
             if synced_any {
                 File::open(&self.blob_dir)?.sync_all()?;
             }
-            *synced = now;
+            *synced = (written, now);
         }
+        self.sync_data_file()
+    }
+
+    /// fdatasync of sled's data file, the last step of [`Engine::make_durable`].
+    fn sync_data_file(&self) -> Result<(), StorageError> {
         #[cfg(test)]
         if self.fail_sync.load(std::sync::atomic::Ordering::Acquire) {
             return Err(std::io::Error::other("injected fdatasync failure").into());
@@ -958,7 +971,7 @@ mod tests {
                 parent = id;
                 let engine = store.engine();
                 let on_disk = engine.blob_files().unwrap();
-                let synced = engine.synced_blobs.lock().clone();
+                let synced = engine.synced_blobs.lock().1.clone();
                 assert!(
                     on_disk.is_subset(&synced),
                     "after append {i}: {:?} not synced",

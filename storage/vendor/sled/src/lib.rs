@@ -308,6 +308,7 @@ pub use {
 
 pub use self::{
     batch::Batch,
+    pagecache::blobs_written,
     config::{Config, Mode},
     db::{open, Db},
     iter::Iter,

@@ -61,6 +61,7 @@ pub use self::{
         MAX_MSG_HEADER_LEN, MAX_SPACE_AMPLIFICATION, MINIMUM_ITEMS_PER_SEGMENT,
         SEG_HEADER_LEN,
     },
+    blob_io::blobs_written,
     disk_pointer::DiskPtr,
     logger::{Log, LogRead},
 };
