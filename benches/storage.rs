@@ -10,7 +10,9 @@
 //! - `rebuild`: reopening a store of `ARBOR_BENCH_REBUILD_EVENTS` events (1 000 000 by
 //!   default) whose nodes carry `ARBOR_BENCH_REBUILD_CONTENT` bytes of content each (400
 //!   by default, the bench harness's median; 0 for the short "node {i}" of earlier
-//!   runs). Baseline: a plain scan of sled's log tree.
+//!   runs). Baseline: a plain scan of sled's log tree. Then `log_read` on that store:
+//!   1 000 nodes read from the log at seqs spread over it, and 1 000 events read in order
+//!   from a seq inside it.
 //! - `record`: decoding 1 024 distinct node records as the log holds them (what every
 //!   sink's catch-up and every uncached read does per event). Baseline: the same bytes through
 //!   rmp_serde alone (`Record::decode_with_serde`).
@@ -301,6 +303,31 @@ fn rebuild(c: &mut Criterion) {
         })
     });
     g.finish();
+    // Reads from the log, not the node cache: 1 000 nodes at seqs spread over the whole
+    // log (each a point read of its sled value and a decode), and 1 000 events in order
+    // from a seq inside the log (a sink's or an SSE client's resume).
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let head = store.head();
+    let mut g = c.benchmark_group("log_read");
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("node_from_disk_1000_spread", |b| {
+        let mut at = 0u64;
+        b.iter(|| {
+            for _ in 0..1000 {
+                at = (at + 7_919) % head;
+                let _ = std::hint::black_box(store.node_from_disk(at + 1));
+            }
+        })
+    });
+    g.bench_function("read_events_1000_in_order", |b| {
+        let mut at = 0u64;
+        b.iter(|| {
+            at = (at + 104_729) % head.saturating_sub(1000).max(1);
+            std::hint::black_box(store.read_events(at, 1000).unwrap())
+        })
+    });
+    g.finish();
+    rt.block_on(store.close());
 }
 
 fn record(c: &mut Criterion) {
