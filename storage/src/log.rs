@@ -338,9 +338,8 @@ impl Engine {
     /// The sled value that holds `seq` if the log has it: the one under the greatest
     /// key at or below it (see [`pack`]), with its key.
     fn holder(&self, seq: Seq) -> Result<Option<(Seq, Values)>, StorageError> {
-        match self.log.range(..=seq.to_be_bytes()).next_back() {
-            Some(kv) => {
-                let (k, v) = kv?;
+        match self.log.get_le(seq.to_be_bytes())? {
+            Some((k, v)) => {
                 let key = seq_of(&k)?;
                 Ok(Some((key, Values::new(key, v))))
             }
@@ -706,9 +705,8 @@ impl Engine {
         seq: Seq,
         own: crate::time::Timestamp,
     ) -> Result<crate::time::Timestamp, StorageError> {
-        let mark = match self.arrivals.range(..=seq.to_be_bytes()).next_back() {
-            Some(kv) => {
-                let (_, v) = kv?;
+        let mark = match self.arrivals.get_le(seq.to_be_bytes())? {
+            Some((_, v)) => {
                 let arr: [u8; 8] = v.as_ref().try_into().map_err(|_| {
                     StorageError::Corrupt(format!("arrival mark of {} bytes", v.len()))
                 })?;
@@ -823,10 +821,9 @@ impl Iterator for Scan {
 /// The entry at `seq` in the log tree `log`, packed or not (see [`pack`]). Public for
 /// tools and tests that open a store's sled database themselves.
 pub fn log_entry(log: &sled::Tree, seq: Seq) -> Result<Option<LogEntry>, StorageError> {
-    let Some(kv) = log.range(..=seq.to_be_bytes()).next_back() else {
+    let Some((k, v)) = log.get_le(seq.to_be_bytes())? else {
         return Ok(None);
     };
-    let (k, v) = kv?;
     Values::new(seq_of(&k)?, v)
         .find(seq)?
         .map(LogEntry::split)
@@ -838,10 +835,7 @@ pub fn log_entry(log: &sled::Tree, seq: Seq) -> Result<Option<LogEntry>, Storage
 /// and for repair tools; an error if the log has no value at `seq`.
 pub fn replace_log_value(log: &sled::Tree, seq: Seq, value: &[u8]) -> Result<(), StorageError> {
     let missing = || StorageError::Corrupt(format!("no log value at seq {seq}"));
-    let (k, v) = log
-        .range(..=seq.to_be_bytes())
-        .next_back()
-        .ok_or_else(missing)??;
+    let (k, v) = log.get_le(seq.to_be_bytes())?.ok_or_else(missing)?;
     let values = Values::new(seq_of(&k)?, v);
     if !values.is_pack() {
         if seq_of(&k)? != seq {

@@ -88,6 +88,14 @@ fn check(tree: &sled::Tree, model: &Model, probes: &[u64]) -> Result<(), TestCas
             None => None,
         };
         prop_assert_eq!(got_below, last_below);
+        // The log finds the pack holding a seq under the greatest key at or below it
+        // (sled patch 5).
+        let at_or_below = model.range(..=p).next_back().map(|(k, v)| (*k, v.clone()));
+        let got = match tree.get_le(p.to_be_bytes()).map_err(fail)? {
+            Some((k, v)) => Some((key_of(&k)?, v.to_vec())),
+            None => None,
+        };
+        prop_assert_eq!(got, at_or_below);
     }
     Ok(())
 }

@@ -886,6 +886,29 @@ impl Tree {
         self.range(..key).next_back().transpose()
     }
 
+    /// arbor (PATCHES.md, 5): the greatest key at or below `key`, with its
+    /// value. Looked up in the leaf that would hold `key`, as `get` does, without
+    /// cloning the leaf as an iterator does; only when that leaf has no key at or
+    /// below `key` does it take `range(..=key).next_back()`.
+    pub fn get_le<K>(&self, key: K) -> Result<Option<(IVec, IVec)>>
+    where
+        K: AsRef<[u8]>,
+    {
+        let key = key.as_ref();
+        {
+            let _measure = Measure::new(&M.tree_get);
+            let guard = pin();
+            let _cc = concurrency_control::read();
+            let view = self.view_for_key(key, &guard)?;
+            if let Some(kv) =
+                view.predecessor(&ops::Bound::Included(IVec::from(key)))
+            {
+                return Ok(Some(kv));
+            }
+        }
+        self.range(..=key).next_back().transpose()
+    }
+
     /// Retrieve the next key and value from the `Tree` after the
     /// provided key.
     ///
