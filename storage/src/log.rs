@@ -11,9 +11,9 @@
 //!   its first byte. The record still carries the content's BLAKE3 hash, and verify
 //!   checks it. The consecutive events of one group are stored together, one key per
 //!   [`pack`] of up to 6 KiB (the key is the seq of its first event): sled's cost is per
-//!   key, and this made the writer's CPU per event ~30 % lower and its bytes written
-//!   ~25 % fewer (`storage/examples/append_load.rs`). Stores written before packs have
-//!   one key per event, and both read alike.
+//!   key, and this made the writer's CPU per event a third lower and its bytes written
+//!   ~5 % fewer (`storage/examples/append_load.rs`; BENCHMARKS.md, stop 30). Stores
+//!   written before packs have one key per event, and both read alike.
 //! - `content`: BLAKE3 (32 bytes) → UTF-8 bytes: larger content, written once per
 //!   distinct content (a repeated large file costs nothing the second time); and all
 //!   content of stores written before content was kept by seq.
