@@ -338,13 +338,7 @@ impl Engine {
     /// The sled value that holds `seq` if the log has it: the one under the greatest
     /// key at or below it (see [`pack`]), with its key.
     fn holder(&self, seq: Seq) -> Result<Option<(Seq, Values)>, StorageError> {
-        match self.log.get_le(seq.to_be_bytes())? {
-            Some((k, v)) => {
-                let key = seq_of(&k)?;
-                Ok(Some((key, Values::new(key, v))))
-            }
-            None => Ok(None),
-        }
+        holder(&self.log, seq)
     }
 
     /// The commit mark: the last seq of the last group written whole.
@@ -818,16 +812,25 @@ impl Iterator for Scan {
     }
 }
 
+/// The value of the log tree `log` that holds `seq` if it has it: the one under the
+/// greatest key at or below it (see [`pack`]), with its key.
+fn holder(log: &sled::Tree, seq: Seq) -> Result<Option<(Seq, Values)>, StorageError> {
+    match log.get_le(seq.to_be_bytes())? {
+        Some((k, v)) => {
+            let key = seq_of(&k)?;
+            Ok(Some((key, Values::new(key, v))))
+        }
+        None => Ok(None),
+    }
+}
+
 /// The entry at `seq` in the log tree `log`, packed or not (see [`pack`]). Public for
 /// tools and tests that open a store's sled database themselves.
 pub fn log_entry(log: &sled::Tree, seq: Seq) -> Result<Option<LogEntry>, StorageError> {
-    let Some((k, v)) = log.get_le(seq.to_be_bytes())? else {
+    let Some((_, values)) = holder(log, seq)? else {
         return Ok(None);
     };
-    Values::new(seq_of(&k)?, v)
-        .find(seq)?
-        .map(LogEntry::split)
-        .transpose()
+    values.find(seq)?.map(LogEntry::split).transpose()
 }
 
 /// Replaces the log value at `seq` in the log tree `log` with `value` (a value as
@@ -835,13 +838,12 @@ pub fn log_entry(log: &sled::Tree, seq: Seq) -> Result<Option<LogEntry>, Storage
 /// and for repair tools; an error if the log has no value at `seq`.
 pub fn replace_log_value(log: &sled::Tree, seq: Seq, value: &[u8]) -> Result<(), StorageError> {
     let missing = || StorageError::Corrupt(format!("no log value at seq {seq}"));
-    let (k, v) = log.get_le(seq.to_be_bytes())?.ok_or_else(missing)?;
-    let values = Values::new(seq_of(&k)?, v);
+    let (key, values) = holder(log, seq)?.ok_or_else(missing)?;
     if !values.is_pack() {
-        if seq_of(&k)? != seq {
+        if key != seq {
             return Err(missing());
         }
-        log.insert(k, value)?;
+        log.insert(key.to_be_bytes(), value)?;
         return Ok(());
     }
     let entries: Vec<(Seq, sled::IVec)> = values.collect::<Result<_, _>>()?;
@@ -855,7 +857,7 @@ pub fn replace_log_value(log: &sled::Tree, seq: Seq, value: &[u8]) -> Result<(),
             .map(|(s, v)| (*s, if *s == seq { value } else { v.as_ref() })),
         &mut buf,
     )?;
-    log.insert(k, buf)?;
+    log.insert(key.to_be_bytes(), buf)?;
     Ok(())
 }
 
