@@ -96,6 +96,138 @@ pub(crate) struct SegmentAccountant {
     segment_cleaner: SegmentCleaner,
     ordering: BTreeMap<Lsn, LogOffset>,
     async_truncations: BTreeMap<LogOffset, OneShot<Result<()>>>,
+    // arbor patch 6: zeroed file space ahead of the tip
+    prealloc: std::sync::Arc<Prealloc>,
+}
+
+/// arbor patch 6: file space past the tip, zero-filled and synced on the
+/// thread pool before the log grows into it.
+///
+/// A segment taken past the end of the file extends it, and a `fdatasync`
+/// after such a write must also persist the file's new size: on ext4 that
+/// is one more synchronous write (the inode) before the cache flush, for
+/// every flush of a growing log. Writing into blocks that already hold
+/// synced zeros changes no metadata. Zeros are what sled itself writes
+/// into a free segment (`MessageKind::Corrupted` is 0), so a zeroed
+/// segment past the tip reads at recovery as a free one (its header fails
+/// its checksum), and sled truncates such a tail at start-up.
+///
+/// A fill writes only at or above the tip it was started from, and
+/// `bump_tip` waits for a fill that covers the segment it hands out, so no
+/// zero is ever written over a segment in use.
+#[derive(Debug, Default)]
+struct Prealloc {
+    state: Mutex<PreallocState>,
+    filled: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct PreallocState {
+    /// The file holds synced zeros (or segments) up to here.
+    end: LogOffset,
+    /// The range a fill is writing now.
+    filling: Option<(LogOffset, LogOffset)>,
+    /// Bumped by each truncation: a fill started before one does not
+    /// raise `end` (the truncation may have cut what it wrote).
+    generation: u64,
+}
+
+impl Prealloc {
+    /// How far ahead of the tip the file is kept zeroed: 1/16 of the
+    /// tip (space on disk grows by at most that), whole segments, between
+    /// 2 and 64 of them.
+    fn ahead(tip: LogOffset, segment_size: LogOffset) -> LogOffset {
+        (tip / 16 / segment_size * segment_size)
+            .clamp(2 * segment_size, 64 * segment_size)
+    }
+
+    /// Called as `bump_tip` hands out the segment at `lid` (the tip is now
+    /// `tip`): makes sure that segment is zeroed before sled writes to it
+    /// (waiting for a fill that covers it, or filling it now: only for a
+    /// new file and after a truncation), and starts the next fill when the
+    /// zeroed space ends within half of `ahead` of the tip.
+    fn before_use(
+        self: &std::sync::Arc<Self>,
+        config: &RunningConfig,
+        lid: LogOffset,
+        tip: LogOffset,
+    ) -> Result<()> {
+        let segment_size = config.segment_size as LogOffset;
+        let mut state = self.state.lock();
+        self.wait_for_fill_over(&mut state, lid, segment_size);
+        let uncovered = state.end < lid + segment_size;
+        let ahead = Self::ahead(tip, segment_size);
+        if state.filling.is_some()
+            || !(uncovered || state.end < tip + ahead / 2)
+        {
+            return Ok(());
+        }
+        let from = state.end.max(lid);
+        let to = tip + ahead;
+        state.filling = Some((from, to));
+        let generation = state.generation;
+        let this = self.clone();
+        let config = config.clone();
+        threadpool::spawn(move || {
+            let res = zero_fill(&config, from, to);
+            let mut state = this.state.lock();
+            state.filling = None;
+            match res {
+                Ok(()) if state.generation == generation => {
+                    state.end = state.end.max(to);
+                }
+                Ok(()) => {}
+                Err(e) => warn!(
+                    "zero-filling the file at {}..{} failed: {:?}",
+                    from, to, e
+                ),
+            }
+            drop(state);
+            this.filled.notify_all();
+        })?;
+        self.wait_for_fill_over(&mut state, lid, segment_size);
+        Ok(())
+    }
+
+    /// Waits while a fill is writing over the segment at `lid`.
+    fn wait_for_fill_over(
+        &self,
+        state: &mut parking_lot::MutexGuard<'_, PreallocState>,
+        lid: LogOffset,
+        segment_size: LogOffset,
+    ) {
+        while let Some((from, to)) = state.filling {
+            if lid + segment_size <= from || lid >= to {
+                break;
+            }
+            self.filled.wait(state);
+        }
+    }
+
+    /// The file was truncated to `at`.
+    fn truncated(&self, at: LogOffset) {
+        let mut state = self.state.lock();
+        state.end = state.end.min(at);
+        state.generation += 1;
+    }
+}
+
+/// Writes zeros over `[from, to)` of the file and syncs it. The file takes
+/// its new length first, in one step: its end is always a fill's end.
+fn zero_fill(config: &RunningConfig, from: LogOffset, to: LogOffset) -> Result<()> {
+    const CHUNK: usize = 256 * 1024;
+    if config.file.metadata()?.len() < to {
+        config.file.set_len(to)?;
+    }
+    let zeros = vec![0_u8; CHUNK];
+    let mut at = from;
+    while at < to {
+        let n = usize::try_from(to - at).unwrap_or(CHUNK).min(CHUNK);
+        pwrite_all(&config.file, &zeros[..n], at)?;
+        at += n as LogOffset;
+    }
+    config.file.sync_data()?;
+    Ok(())
 }
 
 #[derive(Debug, Clone, Default)]
@@ -485,6 +617,7 @@ impl SegmentAccountant {
             segment_cleaner,
             ordering: BTreeMap::default(),
             async_truncations: BTreeMap::default(),
+            prealloc: std::sync::Arc::default(),
         };
 
         ret.initialize_from_snapshot(snapshot)?;
@@ -995,6 +1128,8 @@ impl SegmentAccountant {
 
         self.tip += self.config.segment_size as LogOffset;
 
+        self.prealloc.before_use(&self.config, lid, self.tip)?;
+
         trace!("advancing file tip from {} to {}", lid, self.tip);
 
         Ok(lid)
@@ -1087,6 +1222,7 @@ impl SegmentAccountant {
         );
 
         self.tip = at;
+        self.prealloc.truncated(at);
 
         assert!(!self.free.contains(&at), "double-free of a segment occurred");
 
