@@ -102,3 +102,21 @@ fn a_zeroed_tail_whole_or_cut_short_reads_back_as_free_space() -> Res {
     write(&tree, 8_000..9_000, dir.path())?;
     check_all(&tree, 9_000)
 }
+
+#[test]
+fn a_new_file_s_first_segments_are_written_after_their_zeros() -> Res {
+    // A new file's first fill covers the first segment sled writes: sled must wait for
+    // it, or zeros land on its data.
+    for _ in 0..12 {
+        let dir = tempfile::tempdir()?;
+        {
+            let db = sled::Config::new().path(dir.path()).open()?;
+            let tree = db.open_tree("t")?;
+            write(&tree, 0..600, dir.path())?;
+            check_all(&tree, 600)?;
+        }
+        let db = sled::Config::new().path(dir.path()).open()?;
+        check_all(&db.open_tree("t")?, 600)?;
+    }
+    Ok(())
+}

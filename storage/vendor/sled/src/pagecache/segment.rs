@@ -143,9 +143,10 @@ impl Prealloc {
 
     /// Called as `bump_tip` hands out the segment at `lid` (the tip is now
     /// `tip`): makes sure that segment is zeroed before sled writes to it
-    /// (waiting for a fill that covers it, or filling it now: only for a
-    /// new file and after a truncation), and starts the next fill when the
-    /// zeroed space ends within half of `ahead` of the tip.
+    /// (waiting for a fill that covers it, or filling it and the next one
+    /// now: only for a new file and after a truncation), and starts the
+    /// next fill when the zeroed space ends within half of `ahead` of the
+    /// tip.
     fn before_use(
         self: &std::sync::Arc<Self>,
         config: &RunningConfig,
@@ -163,7 +164,9 @@ impl Prealloc {
             return Ok(());
         }
         let from = state.end.max(lid);
-        let to = tip + ahead;
+        // A segment not covered yet (a new file, or one sled has just
+        // truncated) waits for its fill: keep that fill short.
+        let to = if uncovered { lid + 2 * segment_size } else { tip + ahead };
         state.filling = Some((from, to));
         let generation = state.generation;
         let this = self.clone();
