@@ -144,9 +144,9 @@ impl Prealloc {
     /// Called as `bump_tip` hands out the segment at `lid` (the tip is now
     /// `tip`): makes sure that segment is zeroed before sled writes to it
     /// (waiting for a fill that covers it, or filling it and the next one
-    /// now: only for a new file and after a truncation), and starts the
-    /// next fill when the zeroed space ends within half of `ahead` of the
-    /// tip.
+    /// now: only the first segment past the tip after an open, and after
+    /// a truncation), and starts the next fill when the zeroed space ends
+    /// within half of `ahead` of the tip.
     fn before_use(
         self: &std::sync::Arc<Self>,
         config: &RunningConfig,
