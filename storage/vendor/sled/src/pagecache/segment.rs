@@ -164,14 +164,14 @@ impl Prealloc {
             return Ok(());
         }
         let from = state.end.max(lid);
-        // A segment not covered yet (a new file, or one sled has just
-        // truncated) waits for its fill: keep that fill short.
+        // A segment not covered yet (the first past the tip after an open,
+        // or after a truncation) waits for its fill: keep that fill short.
         let to = if uncovered { lid + 2 * segment_size } else { tip + ahead };
         state.filling = Some((from, to));
         let generation = state.generation;
         let this = self.clone();
         let config = config.clone();
-        threadpool::spawn(move || {
+        let spawned = threadpool::spawn(move || {
             let res = zero_fill(&config, from, to);
             let mut state = this.state.lock();
             state.filling = None;
@@ -187,7 +187,14 @@ impl Prealloc {
             }
             drop(state);
             this.filled.notify_all();
-        })?;
+        });
+        if let Err(e) = spawned {
+            // No fill runs: nothing may wait for one. sled writes past the
+            // end of the file as it did before this patch.
+            state.filling = None;
+            warn!("could not start zero-filling the file: {:?}", e);
+            return Ok(());
+        }
         self.wait_for_fill_over(&mut state, lid, segment_size);
         Ok(())
     }
