@@ -16,6 +16,10 @@
 //! - `record`: decoding 1 024 distinct node records as the log holds them (what every
 //!   sink's catch-up and every uncached read does per event). Baseline: the same bytes through
 //!   rmp_serde alone (`Record::decode_with_serde`).
+//! - `render`: the JSON text of 1 024 distinct nodes of 256 B of content (what every
+//!   append answers and every node-cache read renders once; prose with a quote and a
+//!   line break every 44 bytes), with `node_json`.
+//!   Baseline: `serde_json::to_vec` of the same nodes, the same bytes (checked).
 //!
 //! The allocator and its settings are the `arbor` binary's (mimalloc, transparent huge
 //! pages off).
@@ -28,8 +32,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arbor_storage::{
-    Durability, Intent, Meta, NewNode, NewWorkflow, NodeRecord, Outcome, Record, RecordBody, Role,
-    Store, StoreOptions, Timestamp,
+    node_json, Durability, Intent, Meta, NewNode, NewWorkflow, Node, NodeRecord, Outcome, Record,
+    RecordBody, Role, Store, StoreOptions, Timestamp,
 };
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use uuid::Uuid;
@@ -330,16 +334,16 @@ fn rebuild(c: &mut Criterion) {
     rt.block_on(store.close());
 }
 
-fn record(c: &mut Criterion) {
-    // Distinct records, so that the branch predictor cannot learn their hashes.
-    const RECORDS: u64 = 1024;
+/// Distinct node-creation records (so that the branch predictor cannot learn their
+/// hashes), as a bench harness agent writes them.
+fn sample_records(n: u64) -> Vec<Record> {
     let mut metadata = serde_json::Map::new();
     metadata.insert("model".into(), serde_json::json!("gpt-4o"));
     let make = |i: u64| Record {
         seq: 123_456 + i,
         id: Uuid::new_v4(),
         workflow_id: Uuid::new_v4(),
-        timestamp: Timestamp(1_795_000_000_000_001),
+        timestamp: Timestamp(1_795_000_000_000_001 + i as i64),
         actor: "agent:planner".into(),
         body: RecordBody::NodeCreated(NodeRecord {
             id: Uuid::new_v4(),
@@ -354,32 +358,84 @@ fn record(c: &mut Criterion) {
             branch_id: Uuid::new_v4(),
             depth: 42,
         }),
-        prev_hash: *blake3::hash(&(i + RECORDS).to_le_bytes()).as_bytes(),
-        hash: *blake3::hash(&(i + 2 * RECORDS).to_le_bytes()).as_bytes(),
+        prev_hash: *blake3::hash(&(i + n).to_le_bytes()).as_bytes(),
+        hash: *blake3::hash(&(i + 2 * n).to_le_bytes()).as_bytes(),
     };
-    let records: Vec<Record> = (0..RECORDS).map(make).collect();
+    (0..n).map(make).collect()
+}
+
+fn record(c: &mut Criterion) {
+    const RECORDS: u64 = 1024;
+    let records = sample_records(RECORDS);
     let encoded: Vec<Vec<u8>> = records.iter().map(|r| r.encode().unwrap()).collect();
     for (r, bytes) in records.iter().zip(&encoded) {
         assert_eq!(&Record::decode(bytes).unwrap(), r);
     }
     let mut g = c.benchmark_group("record");
     g.throughput(Throughput::Elements(RECORDS));
-    g.bench_function("baseline_decode_with_serde", |b| {
-        b.iter(|| {
-            for bytes in &encoded {
-                std::hint::black_box(Record::decode_with_serde(bytes).unwrap());
-            }
-        })
+    each(&mut g, "baseline_decode_with_serde", &encoded, |b| {
+        Record::decode_with_serde(b).unwrap()
     });
-    g.bench_function("decode", |b| {
-        b.iter(|| {
-            for bytes in &encoded {
-                std::hint::black_box(Record::decode(bytes).unwrap());
-            }
-        })
-    });
+    each(&mut g, "decode", &encoded, |b| Record::decode(b).unwrap());
     g.finish();
 }
 
-criterion_group!(benches, append, path_to_root, rebuild, record);
+fn render(c: &mut Criterion) {
+    const NODES: u64 = 1024;
+    let nodes: Vec<Node> = sample_records(NODES)
+        .into_iter()
+        .map(|r| {
+            // Prose with a quoted word and a line break in every 44 bytes.
+            let prose = "lorem ipsum dolor sit amet, \"consectetur\"\n".repeat(7);
+            let content = format!("{:08} {prose}", r.seq)[..256].to_owned();
+            let RecordBody::NodeCreated(n) = r.body else {
+                panic!("not a node record");
+            };
+            Node {
+                id: n.id,
+                workflow_id: r.workflow_id,
+                parent_id: n.parent_id,
+                node_type: n.node_type,
+                role: n.role,
+                content,
+                payload: n.payload,
+                metadata: n.metadata,
+                agent_id: n.agent_id,
+                user_id: n.user_id,
+                branch_id: n.branch_id,
+                depth: n.depth,
+                seq: r.seq,
+                timestamp: r.timestamp,
+            }
+        })
+        .collect();
+    for n in &nodes {
+        assert_eq!(node_json(n).unwrap(), serde_json::to_vec(n).unwrap());
+    }
+    let mut g = c.benchmark_group("render");
+    g.throughput(Throughput::Elements(NODES));
+    each(&mut g, "baseline_serde_json", &nodes, |n| {
+        serde_json::to_vec(n).unwrap()
+    });
+    each(&mut g, "node_json", &nodes, |n| node_json(n).unwrap());
+    g.finish();
+}
+
+/// Benchmarks `f` over every item of `items` per iteration.
+fn each<T, R>(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    items: &[T],
+    f: impl Fn(&T) -> R,
+) {
+    g.bench_function(name, |b| {
+        b.iter(|| {
+            for item in items {
+                std::hint::black_box(f(item));
+            }
+        })
+    });
+}
+
+criterion_group!(benches, append, path_to_root, rebuild, record, render);
 criterion_main!(benches);

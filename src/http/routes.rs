@@ -28,7 +28,7 @@ use super::problem::Problem;
 use super::schemas;
 use super::scope::{self, forbidden, node_missing, workflow_missing, EventScope, Seen};
 use super::views::{
-    BranchView, Branches, Decisions, Events, Labels, Messages, Monitors, NodeView, Nodes,
+    BranchView, Branches, Decisions, Events, Labels, Messages, Monitors, NodeJson, NodeView, Nodes,
     OutlineView, PathView, RenderedNodes, WorkflowView,
 };
 use super::wire::{
@@ -420,12 +420,8 @@ pub async fn create_node(
         nodes: vec![req.into_new_node()],
     };
     match app.submit(intent).await? {
-        Outcome::Nodes {
-            mut nodes,
-            replayed,
-        } if nodes.len() == 1 => {
-            let node = nodes.remove(0);
-            Ok((created(replayed), Json(node)).into_response())
+        Outcome::Nodes { nodes, replayed } if nodes.len() == 1 => {
+            Ok((created(replayed), NodeJson::One(&nodes[0])).into_response())
         }
         other => Err(unexpected(&other)),
     }
@@ -486,7 +482,7 @@ pub async fn create_batch(
     match app.submit(intent).await? {
         Outcome::Nodes { nodes, replayed } => {
             let nodes: Vec<Arc<Node>> = nodes.into_iter().map(Arc::new).collect();
-            Ok((created(replayed), Json(Nodes { nodes: &nodes })).into_response())
+            Ok((created(replayed), NodeJson::List(&nodes)).into_response())
         }
         other => Err(unexpected(&other)),
     }

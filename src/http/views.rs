@@ -135,6 +135,54 @@ pub struct Nodes<'a> {
     pub nodes: &'a [Arc<Node>],
 }
 
+/// One node (an append's answer) or `{nodes:[…]}` (a batch's), written by
+/// [`arbor_storage::write_node_json`]: the bytes [`Nodes`] and `Json(node)` serialize
+/// to, without `serde_json`'s byte-by-byte scan of the content.
+pub enum NodeJson<'a> {
+    /// A single node.
+    One(&'a Node),
+    /// `{nodes:[…]}`.
+    List(&'a [Arc<Node>]),
+}
+
+impl NodeJson<'_> {
+    /// The JSON text.
+    pub fn to_vec(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let mut out = Vec::new();
+        match self {
+            NodeJson::One(n) => arbor_storage::write_node_json(&mut out, n)?,
+            NodeJson::List(nodes) => {
+                out.extend_from_slice(RenderedNodes::OPEN);
+                for (i, n) in nodes.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    arbor_storage::write_node_json(&mut out, n)?;
+                }
+                out.extend_from_slice(RenderedNodes::CLOSE);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl IntoResponse for NodeJson<'_> {
+    fn into_response(self) -> Response {
+        match self.to_vec() {
+            Ok(text) => {
+                let json = HeaderValue::from_static("application/json");
+                ([(CONTENT_TYPE, json)], Body::from(text)).into_response()
+            }
+            Err(e) => super::problem::Problem::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("rendering a node: {e}"),
+            )
+            .into_response(),
+        }
+    }
+}
+
 /// `{nodes:[…]}` from nodes whose JSON the node cache rendered once: the same bytes
 /// [`Nodes`] serializes to, joined without encoding a node again (`GET …/path`,
 /// `…/children`, `…/subtree`).

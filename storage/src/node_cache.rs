@@ -67,7 +67,7 @@ pub struct RenderedNode {
 impl RenderedNode {
     /// Renders `node`'s JSON text.
     pub fn render(node: Arc<Node>) -> Result<RenderedNode, serde_json::Error> {
-        let json = serde_json::to_vec(&*node)?.into();
+        let json = crate::json::node_json(&node)?.into();
         Ok(RenderedNode { node, json })
     }
 }

@@ -33,14 +33,14 @@ impl Timestamp {
 }
 
 /// Length of the RFC 3339 form of a time in years 0–9999 (`2026-11-23T14:12:00.123456Z`).
-const RFC3339_LEN: usize = 27;
+pub(crate) const RFC3339_LEN: usize = 27;
 
 impl Timestamp {
     /// The RFC 3339 form written into `buf` digit by digit, for a time in years
     /// 0–9999 (every time arbor stamps); None for any other, which [`fmt::Display`]
     /// writes the general way. Rendering events (the API, SSE, the sinks) formats a
     /// timestamp each, and `core::fmt`'s padding machinery was most of that cost.
-    fn rfc3339(self, buf: &mut [u8; RFC3339_LEN]) -> Option<&str> {
+    pub(crate) fn rfc3339(self, buf: &mut [u8; RFC3339_LEN]) -> Option<&str> {
         let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000).ok()?;
         let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
         let fields: [(usize, usize, u32); 7] = [
