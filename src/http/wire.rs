@@ -195,7 +195,29 @@ fn big_integer(json: &[u8]) -> Option<(String, String)> {
 /// i64 and u64 needs that many (JSON allows no leading zeros, and every integer of up to
 /// 18 digits fits i64), so without such a run [`big_integer`] has nothing to find and
 /// skips its scan: one pass over the bytes with no allocation, for nearly every body.
+///
+/// Such a run covers at least one whole aligned 8-byte word (19 = 7 + 8 + 4), so the
+/// pass looks at words first and counts digits byte by byte only when some word is all
+/// digits (a UUID's group of eight may be; prose and keys are not).
 fn has_long_digit_run(json: &[u8]) -> bool {
+    let any_digit_word = json.chunks_exact(8).any(|w| {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(w);
+        all_digits(u64::from_le_bytes(word))
+    });
+    any_digit_word && has_long_digit_run_bytewise(json)
+}
+
+/// Whether all eight bytes of `w` are ASCII digits: each high nibble is 3, and adding 6
+/// to each low nibble carries into no high nibble (so each is at most 9).
+fn all_digits(w: u64) -> bool {
+    const HIGH: u64 = 0xf0f0_f0f0_f0f0_f0f0;
+    const LOW: u64 = 0x0f0f_0f0f_0f0f_0f0f;
+    w & HIGH == 0x3030_3030_3030_3030 && ((w & LOW) + 0x0606_0606_0606_0606) & HIGH == 0
+}
+
+/// [`has_long_digit_run`], one byte at a time.
+fn has_long_digit_run_bytewise(json: &[u8]) -> bool {
     let mut run = 0;
     for b in json {
         if b.is_ascii_digit() {
@@ -657,5 +679,30 @@ mod tests {
             big_integer(br#"{"m": -9223372036854775809}"#),
             Some(("m".to_owned(), "-9223372036854775809".to_owned()))
         );
+    }
+
+    #[test]
+    fn a_word_of_eight_digits_is_told_from_its_neighbours() {
+        for b in 0..=255u8 {
+            let mut w = *b"01234567";
+            w[3] = b;
+            assert_eq!(all_digits(u64::from_le_bytes(w)), b.is_ascii_digit(), "{b}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_word_pass_finds_every_run_the_byte_pass_finds(
+            bytes in proptest::collection::vec(
+                proptest::prop_oneof![9 => b'0'..=b'9', 1 => proptest::prelude::any::<u8>()], 0..120),
+            offset in 0usize..8,
+        ) {
+            // Every alignment of the same bytes.
+            let json = &bytes[offset.min(bytes.len())..];
+            proptest::prop_assert_eq!(
+                has_long_digit_run(json),
+                has_long_digit_run_bytewise(json)
+            );
+        }
     }
 }
