@@ -13,7 +13,11 @@
 # is a matter of latency (a busier loop would get there) or of CPU (it would not).
 #
 # Environment: CPR_PORT (default 18190), CPR_SECONDS (default 8; the middle half is
-# measured), CPR_CONNECTIONS (default 64).
+# measured), CPR_CONNECTIONS (default 64), CPR_IDS (default `client`: wrk's Lua builds
+# each append with a fresh id of its own; `server`: every append is the same body
+# without an id, which the server assigns, so wrk sends a prepared request as it does
+# for `/healthz` and spends no more CPU a request than there — the client's share of
+# the two cores is then the same on both sides of the ratio).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,6 +26,8 @@ rounds="${2:-2}"
 port="${CPR_PORT:-18190}"
 seconds="${CPR_SECONDS:-8}"
 connections="${CPR_CONNECTIONS:-64}"
+ids="${CPR_IDS:-client}"
+case "$ids" in client | server) ;; *) echo "CPR_IDS must be client or server, not $ids" >&2; exit 2 ;; esac
 [ -x "$bin" ] || { echo "no arbor binary at $bin (cargo build --release --bin arbor)" >&2; exit 2; }
 command -v wrk >/dev/null || bash "$repo/benches/tools.sh" >/dev/null
 
@@ -45,6 +51,12 @@ request = function()
   local body = string.format('{"id":"%08x-0000-4000-8000-%012x","parent_id":"%s","type":"message","role":"assistant","content":"%s","agent_id":"bench"}', math.random(0, 0xffffffff), counter, ROOT, content)
   return wrk.format(nil, WF_PATH, nil, body)
 end
+LUA
+# The same append with no id (the server assigns one): a body fixed once, no Lua per request.
+cat >"$work/append_server_ids.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = string.format('{"parent_id":"%s","type":"message","role":"assistant","content":"%s","agent_id":"bench"}', ROOT, string.rep("c", 256))
 LUA
 
 # Sums utime + stime (clock ticks) per thread name (digits at the end dropped: the seven
@@ -77,10 +89,14 @@ measure() {
             "http://127.0.0.1:$port/v1/workflows" -d '{"system_prompt":"cpu per request"}')"
         wf="$(python3 -c 'import json,sys; print(json.load(sys.stdin)["workflow_id"])' <<<"$created")"
         root="$(python3 -c 'import json,sys; print(json.load(sys.stdin)["root_id"])' <<<"$created")"
-        sed "1i ROOT = \"$root\"\nWF_PATH = \"/v1/workflows/$wf/nodes\"" "$work/append.lua" \
-            >"$work/run.lua"
-        script=(-s "$work/run.lua")
+        local lua="$work/append.lua"
         url="http://127.0.0.1:$port/"
+        if [ "$ids" = server ]; then
+            lua="$work/append_server_ids.lua"
+            url="http://127.0.0.1:$port/v1/workflows/$wf/nodes"
+        fi
+        sed "1i ROOT = \"$root\"\nWF_PATH = \"/v1/workflows/$wf/nodes\"" "$lua" >"$work/run.lua"
+        script=(-s "$work/run.lua")
     fi
     wrk -t1 -c"$connections" -d"$seconds" "${script[@]}" "$url" >"$work/wrk.txt" &
     local load=$!
@@ -114,7 +130,7 @@ PY
     server=""
 }
 
-echo "cpu per request: $bin, $(nproc) cores, wrk -c$connections, ${seconds}s runs"
+echo "cpu per request: $bin, $(nproc) cores, wrk -c$connections, ${seconds}s runs, ids by the $ids"
 for round in $(seq "$rounds"); do
     measure healthz "$round"
     measure append "$round"
