@@ -5,7 +5,6 @@
 //! worker thread. Reads answered by the in-memory index alone (`has_workflow`,
 //! `branches`) stay inline. Responses are the views of [`super::views`].
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::State;
@@ -18,8 +17,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use arbor_storage::{
-    BranchInfo, Edge, EdgeKind, Intent, ListFilter, Meta, NewWorkflow, Node, Outcome, RenderedNode,
-    Seq, StorageError, Store, WorkflowStatus, WorkflowSummary,
+    BranchInfo, Edge, EdgeKind, Intent, ListFilter, Meta, NewWorkflow, Outcome, RenderedNode, Seq,
+    StorageError, Store, WorkflowStatus, WorkflowSummary,
 };
 
 use super::auth::Principal;
@@ -481,7 +480,6 @@ pub async fn create_batch(
     };
     match app.submit(intent).await? {
         Outcome::Nodes { nodes, replayed } => {
-            let nodes: Vec<Arc<Node>> = nodes.into_iter().map(Arc::new).collect();
             Ok((created(replayed), NodeJson::List(&nodes)).into_response())
         }
         other => Err(unexpected(&other)),

@@ -142,7 +142,7 @@ pub enum NodeJson<'a> {
     /// A single node.
     One(&'a Node),
     /// `{nodes:[…]}`.
-    List(&'a [Arc<Node>]),
+    List(&'a [Node]),
 }
 
 impl NodeJson<'_> {
