@@ -7,6 +7,7 @@
 //! reads back at open as free space, and every value written before and after reads back.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// sled's default segment size (`Config::segment_size`), which arbor keeps.
 const SEGMENT: u64 = 512 * 1024;
@@ -37,6 +38,25 @@ fn write(tree: &sled::Tree, keys: std::ops::Range<u64>, dir: &Path) -> Res<Vec<u
     tree.flush()?;
     lens.push(file_len(dir)?);
     Ok(lens)
+}
+
+/// Returns once every thread of a dropped `Db` is done with the file in `dir`. sled holds
+/// an exclusive `flock` on `<dir>/db` for as long as anything holds the file, and a zero
+/// fill running on its thread pool can outlive the last handle by a moment; a reopen (or
+/// a test's own write to the file) before that fails or races it. arbor's `Engine` waits
+/// the same way when it is dropped (`log::LockRelease`).
+fn released(dir: &Path) -> Res {
+    let file = std::fs::File::open(dir.join("db"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match fs2::FileExt::try_lock_exclusive(&file) {
+            Ok(()) => return Ok(fs2::FileExt::unlock(&file)?),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => return Err(format!("sled kept its lock on {}: {e}", dir.display()).into()),
+        }
+    }
 }
 
 fn check_all(tree: &sled::Tree, n: u64) -> Res {
@@ -82,6 +102,7 @@ fn a_zeroed_tail_whole_or_cut_short_reads_back_as_free_space() -> Res {
         let tree = db.open_tree("t")?;
         write(&tree, 0..4_000, dir.path())?;
     }
+    released(dir.path())?;
     // A fill cut short by a crash: zeros past the end, ending inside a segment.
     let len = file_len(dir.path())?;
     let f = std::fs::OpenOptions::new()
@@ -96,6 +117,7 @@ fn a_zeroed_tail_whole_or_cut_short_reads_back_as_free_space() -> Res {
         write(&tree, 4_000..8_000, dir.path())?;
         check_all(&tree, 8_000)?;
     }
+    released(dir.path())?;
     let db = sled::Config::new().path(dir.path()).open()?;
     let tree = db.open_tree("t")?;
     check_all(&tree, 8_000)?;
@@ -115,6 +137,7 @@ fn a_new_file_s_first_segments_are_written_after_their_zeros() -> Res {
             write(&tree, 0..600, dir.path())?;
             check_all(&tree, 600)?;
         }
+        released(dir.path())?;
         let db = sled::Config::new().path(dir.path()).open()?;
         check_all(&db.open_tree("t")?, 600)?;
     }
