@@ -59,6 +59,8 @@ pub use error::{AppendError, StorageError};
 pub use index::{BranchInfo, BranchScope};
 pub use intent::{edge_event_id, Intent, Meta, NewNode, NewWorkflow, Outcome};
 pub use json::{node_json, write_node_json};
+#[doc(hidden)]
+pub use log::wait_for_sled_release;
 pub use log::{log_entry, replace_log_value, LogEntry};
 pub use model::{
     valid_node_type, Edge, EdgeKind, Event, EventBody, Node, PortableEvent, Role, Seq,

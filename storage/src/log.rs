@@ -155,27 +155,33 @@ struct LockRelease {
 
 impl Drop for LockRelease {
     fn drop(&mut self) {
-        let Ok(file) = File::open(&self.lock_file) else {
-            return;
-        };
-        let deadline = std::time::Instant::now() + LOCK_RELEASE_WAIT;
-        loop {
-            match fs2::FileExt::try_lock_exclusive(&file) {
-                Ok(()) => {
-                    let _ = fs2::FileExt::unlock(&file);
-                    return;
-                }
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::WouldBlock
-                        && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(2));
-                }
-                Err(e) => {
-                    tracing::warn!(file = %self.lock_file.display(), error = %e, "sled kept its lock after close");
-                    return;
-                }
+        if let Err(e) = wait_for_sled_release(&self.lock_file, LOCK_RELEASE_WAIT) {
+            tracing::warn!(file = %self.lock_file.display(), error = %e, "sled kept its lock after close");
+        }
+    }
+}
+
+/// Waits until nothing holds sled's exclusive `flock` on `lock_file` (`<dir>/db`), or
+/// `wait` has passed (an error then). A file that cannot be opened is nothing to wait for.
+///
+/// Used when an [`Engine`] drops, and by tests that drive raw sled in a directory they
+/// reopen; not part of the storage API.
+#[doc(hidden)]
+pub fn wait_for_sled_release(lock_file: &Path, wait: std::time::Duration) -> std::io::Result<()> {
+    let Ok(file) = File::open(lock_file) else {
+        return Ok(());
+    };
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match fs2::FileExt::try_lock_exclusive(&file) {
+            Ok(()) => return fs2::FileExt::unlock(&file),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(2));
             }
+            Err(e) => return Err(e),
         }
     }
 }

@@ -7,7 +7,7 @@
 //! reads back at open as free space, and every value written before and after reads back.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// sled's default segment size (`Config::segment_size`), which arbor keeps.
 const SEGMENT: u64 = 512 * 1024;
@@ -46,17 +46,8 @@ fn write(tree: &sled::Tree, keys: std::ops::Range<u64>, dir: &Path) -> Res<Vec<u
 /// a test's own write to the file) before that fails or races it. arbor's `Engine` waits
 /// the same way when it is dropped (`log::LockRelease`).
 fn released(dir: &Path) -> Res {
-    let file = std::fs::File::open(dir.join("db"))?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match fs2::FileExt::try_lock_exclusive(&file) {
-            Ok(()) => return Ok(fs2::FileExt::unlock(&file)?),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            Err(e) => return Err(format!("sled kept its lock on {}: {e}", dir.display()).into()),
-        }
-    }
+    arbor_storage::wait_for_sled_release(&dir.join("db"), Duration::from_secs(10))
+        .map_err(|e| format!("sled kept its lock on {}: {e}", dir.display()).into())
 }
 
 fn check_all(tree: &sled::Tree, n: u64) -> Res {
