@@ -98,6 +98,11 @@ settings! {
         /// [default: 4096].
         #[arg(long, env = "ARBOR_BROADCAST_CAPACITY")]
         broadcast_capacity: usize,
+        /// Longest, in µs, a flush waits for more appends already on their way (fsync
+        /// durability; only while at least four are, so a lone client never waits);
+        /// 0 disables it [default: 500].
+        #[arg(long, env = "ARBOR_COMMIT_DELAY_US")]
+        commit_delay_us: u64,
     }
 }
 
@@ -544,6 +549,8 @@ pub struct ServeConfig {
     pub node_cache_mb: u64,
     /// Broadcast capacity.
     pub broadcast_capacity: usize,
+    /// Longest a flush waits for appends on their way ([`StoreOptions::commit_delay`]).
+    pub commit_delay: Duration,
     /// The sinks (none by default), as the sync workers take them. Its `Debug` masks
     /// passwords.
     pub sync: SyncConfig,
@@ -591,6 +598,7 @@ impl ServeConfig {
             cache_mb: store.cache_mb,
             node_cache_mb: store.node_cache_mb,
             broadcast_capacity: store.broadcast_capacity,
+            commit_delay: store.commit_delay,
             sync: SyncConfig::default(),
             log_format: LogFormat::default(),
             limits: Limits::default(),
@@ -720,6 +728,9 @@ impl ServeConfig {
             cache_mb: store.cache_mb.unwrap_or(d.cache_mb),
             node_cache_mb: store.node_cache_mb.unwrap_or(d.node_cache_mb),
             broadcast_capacity: store.broadcast_capacity.unwrap_or(d.broadcast_capacity),
+            commit_delay: store
+                .commit_delay_us
+                .map_or(d.commit_delay, Duration::from_micros),
             sync,
             log_format: http.log_format.unwrap_or(d.log_format),
             limits,
@@ -739,13 +750,15 @@ impl fmt::Display for ServeConfig {
         write!(
             f,
             "data_dir={} listen={} durability={:?} cache_mb={} node_cache_mb={} \
-             broadcast_capacity={} request_timeout={:?} tls={} rate_limit={}/s sinks=[",
+             broadcast_capacity={} commit_delay={:?} request_timeout={:?} tls={} \
+             rate_limit={}/s sinks=[",
             self.data_dir.display(),
             self.listen,
             self.durability,
             self.cache_mb,
             self.node_cache_mb,
             self.broadcast_capacity,
+            self.commit_delay,
             self.limits.request_timeout,
             if self.tls.is_some() { "on" } else { "off" },
             self.rate_limit,
@@ -797,13 +810,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = write(
             &dir,
-            "listen = \"127.0.0.1:9000\"\ncache_mb = 64\ndurability = \"none\"\nnode_cache_mb = 8\n",
+            "listen = \"127.0.0.1:9000\"\ncache_mb = 64\ndurability = \"none\"\nnode_cache_mb = 8\n\
+             commit_delay_us = 250\n",
         );
         let mut args = with_file(&path);
         args.store.cache_mb = Some(32);
         let cfg = ServeConfig::resolve(&args).unwrap();
         assert_eq!(cfg.cache_mb, 32, "flag wins");
         assert_eq!(cfg.node_cache_mb, 8, "file beats default");
+        assert_eq!(
+            cfg.commit_delay,
+            Duration::from_micros(250),
+            "file beats default"
+        );
         let mut args = with_file(&path);
         args.store.node_cache_mb = Some(0);
         assert_eq!(ServeConfig::resolve(&args).unwrap().node_cache_mb, 0);
@@ -825,6 +844,7 @@ mod tests {
         assert_eq!(cfg.cache_mb, store.cache_mb);
         assert_eq!(cfg.node_cache_mb, store.node_cache_mb);
         assert_eq!(cfg.broadcast_capacity, store.broadcast_capacity);
+        assert_eq!(cfg.commit_delay, store.commit_delay);
         assert_eq!(cfg.durability, store.durability);
         assert_eq!(
             cfg.sync.postgres_schema,

@@ -207,6 +207,12 @@ fn store_families(store: &Store) -> Vec<MetricFamily> {
         Family("arbor_index_workflows", "Workflows in the index", GAUGE).one(workflows as u64),
         Family("arbor_head_seq", "Durable head of the log", GAUGE).one(store.head()),
         Family(
+            "arbor_log_flushes_total",
+            "Flushes (each an fdatasync) that made appends durable",
+            COUNTER,
+        )
+        .one(store.flushes()),
+        Family(
             "arbor_node_cache_hits_total",
             "Node reads answered from the decoded-node cache",
             COUNTER,
@@ -431,6 +437,7 @@ mod tests {
         );
         assert!(text.contains("arbor_sink_state{sink=\"redis\",state=\"degraded\"} 0\n"));
         assert!(text.contains("arbor_head_seq 0\n"));
+        assert!(text.contains("arbor_log_flushes_total 0\n"), "{text}");
     }
 
     #[tokio::test]

@@ -164,6 +164,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
         cache_mb: cfg.cache_mb,
         node_cache_mb: cfg.node_cache_mb,
         broadcast_capacity: cfg.broadcast_capacity,
+        commit_delay: cfg.commit_delay,
         on_group: Some(Arc::new(move |g| observer.observe_group(g))),
         ..StoreOptions::default()
     };

@@ -21,6 +21,9 @@
 //! single appenders; against `fsync APPENDERS 1` it prices arbor's own work per event.
 //! Its `BATCH` argument is instead a busy wait per event on the writer, in µs (0 for
 //! none): what the loop's rate does as the writer's work per event grows.
+//!
+//! `ARBOR_COMMIT_DELAY_US` sets the store's commit delay, as `arbor serve` reads it
+//! (default: the store's).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -60,6 +63,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         StoreOptions {
             durability,
             on_group: Some(Arc::new(move |g: GroupStats| observed.add(g))),
+            commit_delay: commit_delay()?,
             ..StoreOptions::default()
         },
     )?;
@@ -131,10 +135,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         written / events.max(1)
     );
     let n = groups.groups.load(Ordering::Relaxed).max(1);
+    let flushes = store.flushes().max(1);
     println!(
-        "  {n} groups, {:.1} events each; {:.0} us making each durable",
+        "  {n} groups, {:.1} events each; {:.0} us making each durable; {flushes} flushes, {:.1} events each",
         groups.events.load(Ordering::Relaxed) as f64 / n as f64,
-        groups.flush_micros.load(Ordering::Relaxed) as f64 / n as f64
+        groups.flush_micros.load(Ordering::Relaxed) as f64 / n as f64,
+        groups.events.load(Ordering::Relaxed) as f64 / flushes as f64,
     );
     Ok(())
 }
@@ -362,4 +368,12 @@ fn thread_cpu_ticks(name: &str) -> u64 {
         }
     }
     ticks
+}
+
+/// The commit delay `ARBOR_COMMIT_DELAY_US` asks for, else the store's default.
+fn commit_delay() -> Result<Duration, std::num::ParseIntError> {
+    match std::env::var("ARBOR_COMMIT_DELAY_US") {
+        Ok(us) => Ok(Duration::from_micros(us.parse()?)),
+        Err(_) => Ok(StoreOptions::default().commit_delay),
+    }
 }

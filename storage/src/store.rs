@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -72,6 +72,10 @@ pub struct GroupStats {
 /// Called after every committed group.
 pub type GroupObserver = Arc<dyn Fn(GroupStats) + Send + Sync>;
 
+/// The default of [`StoreOptions::commit_delay`]: about two flushes of this machine's
+/// disk (BENCHMARKS.md, stop 33).
+pub const DEFAULT_COMMIT_DELAY: Duration = Duration::from_micros(500);
+
 /// Options of [`Store::open`].
 #[derive(Clone)]
 pub struct StoreOptions {
@@ -83,6 +87,12 @@ pub struct StoreOptions {
     pub node_cache_mb: u64,
     /// Most requests in one group.
     pub max_group: usize,
+    /// Longest the syncer waits for more groups before a flush (`fsync` durability
+    /// only), as PostgreSQL's `commit_delay`: it waits only while at least four
+    /// submitted requests are on their way to it, and stops as soon as fewer are, so a
+    /// lone appender is never delayed. Under concurrency each flush, and with it each
+    /// `fdatasync`, covers more appends. `Duration::ZERO` disables it.
+    pub commit_delay: Duration,
     /// Capacity of the in-memory event broadcast (a slower SSE reader falls back to the log).
     pub broadcast_capacity: usize,
     /// Called after every committed group.
@@ -98,6 +108,7 @@ impl Default for StoreOptions {
             cache_mb: 1024,
             node_cache_mb: 256,
             max_group: 1024,
+            commit_delay: DEFAULT_COMMIT_DELAY,
             broadcast_capacity: 4096,
             on_group: None,
         }
@@ -246,8 +257,20 @@ struct Shared {
     events: broadcast::Sender<Arc<Event>>,
     poisoned: Mutex<Option<String>>,
     events_total: AtomicU64,
+    /// Requests submitted and not yet answered: beyond those the syncer holds, how many
+    /// it may expect soon (see [`StoreOptions::commit_delay`]).
+    submitted: AtomicUsize,
+    /// Flushes that made groups durable (`fsync` durability).
+    flushes: AtomicU64,
     nodes: NodeCache,
     admin: Admin,
+}
+
+impl Shared {
+    /// `n` requests counted in [`Shared::submitted`] are answered (or about to be).
+    fn answered(&self, n: usize) {
+        self.submitted.fetch_sub(n, Ordering::AcqRel);
+    }
 }
 
 /// The store: log, content, index. Cheap to clone.
@@ -285,6 +308,8 @@ impl Store {
             events,
             poisoned: Mutex::new(None),
             events_total: AtomicU64::new(0),
+            submitted: AtomicUsize::new(0),
+            flushes: AtomicU64::new(0),
             nodes: NodeCache::with_mb(options.node_cache_mb),
             admin,
         });
@@ -319,14 +344,20 @@ impl Store {
         }
         let intent = Prepared::new(intent)?;
         let (reply, rx) = oneshot::channel();
-        self.tx
+        // Counted until the writer or the syncer answers it (see `Shared::answered`).
+        self.shared.submitted.fetch_add(1, Ordering::AcqRel);
+        let sent = self
+            .tx
             .send(WriterMsg::Append {
                 intent,
                 meta,
                 reply,
             })
-            .await
-            .map_err(|_| StorageError::Closed)?;
+            .await;
+        if sent.is_err() {
+            self.shared.answered(1);
+            return Err(StorageError::Closed.into());
+        }
         rx.await.map_err(|_| StorageError::Closed)?
     }
 
@@ -362,6 +393,12 @@ impl Store {
     /// Events appended since open.
     pub fn events_appended(&self) -> u64 {
         self.shared.events_total.load(Ordering::Relaxed)
+    }
+
+    /// Flushes (each a `fdatasync`) that made groups durable since open; with
+    /// [`Store::events_appended`], how many events a flush carries.
+    pub fn flushes(&self) -> u64 {
+        self.shared.flushes.load(Ordering::Relaxed)
     }
 
     /// Indexed nodes and workflows.
@@ -1404,7 +1441,13 @@ struct Syncer {
     rx: std::sync::mpsc::Receiver<Written>,
     durability: Durability,
     on_group: Option<GroupObserver>,
+    /// [`StoreOptions::commit_delay`].
+    commit_delay: Duration,
 }
+
+/// Requests that must be on their way to the syncer, beyond those it holds, for it to
+/// wait for them before a flush (PostgreSQL's `commit_siblings` is 5 transactions).
+const COMMIT_SIBLINGS: usize = 4;
 
 /// Hashes of large content this writer stored recently, so that a large blob repeated
 /// across groups is not looked up again. Bounded FIFO.
@@ -1443,6 +1486,7 @@ impl Writer {
             rx: from_writer,
             durability: self.options.durability,
             on_group: self.options.on_group.clone(),
+            commit_delay: self.options.commit_delay,
         };
         let syncer = match std::thread::Builder::new()
             .name("arbor-syncer".into())
@@ -1491,6 +1535,7 @@ impl Writer {
         // Refuse whatever raced in after the close.
         while let Ok(msg) = self.rx.try_recv() {
             if let WriterMsg::Append { reply, .. } = msg {
+                self.shared.answered(1);
                 let _ = reply.send(Err(StorageError::Closed.into()));
             }
         }
@@ -1515,6 +1560,7 @@ impl Writer {
     fn commit(&mut self, group: Vec<(Prepared, Meta, Reply)>) {
         let requests = group.len();
         if let Some(reason) = self.shared.poisoned.lock().clone() {
+            self.shared.answered(group.len());
             for (_, _, reply) in group {
                 let _ = reply.send(Err(StorageError::Poisoned(reason.clone()).into()));
             }
@@ -1566,7 +1612,7 @@ impl Writer {
                 Err(e) => {
                     tracing::error!(error = %e, "group write failed; store poisoned");
                     *self.shared.poisoned.lock() = Some(e.to_string());
-                    fail(answers, &e.to_string());
+                    fail(&self.shared, answers, &e.to_string());
                     return;
                 }
             }
@@ -1586,7 +1632,7 @@ impl Writer {
         if let Err(lost) = sent {
             let reason = "the syncer thread is gone".to_owned();
             *self.shared.poisoned.lock() = Some(reason.clone());
-            fail(lost.answers, &reason);
+            fail(&self.shared, lost.answers, &reason);
         }
     }
 
@@ -1637,7 +1683,8 @@ impl Writer {
 }
 
 /// Answers a group's requests after a failure: those accepted get `reason`.
-fn fail(answers: Vec<(Reply, Result<Outcome, AppendError>)>, reason: &str) {
+fn fail(shared: &Shared, answers: Vec<(Reply, Result<Outcome, AppendError>)>, reason: &str) {
+    shared.answered(answers.len());
     for (reply, res) in answers {
         let res = match res {
             Ok(_) => Err(StorageError::Poisoned(reason.to_owned()).into()),
@@ -1655,6 +1702,7 @@ impl Syncer {
             while let Ok(more) = self.rx.try_recv() {
                 groups.push(more);
             }
+            self.gather(&mut groups);
             let started = Instant::now();
             let durable = self.make_durable(&groups);
             let flush = started.elapsed();
@@ -1666,9 +1714,38 @@ impl Syncer {
                 }
                 Err(reason) => {
                     for g in groups {
-                        fail(g.answers, &reason);
+                        fail(&self.shared, g.answers, &reason);
                     }
                 }
+            }
+        }
+    }
+
+    /// Under concurrency, waits up to the commit delay for more groups before a flush,
+    /// as long as at least [`COMMIT_SIBLINGS`] submitted requests are not yet in
+    /// `groups`: they are on their way through the writer, and one flush for all of
+    /// them costs the device, the kernel and the threads a fraction of several.
+    fn gather(&self, groups: &mut Vec<Written>) {
+        if self.commit_delay.is_zero() || self.durability != Durability::Fsync {
+            return;
+        }
+        let deadline = Instant::now() + self.commit_delay;
+        let mut held: usize = groups.iter().map(|g| g.requests).sum();
+        loop {
+            let submitted = self.shared.submitted.load(Ordering::Acquire);
+            if submitted.saturating_sub(held) < COMMIT_SIBLINGS {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            match self.rx.recv_timeout(left) {
+                Ok(more) => {
+                    held += more.requests;
+                    groups.push(more);
+                }
+                Err(_) => return,
             }
         }
     }
@@ -1683,6 +1760,7 @@ impl Syncer {
         if !wrote || self.durability != Durability::Fsync {
             return Ok(());
         }
+        self.shared.flushes.fetch_add(1, Ordering::Relaxed);
         self.shared.engine.make_durable().map_err(|e| {
             tracing::error!(error = %e, "group flush failed; store poisoned");
             let reason = e.to_string();
@@ -1730,6 +1808,7 @@ impl Syncer {
                 });
             }
         }
+        self.shared.answered(answers.len());
         for (reply, res) in answers {
             let _ = reply.send(res);
         }
@@ -1742,4 +1821,153 @@ impl Syncer {
 fn read_capacity(head: Seq, after: Seq, limit: usize) -> usize {
     let waiting = usize::try_from(head.saturating_sub(after)).unwrap_or(usize::MAX);
     limit.min(waiting).min(16_384)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The commit delay: a flush waits only for requests on their way, and never past
+    //! its deadline.
+
+    use std::time::{Duration, Instant};
+
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::intent::{NewNode, NewWorkflow};
+
+    /// Longer than any test may take: a flush that waited for it would time the test out.
+    const AN_HOUR: Duration = Duration::from_secs(3600);
+    /// What the tests give the code under test before they call it stuck.
+    const PATIENCE: Duration = Duration::from_secs(60);
+
+    fn open(dir: &Path, durability: Durability, commit_delay: Duration) -> Store {
+        let options = StoreOptions {
+            durability,
+            commit_delay,
+            ..StoreOptions::default()
+        };
+        Store::open(dir, options).unwrap()
+    }
+
+    /// A new workflow's root.
+    async fn root(store: &Store) -> (Uuid, Uuid) {
+        let created = store
+            .submit(
+                Intent::CreateWorkflow(NewWorkflow {
+                    system_prompt: "prompt".into(),
+                    ..NewWorkflow::default()
+                }),
+                Meta::default(),
+            )
+            .await
+            .unwrap();
+        match created {
+            Outcome::WorkflowCreated {
+                workflow_id,
+                root_id,
+                ..
+            } => (workflow_id, root_id),
+            o => panic!("{o:?}"),
+        }
+    }
+
+    /// Appends one node under `parent`; its id.
+    async fn append(store: &Store, wf: Uuid, parent: Uuid) -> Uuid {
+        let id = Uuid::now_v7();
+        let mut node = NewNode::new(parent, "message", format!("node {id}"));
+        node.id = Some(id);
+        let intent = Intent::AppendNodes {
+            workflow_id: wf,
+            nodes: vec![node],
+        };
+        store.submit(intent, Meta::default()).await.unwrap();
+        id
+    }
+
+    #[tokio::test]
+    async fn a_lone_appender_never_waits_for_the_commit_delay() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), Durability::Fsync, AN_HOUR);
+        let (wf, mut parent) = root(&store).await;
+        let flushes = store.flushes();
+        let chain = async {
+            for _ in 0..20 {
+                parent = append(&store, wf, parent).await;
+            }
+        };
+        tokio::time::timeout(PATIENCE, chain)
+            .await
+            .expect("no append waits when no other is on its way");
+        assert_eq!(store.flushes() - flushes, 20, "one flush an append");
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_flush_waits_for_requests_on_their_way_until_its_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let delay = Duration::from_millis(300);
+        let store = open(dir.path(), Durability::Fsync, delay);
+        let (wf, root) = root(&store).await;
+        // Ten requests counted as submitted that never reach the syncer.
+        store.shared.submitted.fetch_add(10, Ordering::AcqRel);
+        let started = Instant::now();
+        tokio::time::timeout(PATIENCE, append(&store, wf, root))
+            .await
+            .expect("the wait ends at the deadline");
+        let waited = started.elapsed();
+        assert!(
+            waited >= delay,
+            "the flush waited {waited:?}, not {delay:?}"
+        );
+        store.shared.answered(10);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn without_fsync_nothing_waits_and_nothing_is_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), Durability::None, AN_HOUR);
+        let (wf, root) = root(&store).await;
+        store.shared.submitted.fetch_add(10, Ordering::AcqRel);
+        tokio::time::timeout(PATIENCE, append(&store, wf, root))
+            .await
+            .expect("no wait without a flush to share");
+        assert_eq!(store.flushes(), 0);
+        store.shared.answered(10);
+        store.close().await;
+    }
+
+    /// 32 appenders of 16 nodes each, with a commit delay of an hour: every flush that
+    /// waits stops when fewer than four requests are still on their way, never at the
+    /// deadline, so the whole load ends, and every request is counted out again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appenders_share_flushes_and_none_is_left_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), Durability::Fsync, AN_HOUR);
+        let (wf, root) = root(&store).await;
+        let flushes = store.flushes();
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..32 {
+            let store = store.clone();
+            tasks.spawn(async move {
+                let mut parent = root;
+                for _ in 0..16 {
+                    parent = append(&store, wf, parent).await;
+                }
+            });
+        }
+        let all = async {
+            while let Some(done) = tasks.join_next().await {
+                done.unwrap();
+            }
+        };
+        tokio::time::timeout(PATIENCE, all)
+            .await
+            .expect("no flush waits for requests that are not coming");
+        let flushes = store.flushes() - flushes;
+        assert!(flushes < 32 * 16, "{flushes} flushes for 512 appends");
+        assert_eq!(store.shared.submitted.load(Ordering::Acquire), 0);
+        assert_eq!(store.index_size().0, 1 + 32 * 16);
+        store.close().await;
+    }
 }
