@@ -273,6 +273,18 @@ impl Shared {
     }
 }
 
+/// A request counted in [`Shared::submitted`] and not yet queued for the writer: takes
+/// it out of the count if dropped so (`None` once queued).
+struct Unsent<'a>(Option<&'a Shared>);
+
+impl Drop for Unsent<'_> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0 {
+            shared.answered(1);
+        }
+    }
+}
+
 /// The store: log, content, index. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -344,20 +356,20 @@ impl Store {
         }
         let intent = Prepared::new(intent)?;
         let (reply, rx) = oneshot::channel();
-        // Counted until the writer or the syncer answers it (see `Shared::answered`).
+        // Counted until the writer or the syncer answers it (see `Shared::answered`);
+        // until it is queued, by `unsent`, so that a caller that gives up (or a closed
+        // writer) takes it out again.
         self.shared.submitted.fetch_add(1, Ordering::AcqRel);
-        let sent = self
-            .tx
+        let mut unsent = Unsent(Some(&self.shared));
+        self.tx
             .send(WriterMsg::Append {
                 intent,
                 meta,
                 reply,
             })
-            .await;
-        if sent.is_err() {
-            self.shared.answered(1);
-            return Err(StorageError::Closed.into());
-        }
+            .await
+            .map_err(|_| StorageError::Closed)?;
+        unsent.0 = None;
         rx.await.map_err(|_| StorageError::Closed)?
     }
 
@@ -1921,6 +1933,23 @@ mod tests {
         );
         store.shared.answered(10);
         store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_request_the_writer_never_took_is_not_counted_as_on_its_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), Durability::Fsync, AN_HOUR);
+        let (wf, root) = root(&store).await;
+        store.close().await;
+        let mut node = NewNode::new(root, "message", "after the close");
+        node.id = Some(Uuid::now_v7());
+        let intent = Intent::AppendNodes {
+            workflow_id: wf,
+            nodes: vec![node],
+        };
+        let refused = store.submit(intent, Meta::default()).await;
+        assert!(refused.is_err(), "{refused:?}");
+        assert_eq!(store.shared.submitted.load(Ordering::Acquire), 0);
     }
 
     #[tokio::test]
