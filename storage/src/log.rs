@@ -1027,8 +1027,10 @@ mod tests {
                 flag.store(on, std::sync::atomic::Ordering::Release);
             };
             fail_sync(true);
+            let flushes = store.flushes();
             let reason = poisoned(append(&store, wf, batch(acked, &[failed])).await);
             assert!(reason.contains("injected"), "{reason}");
+            assert_eq!(store.flushes(), flushes, "a failed flush is not counted");
             let reason = store.poisoned().expect("the store says it is poisoned");
             assert!(reason.contains("injected fdatasync failure"), "{reason}");
             assert_eq!(store.head(), head, "the failed group is not published");

@@ -1772,13 +1772,14 @@ impl Syncer {
         if !wrote || self.durability != Durability::Fsync {
             return Ok(());
         }
-        self.shared.flushes.fetch_add(1, Ordering::Relaxed);
         self.shared.engine.make_durable().map_err(|e| {
             tracing::error!(error = %e, "group flush failed; store poisoned");
             let reason = e.to_string();
             *self.shared.poisoned.lock() = Some(reason.clone());
             reason
-        })
+        })?;
+        self.shared.flushes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Applies a durable group to the index, moves the head, broadcasts its events and
