@@ -141,6 +141,9 @@ pub struct Engine {
 /// How long a dropped [`Engine`] waits for sled to release the directory lock.
 const LOCK_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How long [`Engine::open`] waits for a lock held by an engine that is closing.
+const OPEN_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Makes "the last handle is dropped" mean "the directory can be opened again".
 ///
 /// sled holds an exclusive `flock` on `<dir>/db` for as long as anything inside it
@@ -293,6 +296,14 @@ impl Engine {
     /// Opens (or creates) the database at `dir`.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Engine, StorageError> {
         std::fs::create_dir_all(dir)?;
+        // An engine of this process may still be closing: its last handle dropped on
+        // another thread (a sync worker's read finishing after the worker stopped, a
+        // task that outlived a timeout), and sled's I/O pool lets go a moment later.
+        // Wait for that, briefly; a lock still held after it is another process's (or
+        // a handle still in use), and sled's own "could not acquire lock" says so.
+        if let Err(e) = wait_for_sled_release(&dir.join("db"), OPEN_LOCK_WAIT) {
+            tracing::debug!(dir = %dir.display(), error = %e, "sled's lock still held; opening anyway");
+        }
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
@@ -1002,6 +1013,37 @@ mod tests {
                 store.close().await;
             });
         }
+    }
+
+    /// A handle that outlives the close on another thread (a sync worker's read that
+    /// finishes after the worker stopped) keeps sled's lock a moment longer: opening
+    /// again waits for it instead of failing. A lock held for good still fails, with
+    /// sled's own message (the CLI turns it into "in use by another arbor process").
+    #[test]
+    fn open_waits_for_an_engine_still_closing_and_fails_on_one_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        rt().block_on(async {
+            let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+            create(&store, Uuid::now_v7()).await;
+            let late = store.clone();
+            store.close().await;
+            drop(store);
+            let (go, gone) = std::sync::mpsc::channel::<()>();
+            let last = std::thread::spawn(move || {
+                let _ = gone.recv();
+                drop(late);
+            });
+            go.send(()).unwrap();
+            let again = Store::open(dir.path(), StoreOptions::default())
+                .expect("reopened while the last handle was being dropped elsewhere");
+            assert_eq!(again.head(), 1);
+            last.join().unwrap();
+            let Err(e) = Store::open(dir.path(), StoreOptions::default()) else {
+                panic!("a store in use was opened twice");
+            };
+            assert!(e.to_string().contains("could not acquire lock"), "{e}");
+            again.close().await;
+        });
     }
 
     /// A flush that fails (its fdatasync, say) poisons the store: the group's requests
