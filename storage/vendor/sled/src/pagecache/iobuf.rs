@@ -1174,6 +1174,28 @@ pub(in crate::pagecache) fn maybe_seal_and_write_iobuf(
     // if writers is 0, it's our responsibility to write the buffer.
     if header::n_writers(sealed) == 0 {
         iobufs.config.global_error()?;
+        if !from_reserve {
+            // arbor (PATCHES.md, 7): a flush (or a roll, or a batch's manifest) seals
+            // the buffer and then waits until it is stable: write it on this thread
+            // instead of handing it to the pool and waiting to be woken.
+            trace!("writing iobuf with lsn {} to log from maybe_seal", lsn);
+            let result = iobufs.write_to_log(iobuf);
+            if let Err(e) = &result {
+                error!(
+                    "hit error while writing iobuf with lsn {}: {:?}",
+                    lsn, e
+                );
+                // store the error before notifying, as the pool's task does, so
+                // that any thread waiting for this buffer sees it
+                iobufs.config.set_global_error(e.clone());
+                let intervals = iobufs.intervals.lock();
+                // having held the mutex makes this linearized
+                // with the notify below.
+                drop(intervals);
+                let _notified = iobufs.interval_updated.notify_all();
+            }
+            return result;
+        }
         trace!(
             "asynchronously writing iobuf with lsn {} to log from maybe_seal",
             lsn
