@@ -128,8 +128,9 @@ PY
     kill "$server"
     wait "$server" 2>/dev/null || true
     server=""
-    # A round of appends leaves hundreds of MB behind; deleted, its dirty pages are
-    # dropped instead of written back under the next round's fdatasyncs.
+    # A round of appends leaves ~700 MB behind; kept, every later round's log went to
+    # blocks never written before, which cost this VM's disk twice the CPU a write
+    # (BENCHMARKS.md, "Stop 34"); deleted, the next round reuses them.
     rm -rf "$data"
 }
 

@@ -1014,6 +1014,27 @@ pub(in crate::pagecache) fn flush(iobufs: &Arc<IoBufs>) -> Result<usize> {
     make_stable(iobufs, max_reserved_lsn)
 }
 
+/// Writes a sealed IO buffer; on an error, stores it as the global error
+/// before notifying, so that waiting threads will see it. (arbor: shared by
+/// the pool's task and the flushing thread, PATCHES.md 7.)
+fn write_or_fail(iobufs: &IoBufs, iobuf: &IoBuf, lsn: Lsn) -> Result<()> {
+    let result = iobufs.write_to_log(iobuf);
+    if let Err(e) = &result {
+        error!("hit error while writing iobuf with lsn {}: {:?}", lsn, e);
+
+        iobufs.config.set_global_error(e.clone());
+
+        let intervals = iobufs.intervals.lock();
+
+        // having held the mutex makes this linearized
+        // with the notify below.
+        drop(intervals);
+
+        let _notified = iobufs.interval_updated.notify_all();
+    }
+    result
+}
+
 /// Attempt to seal the current IO buffer, possibly
 /// writing it to disk if there are no other writers
 /// operating on it.
@@ -1179,22 +1200,7 @@ pub(in crate::pagecache) fn maybe_seal_and_write_iobuf(
             // the buffer and then waits until it is stable: write it on this thread
             // instead of handing it to the pool and waiting to be woken.
             trace!("writing iobuf with lsn {} to log from maybe_seal", lsn);
-            let result = iobufs.write_to_log(iobuf);
-            if let Err(e) = &result {
-                error!(
-                    "hit error while writing iobuf with lsn {}: {:?}",
-                    lsn, e
-                );
-                // store the error before notifying, as the pool's task does, so
-                // that any thread waiting for this buffer sees it
-                iobufs.config.set_global_error(e.clone());
-                let intervals = iobufs.intervals.lock();
-                // having held the mutex makes this linearized
-                // with the notify below.
-                drop(intervals);
-                let _notified = iobufs.interval_updated.notify_all();
-            }
-            return result;
+            return write_or_fail(iobufs, iobuf, lsn);
         }
         trace!(
             "asynchronously writing iobuf with lsn {} to log from maybe_seal",
@@ -1203,24 +1209,7 @@ pub(in crate::pagecache) fn maybe_seal_and_write_iobuf(
         let iobufs = iobufs.clone();
         let iobuf = iobuf.clone();
         let _result = threadpool::spawn(move || {
-            if let Err(e) = iobufs.write_to_log(&iobuf) {
-                error!(
-                    "hit error while writing iobuf with lsn {}: {:?}",
-                    lsn, e
-                );
-
-                // store error before notifying so that waiting threads will see
-                // it
-                iobufs.config.set_global_error(e);
-
-                let intervals = iobufs.intervals.lock();
-
-                // having held the mutex makes this linearized
-                // with the notify below.
-                drop(intervals);
-
-                let _notified = iobufs.interval_updated.notify_all();
-            }
+            let _ = write_or_fail(&iobufs, &iobuf, lsn);
         })?;
 
         #[cfg(feature = "event_log")]
